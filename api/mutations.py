@@ -1,0 +1,97 @@
+"""Write fields. Each is one atomic compare-and-set in the store; `versionId`, when given, must
+equal the stored meta.versionId. Inputs become FHIR JSON before the rules see them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import strawberry
+
+from api.context import Info
+from api.inputs import (
+    ImagingStudyInput,
+    ImagingStudySeriesInput,
+    ImagingStudySeriesInstanceInput,
+    to_fhir,
+)
+from api.types.imaging_study import ImagingStudy
+from store.fhir.outcome import BAD_USER_INPUT, fail
+
+MAX_BATCH = 10_000
+Version = Annotated[str | None, strawberry.argument(
+    description="Optimistic concurrency: when given, the write applies only if the stored "
+    "meta.versionId equals it (else VERSION_CONFLICT). When omitted, the write applies "
+    "atomically to the latest version.")]
+
+
+@strawberry.type(description="The outcome of a delete.")
+class ImagingStudyDeleteResult:
+    id: strawberry.ID = strawberry.field(description="The deleted study's id.")
+    deleted: bool = strawberry.field(description="Always true: the study left reads and "
+                                     "lists; its history stays.")
+
+
+def _batch(items: list[Any], name: str) -> list[Any]:
+    if len(items) > MAX_BATCH:
+        raise fail(BAD_USER_INPUT, name, f"at most {MAX_BATCH} {name} per call "
+                   f"(got {len(items)})")
+    return to_fhir(items)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(name="ImagingStudyCreate", description="Creates a study. The server "
+                         "assigns `id` when absent. With `ifNoneExist` (a FHIR search string such"
+                         " as identifier=urn:dicom:uid|urn:oid:1.2.3) an existing match is "
+                         "returned unchanged instead; several matches are an error.")
+    async def create(self, info: Info, res: ImagingStudyInput,
+                     ifNoneExist: str | None = None) -> ImagingStudy:
+        study, _ = await info.context.repo.create(to_fhir(res), ifNoneExist)
+        return study
+
+    @strawberry.mutation(name="ImagingStudyUpdate", description="Replaces a study whole, under "
+                         "the status lifecycle.")
+    async def update(self, info: Info, id: strawberry.ID, res: ImagingStudyInput,
+                     versionId: Version = None) -> ImagingStudy:
+        return await info.context.repo.update(id, to_fhir(res), versionId)
+
+    @strawberry.mutation(name="ImagingStudyDelete", description="Deletes a study: it leaves "
+                         "reads and lists; its history stays.")
+    async def delete(self, info: Info, id: strawberry.ID,
+                     versionId: Version = None) -> ImagingStudyDeleteResult:
+        await info.context.repo.delete(id, versionId)
+        return ImagingStudyDeleteResult(id=id, deleted=True)
+
+    @strawberry.mutation(name="ImagingStudySetStatus", description="Moves a study through its "
+                         "lifecycle (registered, available, cancelled, entered-in-error, "
+                         "unknown). Setting the current status changes nothing.")
+    async def set_status(self, info: Info, id: strawberry.ID, status: str,
+                         versionId: Version = None) -> ImagingStudy:
+        return await info.context.repo.set_status(id, status, versionId)
+
+    @strawberry.mutation(name="ImagingStudyAddSeries", description="Appends series; a series "
+                         "UID already in the study is refused.")
+    async def add_series(self, info: Info, id: strawberry.ID,
+                         series: list[ImagingStudySeriesInput],
+                         versionId: Version = None) -> ImagingStudy:
+        return await info.context.repo.add_series(id, _batch(series, "series"), versionId)
+
+    @strawberry.mutation(name="ImagingStudyAddInstances", description="Appends up to 10,000 "
+                         "instances to one series. Re-sending an instance identical to the "
+                         "stored one is a no-op, so retries are safe.")
+    async def add_instances(self, info: Info, id: strawberry.ID, seriesUid: str,
+                            instances: list[ImagingStudySeriesInstanceInput],
+                            versionId: Version = None) -> ImagingStudy:
+        return await info.context.repo.add_instances(
+            id, seriesUid, _batch(instances, "instances"), versionId)
+
+    @strawberry.mutation(name="ImagingStudyRemoveSeries", description="Removes series by UID.")
+    async def remove_series(self, info: Info, id: strawberry.ID, uids: list[str],
+                            versionId: Version = None) -> ImagingStudy:
+        return await info.context.repo.remove_series(id, uids, versionId)
+
+    @strawberry.mutation(name="ImagingStudyRemoveInstances", description="Removes instances "
+                         "of one series by UID.")
+    async def remove_instances(self, info: Info, id: strawberry.ID, seriesUid: str,
+                               uids: list[str], versionId: Version = None) -> ImagingStudy:
+        return await info.context.repo.remove_instances(id, seriesUid, uids, versionId)

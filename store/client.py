@@ -1,0 +1,63 @@
+"""The only module that knows the MongoDB driver. Motor is deprecated upstream in favour of
+PyMongo's async API; switching means changing this file alone."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+
+__all__ = ["Database", "DuplicateKey", "StoreDown", "open_embedded", "open_server"]
+
+DuplicateKey = DuplicateKeyError
+# Errors that mean "the store did not answer", as opposed to a refused operation.
+StoreDown: tuple[type[Exception], ...] = (ConnectionFailure,)
+DriverError = PyMongoError
+Database = Any  # a motor AsyncIOMotorDatabase, or the embedded stand-in with the same methods
+
+
+class _Yielding:
+    """Wraps a mongomock-motor object so every call yields to the event loop first, the way a
+    network round trip does. Without it the embedded store runs each call to completion and
+    concurrent writers would never interleave, hiding races the real server would show."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def __getitem__(self, name: str) -> _Yielding:
+        return _Yielding(self._target[name])
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0)
+            return await attr(*args, **kwargs)
+
+        return call
+
+
+def open_embedded(db_name: str) -> tuple[Any, Database]:
+    """An in-process store (mongomock-motor): no server, gone when the process ends."""
+    from mongomock_motor import AsyncMongoMockClient
+
+    client = AsyncMongoMockClient()
+    return client, _Yielding(client[db_name])
+
+
+def open_server(uri: str, db_name: str, **options: Any) -> tuple[Any, Database]:
+    """A real MongoDB (replica set or sharded cluster) through motor."""
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    options.setdefault("serverSelectionTimeoutMS", 2000)
+    options.setdefault("tz_aware", True)
+    client = AsyncIOMotorClient(uri, **options)
+    return client, client[db_name]
+
+
+def close(client: Any) -> None:
+    client.close()

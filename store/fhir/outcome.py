@@ -1,0 +1,61 @@
+"""Rule violations as FHIR OperationOutcome issues, and the error every store layer raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# The machine-readable codes of the GraphQL error contract (DESIGN.md section 4).
+BAD_USER_INPUT = "BAD_USER_INPUT"
+NOT_FOUND = "NOT_FOUND"
+VERSION_CONFLICT = "VERSION_CONFLICT"
+INVALID_STATUS_TRANSITION = "INVALID_STATUS_TRANSITION"
+STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+
+_FHIR_ISSUE_CODE = {
+    BAD_USER_INPUT: "invalid",
+    NOT_FOUND: "not-found",
+    VERSION_CONFLICT: "conflict",
+    INVALID_STATUS_TRANSITION: "business-rule",
+    STORE_UNAVAILABLE: "transient",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One violated rule: where (a FHIRPath expression) and what, in plain words."""
+
+    expression: str
+    diagnostics: str
+    code: str = "invalid"  # the FHIR issue-type code
+
+    def to_fhir(self) -> dict[str, Any]:
+        return {"severity": "error", "code": self.code, "diagnostics": self.diagnostics,
+                "expression": [self.expression]}
+
+
+class StoreError(Exception):
+    """A refused operation. `code` is the contract code; `issues` say what and where."""
+
+    def __init__(self, code: str, issues: list[Issue]) -> None:
+        self.code = code
+        self.issues = issues
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        first = self.issues[0]
+        more = f" (and {len(self.issues) - 1} more issues)" if len(self.issues) > 1 else ""
+        return f"{first.expression}: {first.diagnostics}{more}"
+
+    def outcome(self) -> dict[str, Any]:
+        return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in self.issues]}
+
+
+def fail(code: str, expression: str, diagnostics: str) -> StoreError:
+    """A StoreError with one issue, its FHIR issue type chosen from the contract code."""
+    return StoreError(code, [Issue(expression, diagnostics, _FHIR_ISSUE_CODE[code])])
+
+
+def invalid(issues: list[Issue]) -> StoreError:
+    return StoreError(BAD_USER_INPUT, issues)

@@ -1,0 +1,251 @@
+"""Structural and R5 rule checks of an ImagingStudy as FHIR JSON. Every violation becomes one
+Issue naming the element by FHIRPath; all violations of a resource are reported together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from store.fhir import definitions as defs
+from store.fhir.outcome import Issue
+from store.fhir.primitives import CHECKS, language_problem
+from store.fhir.references import is_resource_type, reference_problems
+from store.fhir.uid import oid_uid_problem, uid_problem
+
+ROOT = "ImagingStudy"
+_RESOURCE_TYPE = defs.Element("resourceType", "code", definition="The resource type.")
+
+
+def _status_problem(value: object) -> str | None:
+    codes = defs.status_codes()
+    return None if value in codes else f"must be one of {', '.join(codes)} (R5 ImagingStudyStatus)"
+
+
+def _modality_problems(concept: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    for i, coding in enumerate(concept.get("coding") or ()):
+        if (isinstance(coding, dict) and coding.get("system") == defs.DICOM_SYSTEM
+                and coding.get("code") not in defs.dicom_modalities()):
+            yield (f".coding[{i}].code",
+                   f"'{coding.get('code')}' is not a DICOM CID 33 modality code")
+
+
+def _sop_class_problems(coding: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    code = coding.get("code")
+    if isinstance(code, str) and code.startswith("urn:oid:"):
+        problem = oid_uid_problem(code)
+        if problem:
+            yield ".code", f"SOP class {problem}"
+
+
+def _identifier_problems(identifier: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    if identifier.get("use") is not None and identifier["use"] not in defs.IDENTIFIER_USE:
+        yield ".use", f"must be one of {', '.join(defs.IDENTIFIER_USE)}"
+    if identifier.get("system") == defs.DICOM_UID_SYSTEM:
+        problem = oid_uid_problem(identifier.get("value"))
+        if problem:
+            yield ".value", f"a Study Instance UID identifier (urn:dicom:uid) {problem}"
+
+
+def _narrative_problems(narrative: dict[str, Any]) -> Iterable[tuple[str, str]]:
+    if narrative.get("status") not in (None, *defs.NARRATIVE_STATUS):
+        yield ".status", f"must be one of {', '.join(defs.NARRATIVE_STATUS)}"
+
+
+# Primitive checks beyond the type, keyed by element path.
+_VALUE_RULES: dict[str, Callable[[object], str | None]] = {
+    "ImagingStudy.status": _status_problem,
+    "ImagingStudy.language": language_problem,
+    "ImagingStudy.series.uid": uid_problem,
+    "ImagingStudy.series.instance.uid": uid_problem,
+}
+# Checks on complex values, keyed by element path or by datatype.
+_OBJECT_RULES: dict[str, Callable[[dict[str, Any]], Iterable[tuple[str, str]]]] = {
+    "ImagingStudy.modality": _modality_problems,
+    "ImagingStudy.series.modality": _modality_problems,
+    "ImagingStudy.series.instance.sopClass": _sop_class_problems,
+    "Identifier": _identifier_problems,
+    "Narrative": _narrative_problems,
+}
+
+
+class _Walker:
+    def __init__(self, contained: dict[str, str]) -> None:
+        self.issues: list[Issue] = []
+        self.contained = contained
+
+    def add(self, expression: str, rule: str) -> None:
+        self.issues.append(Issue(expression, rule))
+
+    def object(self, obj: object, expr: str, elements: dict[str, defs.Element], key: str,
+               targets: tuple[str, ...] = ()) -> bool:
+        if not isinstance(obj, dict):
+            self.add(expr, "must be an object")
+            return False
+        before = len(self.issues)
+        for name, value in obj.items():
+            element = elements.get(name)
+            if element is None:
+                self.add(f"{expr}.{name}", f"unknown element '{name}': not part of R5 {key}")
+            else:
+                self.element(element, value, f"{expr}.{name}", f"{key}.{name}", targets)
+        for element in elements.values():
+            if element.required and obj.get(element.name) is None:
+                self.add(f"{expr}.{element.name}", f"{element.name} is required (cardinality 1..1)")
+        return len(self.issues) == before
+
+    def element(self, element: defs.Element, value: object, expr: str, key: str,
+                targets: tuple[str, ...]) -> None:
+        if value is None:
+            self.add(expr, "must not be null: leave the element out instead")
+        elif element.many:
+            if not isinstance(value, list):
+                self.add(expr, "must be a list")
+            elif not value:
+                self.add(expr, "must not be an empty list: leave the element out instead")
+            else:
+                for i, item in enumerate(value):
+                    self.value(element, item, f"{expr}[{i}]", key, targets)
+        elif isinstance(value, list):
+            self.add(expr, "must be a single value, not a list (cardinality 0..1)")
+        else:
+            self.value(element, value, expr, key, targets)
+
+    def value(self, element: defs.Element, value: object, expr: str, key: str,
+              targets: tuple[str, ...]) -> None:
+        type_ = element.type
+        own_targets = element.targets or targets
+        if type_ in CHECKS:
+            problem = CHECKS[type_](value) or (_VALUE_RULES.get(key, _none)(value))
+            if problem:
+                self.add(expr, problem)
+        elif type_ == "BackboneElement":
+            self.checked(value, expr, defs.imaging_study()[key], key, key)
+        elif type_ == "Resource":
+            self.contained_resource(value, expr)
+        elif type_ == "Extension":
+            self.extension(value, expr)
+        elif type_ in defs.DATATYPES:
+            self.checked(value, expr, defs.DATATYPES[type_], type_, key, own_targets)
+        else:  # pragma: no cover - the tables name no other type
+            raise AssertionError(f"no rule for FHIR type {type_}")
+
+    def checked(self, value: object, expr: str, elements: dict[str, defs.Element], type_: str,
+                key: str, targets: tuple[str, ...] = ()) -> None:
+        if not self.object(value, expr, elements, type_, targets):
+            return
+        assert isinstance(value, dict)
+        rules = [_OBJECT_RULES.get(key), _OBJECT_RULES.get(type_)]
+        for rule in filter(None, rules):
+            for sub, problem in rule(value):
+                self.add(expr + sub, problem)
+        if type_ == "Reference":
+            for sub, problem in reference_problems(value, targets, self.contained):
+                self.add(expr + sub, problem)
+
+    def extension(self, value: object, expr: str) -> None:
+        if not isinstance(value, dict):
+            self.add(expr, "must be an object")
+            return
+        values = {k: v for k, v in value.items() if k.startswith("value")}
+        rest = {k: v for k, v in value.items() if k not in values}
+        if not self.object(rest, expr, defs.EXTENSION_ELEMENTS, "Extension"):
+            return
+        if len(values) > 1:
+            self.add(expr, "an Extension carries at most one value[x]")
+        if values and "extension" in value:
+            self.add(expr, "an Extension has either a value[x] or nested extensions, not both")
+        if not values and "extension" not in value:
+            self.add(expr, "an Extension needs a value[x] or nested extensions")
+        for name, item in values.items():
+            type_ = defs.EXTENSION_VALUE_KEYS.get(name)
+            if type_ is None:
+                self.add(f"{expr}.{name}", f"unknown element '{name}': not an R5 value[x] type")
+            elif type_ in CHECKS or type_ in defs.DATATYPES:
+                self.value(defs.Element(name, type_), item, f"{expr}.{name}", type_, ())
+            elif not isinstance(item, dict):
+                self.add(f"{expr}.{name}", f"a {type_} value must be an object")
+
+    def contained_resource(self, value: object, expr: str) -> None:
+        if not isinstance(value, dict):
+            self.add(expr, "a contained resource must be an object")
+            return
+        if not is_resource_type(value.get("resourceType")):
+            self.add(f"{expr}.resourceType", "a contained resource needs a resourceType")
+        if CHECKS["id"](value.get("id")):
+            self.add(f"{expr}.id", "a contained resource needs an id (FHIR id syntax)")
+        if "meta" in value and not isinstance(value["meta"], dict):
+            self.add(f"{expr}.meta", "must be an object")
+
+
+def _none(_: object) -> None:
+    return None
+
+
+def _contained_ids(study: dict[str, Any]) -> dict[str, str]:
+    contained = study.get("contained")
+    if not isinstance(contained, list):
+        return {}
+    return {r["id"]: r.get("resourceType", "") for r in contained
+            if isinstance(r, dict) and isinstance(r.get("id"), str)}
+
+
+def structure_issues(study: object) -> list[Issue]:
+    """Every element-level violation: unknown elements, cardinality, types, codes, UIDs,
+    references. Cross-element rules (uniqueness, size) live in `study_issues`."""
+    if not isinstance(study, dict):
+        return [Issue(ROOT, "an ImagingStudy must be a JSON object")]
+    walker = _Walker(_contained_ids(study))
+    elements = {"resourceType": _RESOURCE_TYPE, **defs.imaging_study()[ROOT]}
+    if study.get("resourceType", ROOT) != ROOT:
+        walker.add(f"{ROOT}.resourceType", "must be 'ImagingStudy'")
+    walker.object(study, ROOT, elements, ROOT)
+    return walker.issues
+
+
+def uid_issues(study: dict[str, Any]) -> list[Issue]:
+    """Series UIDs unique in the study; an instance UID in at most one place in the study."""
+    issues: list[Issue] = []
+    series_seen: dict[str, int] = {}
+    instance_seen: dict[str, str] = {}
+    for s, series in enumerate(study.get("series") or ()):
+        uid = series.get("uid")
+        if uid in series_seen:
+            issues.append(Issue(f"{ROOT}.series[{s}].uid", f"series UID {uid} is already used "
+                                f"by ImagingStudy.series[{series_seen[uid]}]"))
+        series_seen.setdefault(uid, s)
+        for i, instance in enumerate(series.get("instance") or ()):
+            uid = instance.get("uid")
+            where = f"{ROOT}.series[{s}].instance[{i}]"
+            if uid in instance_seen:
+                issues.append(Issue(f"{where}.uid", f"instance UID {uid} is already used by "
+                                    f"{instance_seen[uid]}"))
+            else:
+                instance_seen[uid] = where
+    return issues
+
+
+def count_instances(study: dict[str, Any]) -> int:
+    return sum(len(s.get("instance") or ()) for s in study.get("series") or ())
+
+
+def validate(study: object, max_instances: int) -> list[Issue]:
+    """All violations of `study`: structure first; the cross-element rules once it is sound."""
+    issues = structure_issues(study)
+    if issues:
+        return issues
+    assert isinstance(study, dict)
+    total = count_instances(study)
+    if total > max_instances:
+        issues.append(Issue(f"{ROOT}.series", f"a study may list at most {max_instances} "
+                            f"instances; this one lists {total}"))
+    return issues + uid_issues(study)
+
+
+def part_issues(study: dict[str, Any], key: str, value: object, expr: str) -> list[Issue]:
+    """Violations of one new part (a series or an instance) at its place `expr` in `study`,
+    so a batch added to a large study is checked without walking the whole study again."""
+    parent, _, name = key.rpartition(".")
+    element = defs.imaging_study()[parent][name]
+    walker = _Walker(_contained_ids(study))
+    walker.value(element, value, expr, key, ())
+    return walker.issues
