@@ -5,11 +5,12 @@ unexpected is masked to INTERNAL_SERVER_ERROR with a request id that points at t
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, print_ast
 from strawberry.extensions import SchemaExtension
 
 from store.fhir.outcome import BAD_USER_INPUT, StoreError
@@ -25,16 +26,44 @@ def _outcome(code: str, diagnostics: str, expression: str | None = None) -> dict
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
-def map_error(error: GraphQLError) -> GraphQLError:
-    """The contract form of one error."""
+_VARIABLE = re.compile(r"Variable '\$(?P<var>\w+)' has invalid value at (?P<path>[\w.\[\]]*)")
+_UNKNOWN = re.compile(r"type '(?P<type>\w+)Input' not to include unknown field '(?P<field>\w+)'")
+
+
+def _fhir_root(input_type: str) -> str:
+    """ImagingStudySeriesInstance -> ImagingStudy.series.instance; datatypes stay as named."""
+    parts = re.findall(r"[A-Z][a-z]+", input_type)
+    if input_type.startswith("ImagingStudy") and "".join(parts) == input_type:
+        return ".".join(["ImagingStudy", *(p.lower() for p in parts[2:])])
+    return input_type
+
+
+def _input_expression(message: str, variables: dict[str, str]) -> str | None:
+    """Where a refused input element sits: a FHIRPath when the input was a whole study."""
+    unknown = _UNKNOWN.search(message)
+    if unknown is None:
+        return None
+    variable = _VARIABLE.search(message)
+    if variable is None:
+        return f"{_fhir_root(unknown['type'])}.{unknown['field']}"
+    root = ("ImagingStudy" if variables.get(variable["var"]) == "ImagingStudyInput"
+            else f"${variable['var']}")
+    return f"{root}{variable['path']}.{unknown['field']}"
+
+
+def map_error(error: GraphQLError, variables: dict[str, str] | None = None) -> GraphQLError:
+    """The contract form of one error. `variables` maps variable names to their input types."""
     original = error.original_error
     if isinstance(original, StoreError):
         extensions = {"code": original.code, "resource": original.outcome()}
         message = original.message
-    elif original is None:
-        # Parse, validation and variable coercion errors: the request itself was wrong.
-        extensions = {"code": BAD_USER_INPUT, "resource": _outcome("invalid", error.message)}
-        message = error.message
+    elif original is None or isinstance(original, GraphQLError):
+        # Parse, validation and variable coercion errors: the request itself was wrong. The
+        # echo of the offending value is cut: it can be a whole 10,000-instance batch.
+        message = error.message.split(", found:")[0]
+        expression = _input_expression(error.message, variables or {})
+        extensions = {"code": BAD_USER_INPUT,
+                      "resource": _outcome("invalid", message, expression)}
     else:
         request_id = uuid.uuid4().hex
         log.error("unexpected error, request id %s", request_id, exc_info=original)
@@ -52,4 +81,14 @@ class ErrorMapper(SchemaExtension):
         yield
         result = self.execution_context.result
         if result is not None and getattr(result, "errors", None):
-            result.errors = [map_error(e) for e in result.errors]
+            variables = _variable_types(self.execution_context.graphql_document)
+            result.errors = [map_error(e, variables) for e in result.errors]
+
+
+def _variable_types(document: DocumentNode | None) -> dict[str, str]:
+    types: dict[str, str] = {}
+    for definition in document.definitions if document else ():
+        if isinstance(definition, OperationDefinitionNode):
+            for variable in definition.variable_definitions or ():
+                types[variable.variable.name.value] = print_ast(variable.type).rstrip("!")
+    return types

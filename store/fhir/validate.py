@@ -115,7 +115,8 @@ class _Walker:
         type_ = element.type
         own_targets = element.targets or targets
         if type_ in CHECKS:
-            problem = CHECKS[type_](value) or (_VALUE_RULES.get(key, _none)(value))
+            # An element rule (a DICOM UID, a bound code) says more than its type's rule.
+            problem = _VALUE_RULES.get(key, _none)(value) or CHECKS[type_](value)
             if problem:
                 self.add(expr, problem)
         elif type_ == "BackboneElement":

@@ -1,0 +1,59 @@
+"""Fixtures chain settings -> store -> app -> client. The store is the embedded one, or a real
+MongoDB (a throw-away database) when MONGODB_URI is set, so the same tests run on both."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.settings import Settings
+from store import client
+from store.repository import Repository
+
+Gql = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(seed=False)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Repository]:
+    uri = os.environ.get("MONGODB_URI")
+    name = f"imaging_test_{uuid.uuid4().hex[:12]}"
+    handle, db = client.open_server(uri, name) if uri else client.open_embedded(name)
+    repo = Repository(db, max_instances=settings.max_instances)
+    await repo.ensure_indexes()
+    yield repo
+    if uri:
+        await handle.drop_database(name)
+    client.close(handle)
+
+
+@pytest.fixture
+def app(settings: Settings, store: Repository) -> Any:
+    return create_app(settings, store)
+
+
+@pytest.fixture
+async def http(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+@pytest.fixture
+def gql(http: httpx.AsyncClient) -> Gql:
+    """POSTs one GraphQL operation; returns the decoded response body."""
+    async def post(query: str, **variables: Any) -> dict[str, Any]:
+        response = await http.post("/graphql", json={"query": query, "variables": variables})
+        assert response.status_code == 200, response.text
+        return response.json()
+    return post

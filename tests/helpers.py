@@ -1,0 +1,55 @@
+"""Shared test helpers: GraphQL snippets, error access and FHIR JSON comparison."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType
+
+from api.schema import schema
+
+CREATE = """mutation($res: ImagingStudyInput!, $ine: String) {
+  ImagingStudyCreate(res: $res, ifNoneExist: $ine) { id status meta { versionId } } }"""
+STATUS = """mutation($id: ID!, $status: String!, $v: String) {
+  ImagingStudySetStatus(id: $id, status: $status, versionId: $v) { status meta { versionId } } }"""
+GET = "query($id: ID!) { ImagingStudy(id: $id) { id status meta { versionId } } }"
+
+
+def error(body: dict[str, Any]) -> dict[str, Any]:
+    """The single error of a response, asserting there is exactly one."""
+    assert body.get("errors"), body
+    assert len(body["errors"]) == 1, body["errors"]
+    return body["errors"][0]
+
+
+def expressions(body: dict[str, Any]) -> list[str]:
+    """Every FHIRPath the error's OperationOutcome names."""
+    outcome = error(body)["extensions"]["resource"]
+    return [e for issue in outcome["issue"] for e in issue.get("expression", ())]
+
+
+def selection(type_name: str, depth: int = 0) -> str:
+    """A selection of every field of a schema type, down to six levels."""
+    gql_type = schema._schema.type_map[type_name]
+    assert isinstance(gql_type, GraphQLObjectType)
+    parts = []
+    for name, field in gql_type.fields.items():
+        inner = field.type
+        while isinstance(inner, GraphQLNonNull | GraphQLList):
+            inner = inner.of_type
+        if isinstance(inner, GraphQLObjectType):
+            if depth > 5 or (inner.name == "Extension" and depth > 2):
+                continue  # FHIR types nest cyclically (Reference -> Identifier -> Reference)
+            parts.append(f"{name} {{ {selection(inner.name, depth + 1)} }}")
+        else:
+            parts.append(name)
+    return " ".join(parts)
+
+
+def prune(value: Any) -> Any:
+    """A GraphQL response with its nulls left out: the FHIR JSON it stands for."""
+    if isinstance(value, dict):
+        return {k: prune(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [prune(v) for v in value]
+    return value
