@@ -7,22 +7,8 @@ from typing import Annotated, Any
 import strawberry
 
 from api.context import Info
+from api.paging import check_count, check_offset
 from api.types.imaging_study import ImagingStudy
-from store.fhir.outcome import BAD_USER_INPUT, fail
-
-
-def check_count(value: int | None, default: int, cap: int, name: str = "_count") -> int:
-    if value is None:
-        return default
-    if not 1 <= value <= cap:
-        raise fail(BAD_USER_INPUT, name, f"{name} must be between 1 and {cap} (got {value})")
-    return value
-
-
-def check_offset(value: int | None) -> int:
-    if value is not None and value < 0:
-        raise fail(BAD_USER_INPUT, "_offset", f"_offset must be 0 or more (got {value})")
-    return value or 0
 
 
 def _arg(description: str) -> Any:

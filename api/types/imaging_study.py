@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
+from api.paging import page
 from api.types.datatypes import (
     Annotation,
     CodeableConcept,
@@ -27,12 +28,7 @@ from store.search import split_unescaped
 Root = strawberry.Parent[dict[str, Any]]
 COUNT = "How many to return at most (paging inside the study; default: all)."
 OFFSET = "How many to skip first (default 0)."
-
-
-def _page(items: list[Any], count: int | None, offset: int | None) -> list[Any]:
-    offset = max(offset or 0, 0)
-    end = None if count is None else offset + max(count, 0)
-    return items[offset:end]
+NESTED_CAP = 100_000  # above any study the store accepts: a bigger _count is a mistake
 
 
 def _has_code(concept: dict[str, Any], token: str) -> bool:
@@ -76,7 +72,7 @@ def series_instances(
     if uid is not None:
         wanted = set(uid.split(","))
         instances = [i for i in instances if i["uid"] in wanted]
-    return _page(instances, _count, _offset)
+    return page(instances, _count, _offset, NESTED_CAP)
 
 
 @strawberry.type(description=element("ImagingStudy.series"))
@@ -119,7 +115,7 @@ def study_series(
     if modality is not None:
         tokens = split_unescaped(modality, ",")
         series = [s for s in series if any(_has_code(s["modality"], t) for t in tokens)]
-    return _page(series, _count, _offset)
+    return page(series, _count, _offset, NESTED_CAP)
 
 
 @strawberry.type(description=resource_definition())

@@ -115,3 +115,14 @@ async def test_history_lists_every_version_newest_first(gql: Gql) -> None:
     assert body["data"]["ImagingStudyHistory"] == [
         {"description": "second", "meta": {"versionId": "2"}},
         {"description": resource["description"], "meta": {"versionId": "1"}}]
+
+
+@pytest.mark.parametrize(("arguments", "argument"), [("_count: 0", "_count"),
+                                                     ("_offset: -1", "_offset")])
+async def test_bad_nested_paging_is_bad_user_input(gql: Gql, arguments: str,
+                                                   argument: str) -> None:
+    await gql(CREATE, res=demo.study("np", 1, 2))
+    body = await gql(f'{{ ImagingStudy(id: "np") {{ series {{ instance({arguments}) '
+                     "{ uid } } } }")
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error(body)["extensions"]["resource"]["issue"][0]["expression"] == [argument]
