@@ -13,7 +13,7 @@ from store import demo
 from store.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, error, expressions
-from tests.store.test_rules import BAD_UIDS, REQUIRED, WRONG_TARGETS, xr
+from tests.store.test_rules import BAD_UIDS, REQUIRED, WRONG_TARGETS, with_reference, xr
 
 FULL_STATE = """query($id: ID!) { ImagingStudy(id: $id) { meta { versionId } status
   numberOfSeries numberOfInstances modality { coding { code } }
@@ -56,12 +56,7 @@ async def test_bad_uid(gql: Gql, uid: str, rule: str) -> None:
 @pytest.mark.parametrize(("path", "reference", "expression"), WRONG_TARGETS)
 async def test_wrong_reference_target(gql: Gql, path: tuple[Any, ...], reference: str,
                                       expression: str) -> None:
-    resource = xr()
-    target = resource
-    for step in path:
-        target = target[step]
-    target.clear()
-    target["reference"] = reference
+    resource = with_reference(path, reference)
     assert await _refused_create(gql, resource) == [expression]
 
 

@@ -99,15 +99,21 @@ WRONG_TARGETS = [
 ]
 
 
-@pytest.mark.parametrize(("path", "reference", "expression"), WRONG_TARGETS)
-def test_each_reference_points_at_an_r5_target_type(path: tuple[Any, ...], reference: str,
-                                                     expression: str) -> None:
+def with_reference(path: tuple[Any, ...], reference: str) -> Study:
+    """The example-xr study with the Reference at `path` replaced by a bare `reference`."""
     study = xr()
     target = study
     for step in path:
         target = target[step]
     target.clear()
     target["reference"] = reference
+    return study
+
+
+@pytest.mark.parametrize(("path", "reference", "expression"), WRONG_TARGETS)
+def test_each_reference_points_at_an_r5_target_type(path: tuple[Any, ...], reference: str,
+                                                     expression: str) -> None:
+    study = with_reference(path, reference)
     problems = issues_of(study)
     assert list(problems) == [expression]
     assert "allowed targets" in problems[expression]
