@@ -148,6 +148,16 @@ async def test_writes_to_a_missing_study_are_not_found(gql: Gql) -> None:
     assert error(body)["extensions"]["code"] == "NOT_FOUND"
 
 
+async def test_hundred_unversioned_instance_adds_over_graphql_all_land(gql: Gql) -> None:
+    await gql(CREATE, res=demo.study("h", 1, 0))
+    bodies = await asyncio.gather(*(gql(ADD, id="h", s=demo.uid("h", 1),
+                                        i=[demo.instance("h", 1, n)]) for n in range(1, 101)))
+    assert [b for b in bodies if "errors" in b] == []
+    state = (await gql(FULL_STATE, id="h"))["data"]["ImagingStudy"]
+    assert sorted(i["number"] for i in state["series"][0]["instance"]) == list(range(1, 101))
+    assert state["numberOfInstances"] == 100
+
+
 async def test_twenty_writers_with_one_version_over_graphql(gql: Gql) -> None:
     await gql(CREATE, res=demo.study("v", 1, 0))
     bodies = await asyncio.gather(*(gql(ADD, id="v", s=demo.uid("v", 1),

@@ -96,14 +96,27 @@ WRONG_TARGETS = [
      "ImagingStudy.series[0].performer[0].actor.reference"),
     (("series", 0, "endpoint", 0), "Patient/1", "ImagingStudy.series[0].endpoint[0].reference"),
     (("identifier", 1, "assigner"), "Patient/1", "ImagingStudy.identifier[1].assigner.reference"),
+    (("partOf", 0), "Patient/1", "ImagingStudy.partOf[0].reference"),
+    (("location",), "Patient/1", "ImagingStudy.location.reference"),
+    (("procedure", 0, "reference"), "Patient/1", "ImagingStudy.procedure[0].reference.reference"),
+    (("reason", 0, "reference"), "Patient/1", "ImagingStudy.reason[0].reference.reference"),
+    (("note", 0, "authorReference"), "Device/1", "ImagingStudy.note[0].authorReference.reference"),
+    (("series", 0, "specimen", 0), "Patient/1", "ImagingStudy.series[0].specimen[0].reference"),
+    (("series", 0, "bodySite", "reference"), "Patient/1",
+     "ImagingStudy.series[0].bodySite.reference.reference"),
 ]
 
 
 def with_reference(path: tuple[Any, ...], reference: str) -> Study:
-    """The example-xr study with the Reference at `path` replaced by a bare `reference`."""
+    """The example-xr study with the Reference at `path` replaced (or added) as a bare
+    `reference`."""
     study = xr()
-    target = study
-    for step in path:
+    target: Any = study
+    for step, following in zip(path, (*path[1:], None), strict=True):
+        if isinstance(step, int) and step == len(target):
+            target.append({})
+        elif isinstance(step, str) and step not in target:
+            target[step] = [] if isinstance(following, int) else {}
         target = target[step]
     target.clear()
     target["reference"] = reference
