@@ -1,4 +1,5 @@
-"""Read fields: one async store call at the root; everything below is dict access."""
+"""Read fields: one async store call at the root, reading only the selected elements;
+everything below is dict access."""
 
 from __future__ import annotations
 
@@ -8,11 +9,22 @@ import strawberry
 
 from api.context import Info
 from api.paging import check_count, check_offset
+from api.projection import child, study_paths
+from api.search_args import searchable
+from api.types.connection import ImagingStudyConnection
 from api.types.imaging_study import ImagingStudy
+from store.search import Params
+
+SORT = ("Sort order: started, _lastUpdated, _id or status, comma-separated, '-' for "
+        "descending; ties go by _id. Default -started (newest first; no started date last).")
 
 
 def _arg(description: str) -> Any:
     return strawberry.argument(description=description)
+
+
+def _selected(info: Info) -> list[Any]:
+    return info.selected_fields[0].selections
 
 
 @strawberry.type
@@ -20,28 +32,53 @@ class Query:
     @strawberry.field(name="ImagingStudy", description="One study by id, or null when there is "
                       "none (or it was deleted).")
     async def imaging_study(self, info: Info, id: strawberry.ID) -> ImagingStudy | None:
-        return await info.context.repo.get(id)
+        return await info.context.repo.get(id, study_paths(_selected(info)))
 
     @strawberry.field(name="ImagingStudyList", description="Studies matching FHIR search "
-                      "arguments, newest first. Values use FHIR search syntax; a comma means OR.")
+                      "arguments (all 17 R5 ImagingStudy parameters, _id and _lastUpdated), "
+                      "newest first by default.")
+    @searchable
     async def imaging_study_list(
-        self, info: Info,
-        patient: Annotated[str | None, _arg("The patient: Patient/123 or 123.")] = None,
-        subject: Annotated[str | None, _arg("The subject: Patient/123, Device/9, Group/4, "
-                                            "or a bare id of any of them.")] = None,
-        status: Annotated[str | None, _arg("The status code, e.g. available.")] = None,
-        identifier: Annotated[str | None, _arg("An identifier token: system|value, value, "
-                                               "|value or system|.")] = None,
+        self, info: Info, params: Params,
         _count: Annotated[int | None, _arg("Page size: default 20, at most the configured "
                                            "cap (1,000 by default).")] = None,
         _offset: Annotated[int | None, _arg("How many matches to skip first.")] = None,
+        _sort: Annotated[str | None, _arg(SORT)] = None,
     ) -> list[ImagingStudy]:
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
-        given = {"patient": patient, "subject": subject, "status": status,
-                 "identifier": identifier}
-        params = [(name, value) for name, value in given.items() if value is not None]
-        return await info.context.repo.search(params, count, check_offset(_offset))
+        return await info.context.repo.search(params, count, check_offset(_offset), _sort,
+                                              study_paths(_selected(info)))
+
+    @strawberry.field(name="ImagingStudyConnection", description="Studies matching FHIR search "
+                      "arguments as a connection with total count and keyset cursors.")
+    @searchable
+    async def imaging_study_connection(
+        self, info: Info, params: Params,
+        _count: Annotated[int | None, _arg("Page size: default 20, at most the configured "
+                                           "cap (1,000 by default).")] = None,
+        _cursor: Annotated[str | None, _arg("A cursor (first, previous, next or last) from an "
+                                            "earlier page of the same search.")] = None,
+        _sort: Annotated[str | None, _arg(SORT)] = None,
+    ) -> ImagingStudyConnection:
+        settings = info.context.settings
+        count = check_count(_count, settings.list_default_count, settings.list_max_count)
+        selected = _selected(info)
+        edges = child(selected, "edges")
+        resource = child(edges, "resource") if edges is not None else None
+        wanted = {f.name for f in selected if hasattr(f, "name")}
+        if wanted <= {"count", "pagesize", "__typename"}:
+            # A count-only query reads no documents at all.
+            total = await info.context.repo.count(params) if "count" in wanted else None
+            return {"count": total, "pagesize": count}  # type: ignore[return-value]
+        page = await info.context.repo.page(
+            params, count, _cursor, _sort, study_paths(resource) if resource else (),
+            total="count" in wanted)
+        return {  # type: ignore[return-value]
+            "count": page.total, "offset": page.offset, "pagesize": count,
+            "first": page.first, "previous": page.previous, "next": page.next,
+            "last": page.last,
+            "edges": [{"mode": "match", "score": None, "resource": s} for s in page.studies]}
 
     @strawberry.field(name="ImagingStudyHistory", description="Every stored version of a "
                       "study, newest first. A deleted study keeps its history.")

@@ -11,21 +11,36 @@ import asyncio
 import functools
 import random
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from store import search
+from store import indexes, paging, search
+from store.claims import Claims
 from store.client import Database, DuplicateKey, StoreDown
 from store.fhir import edit
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, STORE_UNAVAILABLE, VERSION_CONFLICT, fail
+from store.keys import search_keys
 
 Study = dict[str, Any]
 P = ParamSpec("P")
 T = TypeVar("T")
 ROOT = "ImagingStudy"
-# How long a conditional-create claim may wait for its study before others take it over.
-CLAIM_TTL = timedelta(seconds=5)
+DEFAULT_CURSOR_SECRET = b"imaging-api cursors"
+
+
+@dataclass
+class Page:
+    """One page of a keyset-paged search (the FHIR GraphQL connection)."""
+
+    total: int | None
+    offset: int
+    studies: list[Study] = field(default_factory=list)
+    first: str | None = None
+    previous: str | None = None
+    next: str | None = None
+    last: str | None = None
 
 
 def _guard(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -43,6 +58,16 @@ def _public(doc: dict[str, Any]) -> Study:
     return {k: v for k, v in doc.items() if k not in ("_id", "_srv")}
 
 
+def projection(fields: Iterable[str] | None, *extra: str) -> dict[str, int] | None:
+    """A MongoDB projection of FHIR element paths (`series.instance.uid`); None reads all.
+    A path under another selected path is dropped: MongoDB refuses the pair."""
+    if fields is None:
+        return None
+    chosen = sorted({"id", "resourceType", *fields, *extra})
+    kept = [p for p in chosen if not any(p.startswith(q + ".") for q in chosen)]
+    return dict.fromkeys(kept, 1)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -50,18 +75,19 @@ def _now() -> str:
 class Repository:
     """Versioned ImagingStudy storage. All writes run the pure rules in `store.fhir.edit`."""
 
-    def __init__(self, db: Database, *, max_instances: int = 50_000,
-                 max_attempts: int = 200) -> None:
-        self._studies = db["imaging_study"]
-        self._history = db["imaging_study_history"]
-        self._claims = db["imaging_study_claims"]
+    def __init__(self, db: Database, *, max_instances: int = 50_000, max_attempts: int = 200,
+                 cursor_secret: bytes = DEFAULT_CURSOR_SECRET) -> None:
+        self._db = db
+        self._studies = db[indexes.STUDIES]
+        self._history = db[indexes.HISTORY]
+        self._claims = Claims(db, self._studies, max_attempts)
         self.max_instances = max_instances
         self._max_attempts = max_attempts
+        self._cursor_secret = cursor_secret
 
     @_guard
     async def ensure_indexes(self) -> None:
-        await self._history.create_index([("_srv.study", 1), ("_srv.version", -1)])
-        await self._studies.create_index([("_srv.deleted", 1), ("started", -1), ("_id", 1)])
+        await indexes.ensure(self._db)
 
     @_guard
     async def ping(self) -> None:
@@ -70,15 +96,65 @@ class Repository:
     # -- reads --------------------------------------------------------------------------------
 
     @_guard
-    async def get(self, study_id: str) -> Study | None:
-        doc = await self._studies.find_one({"_id": study_id, **search.LIVE})
+    async def get(self, study_id: str, fields: Iterable[str] | None = None) -> Study | None:
+        """The study, reading only the FHIR element paths in `fields` (None: all)."""
+        doc = await self._studies.find_one({"_id": study_id, **search.LIVE},
+                                           projection(fields))
         return _public(doc) if doc else None
 
     @_guard
-    async def search(self, params: search.Params, count: int, offset: int = 0) -> list[Study]:
-        cursor = self._studies.find(search.to_filter(params))
-        cursor = cursor.sort(search.DEFAULT_SORT).skip(offset).limit(count)
-        return [_public(doc) for doc in await cursor.to_list(length=count)]
+    async def search(self, params: search.Params, count: int, offset: int = 0,
+                     sort: str | None = None, fields: Iterable[str] | None = None
+                     ) -> list[Study]:
+        spec = paging.sort_spec(sort)
+        cursor = self._studies.find(search.to_filter(params), projection(fields))
+        docs = await cursor.sort(spec).skip(offset).limit(count).to_list(length=count)
+        return [_public(doc) for doc in docs]
+
+    @_guard
+    async def count(self, params: search.Params) -> int:
+        return await self._studies.count_documents(search.to_filter(params))
+
+    @_guard
+    async def page(self, params: search.Params, count: int, cursor: str | None = None,
+                   sort: str | None = None, fields: Iterable[str] | None = (),
+                   total: bool = True) -> Page:
+        """A keyset page: walking `next` to the end returns every study that matched
+        throughout exactly once, whatever is inserted or deleted meanwhile. `fields=()` reads
+        only sort keys (enough for cursors); `total=False` skips counting."""
+        spec = paging.sort_spec(sort)
+        cursors = paging.Cursors(self._cursor_secret, repr((sorted(params), spec)))
+        direction, keys, offset = cursors.read(cursor) if cursor else ("first", [], 0)
+        if len(keys) != (len(spec) if direction in ("after", "before") else 0):
+            raise fail(BAD_USER_INPUT, "_cursor", "the cursor does not fit this query's sort")
+        query = search.to_filter(params)
+        if direction == "after":
+            query = {"$and": [query, paging.after(spec, keys)]}
+        elif direction == "before":
+            query = {"$and": [query, paging.after(spec, keys, forward=False)]}
+        backwards = direction in ("before", "last")
+        sort_fields = [f for f, _ in spec]
+        docs = await self._studies.find(query, projection(fields, "_srv.sort", "_srv.lu",
+                                                          *sort_fields)).sort(
+            paging.reverse(spec) if backwards else spec).limit(count + 1).to_list(count + 1)
+        more = len(docs) > count
+        docs = docs[:count][::-1] if backwards else docs[:count]
+        matched = await self._studies.count_documents(search.to_filter(params)) \
+            if total or direction == "last" else None
+        if direction == "last":
+            assert matched is not None
+            offset = max(matched - len(docs), 0)
+        elif direction == "before":
+            offset = max(offset - len(docs), 0) if more else 0
+        has_next = more if not backwards else direction == "before"
+        has_prev = more if backwards else direction == "after"
+        return Page(
+            total=matched, offset=offset, studies=[_public(d) for d in docs],
+            first=cursors.make("first"), last=cursors.make("last"),
+            next=cursors.make("after", paging.boundary(docs[-1], spec), offset + len(docs))
+            if has_next and docs else None,
+            previous=cursors.make("before", paging.boundary(docs[0], spec), offset)
+            if has_prev and docs else None)
 
     @_guard
     async def history(self, study_id: str, count: int) -> list[Study]:
@@ -103,7 +179,10 @@ class Repository:
         study.setdefault("id", str(uuid.uuid4()))
         if if_none_exist is None:
             return await self._insert(study), True
-        return await self._conditional_create(study, if_none_exist)
+        found, created = await self._claims.create_once(
+            study["id"], if_none_exist, lambda: self._insert(study))
+        assert found is not None
+        return (found if created else _public(found)), created
 
     @_guard
     async def update(self, study_id: str, resource: Study, version_id: str | None) -> Study:
@@ -189,7 +268,7 @@ class Repository:
         meta = {**study.get("meta", {}), "versionId": str(version), "lastUpdated": _now()}
         body = {"id": study_id, "meta": meta} if deleted else {**study, "id": study_id,
                                                                "meta": meta}
-        return {"_id": study_id, "_srv": {"deleted": deleted}, **body}
+        return {"_id": study_id, "_srv": {"deleted": deleted, **search_keys(body)}, **body}
 
     async def _insert(self, study: Study) -> Study:
         doc = self._document(study, study["id"], 1)
@@ -208,46 +287,3 @@ class Repository:
             if result.matched_count == 1:
                 return _public(doc)
         raise fail(BAD_USER_INPUT, f"{ROOT}.id", f"id '{study['id']}' is already in use")
-
-    async def _conditional_create(self, study: Study, condition: str) -> tuple[Study, bool]:
-        """Race-safe If-None-Exist: a claim document keyed by the condition decides which of
-        several concurrent creators inserts; the others wait for and return its study."""
-        params = search.parse_query(condition, "ifNoneExist")
-        query = search.to_filter(params, "ifNoneExist")
-        key = search.params_key(params)
-        for _ in range(self._max_attempts):
-            found = await self._studies.find(query).limit(2).to_list(length=2)
-            if len(found) > 1:
-                raise fail(BAD_USER_INPUT, "ifNoneExist", f"'{condition}' matches more than one"
-                           " study; a conditional create needs at most one match")
-            if found:
-                return _public(found[0]), False
-            try:
-                await self._claims.insert_one({"_id": key, "study": study["id"],
-                                               "at": datetime.now(UTC)})
-            except DuplicateKey:
-                await self._contend(key, query)
-                continue
-            try:
-                return await self._insert(study), True
-            except Exception:
-                await self._claims.delete_one({"_id": key, "study": study["id"]})
-                raise
-        raise fail(VERSION_CONFLICT, "ifNoneExist", "too many concurrent conditional creates; "
-                   "retry")
-
-    async def _contend(self, key: str, query: dict[str, Any]) -> None:
-        """Another creator holds the claim: wait while it is fresh, take it over when stale
-        (its study never appeared in time, or no longer matches the condition)."""
-        claim = await self._claims.find_one({"_id": key})
-        if claim is None:
-            return
-        holder = await self._studies.find_one({"_id": claim["study"]}, {"_srv": 1})
-        if holder is None:
-            at = claim["at"] if claim["at"].tzinfo else claim["at"].replace(tzinfo=UTC)
-            if datetime.now(UTC) - at < CLAIM_TTL:
-                await asyncio.sleep(0.005)
-                return
-        elif await self._studies.count_documents({"$and": [query, {"_id": claim["study"]}]}):
-            return  # the holder's study exists and matches: the next search finds it
-        await self._claims.delete_one({"_id": key, "study": claim["study"]})

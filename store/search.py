@@ -1,22 +1,32 @@
-"""FHIR search parameters -> a MongoDB filter and sort. Pure: no I/O.
+"""FHIR search parameters -> a MongoDB filter. Pure: no I/O.
 
-User text only ever lands in value positions of equality matches, never in an operator or field
-name position, so a value such as `{"$ne": 1}` is matched literally."""
+The 17 R5 ImagingStudy parameters plus `_id` and `_lastUpdated`. Parameters are (name, value)
+pairs: repeated names are AND, a comma inside one value is OR. User text only ever lands in
+value positions of equality matches, never in an operator or field name, so a value such as
+`{"$ne": 1}` is matched literally."""
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from store.fhir.dates import DateError, date_range
 from store.fhir.outcome import BAD_USER_INPUT, fail
+from store.fhir.primitives import CHECKS
+from store.fhir.references import reference_type
 
 STATUS_SYSTEM = "http://hl7.org/fhir/imagingstudy-status"
-SUBJECT_TYPES = ("Patient", "Device", "Group")
 LIVE: dict[str, Any] = {"_srv.deleted": False}
-DEFAULT_SORT: list[tuple[str, int]] = [("started", -1), ("_id", 1)]
+NOTHING: dict[str, Any] = {"_id": {"$in": []}}
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+_PREFIX = re.compile(r"([a-z]{2})(?=\d)")
 
 Params = list[tuple[str, str]]
+Build = Callable[[str, str], dict[str, Any]]
 
 
 def split_unescaped(value: str, separator: str) -> list[str]:
@@ -34,65 +44,163 @@ def split_unescaped(value: str, separator: str) -> list[str]:
     return parts
 
 
-def _token(value: str) -> tuple[str | None, str | None]:
-    """`system|code` -> (system, code); `code` -> (None, code); `|code` -> ("", code)."""
-    if "|" not in value.replace("\\|", ""):
-        return None, split_unescaped(value, "|")[0]
-    system, code = split_unescaped(value, "|")[:2]
+def parse_token(value: str) -> tuple[str | None, str | None]:
+    """`system|code` -> (system, code); `code` -> (None, code); `|code` -> ("", code);
+    `system|` -> (system, None)."""
+    parts = split_unescaped(value, "|")
+    if len(parts) == 1:
+        return None, parts[0]
+    if len(parts) > 2:
+        raise ValueError("a token is code, system|code, |code or system|")
+    system, code = parts
+    if not system and not code:
+        raise ValueError("a token needs a code or a system")
     return system, code or None
 
 
-def _identifier(value: str) -> dict[str, Any]:
-    system, code = _token(value)
-    if system is None:
-        return {"identifier.value": code}
-    if system == "":
-        return {"identifier": {"$elemMatch": {"system": {"$exists": False}, "value": code}}}
-    if code is None:
-        return {"identifier.system": system}
-    return {"identifier": {"$elemMatch": {"system": system, "value": code}}}
+def _token(key: str) -> Build:
+    def build(_: str, value: str) -> dict[str, Any]:
+        system, code = parse_token(value)
+        match: dict[str, Any] = {"p": key}
+        if code is not None:
+            match["c"] = code
+        if system is not None:
+            match["s"] = system
+        return {"_srv.k": {"$elemMatch": match}}
+    return build
 
 
-def _status(value: str) -> dict[str, Any]:
-    system, code = _token(value)
-    if system not in (None, STATUS_SYSTEM) or code is None:
-        return {"_id": {"$in": []}}  # a foreign system matches nothing
-    return {"status": code}
+def _plain_code(path: str, system_of_element: str | None = None) -> Build:
+    """Token search on an element of type code/id: a system, if given, must be the element's."""
+    def build(_: str, value: str) -> dict[str, Any]:
+        system, code = parse_token(value)
+        if code is None or system not in (None, "", system_of_element):
+            return NOTHING
+        return {path: code}
+    return build
 
 
-def _reference(value: str, types: tuple[str, ...]) -> dict[str, Any]:
-    if "/" in value:
-        return {"subject.reference": value}
-    return {"subject.reference": {"$in": [f"{t}/{value}" for t in types]}}
+def _reference(key: str, targets: tuple[str, ...]) -> Build:
+    def build(name: str, value: str) -> dict[str, Any]:
+        value = value.split("/_history/")[0]
+        if "/" not in value:
+            if CHECKS["id"](value):
+                raise ValueError(f"'{value}' is neither Type/id, an absolute URL nor an id")
+            return {"_srv.k": {"$elemMatch": {"p": key, "c": {
+                "$in": [f"{t}/{value}" for t in targets]}}}}
+        named = reference_type(value)
+        if named is None:
+            raise ValueError(f"'{value}' is neither Type/id, an absolute URL nor an id")
+        if named not in targets:
+            raise ValueError(f"{name} points at {' | '.join(targets)}, not {named}")
+        return {"_srv.k": {"$elemMatch": {"p": key, "c": value}}}
+    return build
 
 
-_PARAMS = {
-    "_id": lambda v: {"_id": v},
-    "identifier": _identifier,
-    "status": _status,
-    "patient": lambda v: _reference(v, ("Patient",)),
-    "subject": lambda v: _reference(v, SUBJECT_TYPES),
+def _reason(name: str, value: str) -> dict[str, Any]:
+    # R5 gives `reason` no expression: a value that looks like a reference searches
+    # reason.reference, anything else is a token on reason.concept.
+    if "/" in value and "|" not in value:
+        return _reference("reason", REASON_TARGETS)(name, value)
+    return _token("reason")(name, value)
+
+
+def _date(field: str) -> Build:
+    def build(_: str, value: str) -> dict[str, Any]:
+        prefix = "eq"
+        if (match := _PREFIX.match(value)) is not None:
+            prefix = match[1]
+            if prefix not in PREFIXES:
+                raise ValueError(f"unknown prefix '{prefix}'; use one of {', '.join(PREFIXES)}")
+            value = value[2:]
+        try:
+            low, high = date_range(value)
+        except DateError as error:
+            raise ValueError(str(error)) from None
+        return date_filter(f"_srv.{field}", prefix, low, high)
+    return build
+
+
+def date_filter(field: str, prefix: str, low: datetime, high: datetime) -> dict[str, Any]:
+    """FHIR's prefix rules between the search range [low, high) and each stored range."""
+    lo, hi = f"{field}.lo", f"{field}.hi"
+    eq = {lo: {"$gte": low}, hi: {"$lte": high}}
+    rules: dict[str, dict[str, Any]] = {
+        "eq": eq,
+        "ne": {"$or": [{lo: {"$lt": low}}, {hi: {"$gt": high}}]},
+        "gt": {hi: {"$gt": high}},
+        "lt": {lo: {"$lt": low}},
+        "ge": {"$or": [{hi: {"$gt": high}}, eq]},
+        "le": {"$or": [{lo: {"$lt": low}}, eq]},
+        "sa": {lo: {"$gte": high}},
+        "eb": {hi: {"$lte": low}},
+    }
+    if prefix == "ap":
+        # Approximately: overlaps the value widened by 10% of its distance from now.
+        gap = abs(datetime.now(UTC) - low) / 10
+        return {lo: {"$lt": high + gap}, hi: {"$gt": low - gap}}
+    return rules[prefix]
+
+
+REASON_TARGETS = ("Condition", "Observation", "DiagnosticReport", "DocumentReference")
+PERFORMER_TARGETS = ("Practitioner", "PractitionerRole", "Organization", "CareTeam", "Patient",
+                     "Device", "RelatedPerson", "HealthcareService")
+PARAMETERS: dict[str, Build] = {
+    "_id": _plain_code("_id"),
+    "_lastUpdated": _date("lu"),
+    "based-on": _reference("based-on", ("CarePlan", "ServiceRequest", "Appointment",
+                                        "AppointmentResponse", "Task")),
+    "body-site": _token("body-site"),
+    "body-structure": _reference("body-structure", ("BodyStructure",)),
+    "dicom-class": _token("dicom-class"),
+    "encounter": _reference("encounter", ("Encounter",)),
+    "endpoint": _reference("endpoint", ("Endpoint",)),
+    "identifier": _token("identifier"),
+    "instance": _plain_code("series.instance.uid"),
+    "modality": _token("modality"),
+    "patient": _reference("subject", ("Patient",)),
+    "performer": _reference("performer", PERFORMER_TARGETS),
+    "reason": _reason,
+    "referrer": _reference("referrer", ("Practitioner", "PractitionerRole")),
+    "series": _plain_code("series.uid"),
+    "started": _date("started"),
+    "status": _plain_code("status", STATUS_SYSTEM),
+    "subject": _reference("subject", ("Patient", "Device", "Group")),
 }
-SUPPORTED = tuple(_PARAMS)
 
 
-def to_filter(params: Params, argument: str = "search") -> dict[str, Any]:
-    """AND over the parameters, OR over the comma-separated values of each."""
-    clauses: list[dict[str, Any]] = [LIVE]
+def _clause(name: str, raw: str, argument: str) -> dict[str, Any]:
+    build = PARAMETERS.get(name)
+    if build is None:
+        raise fail(BAD_USER_INPUT, argument, f"unknown search parameter '{name}'; supported: "
+                   f"{', '.join(PARAMETERS)}")
+    if raw.startswith(":"):
+        raise fail(BAD_USER_INPUT, argument, "search modifiers are not supported")
+    values = split_unescaped(raw, ",")
+    if not all(values):
+        raise fail(BAD_USER_INPUT, argument, f"a {argument} value must not be empty")
+    try:
+        ors = [build(argument, value) for value in values]
+    except ValueError as error:
+        raise fail(BAD_USER_INPUT, argument, f"{argument}: {error}") from None
+    return ors[0] if len(ors) == 1 else {"$or": ors}
+
+
+def to_filter(params: Params, argument: str | None = None) -> dict[str, Any]:
+    """AND over the parameters, OR over the comma-separated values of each. Errors name
+    `argument` when given (e.g. ifNoneExist), else the GraphQL argument of the parameter."""
+    clauses = [LIVE]
     for name, raw in params:
         if ":" in name:
-            raise fail(BAD_USER_INPUT, argument, f"search modifiers such as '{name}' are not "
-                       "supported")
-        build = _PARAMS.get(name)
-        if build is None:
-            raise fail(BAD_USER_INPUT, argument, f"unknown search parameter '{name}'; supported:"
-                       f" {', '.join(SUPPORTED)}")
-        values = [v for v in split_unescaped(raw, ",") if v]
-        if not values:
-            raise fail(BAD_USER_INPUT, name, f"the {name} search value must not be empty")
-        ors = [build(v) for v in values]
-        clauses.append(ors[0] if len(ors) == 1 else {"$or": ors})
+            raise fail(BAD_USER_INPUT, argument or name, f"search modifiers such as '{name}' "
+                       "are not supported")
+        clauses.append(_clause(name, raw, argument or graphql_name(name)))
     return {"$and": clauses}
+
+
+def graphql_name(name: str) -> str:
+    """The GraphQL argument of a FHIR search parameter: `-` is written `_`."""
+    return name.replace("-", "_")
 
 
 def parse_query(query: str, argument: str) -> Params:

@@ -209,3 +209,24 @@ def dicom_modalities() -> frozenset[str]:
 
 NARRATIVE_STATUS = ("generated", "extensions", "additional", "empty")
 IDENTIFIER_USE = ("usual", "official", "temp", "secondary", "old")
+
+
+# Search parameters that apply to ImagingStudy through shared R5 definitions (no file here).
+_SHARED_SEARCH = {
+    "identifier": ("token", "ImagingStudy.identifier", "Identifiers for the Study, such as "
+                   "DICOM Study Instance UID"),
+    "patient": ("reference", "ImagingStudy.subject.where(resolve() is Patient)",
+                "Who the study is about"),
+    "encounter": ("reference", "ImagingStudy.encounter", "The context of the study"),
+}
+
+
+@cache
+def search_parameters() -> dict[str, tuple[str, str, str]]:
+    """code -> (type, FHIRPath expression, description) for the 17 R5 ImagingStudy search
+    parameters. `reason` has no expression in R5."""
+    found = dict(_SHARED_SEARCH)
+    for path in sorted(R5_DIR.glob("SearchParameter-ImagingStudy-*.json")):
+        sp = json.loads(path.read_text())
+        found[sp["code"]] = (sp["type"], sp.get("expression", ""), sp["description"])
+    return dict(sorted(found.items()))

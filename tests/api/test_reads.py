@@ -14,7 +14,8 @@ from tests.helpers import CREATE, error, prune, selection
 FULL = f"query($id: ID!) {{ ImagingStudy(id: $id) {{ {selection('ImagingStudy')} }} }}"
 ADD = """mutation($id: ID!, $s: String!, $i: [ImagingStudySeriesInstanceInput!]!) {
   ImagingStudyAddInstances(id: $id, seriesUid: $s, instances: $i) { numberOfInstances } }"""
-LIST = """query($patient: String, $status: String, $identifier: String, $c: Int, $o: Int) {
+LIST = """query($patient: [String!], $status: [String!], $identifier: [String!], $c: Int,
+             $o: Int) {
   ImagingStudyList(patient: $patient, status: $status, identifier: $identifier, _count: $c,
                    _offset: $o) { id } }"""
 

@@ -1,0 +1,41 @@
+"""Which stored elements a query needs, read from its selection set, so the store reads only
+those: a worklist that does not select `series.instance` never loads instances."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
+
+# Lists that page or filter in their resolver: they need their ordering and filter elements.
+_CONTAINERS = {("", "series"): ("uid", "number", "modality"), ("series", "instance"): ("uid",
+                                                                                       "number")}
+
+
+def _fields(selections: Iterable[Any]) -> Iterable[SelectedField]:
+    for selection in selections:
+        if isinstance(selection, FragmentSpread | InlineFragment):
+            yield from _fields(selection.selections)
+        elif selection.name != "__typename":
+            yield selection
+
+
+def study_paths(selections: Iterable[Any], prefix: str = "") -> set[str]:
+    """FHIR element paths (`series.instance.uid`) that a selection on ImagingStudy reads."""
+    paths: set[str] = set()
+    for field in _fields(selections):
+        path = f"{prefix}.{field.name}" if prefix else field.name
+        needs = _CONTAINERS.get((prefix, field.name))
+        if needs is None:
+            paths.add(path)  # a whole element: a datatype or a primitive
+            continue
+        paths.update(f"{path}.{name}" for name in needs)
+        paths |= study_paths(field.selections, path)
+    return paths
+
+
+def child(selections: Iterable[Any], name: str) -> list[Any] | None:
+    """The selections under field `name`, or None when it is not selected."""
+    found = [f for f in _fields(selections) if f.name == name]
+    return [s for f in found for s in f.selections] if found else None

@@ -1,0 +1,67 @@
+"""The FHIR search arguments shared by ImagingStudyList and ImagingStudyConnection, added to a
+resolver's signature by `searchable` so the two fields cannot drift apart."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import strawberry
+
+from store.fhir.definitions import search_parameters
+from store.search import graphql_name
+
+T = TypeVar("T")
+
+_SYNTAX = {
+    "token": "A token: code, system|code, |code (no system) or system|.",
+    "reference": "A reference: Type/id, a bare id, or an absolute URL (matched as written).",
+    "date": "A date with an optional prefix eq ne gt lt ge le sa eb ap, e.g. ge2024-01-01; "
+            "partial dates are ranges (2024 is the whole year).",
+}
+_EXTRA = {
+    "_id": ("token", "The logical id of the study."),
+    "_lastUpdated": ("date", "When the study last changed (meta.lastUpdated)."),
+    "reason": ("token", "The reason for the study. R5 gives no expression: a value that looks "
+               "like a reference (Condition/1) searches reason.reference, anything else is a "
+               "token on reason.concept."),
+}
+
+
+def _description(code: str) -> str:
+    if code in _EXTRA:
+        kind, text = _EXTRA[code]
+        return f"{text} {_SYNTAX[kind]}"
+    kind, expression, text = search_parameters()[code]
+    return f"{text} ({expression}). {_SYNTAX[kind]}"
+
+
+CODES = [*search_parameters(), "_id", "_lastUpdated"]
+_REPEAT = " A comma means OR; a list of values means AND."
+_PARAMETERS = [
+    inspect.Parameter(graphql_name(code), inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[list[str] | None, strawberry.argument(
+                          description=_description(code) + _REPEAT)])
+    for code in CODES
+]
+_BY_ARGUMENT = {graphql_name(code): code for code in CODES}
+
+
+def searchable(resolver: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Gives `resolver` every search argument; they reach it as `params`, a list of
+    (FHIR parameter, value) pairs in FHIR's AND-of-ORs form."""
+    signature = inspect.signature(resolver)
+    own = [p for p in signature.parameters.values() if p.name != "params"]
+
+    @functools.wraps(resolver)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        params = [(_BY_ARGUMENT[name], value) for name in _BY_ARGUMENT
+                  for value in kwargs.pop(name, None) or ()]
+        return await resolver(*args, params=params, **kwargs)
+
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*own[:2], *_PARAMETERS,
+                    *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own[2:])])
+    return wrapper

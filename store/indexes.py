@@ -1,0 +1,54 @@
+"""The indexes of the study collections, each with the reason it exists. Created idempotently
+at start-up (create_index is a no-op for an index that already exists)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from store.client import Database
+
+
+@dataclass(frozen=True)
+class Index:
+    collection: str
+    keys: list[tuple[str, int]]
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return "_".join(f"{field}_{direction}" for field, direction in self.keys)
+
+
+STUDIES = "imaging_study"
+HISTORY = "imaging_study_history"
+INDEXES = [
+    Index(STUDIES, [("_srv.k.p", 1), ("_srv.k.c", 1), ("_srv.k.s", 1)],
+          "every token and reference parameter: identifier, modality, body-site, dicom-class, "
+          "reason, subject/patient, encounter, based-on, referrer, endpoint, performer, "
+          "body-structure (multikey over the private keys)"),
+    Index(STUDIES, [("series.uid", 1)], "the series parameter (multikey over series)"),
+    Index(STUDIES, [("series.instance.uid", 1)],
+          "the instance parameter (multikey over every instance of every series)"),
+    Index(STUDIES, [("_srv.started.lo", 1), ("_srv.started.hi", 1)],
+          "started date ranges (eq, ge, lt, sa, ap, ...)"),
+    Index(STUDIES, [("_srv.lu.lo", 1), ("_srv.lu.hi", 1)], "_lastUpdated date ranges"),
+    Index(STUDIES, [("_srv.deleted", 1), ("_srv.sort.nostart", 1), ("_srv.sort.started", -1),
+                    ("_id", 1)], "the default worklist order -started with its _id tie-break"),
+    Index(STUDIES, [("_srv.deleted", 1), ("_srv.lu.lo", -1), ("_id", 1)],
+          "_sort=_lastUpdated (either direction) with its _id tie-break"),
+    Index(STUDIES, [("_srv.deleted", 1), ("status", 1), ("_id", 1)],
+          "the status parameter and _sort=status"),
+    Index(HISTORY, [("_srv.study", 1), ("_srv.version", -1)],
+          "a study's history, newest version first"),
+]
+
+
+async def ensure(db: Database) -> None:
+    for index in INDEXES:
+        await db[index.collection].create_index(index.keys, name=index.name)
+
+
+def plan() -> list[dict[str, Any]]:
+    """The indexes as data, for operators and tests."""
+    return [{"collection": i.collection, "name": i.name, "reason": i.reason} for i in INDEXES]
