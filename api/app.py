@@ -40,7 +40,8 @@ def open_repository(settings: Settings) -> tuple[Any, Repository]:
         handle, db = client.open_server(settings.mongodb_uri, settings.mongodb_db)
     else:
         handle, db = client.open_embedded(settings.mongodb_db)
-    return handle, Repository(db, max_instances=settings.max_instances)
+    return handle, Repository(db, max_instances=settings.max_instances,
+                              cursor_secret=settings.cursor_secret.encode())
 
 
 def create_app(settings: Settings, store: Repository | None = None) -> Starlette:

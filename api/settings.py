@@ -24,6 +24,8 @@ class Settings:
     list_default_count: int = 20
     list_max_count: int = 1_000
     history_max_count: int = 1_000
+    # Signs paging cursors. Set the same value on every instance behind a load balancer.
+    cursor_secret: str = "imaging-api cursors"
 
     @property
     def embedded(self) -> bool:
@@ -41,4 +43,5 @@ class Settings:
             port=int(env.get("IMAGING_PORT", defaults.port)),
             max_instances=int(env.get("IMAGING_MAX_INSTANCES", defaults.max_instances)),
             list_max_count=int(env.get("IMAGING_LIST_MAX_COUNT", defaults.list_max_count)),
+            cursor_secret=env.get("IMAGING_CURSOR_SECRET", defaults.cursor_secret),
         )

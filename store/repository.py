@@ -27,7 +27,6 @@ Study = dict[str, Any]
 P = ParamSpec("P")
 T = TypeVar("T")
 ROOT = "ImagingStudy"
-DEFAULT_CURSOR_SECRET = b"imaging-api cursors"
 
 
 @dataclass
@@ -76,7 +75,7 @@ class Repository:
     """Versioned ImagingStudy storage. All writes run the pure rules in `store.fhir.edit`."""
 
     def __init__(self, db: Database, *, max_instances: int = 50_000, max_attempts: int = 200,
-                 cursor_secret: bytes = DEFAULT_CURSOR_SECRET) -> None:
+                 cursor_secret: bytes = b"imaging-api cursors") -> None:
         self._db = db
         self._studies = db[indexes.STUDIES]
         self._history = db[indexes.HISTORY]

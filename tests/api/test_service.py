@@ -64,7 +64,7 @@ async def test_embedded_store_is_seeded_with_the_demo_studies() -> None:
 
 async def test_readme_examples_run_on_the_seeded_store() -> None:
     blocks = re.findall(r"```graphql\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     app = create_app(Settings())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -1,0 +1,142 @@
+"""Search through GraphQL: list arguments as AND, the Connection shape and its cursors,
+projection from the selection set, and the indexes behind it all."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from store import demo, indexes
+from store.repository import Repository
+from tests.conftest import Gql
+from tests.helpers import CREATE, error
+from tests.store.search_data import STUDIES
+
+CONNECTION = """query($c: Int, $cursor: String, $modality: [String!]) {
+  ImagingStudyConnection(_count: $c, _cursor: $cursor, modality: $modality) {
+    count offset pagesize first previous next last edges { mode score resource { id } } } }"""
+
+
+class Recorder:
+    """Wraps a collection and records the reads sent to it, with their projections."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.calls: list[tuple[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.target, name)
+        if name in ("find", "find_one", "count_documents"):
+            def record(*args: Any, **kwargs: Any) -> Any:
+                self.calls.append((name, dict(args[1]) if len(args) > 1 and args[1] else None))
+                return attr(*args, **kwargs)
+            return record
+        return attr
+
+
+@pytest.fixture
+async def loaded(store: Repository, gql: Gql) -> Repository:
+    for study in STUDIES:
+        assert "errors" not in await gql(CREATE, res=copy.deepcopy(study))
+    return store
+
+
+@pytest.fixture
+def recorder(store: Repository, monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    spy = Recorder(store._studies)
+    monkeypatch.setattr(store, "_studies", spy)
+    return spy
+
+
+async def test_list_arguments_are_and_and_commas_or(loaded: Repository, gql: Gql) -> None:
+    body = await gql('{ ImagingStudyList(modality: ["CT,MR"], patient: "p2") { id } }')
+    assert body["data"]["ImagingStudyList"] == [{"id": "b"}]
+    body = await gql('{ ImagingStudyList(modality: ["CT", "MR"]) { id } }')
+    assert body["data"]["ImagingStudyList"] == []
+    body = await gql('{ ImagingStudyList(based_on: "sr1", body_site: "T-1", dicom_class: '
+                     '"urn:oid:1.2.840.10008.5.1.4.1.1.2", _lastUpdated: "ge2000") { id } }')
+    assert body["data"]["ImagingStudyList"] == [{"id": "a"}]
+
+
+async def test_malformed_argument_is_named(loaded: Repository, gql: Gql) -> None:
+    body = await gql('{ ImagingStudyList(started: "ge2024-13") { id } }')
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error(body)["extensions"]["resource"]["issue"][0]["expression"] == ["started"]
+
+
+async def test_connection_shape_and_walk(loaded: Repository, gql: Gql) -> None:
+    first = (await gql(CONNECTION, c=2))["data"]["ImagingStudyConnection"]
+    assert first["count"] == 3
+    assert (first["offset"], first["pagesize"], first["previous"]) == (0, 2, None)
+    assert first["edges"] == [{"mode": "match", "score": None, "resource": {"id": "a"}},
+                              {"mode": "match", "score": None, "resource": {"id": "b"}}]
+    second = (await gql(CONNECTION, c=2, cursor=first["next"]))["data"]
+    second = second["ImagingStudyConnection"]
+    assert [e["resource"]["id"] for e in second["edges"]] == ["c"]
+    assert second["next"] is None
+    assert second["offset"] == 2
+    back = (await gql(CONNECTION, c=2, cursor=second["previous"]))["data"]
+    assert back["ImagingStudyConnection"]["edges"] == first["edges"]
+    foreign = await gql(CONNECTION, c=2, cursor=first["next"], modality=["CT"])
+    assert error(foreign)["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_worklist_page_does_not_read_instances(loaded: Repository, gql: Gql,
+                                                     recorder: Recorder) -> None:
+    body = await gql('{ ImagingStudyList(_count: 50, started: "ge2020") { id started '
+                     "numberOfInstances series { uid modality { coding { code } } } } }")
+    assert len(body["data"]["ImagingStudyList"]) == 2
+    [(call, projection)] = recorder.calls
+    assert call == "find"
+    assert not any(path.startswith("series.instance") for path in projection)
+    assert {"series.uid", "series.modality", "started", "numberOfInstances"} <= set(projection)
+
+
+async def test_viewer_page_reads_only_what_it_shows(loaded: Repository, gql: Gql,
+                                                    recorder: Recorder) -> None:
+    body = await gql('{ ImagingStudy(id: "a") { ...tree } } fragment tree on ImagingStudy '
+                     "{ series { numberOfInstances instance(_count: 1) { uid } } }")
+    assert body["data"]["ImagingStudy"]["series"][0]["instance"] == [{"uid": "1.2.3.1.1"}]
+    [(_, projection)] = recorder.calls
+    assert set(projection) == {"id", "resourceType", "series.uid", "series.number",
+                               "series.modality", "series.numberOfInstances",
+                               "series.instance.uid", "series.instance.number"}
+
+
+async def test_count_only_connection_reads_no_documents(loaded: Repository, gql: Gql,
+                                                        recorder: Recorder) -> None:
+    body = await gql('{ ImagingStudyConnection(modality: "CT,MR") { count } }')
+    assert body["data"]["ImagingStudyConnection"] == {"count": 2}
+    assert [call for call, _ in recorder.calls] == ["count_documents"]
+
+
+async def test_cursor_only_connection_reads_sort_keys(loaded: Repository, gql: Gql,
+                                                      recorder: Recorder) -> None:
+    body = await gql("{ ImagingStudyConnection(_count: 1) { next } }")
+    assert body["data"]["ImagingStudyConnection"]["next"]
+    [(_, projection)] = recorder.calls
+    assert not any(p.startswith("series") or p == "subject" for p in projection)
+
+
+async def test_nested_paging_in_one_request(gql: Gql) -> None:
+    resource = demo.study("deep", 2, 300)
+    resource["series"].reverse()  # stored in (number, uid) order whatever the input order
+    await gql(CREATE, res=resource)
+    body = await gql('{ ImagingStudy(id: "deep") { series { number numberOfInstances '
+                     "instance(_count: 100, _offset: 200) { number } } } }")
+    series = body["data"]["ImagingStudy"]["series"]
+    assert [s["number"] for s in series] == [1, 2]
+    assert [i["number"] for i in series[0]["instance"]] == list(range(201, 301))
+    assert series[0]["numberOfInstances"] == 300
+
+
+async def test_every_index_exists_with_a_reason(store: Repository) -> None:
+    plan = indexes.plan()
+    assert all(entry["reason"] for entry in plan)
+    for collection in {entry["collection"] for entry in plan}:
+        present = set(await store._db[collection].index_information())
+        wanted = {e["name"] for e in plan if e["collection"] == collection}
+        assert wanted <= present
+    await store.ensure_indexes()  # idempotent

@@ -1,0 +1,173 @@
+"""Property: search agrees with a brute-force filter written here, independently of the store,
+over generated studies and queries (patient, status, modality, started, identifier, series)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from store import client
+from store.repository import Repository
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+PATIENTS = ["p1", "p2", "p3"]
+CODES = ["CT", "MR", "US"]
+
+# -- an independent reading of FHIR dates and prefixes -----------------------------------------
+
+
+def _bounds(value: str) -> tuple[datetime, datetime]:
+    """[start, end) of a partial date, by padding and bumping its last given part."""
+    if "T" in value:
+        day, rest = value.split("T")
+        zone = UTC if rest.endswith("Z") else timezone(
+            (1 if rest[-6] == "+" else -1) * timedelta(hours=int(rest[-5:-3]),
+                                                         minutes=int(rest[-2:])))
+        clock = rest.rstrip("Z")[:-6] if not rest.endswith("Z") else rest[:-1]
+        parts = [int(p) for p in clock.split(":")]
+        y, m, d = (int(p) for p in day.split("-"))
+        start = datetime(y, m, d, parts[0], parts[1], parts[2] if len(parts) > 2 else 0,
+                         tzinfo=zone)
+        return start, start + (timedelta(seconds=1) if len(parts) > 2 else timedelta(minutes=1))
+    parts = [int(p) for p in value.split("-")]
+    if len(parts) == 1:
+        return datetime(parts[0], 1, 1, tzinfo=UTC), datetime(parts[0] + 1, 1, 1, tzinfo=UTC)
+    if len(parts) == 2:
+        y, m = parts
+        return datetime(y, m, 1, tzinfo=UTC), datetime(y + m // 12, m % 12 + 1, 1, tzinfo=UTC)
+    start = datetime(*parts, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def _date_matches(stored: str | None, query: str) -> bool:
+    if stored is None:
+        return False
+    prefix, value = (query[:2], query[2:]) if query[:2].isalpha() else ("eq", query)
+    s_lo, s_hi = _bounds(stored)
+    q_lo, q_hi = _bounds(value)
+    within = q_lo <= s_lo and s_hi <= q_hi
+    return {"eq": within, "ne": not within, "gt": s_hi > q_hi, "lt": s_lo < q_lo,
+            "ge": s_hi > q_hi or within, "le": s_lo < q_lo or within,
+            "sa": s_lo >= q_hi, "eb": s_hi <= q_lo}[prefix]
+
+
+def _token_matches(codings: list[dict[str, Any]], query: str) -> bool:
+    if "|" not in query:
+        return any(c["code"] == query for c in codings)
+    system, code = query.split("|")
+    return any(c["code"] == code and c.get("system", "") == system for c in codings)
+
+
+def oracle(study: dict[str, Any], name: str, value: str) -> bool:
+    if name == "patient":
+        return study["subject"]["reference"] == f"Patient/{value}"
+    if name == "status":
+        return study["status"] in value.split(",")
+    if name == "modality":
+        return _token_matches([s["modality"]["coding"][0] for s in study["series"]], value)
+    if name == "started":
+        return _date_matches(study.get("started"), value)
+    if name == "identifier":
+        return any(i["value"] == value.split("|")[-1] for i in study["identifier"])
+    if name == "series":
+        return any(s["uid"] == value for s in study["series"])
+    raise AssertionError(name)
+
+
+# -- generated data ----------------------------------------------------------------------------
+
+years = st.integers(2022, 2025)
+partial_dates = st.one_of(
+    years.map(str),
+    st.tuples(years, st.integers(1, 12)).map(lambda t: f"{t[0]}-{t[1]:02d}"),
+    st.tuples(years, st.integers(1, 12), st.integers(1, 28)).map(
+        lambda t: f"{t[0]}-{t[1]:02d}-{t[2]:02d}"),
+    st.tuples(years, st.integers(1, 12), st.integers(1, 28), st.integers(0, 23),
+              st.sampled_from(["Z", "+01:00", "-05:00", "+14:00"])).map(
+        lambda t: f"{t[0]}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:30:00{t[4]}"),
+)
+
+
+@st.composite
+def studies(draw: st.DrawFn) -> list[dict[str, Any]]:
+    made = []
+    for n in range(draw(st.integers(1, 10))):
+        series = []
+        for s in range(draw(st.integers(1, 3))):
+            coding = {"code": draw(st.sampled_from(CODES))}
+            if draw(st.booleans()):
+                coding["system"] = DCM
+            series.append({"uid": f"1.{n}.{s}", "modality": {"coding": [coding]},
+                           "instance": [{"uid": f"1.{n}.{s}.1", "sopClass": {"code": "x"}}]})
+        study = {"id": f"s{n}", "status": draw(st.sampled_from(
+                     ["registered", "available", "cancelled", "unknown"])),
+                 "subject": {"reference": f"Patient/{draw(st.sampled_from(PATIENTS))}"},
+                 "identifier": [{"system": "urn:acc", "value": f"A{n % 4}"}],
+                 "series": series}
+        started = draw(st.none() | partial_dates)
+        if started:
+            study["started"] = started
+        made.append(study)
+    return made
+
+
+def queries(dates: st.SearchStrategy[str]) -> st.SearchStrategy[list[tuple[str, str]]]:
+    return st.lists(st.one_of(
+    st.tuples(st.just("patient"), st.sampled_from(PATIENTS)),
+    st.tuples(st.just("status"), st.sampled_from(["available", "registered,cancelled",
+                                                  "unknown"])),
+    st.tuples(st.just("modality"), st.sampled_from(CODES).flatmap(lambda c: st.sampled_from(
+        [c, f"{DCM}|{c}", f"|{c}"]))),
+    st.tuples(st.just("started"), st.tuples(
+        st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]),
+        dates).map("".join)),
+    st.tuples(st.just("identifier"), st.sampled_from(["A0", "urn:acc|A1", "A3"])),
+    st.tuples(st.just("series"), st.sampled_from(["1.0.0", "1.1.1", "1.2.0"])),
+    ), min_size=1, max_size=3)
+
+
+def _before(value: str) -> str:
+    """The period of the same precision just before a partial date (2024-03 -> 2024-02)."""
+    if len(value) == 4:
+        return str(int(value) - 1)
+    if len(value) == 7:
+        y, m = int(value[:4]), int(value[5:])
+        return f"{y - (m == 1)}-{(m - 2) % 12 + 1:02d}"
+    if len(value) == 10:
+        return (datetime.fromisoformat(value) - timedelta(days=1)).date().isoformat()
+    return value
+
+
+def _near(data: list[dict[str, Any]]) -> list[str]:
+    """The stored dates, their truncations and the periods just before those: query values
+    whose range edges touch stored ones, where an off-by-one in a prefix rule shows."""
+    found = {d[:n] for s in data if (d := s.get("started")) for n in (4, 7, 10, len(d))}
+    return sorted(found | {_before(v) for v in found})
+
+
+async def _check(data: list[dict[str, Any]], query_sets: list[list[tuple[str, str]]]) -> None:
+    handle, db = client.open_embedded("oracle")
+    repo = Repository(db)
+    try:
+        for study in data:
+            await repo.create(study)
+        for params in query_sets:
+            found = {s["id"] for s in await repo.search(params, 1000)}
+            expected = {s["id"] for s in data if all(oracle(s, n, v) for n, v in params)}
+            assert found == expected, params
+    finally:
+        client.close(handle)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=studies(), draw=st.data())
+def test_search_agrees_with_a_brute_force_filter(data: list[dict[str, Any]],
+                                                 draw: st.DataObject) -> None:
+    near = _near(data)
+    dates = st.one_of(partial_dates, st.sampled_from(near)) if near else partial_dates
+    query_sets = draw.draw(st.lists(queries(dates), min_size=1, max_size=8))
+    asyncio.run(_check(data, query_sets))
