@@ -23,6 +23,11 @@ def _arg(description: str) -> Any:
     return strawberry.argument(description=description)
 
 
+PageSize = Annotated[int | None, _arg("Page size: default 20, at most the configured cap "
+                                      "(1,000 by default).")]
+Sort = Annotated[str | None, _arg(SORT)]
+
+
 def _selected(info: Info) -> list[Any]:
     return info.selected_fields[0].selections
 
@@ -40,10 +45,9 @@ class Query:
     @searchable
     async def imaging_study_list(
         self, info: Info, params: Params,
-        _count: Annotated[int | None, _arg("Page size: default 20, at most the configured "
-                                           "cap (1,000 by default).")] = None,
+        _count: PageSize = None,
         _offset: Annotated[int | None, _arg("How many matches to skip first.")] = None,
-        _sort: Annotated[str | None, _arg(SORT)] = None,
+        _sort: Sort = None,
     ) -> list[ImagingStudy]:
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
@@ -55,11 +59,10 @@ class Query:
     @searchable
     async def imaging_study_connection(
         self, info: Info, params: Params,
-        _count: Annotated[int | None, _arg("Page size: default 20, at most the configured "
-                                           "cap (1,000 by default).")] = None,
+        _count: PageSize = None,
         _cursor: Annotated[str | None, _arg("A cursor (first, previous, next or last) from an "
                                             "earlier page of the same search.")] = None,
-        _sort: Annotated[str | None, _arg(SORT)] = None,
+        _sort: Sort = None,
     ) -> ImagingStudyConnection:
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
