@@ -4,6 +4,7 @@ or MongoDB) unless a store is passed in, which is how tests plug in their own.""
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,8 @@ from strawberry.asgi import GraphQL
 from api.context import Context
 from api.schema import schema
 from api.settings import Settings
+from api.targets import LocalTarget
+from api.transfer import run_import
 from store import client
 from store.demo import seed
 from store.repository import Repository
@@ -56,6 +59,9 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
         if settings.embedded and settings.seed:
             ids = await seed(repo)
             log.info("embedded store seeded with %d demo studies", len(ids))
+        if settings.preload:
+            report = await run_import(LocalTarget(repo), list(settings.preload), out=sys.stderr)
+            log.info("imported at start-up:\n%s", report.table())
         app.state.repo = repo
         try:
             yield

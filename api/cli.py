@@ -1,13 +1,23 @@
-"""The `imaging-api` command: `serve` runs the GraphQL service, `schema` prints its SDL."""
+"""The `imaging-api` command: serve, schema, import, export (and ingest-dicom).
+
+Commands that write go straight to MongoDB when MONGODB_URI is set, and otherwise to a running
+server (`--url`, default the address `make serve` uses) through its GraphQL API."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from api.search_args import CODES
 from api.settings import Settings
+from api.targets import DEFAULT_URL, LocalTarget, RemoteError, RemoteTarget, Target
+from store import client
+from store.fhir.outcome import StoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,33 +29,104 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8000, or IMAGING_PORT)")
     serve.add_argument("--no-seed", action="store_true",
                        help="start the embedded store empty (same as IMAGING_SEED=0)")
+    serve.add_argument("--import", dest="preload", action="append", default=[],
+                       metavar="PATH", help="import FHIR JSON/NDJSON files at start-up")
     commands.add_parser("schema", help="print the GraphQL schema (SDL)")
+    load = commands.add_parser("import", help="import FHIR JSON (.json resources or Bundles, "
+                               ".ndjson) from files or folders")
+    load.add_argument("paths", nargs="+", metavar="PATH")
+    load.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
+    load.add_argument("--url", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
+    dump = commands.add_parser("export", help="export studies as NDJSON or a searchset Bundle")
+    dump.add_argument("--format", choices=("ndjson", "bundle"), default="ndjson")
+    dump.add_argument("--out", help="file to write (default standard output)")
+    dump.add_argument("--url", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
+    dump.add_argument("--sort", help="_sort, e.g. -started")
+    for code in CODES:
+        dump.add_argument(f"--{code}", dest=code.replace("-", "_"), action="append", default=[],
+                          metavar="VALUE", help=f"search {code} (repeatable: AND)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "schema":
-        from api.schema import schema
+@asynccontextmanager
+async def target(settings: Settings, url: str) -> AsyncIterator[Target]:
+    """MongoDB itself when MONGODB_URI is set, else the server at `url`."""
+    if settings.mongodb_uri:
+        from api.app import open_repository
 
-        sys.stdout.write(schema.as_str() + "\n")
-        return 0
-    settings = Settings.from_env()
-    overrides = {"host": args.host, "port": args.port}
-    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v})
-    if args.no_seed:
-        settings = dataclasses.replace(settings, seed=False)
+        handle, repo = open_repository(settings)
+        try:
+            await repo.ensure_indexes()
+            yield LocalTarget(repo)
+        finally:
+            client.close(handle)
+    else:
+        remote = RemoteTarget(url)
+        try:
+            yield remote
+        finally:
+            await remote.client.aclose()
+
+
+async def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from api.transfer import run_import
+
+    async with target(settings, args.url) as where:
+        report = await run_import(where, args.paths, args.dry_run)
+    print(report.table())
+    return 0 if report.ok else 1
+
+
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from api.transfer import open_output, run_export
+
+    params = [(code, value) for code in CODES for value in getattr(args, code.replace("-", "_"))]
+    out = open_output(args.out)
+    try:
+        async with target(settings, args.url) as where:
+            count = await run_export(where, params, args.format, out, args.sort)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"exported {count} studies", file=sys.stderr)
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = {"host": args.host, "port": args.port}
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v},
+                                   preload=tuple(args.preload))
+    if args.no_seed:
+        settings = dataclasses.replace(settings, seed=False)
     store = f"MongoDB database '{settings.mongodb_db}'" if settings.mongodb_uri else \
         "the embedded in-process store (data is lost on exit)"
     logging.getLogger("imaging.api").info("serving GraphQL on http://%s:%d/graphql over %s",
                                           settings.host, settings.port, store)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "schema":
+        from api.schema import schema
+
+        sys.stdout.write(schema.as_str() + "\n")
+        return 0
+    settings = Settings.from_env()
+    if args.command == "serve":
+        return _serve(settings, args)
+    command = {"import": _import, "export": _export}[args.command]
+    try:
+        return asyncio.run(command(settings, args))
+    except (RemoteError, StoreError) as error:
+        print(f"imaging-api {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import strawberry
+from strawberry.scalars import JSON
 
 from api.context import Info
 from api.inputs import (
@@ -15,6 +16,7 @@ from api.inputs import (
     to_fhir,
 )
 from api.types.imaging_study import ImagingStudy
+from store.bundle import Importer
 from store.fhir.outcome import BAD_USER_INPUT, fail
 
 MAX_BATCH = 10_000
@@ -95,3 +97,28 @@ class Mutation:
     async def remove_instances(self, info: Info, id: strawberry.ID, seriesUid: str,
                                uids: list[str], versionId: Version = None) -> ImagingStudy:
         return await info.context.repo.remove_instances(id, seriesUid, uids, versionId)
+
+
+@strawberry.type(description="What became of one imported resource.")
+class ImagingStudyImportResult:
+    index: int = strawberry.field(description="Position of the entry in the Bundle (0 for a "
+                                  "single resource).")
+    status: str = strawberry.field(description="created, updated, unchanged or rejected.")
+    id: strawberry.ID | None = strawberry.field(description="The study's id (null when "
+                                                "rejected).")
+    outcome: JSON | None = strawberry.field(description="A FHIR OperationOutcome saying why "
+                                            "the entry was rejected.")
+
+
+@strawberry.type
+class ImportMutation:
+    @strawberry.mutation(name="ImagingStudyImport", description="Imports one ImagingStudy or "
+                         "a Bundle (collection, batch, transaction, searchset) of them. An entry"
+                         " with a Study Instance UID identifier is matched on it (re-importing "
+                         "changes nothing); one whose id exists updates it; the rest are "
+                         "created. A transaction is all-or-nothing. dryRun validates only.")
+    async def import_(self, info: Info, resource: JSON,
+                      dryRun: bool = False) -> list[ImagingStudyImportResult]:
+        results = await Importer(info.context.repo, dry_run=dryRun).run(resource)
+        return [ImagingStudyImportResult(index=r.index, status=r.status, id=r.id,
+                                         outcome=r.outcome) for r in results]

@@ -8,6 +8,7 @@ from typing import Any
 
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
+_WHOLE = {"fhirJson"}  # fields that read the whole stored study
 # Lists that page or filter in their resolver: they need their ordering and filter elements.
 _CONTAINERS = {("", "series"): ("uid", "number", "modality"), ("series", "instance"): ("uid",
                                                                                        "number")}
@@ -21,17 +22,23 @@ def _fields(selections: Iterable[Any]) -> Iterable[SelectedField]:
             yield selection
 
 
-def study_paths(selections: Iterable[Any], prefix: str = "") -> set[str]:
-    """FHIR element paths (`series.instance.uid`) that a selection on ImagingStudy reads."""
+def study_paths(selections: Iterable[Any], prefix: str = "") -> set[str] | None:
+    """FHIR element paths (`series.instance.uid`) that a selection on ImagingStudy reads;
+    None when it needs the whole study (fhirJson)."""
     paths: set[str] = set()
     for field in _fields(selections):
+        if field.name in _WHOLE:
+            return None
         path = f"{prefix}.{field.name}" if prefix else field.name
         needs = _CONTAINERS.get((prefix, field.name))
         if needs is None:
             paths.add(path)  # a whole element: a datatype or a primitive
             continue
         paths.update(f"{path}.{name}" for name in needs)
-        paths |= study_paths(field.selections, path)
+        below = study_paths(field.selections, path)
+        if below is None:
+            return None
+        paths |= below
     return paths
 
 

@@ -75,7 +75,7 @@ class Query:
             total = await info.context.repo.count(params) if "count" in wanted else None
             return {"count": total, "pagesize": count}  # type: ignore[return-value]
         page = await info.context.repo.page(
-            params, count, _cursor, _sort, study_paths(resource) if resource else (),
+            params, count, _cursor, _sort, study_paths(resource) if resource is not None else (),
             total="count" in wanted)
         return {  # type: ignore[return-value]
             "count": page.total, "offset": page.offset, "pagesize": count,

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
+import strawberry.tools
 from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from api.errors import ErrorMapper, log
-from api.mutations import Mutation
+from api.mutations import ImportMutation, Mutation
 from api.queries import Query
 
 
@@ -34,7 +35,7 @@ class ImagingSchema(strawberry.Schema):
 def build_schema() -> strawberry.Schema:
     return ImagingSchema(
         query=Query,
-        mutation=Mutation,
+        mutation=strawberry.tools.merge_types("Mutation", (Mutation, ImportMutation)),
         config=StrawberryConfig(auto_camel_case=False, default_resolver=read_element),
         extensions=[ErrorMapper],
     )

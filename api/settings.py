@@ -26,6 +26,7 @@ class Settings:
     history_max_count: int = 1_000
     # Signs paging cursors. Set the same value on every instance behind a load balancer.
     cursor_secret: str = "imaging-api cursors"
+    preload: tuple[str, ...] = ()  # FHIR JSON files imported at start-up (serve --import)
 
     @property
     def embedded(self) -> bool:

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -65,6 +65,15 @@ def projection(fields: Iterable[str] | None, *extra: str) -> dict[str, int] | No
     chosen = sorted({"id", "resourceType", *fields, *extra})
     kept = [p for p in chosen if not any(p.startswith(q + ".") for q in chosen)]
     return dict.fromkeys(kept, 1)
+
+
+def same_content(a: Study, b: Study) -> bool:
+    """Equal but for the server-owned meta.versionId and meta.lastUpdated."""
+    def strip(study: Study) -> Study:
+        meta = {k: v for k, v in study.get("meta", {}).items()
+                if k not in ("versionId", "lastUpdated")}
+        return {**study, "meta": meta}
+    return strip(a) == strip(b)
 
 
 def _now() -> str:
@@ -155,6 +164,18 @@ class Repository:
             previous=cursors.make("before", paging.boundary(docs[0], spec), offset)
             if has_prev and docs else None)
 
+    async def stream(self, params: search.Params, sort: str | None = None,
+                     page_size: int = 500) -> AsyncIterator[Study]:
+        """Every matching study, whole, a keyset page at a time (for export)."""
+        cursor: str | None = None
+        while True:
+            page = await self.page(params, page_size, cursor, sort, fields=None, total=False)
+            for study in page.studies:
+                yield study
+            if page.next is None:
+                return
+            cursor = page.next
+
     @_guard
     async def history(self, study_id: str, count: int) -> list[Study]:
         """Every stored version, newest first; a deleted study keeps its history."""
@@ -223,6 +244,23 @@ class Repository:
         """The study leaves reads and lists; its versions stay in history."""
         await self._write(study_id, version_id, lambda old: {}, tombstone=True)
 
+    # -- undoing writes (a transaction Bundle that fails part-way) --------------------------
+
+    @_guard
+    async def purge(self, study_id: str, version_id: str) -> None:
+        """Removes a study created at `version_id` as if it never was, history included."""
+        result = await self._studies.delete_one({"_id": study_id, "meta.versionId": version_id})
+        if result.deleted_count:
+            await self._history.delete_many({"_srv.study": study_id})
+
+    @_guard
+    async def restore(self, previous: Study, version_id: str) -> None:
+        """Puts `previous` back as the current version if the study is still at `version_id`."""
+        doc = {"_id": previous["id"], "_srv": {"deleted": False, **search_keys(previous)},
+               **previous}
+        await self._studies.replace_one({"_id": previous["id"], "meta.versionId": version_id},
+                                        doc)
+
     # -- the compare-and-set core -------------------------------------------------------------
 
     async def _write(self, study_id: str, version_id: str | None,
@@ -236,7 +274,7 @@ class Repository:
                 raise self._conflict(version_id, current)
             old = _public(doc)
             new = change(old)
-            if new is old:
+            if new is old or same_content(new, old):
                 return old  # an unchanged write keeps its version
             await self._keep(old)
             replacement = self._document(new, study_id, int(current) + 1, deleted=tombstone)

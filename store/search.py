@@ -44,6 +44,13 @@ def split_unescaped(value: str, separator: str) -> list[str]:
     return parts
 
 
+def escape(value: str) -> str:
+    """A literal value made safe for a search string (FHIR escapes \\, `,`, `|` and `$`)."""
+    for char in "\\,|$":
+        value = value.replace(char, "\\" + char)
+    return value
+
+
 def parse_token(value: str) -> tuple[str | None, str | None]:
     """`system|code` -> (system, code); `code` -> (None, code); `|code` -> ("", code);
     `system|` -> (system, None)."""

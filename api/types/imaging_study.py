@@ -23,6 +23,7 @@ from api.types.datatypes import (
 )
 from api.types.describe import element, field
 from store.fhir.definitions import resource_definition
+from store.files import canonical
 from store.search import split_unescaped
 
 Root = strawberry.Parent[dict[str, Any]]
@@ -150,3 +151,8 @@ class ImagingStudy:
     description: str | None = field("ImagingStudy.description")
     series: list[ImagingStudySeries] | None = field("ImagingStudy.series",
                                                      resolver=study_series)
+
+    @strawberry.field(description="The stored version as canonical FHIR R5 JSON "
+                      "(resourceType, id, meta, then every element as stored).")
+    def fhirJson(self, root: Root) -> JSON:
+        return canonical(root)

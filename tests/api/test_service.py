@@ -14,6 +14,7 @@ from api.app import create_app
 from api.cli import main
 from api.schema import schema
 from api.settings import Settings
+from tests.conftest import Gql
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,3 +91,23 @@ def test_settings_from_env() -> None:
     assert not settings.embedded
     assert not settings.seed
     assert settings.max_instances == 100
+
+
+async def test_serve_imports_files_at_start_up(tmp_path: Path) -> None:
+    (tmp_path / "xr.json").write_text((ROOT / "store/demo/ImagingStudy-example-xr.json")
+                                      .read_text())
+    app = create_app(Settings(seed=False, preload=(str(tmp_path),)))
+    async with app.router.lifespan_context(app):
+        assert [s["id"] for s in await app.state.repo.search([], 10)] == ["example-xr"]
+
+
+async def test_import_mutation_reports_each_entry(gql: Gql) -> None:
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "p"}}]}
+    body = await gql("""mutation($r: JSON!) { ImagingStudyImport(resource: $r, dryRun: true)
+        { index status id outcome } }""", r=bundle)
+    [result] = body["data"]["ImagingStudyImport"]
+    assert (result["index"], result["status"], result["id"]) == (0, "rejected", None)
+    assert "only ImagingStudy" in result["outcome"]["issue"][0]["diagnostics"]
+    body = await gql('mutation { ImagingStudyImport(resource: "text") { status } }')
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"

@@ -1,0 +1,31 @@
+"""A one-line progress display for the CLI, shown only on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class Progress:
+    def __init__(self, label: str, stream: TextIO = sys.stderr) -> None:
+        self.label = label
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.count = 0
+        self._shown = 0.0
+        self._start = time.monotonic()
+
+    def step(self, n: int = 1, note: str = "") -> None:
+        self.count += n
+        now = time.monotonic()
+        if self.enabled and now - self._shown > 0.1:
+            rate = self.count / max(now - self._start, 1e-9)
+            self.stream.write(f"\r{self.label}: {self.count} ({rate:.0f}/s) {note[:40]:<40}")
+            self.stream.flush()
+            self._shown = now
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write(f"\r{self.label}: {self.count} done{' ' * 50}\n")
+            self.stream.flush()

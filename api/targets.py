@@ -1,0 +1,114 @@
+"""Where the CLI reads and writes: straight to MongoDB (MONGODB_URI), or a running server
+through its GraphQL API. Both end in the same store code, so both give the same results."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import httpx
+
+from api.search_args import CODES
+from store.bundle import EntryResult, Importer
+from store.files import canonical
+from store.repository import Repository
+from store.search import Params, graphql_name
+
+DEFAULT_URL = "http://127.0.0.1:8000/graphql"
+
+
+class Target(Protocol):
+    async def import_payload(self, payload: Any, dry_run: bool) -> list[EntryResult]: ...
+    def export(self, params: Params, sort: str | None) -> AsyncIterator[dict[str, Any]]: ...
+    async def count(self, params: Params) -> int: ...
+
+
+class LocalTarget:
+    """The store itself (a real MongoDB from the CLI, or the app's own store at start-up)."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+
+    async def import_payload(self, payload: Any, dry_run: bool) -> list[EntryResult]:
+        return await Importer(self.repo, dry_run=dry_run).run(payload)
+
+    async def export(self, params: Params, sort: str | None) -> AsyncIterator[dict[str, Any]]:
+        async for study in self.repo.stream(params, sort):
+            yield canonical(study)
+
+    async def count(self, params: Params) -> int:
+        return await self.repo.count(params)
+
+
+class RemoteError(Exception):
+    """The server refused a request (`code` is its contract code) or could not be reached."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+IMPORT = """mutation($r: JSON!, $d: Boolean!) { ImagingStudyImport(resource: $r, dryRun: $d) {
+  index status id outcome } }"""
+_ARGS = ", ".join(f"${graphql_name(c)}: [String!]" for c in CODES)
+_PASS = ", ".join(f"{graphql_name(c)}: ${graphql_name(c)}" for c in CODES)
+
+
+def _connection(selection: str) -> str:
+    return (f"query($c: Int, $cur: String, $sort: String, {_ARGS}) {{ ImagingStudyConnection("
+            f"_count: $c, _cursor: $cur, _sort: $sort, {_PASS}) {{ {selection} }} }}")
+
+
+PAGE = _connection("next edges { resource { fhirJson } }")
+COUNT = _connection("count")
+
+
+class RemoteTarget:
+    """A running server, through the same GraphQL API every client uses."""
+
+    def __init__(self, url: str = DEFAULT_URL, client: httpx.AsyncClient | None = None) -> None:
+        self.url = url
+        self.client = client or httpx.AsyncClient(timeout=120)
+
+    async def call(self, query: str, **variables: Any) -> dict[str, Any]:
+        try:
+            response = await self.client.post(self.url, json={"query": query,
+                                                              "variables": variables})
+        except httpx.HTTPError as error:
+            raise RemoteError(f"cannot reach {self.url}: {error}. Is `make serve` running? "
+                              "(or set MONGODB_URI to write to MongoDB directly)") from None
+        if response.status_code != 200:
+            raise RemoteError(f"{self.url} answered HTTP {response.status_code}")
+        body = response.json()
+        if body.get("errors"):
+            error = body["errors"][0]
+            code = error.get("extensions", {}).get("code")
+            raise RemoteError(f"{code}: {error['message']}", code)
+        return body["data"]
+
+    async def import_payload(self, payload: Any, dry_run: bool) -> list[EntryResult]:
+        data = await self.call(IMPORT, r=payload, d=dry_run)
+        return [EntryResult(r["index"], r["status"], r["id"], r["outcome"])
+                for r in data["ImagingStudyImport"]]
+
+    def _variables(self, params: Params) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for name, value in params:
+            found.setdefault(graphql_name(name), []).append(value)
+        return found
+
+    async def export(self, params: Params, sort: str | None) -> AsyncIterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            data = await self.call(PAGE, c=200, cur=cursor, sort=sort, **self._variables(params))
+            page = data["ImagingStudyConnection"]
+            for edge in page["edges"]:
+                yield edge["resource"]["fhirJson"]
+            cursor = page["next"]
+            if cursor is None:
+                return
+
+    async def count(self, params: Params) -> int:
+        data = await self.call(COUNT, **self._variables(params))
+        return data["ImagingStudyConnection"]["count"]
+

@@ -1,0 +1,107 @@
+"""The import and export commands, over both routes: straight to the store and through a
+server's GraphQL API. Both must give the same results."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api import cli
+from api.targets import LocalTarget, RemoteTarget
+from api.transfer import run_export, run_import
+from store import client, demo
+from store.repository import Repository
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    for name in demo.EXAMPLES:
+        (tmp_path / name).write_text(json.dumps(demo.example(name)))
+    lines = [json.dumps(demo.study(f"n{n:03d}", 1, 2)) for n in range(250)]
+    lines[10] = json.dumps({**demo.study("bad", 1, 1), "status": "bogus"})
+    lines[20] = "{not json"
+    lines[30] = json.dumps({"resourceType": "Patient", "id": "p"})
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "many.ndjson").write_text("\n".join(lines) + "\n")
+    (tmp_path / "notes.txt").write_text("ignored: not .json or .ndjson")
+    return tmp_path
+
+
+@pytest.fixture
+async def other_store() -> AsyncIterator[Repository]:
+    handle, db = client.open_embedded("other")
+    yield Repository(db)
+    client.close(handle)
+
+
+@pytest.fixture
+def remote(http: httpx.AsyncClient) -> RemoteTarget:
+    return RemoteTarget("http://test/graphql", client=http)
+
+
+async def test_both_routes_give_the_same_results(folder: Path, remote: RemoteTarget,
+                                                 other_store: Repository) -> None:
+    errors = io.StringIO()
+    over_http = await run_import(remote, [str(folder)], out=errors)
+    direct = await run_import(LocalTarget(other_store), [str(folder)], out=errors)
+    assert over_http.counts == direct.counts
+    assert over_http.problems == direct.problems
+    assert dict(direct.counts) == {"created": 249, "rejected": 2, "unreadable": 1}
+    assert not direct.ok
+    sources = [source for source, _ in direct.problems]
+    assert any(s.endswith("many.ndjson:11") for s in sources)  # the bad status, by line
+    assert any(s.endswith("many.ndjson:21") for s in sources)  # not JSON
+    again = await run_import(LocalTarget(other_store), [str(folder)], out=errors)
+    assert again.counts["unchanged"] == 249
+    assert again.counts["created"] == 0
+
+
+async def test_dry_run_writes_nothing(folder: Path, other_store: Repository) -> None:
+    report = await run_import(LocalTarget(other_store), [str(folder)], dry_run=True,
+                              out=io.StringIO())
+    assert report.counts["created"] == 249
+    assert await other_store.count([]) == 0
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "bundle"])
+async def test_export_over_both_routes_is_identical(folder: Path, remote: RemoteTarget,
+                                                    store: Repository, fmt: str) -> None:
+    await run_import(LocalTarget(store), [str(folder)], out=io.StringIO())
+    direct, over_http = io.StringIO(), io.StringIO()
+    params = [("modality", "CT"), ("started", "ge2000")]
+    count = await run_export(LocalTarget(store), params, fmt, direct)
+    assert await run_export(remote, params, fmt, over_http) == count == 248
+    assert direct.getvalue() == over_http.getvalue()
+
+
+def test_cli_exit_status_and_summary(folder: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    _, db = client.open_embedded("cli")  # sync test: the CLI runs its own event loop
+    store = Repository(db)
+
+    @asynccontextmanager
+    async def here(*_: Any) -> AsyncIterator[LocalTarget]:
+        yield LocalTarget(store)
+    monkeypatch.setattr(cli, "target", here)
+    assert cli.main(["import", str(folder / "ImagingStudy-example.json")]) == 0
+    assert "created" in capsys.readouterr().out
+    assert cli.main(["import", str(folder)]) == 1
+    out = folder / "out.ndjson"
+    assert cli.main(["export", "--out", str(out), "--patient", "dicom"]) == 0
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {s["id"] for s in exported} == {"example", "example-xr"}
+
+
+def test_cli_without_a_server_says_so(folder: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    code = cli.main(["import", "--url", "http://127.0.0.1:9/graphql", str(folder)])
+    assert code == 2
+    assert "make serve" in capsys.readouterr().err
