@@ -22,6 +22,7 @@ from api.targets import LocalTarget
 from api.transfer import run_import
 from store import client
 from store.demo import seed
+from store.ingest import Ingest
 from store.repository import Repository
 
 log = logging.getLogger("imaging.api")
@@ -62,6 +63,9 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
         if settings.preload:
             report = await run_import(LocalTarget(repo), list(settings.preload), out=sys.stderr)
             log.info("imported at start-up:\n%s", report.table())
+        if settings.preload_dicom:
+            ingested = await Ingest(repo).run(settings.preload_dicom)
+            log.info("DICOM ingested at start-up:\n%s", ingested.table())
         app.state.repo = repo
         try:
             yield

@@ -1,4 +1,4 @@
-"""The `imaging-api` command: serve, schema, import, export (and ingest-dicom).
+"""The `imaging-api` command: serve, schema, import, export and ingest-dicom.
 
 Commands that write go straight to MongoDB when MONGODB_URI is set, and otherwise to a running
 server (`--url`, default the address `make serve` uses) through its GraphQL API."""
@@ -31,7 +31,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="start the embedded store empty (same as IMAGING_SEED=0)")
     serve.add_argument("--import", dest="preload", action="append", default=[],
                        metavar="PATH", help="import FHIR JSON/NDJSON files at start-up")
+    serve.add_argument("--ingest-dicom", dest="preload_dicom", action="append", default=[],
+                       metavar="PATH", help="ingest DICOM files or folders at start-up")
     commands.add_parser("schema", help="print the GraphQL schema (SDL)")
+    scan = commands.add_parser("ingest-dicom", help="ingest DICOM files (headers only) from "
+                               "files or folders, recursively")
+    scan.add_argument("paths", nargs="+", metavar="PATH")
+    scan.add_argument("--endpoint", help="Endpoint reference for the studies, e.g. "
+                      "Endpoint/wado")
+    scan.add_argument("--timezone", help="time zone offset (+HH:MM) for files without "
+                      "TimezoneOffsetFromUTC; without it such studies get a date only")
+    scan.add_argument("--url", default=DEFAULT_URL, help=f"server (default {DEFAULT_URL})")
     load = commands.add_parser("import", help="import FHIR JSON (.json resources or Bundles, "
                                ".ndjson) from files or folders")
     load.add_argument("paths", nargs="+", metavar="PATH")
@@ -92,6 +102,24 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from api.progress import Progress
+    from store.dicom import offset
+    from store.ingest import Ingest
+
+    zone = offset(args.timezone) if args.timezone else None
+    if args.timezone and zone is None:
+        print("imaging-api ingest-dicom: --timezone must look like +01:00", file=sys.stderr)
+        return 2
+    progress = Progress("files")
+    async with target(settings, args.url) as where:
+        report = await Ingest(where, timezone=zone, endpoint=args.endpoint).run(args.paths,
+                                                                                progress)
+    progress.done()
+    print(report.table())
+    return 1 if report.failed else 0
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -99,7 +127,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     overrides = {"host": args.host, "port": args.port}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v},
-                                   preload=tuple(args.preload))
+                                   preload=tuple(args.preload),
+                                   preload_dicom=tuple(args.preload_dicom))
     if args.no_seed:
         settings = dataclasses.replace(settings, seed=False)
     store = f"MongoDB database '{settings.mongodb_db}'" if settings.mongodb_uri else \
@@ -121,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     if args.command == "serve":
         return _serve(settings, args)
-    command = {"import": _import, "export": _export}[args.command]
+    command = {"import": _import, "export": _export, "ingest-dicom": _ingest}[args.command]
     try:
         return asyncio.run(command(settings, args))
     except (RemoteError, StoreError) as error:

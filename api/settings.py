@@ -27,6 +27,7 @@ class Settings:
     # Signs paging cursors. Set the same value on every instance behind a load balancer.
     cursor_secret: str = "imaging-api cursors"
     preload: tuple[str, ...] = ()  # FHIR JSON files imported at start-up (serve --import)
+    preload_dicom: tuple[str, ...] = ()  # DICOM files ingested at start-up
 
     @property
     def embedded(self) -> bool:

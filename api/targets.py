@@ -9,15 +9,18 @@ from typing import Any, Protocol
 import httpx
 
 from api.search_args import CODES
-from store.bundle import EntryResult, Importer
+from store.bundle import EntryResult, Importer, study_uid_token
 from store.files import canonical
+from store.ingest import Writer
 from store.repository import Repository
 from store.search import Params, graphql_name
 
 DEFAULT_URL = "http://127.0.0.1:8000/graphql"
 
 
-class Target(Protocol):
+class Target(Writer, Protocol):
+    """Everything the CLI does: the ingest Writer, import, export and count."""
+
     async def import_payload(self, payload: Any, dry_run: bool) -> list[EntryResult]: ...
     def export(self, params: Params, sort: str | None) -> AsyncIterator[dict[str, Any]]: ...
     async def count(self, params: Params) -> int: ...
@@ -28,6 +31,9 @@ class LocalTarget:
 
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
+        self.create = repo.create
+        self.add_series = repo.add_series
+        self.add_instances = repo.add_instances
 
     async def import_payload(self, payload: Any, dry_run: bool) -> list[EntryResult]:
         return await Importer(self.repo, dry_run=dry_run).run(payload)
@@ -61,6 +67,15 @@ def _connection(selection: str) -> str:
 
 PAGE = _connection("next edges { resource { fhirJson } }")
 COUNT = _connection("count")
+TREE = "id series { uid instance { uid } }"
+FIND = f"query($t: [String!]) {{ ImagingStudyList(identifier: $t, _count: 2) {{ {TREE} }} }}"
+CREATE = f"""mutation($r: ImagingStudyInput!, $c: String) {{
+  ImagingStudyCreate(res: $r, ifNoneExist: $c) {{ {TREE} }} }}"""
+ADD_SERIES = f"""mutation($id: ID!, $s: [ImagingStudySeriesInput!]!, $v: String) {{
+  ImagingStudyAddSeries(id: $id, series: $s, versionId: $v) {{ {TREE} }} }}"""
+ADD_INSTANCES = """mutation($id: ID!, $u: String!, $i: [ImagingStudySeriesInstanceInput!]!,
+  $v: String) { ImagingStudyAddInstances(id: $id, seriesUid: $u, instances: $i,
+  versionId: $v) { id } }"""
 
 
 class RemoteTarget:
@@ -111,4 +126,28 @@ class RemoteTarget:
     async def count(self, params: Params) -> int:
         data = await self.call(COUNT, **self._variables(params))
         return data["ImagingStudyConnection"]["count"]
+
+    async def create(self, resource: dict[str, Any], if_none_exist: str | None = None
+                     ) -> tuple[dict[str, Any], bool]:
+        token = study_uid_token(resource)
+        if token is not None:  # looked up first, so the report can say created or updated
+            found = (await self.call(FIND, t=[token]))["ImagingStudyList"]
+            if found:
+                return found[0], False
+        # The GraphQL input mirrors FHIR JSON, so the resource goes as it is.
+        data = await self.call(CREATE, r=resource, c=if_none_exist)
+        return data["ImagingStudyCreate"], True
+
+    async def add_series(self, study_id: str, series: list[dict[str, Any]],
+                         version_id: str | None) -> dict[str, Any]:
+        data = await self.call(ADD_SERIES, id=study_id, s=series, v=version_id)
+        return data["ImagingStudyAddSeries"]
+
+    async def add_instances(self, study_id: str, series_uid: str,
+                            instances: list[dict[str, Any]], version_id: str | None
+                            ) -> dict[str, Any]:
+        data = await self.call(ADD_INSTANCES, id=study_id, u=series_uid, i=instances,
+                               v=version_id)
+        return data["ImagingStudyAddInstances"]
+
 

@@ -59,10 +59,15 @@ def study(name: str, n_series: int, n_instances: int, *, patient: str = "demo",
 
 
 async def seed(repo: Any) -> list[str]:
-    """Loads the examples and a 3 x 200 CT study; re-running creates nothing new."""
+    """Loads the examples, a 3 x 200 CT study and the studies in pydicom's own test files;
+    re-running creates nothing new."""
+    from store.bundle import study_uid_condition
+    from store.dicom import test_files
+    from store.ingest import Ingest
+
     ids = []
     for resource in [*(example(n) for n in EXAMPLES), study("demo-ct", 3, 200)]:
-        dicom_uid = resource["identifier"][0]["value"]
-        created, _ = await repo.create(resource, f"identifier=urn:dicom:uid|{dicom_uid}")
+        created, _ = await repo.create(resource, study_uid_condition(resource))
         ids.append(created["id"])
+    await Ingest(repo).run([test_files()])
     return ids

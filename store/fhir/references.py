@@ -25,8 +25,10 @@ def reference_problems(ref: dict[str, Any], targets: tuple[str, ...],
     """Yields (sub-element, rule) for each way `ref` breaks the reference rules."""
     allowed = " | ".join(targets)
     literal, type_ = ref.get("reference"), ref.get("type")
-    if literal is None and ref.get("identifier") is None and ref.get("display") is None:
-        yield "", "a Reference needs at least one of reference, identifier or display"
+    if all(ref.get(k) is None for k in ("reference", "identifier", "display", "extension")):
+        # An extension alone carries e.g. a data-absent-reason: the target is unknown.
+        yield "", ("a Reference needs at least one of reference, identifier or display (or "
+                   "an extension such as data-absent-reason)")
         return
     if isinstance(type_, str) and targets and type_ not in targets:
         yield ".type", f"'{type_}' is not an allowed target here; allowed: {allowed}"

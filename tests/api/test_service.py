@@ -54,11 +54,12 @@ async def test_embedded_store_is_seeded_with_the_demo_studies() -> None:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            body = (await http.post("/graphql", json={"query": "{ ImagingStudyList { id "
-                                                      "numberOfInstances } }"})).json()
+            body = (await http.post("/graphql", json={"query": "{ ImagingStudyList(_count: "
+                                                      "100) { id numberOfInstances } }"})).json()
             page = await http.get("/graphql", headers={"accept": "text/html"})
     studies = {s["id"]: s["numberOfInstances"] for s in body["data"]["ImagingStudyList"]}
-    assert studies == {"demo-ct": 600, "example": 1, "example-xr": 2}
+    assert {"demo-ct": 600, "example": 1, "example-xr": 2}.items() <= studies.items()
+    assert len(studies) > 20  # and the studies in pydicom's test files
     assert page.status_code == 200
     assert "graphiql" in page.text.lower()
 

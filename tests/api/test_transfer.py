@@ -16,7 +16,8 @@ import pytest
 from api import cli
 from api.targets import LocalTarget, RemoteTarget
 from api.transfer import run_export, run_import
-from store import client, demo
+from store import client, demo, dicom
+from store.ingest import Ingest
 from store.repository import Repository
 
 
@@ -105,3 +106,34 @@ def test_cli_without_a_server_says_so(folder: Path, capsys: pytest.CaptureFixtur
     code = cli.main(["import", "--url", "http://127.0.0.1:9/graphql", str(folder)])
     assert code == 2
     assert "make serve" in capsys.readouterr().err
+
+
+async def test_dicom_ingest_over_both_routes(remote: RemoteTarget, store: Repository,
+                                             other_store: Repository) -> None:
+    folder = dicom.test_files()
+    over_http = await Ingest(remote).run([folder])
+    direct = await Ingest(LocalTarget(other_store)).run([folder])
+    assert over_http == direct
+    trees = []
+    for repo in (store, other_store):
+        trees.append(sorted((s["identifier"][0]["value"], s["numberOfInstances"])
+                            for s in await repo.search([], 1000)))
+    assert trees[0] == trees[1]
+    again = await Ingest(remote).run([folder])
+    assert (again.studies_created, again.studies_updated, again.instances_added) == (0, 0, 0)
+
+
+def test_cli_ingest_dicom(monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    _, db = client.open_embedded("cli-dicom")
+    store = Repository(db)
+
+    @asynccontextmanager
+    async def here(*_: Any) -> AsyncIterator[LocalTarget]:
+        yield LocalTarget(store)
+    monkeypatch.setattr(cli, "target", here)
+    assert cli.main(["ingest-dicom", "--timezone", "+0200", str(dicom.test_files())]) == 0
+    out = capsys.readouterr().out
+    assert "studies created" in out
+    assert "not a DICOM file" in out
+    assert cli.main(["ingest-dicom", "--timezone", "noon", "x"]) == 2
