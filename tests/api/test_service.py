@@ -102,6 +102,15 @@ async def test_serve_imports_files_at_start_up(tmp_path: Path) -> None:
         assert [s["id"] for s in await app.state.repo.search([], 10)] == ["example-xr"]
 
 
+async def test_serve_ingests_dicom_at_start_up() -> None:
+    from store.dicom import test_files
+
+    app = create_app(Settings(seed=False, preload_dicom=(str(test_files() / "CT_small.dcm"),)))
+    async with app.router.lifespan_context(app):
+        [study] = await app.state.repo.search([], 10)
+        assert study["series"][0]["modality"]["coding"][0]["code"] == "CT"
+
+
 async def test_import_mutation_reports_each_entry(gql: Gql) -> None:
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": {"resourceType": "Patient", "id": "p"}}]}
