@@ -13,6 +13,7 @@ from typing import Any
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, print_ast
 from strawberry.extensions import SchemaExtension
 
+from api.limits import token_rejection
 from store.fhir.outcome import BAD_USER_INPUT, StoreError
 
 log = logging.getLogger("imaging.api")
@@ -51,9 +52,18 @@ def _input_expression(message: str, variables: dict[str, str]) -> str | None:
     return f"{root}{variable['path']}.{unknown['field']}"
 
 
-def map_error(error: GraphQLError, variables: dict[str, str] | None = None) -> GraphQLError:
-    """The contract form of one error. `variables` maps variable names to their input types."""
+_SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
+
+
+def map_error(error: GraphQLError, variables: dict[str, str] | None = None,
+              production: bool = False) -> GraphQLError:
+    """The contract form of one error. `variables` maps variable names to their input types.
+    In production, "Did you mean ...?" suggestions are cut: they reveal the schema."""
     original = error.original_error
+    if error.extensions and "code" in error.extensions:
+        return error  # already in contract form (a query limit)
+    if (tokens := token_rejection(error.message)) is not None:
+        return tokens
     if isinstance(original, StoreError):
         extensions = {"code": original.code, "resource": original.outcome()}
         message = original.message
@@ -61,6 +71,8 @@ def map_error(error: GraphQLError, variables: dict[str, str] | None = None) -> G
         # Parse, validation and variable coercion errors: the request itself was wrong. The
         # echo of the offending value is cut: it can be a whole 10,000-instance batch.
         message = error.message.split(", found:")[0]
+        if production:
+            message = _SUGGESTION.sub("", message)
         expression = _input_expression(error.message, variables or {})
         extensions = {"code": BAD_USER_INPUT,
                       "resource": _outcome("invalid", message, expression)}
@@ -77,12 +89,15 @@ def map_error(error: GraphQLError, variables: dict[str, str] | None = None) -> G
 class ErrorMapper(SchemaExtension):
     """Rewrites every error of an operation into the contract form (DESIGN.md section 4)."""
 
+    def __init__(self, production: bool = False) -> None:
+        self.production = production
+
     def on_operation(self) -> Iterator[None]:
         yield
         result = self.execution_context.result
         if result is not None and getattr(result, "errors", None):
             variables = _variable_types(self.execution_context.graphql_document)
-            result.errors = [map_error(e, variables) for e in result.errors]
+            result.errors = [map_error(e, variables, self.production) for e in result.errors]
 
 
 def _variable_types(document: DocumentNode | None) -> dict[str, str]:

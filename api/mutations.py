@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
+from api.auth import guard
 from api.context import Info
 from api.inputs import (
     ImagingStudyInput,
@@ -18,6 +19,7 @@ from api.inputs import (
 from api.types.imaging_study import ImagingStudy
 from store.bundle import Importer
 from store.fhir.outcome import BAD_USER_INPUT, fail
+from store.repository import Guard
 
 MAX_BATCH = 10_000
 Version = Annotated[str | None, strawberry.argument(
@@ -31,6 +33,30 @@ class ImagingStudyDeleteResult:
     id: strawberry.ID = strawberry.field(description="The deleted study's id.")
     deleted: bool = strawberry.field(description="Always true: the study left reads and "
                                      "lists; its history stays.")
+
+
+def _guard(info: Info, letters: str, operation: str) -> Guard:
+    """Checks the scopes; for a patient-confined caller, the precondition on each study."""
+    return guard(info.context.allow(letters, operation), operation)
+
+
+def _check(guard: Guard, resource: dict[str, Any]) -> None:
+    if guard is not None:
+        guard(resource)
+
+
+def _recording(info: Info, guard: Guard) -> Guard:
+    """The guard, also noting each study it is shown for the audit record."""
+    def check(study: dict[str, Any]) -> None:
+        if "id" in study:
+            info.context.touch(study)
+        _check(guard, study)
+    return check
+
+
+def _touched(info: Info, study: dict[str, Any]) -> dict[str, Any]:
+    info.context.touch(study)
+    return study
 
 
 def _batch(items: list[Any], name: str) -> list[Any]:
@@ -48,20 +74,27 @@ class Mutation:
                          "returned unchanged instead; several matches are an error.")
     async def create(self, info: Info, res: ImagingStudyInput,
                      ifNoneExist: str | None = None) -> ImagingStudy:
-        study, _ = await info.context.repo.create(to_fhir(res), ifNoneExist)
+        resource = to_fhir(res)
+        _check(_guard(info, "c", "ImagingStudyCreate"), resource)
+        study, _ = await info.context.repo.create(resource, ifNoneExist)
+        info.context.touch(study)
         return study
 
     @strawberry.mutation(name="ImagingStudyUpdate", description="Replaces a study whole, under "
                          "the status lifecycle.")
     async def update(self, info: Info, id: strawberry.ID, res: ImagingStudyInput,
                      versionId: Version = None) -> ImagingStudy:
-        return await info.context.repo.update(id, to_fhir(res), versionId)
+        resource = to_fhir(res)
+        guard = _guard(info, "u", "ImagingStudyUpdate")
+        _check(guard, resource)
+        return _touched(info, await info.context.repo.update(id, resource, versionId, guard))
 
     @strawberry.mutation(name="ImagingStudyDelete", description="Deletes a study: it leaves "
                          "reads and lists; its history stays.")
     async def delete(self, info: Info, id: strawberry.ID,
                      versionId: Version = None) -> ImagingStudyDeleteResult:
-        await info.context.repo.delete(id, versionId)
+        guard = _guard(info, "d", "ImagingStudyDelete")
+        await info.context.repo.delete(id, versionId, _recording(info, guard))
         return ImagingStudyDeleteResult(id=id, deleted=True)
 
     @strawberry.mutation(name="ImagingStudySetStatus", description="Moves a study through its "
@@ -69,14 +102,17 @@ class Mutation:
                          "unknown). Setting the current status changes nothing.")
     async def set_status(self, info: Info, id: strawberry.ID, status: str,
                          versionId: Version = None) -> ImagingStudy:
-        return await info.context.repo.set_status(id, status, versionId)
+        guard = _guard(info, "u", "ImagingStudySetStatus")
+        return _touched(info, await info.context.repo.set_status(id, status, versionId, guard))
 
     @strawberry.mutation(name="ImagingStudyAddSeries", description="Appends series; a series "
                          "UID already in the study is refused.")
     async def add_series(self, info: Info, id: strawberry.ID,
                          series: list[ImagingStudySeriesInput],
                          versionId: Version = None) -> ImagingStudy:
-        return await info.context.repo.add_series(id, _batch(series, "series"), versionId)
+        guard = _guard(info, "u", "ImagingStudyAddSeries")
+        return _touched(info, await info.context.repo.add_series(
+            id, _batch(series, "series"), versionId, guard))
 
     @strawberry.mutation(name="ImagingStudyAddInstances", description="Appends up to 10,000 "
                          "instances to one series. Re-sending an instance identical to the "
@@ -84,19 +120,23 @@ class Mutation:
     async def add_instances(self, info: Info, id: strawberry.ID, seriesUid: str,
                             instances: list[ImagingStudySeriesInstanceInput],
                             versionId: Version = None) -> ImagingStudy:
-        return await info.context.repo.add_instances(
-            id, seriesUid, _batch(instances, "instances"), versionId)
+        guard = _guard(info, "u", "ImagingStudyAddInstances")
+        return _touched(info, await info.context.repo.add_instances(
+            id, seriesUid, _batch(instances, "instances"), versionId, guard))
 
     @strawberry.mutation(name="ImagingStudyRemoveSeries", description="Removes series by UID.")
     async def remove_series(self, info: Info, id: strawberry.ID, uids: list[str],
                             versionId: Version = None) -> ImagingStudy:
-        return await info.context.repo.remove_series(id, uids, versionId)
+        guard = _guard(info, "u", "ImagingStudyRemoveSeries")
+        return _touched(info, await info.context.repo.remove_series(id, uids, versionId, guard))
 
     @strawberry.mutation(name="ImagingStudyRemoveInstances", description="Removes instances "
                          "of one series by UID.")
     async def remove_instances(self, info: Info, id: strawberry.ID, seriesUid: str,
                                uids: list[str], versionId: Version = None) -> ImagingStudy:
-        return await info.context.repo.remove_instances(id, seriesUid, uids, versionId)
+        guard = _guard(info, "u", "ImagingStudyRemoveInstances")
+        return _touched(info, await info.context.repo.remove_instances(
+            id, seriesUid, uids, versionId, guard))
 
 
 @strawberry.type(description="What became of one imported resource.")
@@ -119,6 +159,8 @@ class ImportMutation:
                          "created. A transaction is all-or-nothing. dryRun validates only.")
     async def import_(self, info: Info, resource: JSON,
                       dryRun: bool = False) -> list[ImagingStudyImportResult]:
-        results = await Importer(info.context.repo, dry_run=dryRun).run(resource)
+        guard = _guard(info, "cu", "ImagingStudyImport")
+        results = await Importer(info.context.repo, dry_run=dryRun,
+                                 guard=_recording(info, guard)).run(resource)
         return [ImagingStudyImportResult(index=r.index, status=r.status, id=r.id,
                                          outcome=r.outcome) for r in results]

@@ -7,13 +7,14 @@ from typing import Annotated, Any
 
 import strawberry
 
+from api.auth import owned
 from api.context import Info
 from api.paging import check_count, check_offset
 from api.projection import child, study_paths
 from api.search_args import searchable
 from api.types.connection import ImagingStudyConnection
 from api.types.imaging_study import ImagingStudy
-from store.search import Params
+from store.search import Params, escape
 
 SORT = ("Sort order: started, _lastUpdated, _id or status, comma-separated, '-' for "
         "descending; ties go by _id. Default -started (newest first; no started date last).")
@@ -32,12 +33,26 @@ def _selected(info: Info) -> list[Any]:
     return info.selected_fields[0].selections
 
 
+def _confine(info: Info, operation: str, params: Params) -> Params:
+    """Searching needs r and s; a patient-confined caller only ever searches its patient."""
+    patient = info.context.allow("rs", operation)
+    # Escaped: a claim with a comma must not turn into an OR of patients.
+    return params if patient is None else [*params, ("patient", escape(patient))]
+
+
 @strawberry.type
 class Query:
     @strawberry.field(name="ImagingStudy", description="One study by id, or null when there is "
                       "none (or it was deleted).")
     async def imaging_study(self, info: Info, id: strawberry.ID) -> ImagingStudy | None:
-        return await info.context.repo.get(id, study_paths(_selected(info)))
+        patient = info.context.allow("r", "ImagingStudy")
+        paths = study_paths(_selected(info))
+        study = await info.context.repo.get(id, paths if paths is None or patient is None
+                                            else paths | {"subject"})
+        if not owned(study, patient):
+            return None  # another patient's study is as good as absent
+        info.context.touch(study)
+        return study
 
     @strawberry.field(name="ImagingStudyList", description="Studies matching FHIR search "
                       "arguments (all 17 R5 ImagingStudy parameters, _id and _lastUpdated), "
@@ -49,10 +64,14 @@ class Query:
         _offset: Annotated[int | None, _arg("How many matches to skip first.")] = None,
         _sort: Sort = None,
     ) -> list[ImagingStudy]:
+        params = _confine(info, "ImagingStudyList", params)
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
-        return await info.context.repo.search(params, count, check_offset(_offset), _sort,
-                                              study_paths(_selected(info)))
+        studies = await info.context.repo.search(params, count, check_offset(_offset), _sort,
+                                                 study_paths(_selected(info)))
+        for study in studies:
+            info.context.touch(study)
+        return studies
 
     @strawberry.field(name="ImagingStudyConnection", description="Studies matching FHIR search "
                       "arguments as a connection with total count and keyset cursors.")
@@ -64,6 +83,7 @@ class Query:
                                             "earlier page of the same search.")] = None,
         _sort: Sort = None,
     ) -> ImagingStudyConnection:
+        params = _confine(info, "ImagingStudyConnection", params)
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
         selected = _selected(info)
@@ -77,6 +97,8 @@ class Query:
         page = await info.context.repo.page(
             params, count, _cursor, _sort, study_paths(resource) if resource is not None else (),
             total="count" in wanted)
+        for study in page.studies:
+            info.context.touch(study)
         return {  # type: ignore[return-value]
             "count": page.total, "offset": page.offset, "pagesize": count,
             "first": page.first, "previous": page.previous, "next": page.next,
@@ -89,5 +111,9 @@ class Query:
         self, info: Info, id: strawberry.ID,
         _count: Annotated[int | None, _arg("How many versions at most (default 100).")] = None,
     ) -> list[ImagingStudy]:
+        patient = info.context.allow("r", "ImagingStudyHistory")
         count = check_count(_count, 100, info.context.settings.history_max_count)
-        return await info.context.repo.history(id, count)
+        versions = [v for v in await info.context.repo.history(id, count) if owned(v, patient)]
+        if versions:
+            info.context.touch(versions[0])
+        return versions

@@ -1,8 +1,9 @@
 """Builds the strawberry.Schema: FHIR names as written (no camel-casing), dict-aware field
-resolution over the stored FHIR JSON, and the contract error mapper."""
+resolution over the stored FHIR JSON, the query limits and the contract error mapper."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import strawberry
@@ -12,8 +13,10 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from api.errors import ErrorMapper, log
+from api.limits import Limits, QueryLimits
 from api.mutations import ImportMutation, Mutation
 from api.queries import Query
+from api.settings import Settings
 
 
 def read_element(source: Any, name: str) -> Any:
@@ -32,12 +35,21 @@ class ImagingSchema(strawberry.Schema):
                 log.debug("resolver error at %s", error.path)
 
 
-def build_schema() -> strawberry.Schema:
+def limits(settings: Settings) -> Limits:
+    return Limits(max_tokens=settings.max_tokens, max_depth=settings.max_depth,
+                  max_aliases=settings.max_aliases, max_cost=settings.max_cost,
+                  introspection=not settings.production)
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    settings = settings or Settings()
     return ImagingSchema(
         query=Query,
         mutation=strawberry.tools.merge_types("Mutation", (Mutation, ImportMutation)),
         config=StrawberryConfig(auto_camel_case=False, default_resolver=read_element),
-        extensions=[ErrorMapper],
+        # Factories, not instances: every operation gets its own extension objects.
+        extensions=[functools.partial(QueryLimits, limits(settings)),
+                    functools.partial(ErrorMapper, settings.production)],
     )
 
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from store.fhir import edit
 from store.fhir.definitions import DICOM_UID_SYSTEM
 from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, Issue, StoreError, fail
-from store.repository import Repository, same_content
+from store.repository import Guard, Repository, same_content
 from store.search import escape
 
 Study = dict[str, Any]
@@ -81,10 +81,12 @@ def entries(resource: Any) -> tuple[str | None, list[Any]]:
 class Importer:
     """Imports resources and Bundles into one repository."""
 
-    def __init__(self, repo: Repository, dry_run: bool = False, attempts: int = 5) -> None:
+    def __init__(self, repo: Repository, dry_run: bool = False, attempts: int = 5,
+                 guard: Guard = None) -> None:
         self.repo = repo
         self.dry_run = dry_run
         self._attempts = attempts
+        self._guard = guard  # a caller's precondition on every resource and study it replaces
 
     async def run(self, payload: Any) -> list[EntryResult]:
         kind, resources = entries(payload)
@@ -115,6 +117,10 @@ class Importer:
                 raise fail(BAD_USER_INPUT, f"Bundle.entry[{index}].resource",
                            f"only ImagingStudy resources are imported, not {kind or 'this'}")
             target = await self._match(resource)
+            if self._guard is not None:
+                self._guard(resource)
+                if target is not None:
+                    self._guard(target)
             if target is None:
                 study = edit.create(resource, self.repo.max_instances)
                 return _Plan(index, study, CREATED)

@@ -1,4 +1,4 @@
-"""The ImagingStudy store over a MongoDB database: reads, history and versioned writes.
+"""The ImagingStudy store over a MongoDB database: versioned writes (reads: store/reads.py).
 
 Each study is one document: the FHIR JSON with `_id` (= id) and a private `_srv` key that
 reads strip. Every write is one compare-and-set on that document's `meta.versionId`; the
@@ -8,63 +8,23 @@ crash between the two steps loses nothing and no multi-document transaction is n
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-from store import indexes, paging, search
+from store import indexes, search
 from store.claims import Claims
-from store.client import Database, DuplicateKey, StoreDown
+from store.client import Database, DuplicateKey
+from store.events import Bus, change_of
 from store.fhir import edit
-from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, STORE_UNAVAILABLE, VERSION_CONFLICT, fail
+from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, fail
 from store.keys import search_keys
+from store.reads import ROOT, Page, Reads, Study, guarded, projection, public
 
-Study = dict[str, Any]
-P = ParamSpec("P")
-T = TypeVar("T")
-ROOT = "ImagingStudy"
-
-
-@dataclass
-class Page:
-    """One page of a keyset-paged search (the FHIR GraphQL connection)."""
-
-    total: int | None
-    offset: int
-    studies: list[Study] = field(default_factory=list)
-    first: str | None = None
-    previous: str | None = None
-    next: str | None = None
-    last: str | None = None
-
-
-def _guard(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    @functools.wraps(method)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(*args, **kwargs)
-        except StoreDown:
-            raise fail(STORE_UNAVAILABLE, ROOT, "the study store did not answer; retry "
-                       "later") from None
-    return call
-
-
-def _public(doc: dict[str, Any]) -> Study:
-    return {k: v for k, v in doc.items() if k not in ("_id", "_srv")}
-
-
-def projection(fields: Iterable[str] | None, *extra: str) -> dict[str, int] | None:
-    """A MongoDB projection of FHIR element paths (`series.instance.uid`); None reads all.
-    A path under another selected path is dropped: MongoDB refuses the pair."""
-    if fields is None:
-        return None
-    chosen = sorted({"id", "resourceType", *fields, *extra})
-    kept = [p for p in chosen if not any(p.startswith(q + ".") for q in chosen)]
-    return dict.fromkeys(kept, 1)
+__all__ = ["Guard", "Page", "Repository", "projection", "same_content"]
+Guard = Callable[[Study], None] | None
 
 
 def same_content(a: Study, b: Study) -> bool:
@@ -80,12 +40,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Repository:
+class Repository(Reads):
     """Versioned ImagingStudy storage. All writes run the pure rules in `store.fhir.edit`."""
 
     def __init__(self, db: Database, *, max_instances: int = 50_000, max_attempts: int = 200,
-                 cursor_secret: bytes = b"imaging-api cursors") -> None:
+                 cursor_secret: bytes = b"imaging-api cursors", events: Bus | None = None
+                 ) -> None:
         self._db = db
+        # Set for the embedded store; with MongoDB a change stream feeds the bus instead, so
+        # writes made by other processes are seen too.
+        self.events = events
         self._studies = db[indexes.STUDIES]
         self._history = db[indexes.HISTORY]
         self._claims = Claims(db, self._studies, max_attempts)
@@ -93,104 +57,13 @@ class Repository:
         self._max_attempts = max_attempts
         self._cursor_secret = cursor_secret
 
-    @_guard
+    @guarded
     async def ensure_indexes(self) -> None:
         await indexes.ensure(self._db)
 
-    @_guard
-    async def ping(self) -> None:
-        await self._studies.find_one({"_id": "\x00ping"}, {"_id": 1})
-
-    # -- reads --------------------------------------------------------------------------------
-
-    @_guard
-    async def get(self, study_id: str, fields: Iterable[str] | None = None) -> Study | None:
-        """The study, reading only the FHIR element paths in `fields` (None: all)."""
-        doc = await self._studies.find_one({"_id": study_id, **search.LIVE},
-                                           projection(fields))
-        return _public(doc) if doc else None
-
-    @_guard
-    async def search(self, params: search.Params, count: int, offset: int = 0,
-                     sort: str | None = None, fields: Iterable[str] | None = None
-                     ) -> list[Study]:
-        spec = paging.sort_spec(sort)
-        cursor = self._studies.find(search.to_filter(params), projection(fields))
-        docs = await cursor.sort(spec).skip(offset).limit(count).to_list(length=count)
-        return [_public(doc) for doc in docs]
-
-    @_guard
-    async def count(self, params: search.Params) -> int:
-        return await self._studies.count_documents(search.to_filter(params))
-
-    @_guard
-    async def page(self, params: search.Params, count: int, cursor: str | None = None,
-                   sort: str | None = None, fields: Iterable[str] | None = (),
-                   total: bool = True) -> Page:
-        """A keyset page: walking `next` to the end returns every study that matched
-        throughout exactly once, whatever is inserted or deleted meanwhile. `fields=()` reads
-        only sort keys (enough for cursors); `total=False` skips counting."""
-        spec = paging.sort_spec(sort)
-        cursors = paging.Cursors(self._cursor_secret, repr((sorted(params), spec)))
-        direction, keys, offset = cursors.read(cursor) if cursor else ("first", [], 0)
-        if len(keys) != (len(spec) if direction in ("after", "before") else 0):
-            raise fail(BAD_USER_INPUT, "_cursor", "the cursor does not fit this query's sort")
-        query = search.to_filter(params)
-        if direction == "after":
-            query = {"$and": [query, paging.after(spec, keys)]}
-        elif direction == "before":
-            query = {"$and": [query, paging.after(spec, keys, forward=False)]}
-        backwards = direction in ("before", "last")
-        sort_fields = [f for f, _ in spec]
-        docs = await self._studies.find(query, projection(fields, "_srv.sort", "_srv.lu",
-                                                          *sort_fields)).sort(
-            paging.reverse(spec) if backwards else spec).limit(count + 1).to_list(count + 1)
-        more = len(docs) > count
-        docs = docs[:count][::-1] if backwards else docs[:count]
-        matched = await self._studies.count_documents(search.to_filter(params)) \
-            if total or direction == "last" else None
-        if direction == "last":
-            assert matched is not None
-            offset = max(matched - len(docs), 0)
-        elif direction == "before":
-            offset = max(offset - len(docs), 0) if more else 0
-        has_next = more if not backwards else direction == "before"
-        has_prev = more if backwards else direction == "after"
-        return Page(
-            total=matched, offset=offset, studies=[_public(d) for d in docs],
-            first=cursors.make("first"), last=cursors.make("last"),
-            next=cursors.make("after", paging.boundary(docs[-1], spec), offset + len(docs))
-            if has_next and docs else None,
-            previous=cursors.make("before", paging.boundary(docs[0], spec), offset)
-            if has_prev and docs else None)
-
-    async def stream(self, params: search.Params, sort: str | None = None,
-                     page_size: int = 500) -> AsyncIterator[Study]:
-        """Every matching study, whole, a keyset page at a time (for export)."""
-        cursor: str | None = None
-        while True:
-            page = await self.page(params, page_size, cursor, sort, fields=None, total=False)
-            for study in page.studies:
-                yield study
-            if page.next is None:
-                return
-            cursor = page.next
-
-    @_guard
-    async def history(self, study_id: str, count: int) -> list[Study]:
-        """Every stored version, newest first; a deleted study keeps its history."""
-        cursor = self._history.find({"_srv.study": study_id}).sort("_srv.version", -1)
-        versions = {doc["meta"]["versionId"]: _public(doc)
-                    for doc in await cursor.to_list(length=None)}
-        current = await self._studies.find_one({"_id": study_id, **search.LIVE})
-        if current:
-            versions[current["meta"]["versionId"]] = _public(current)
-        ordered = sorted(versions.values(), key=lambda s: -int(s["meta"]["versionId"]))
-        return ordered[:count]
-
     # -- writes -------------------------------------------------------------------------------
 
-    @_guard
+    @guarded
     async def create(self, resource: Study, if_none_exist: str | None = None
                      ) -> tuple[Study, bool]:
         """Creates a study; returns it and whether it was created (False: `if_none_exist`
@@ -202,69 +75,78 @@ class Repository:
         found, created = await self._claims.create_once(
             study["id"], if_none_exist, lambda: self._insert(study))
         assert found is not None
-        return (found if created else _public(found)), created
+        return (found if created else public(found)), created
 
-    @_guard
-    async def update(self, study_id: str, resource: Study, version_id: str | None) -> Study:
+    @guarded
+    async def update(self, study_id: str, resource: Study, version_id: str | None,
+                     guard: Guard = None) -> Study:
         if resource.get("id", study_id) != study_id:
             raise fail(BAD_USER_INPUT, f"{ROOT}.id", f"the resource id '{resource['id']}' does "
                        f"not match the id of the study being updated ('{study_id}')")
         return await self._write(study_id, version_id, lambda old: edit.replace(
-            old, {**resource, "id": study_id}, self.max_instances))
+            old, {**resource, "id": study_id}, self.max_instances), guard=guard)
 
-    @_guard
-    async def set_status(self, study_id: str, status: str, version_id: str | None) -> Study:
-        return await self._write(study_id, version_id, lambda old: edit.set_status(old, status))
+    @guarded
+    async def set_status(self, study_id: str, status: str, version_id: str | None,
+                         guard: Guard = None) -> Study:
+        return await self._write(study_id, version_id, lambda old: edit.set_status(old, status),
+                                 guard=guard)
 
-    @_guard
+    @guarded
     async def add_series(self, study_id: str, series: list[dict[str, Any]],
-                         version_id: str | None) -> Study:
+                         version_id: str | None, guard: Guard = None) -> Study:
         return await self._write(study_id, version_id, lambda old: edit.add_series(
-            old, series, self.max_instances))
+            old, series, self.max_instances), guard=guard)
 
-    @_guard
+    @guarded
     async def add_instances(self, study_id: str, series_uid: str,
-                            instances: list[dict[str, Any]], version_id: str | None) -> Study:
+                            instances: list[dict[str, Any]], version_id: str | None,
+                            guard: Guard = None) -> Study:
         return await self._write(study_id, version_id, lambda old: edit.add_instances(
-            old, series_uid, instances, self.max_instances))
+            old, series_uid, instances, self.max_instances), guard=guard)
 
-    @_guard
+    @guarded
     async def remove_series(self, study_id: str, uids: list[str],
-                            version_id: str | None) -> Study:
-        return await self._write(study_id, version_id, lambda old: edit.remove_series(old, uids))
+                            version_id: str | None, guard: Guard = None) -> Study:
+        return await self._write(study_id, version_id, lambda old: edit.remove_series(old, uids),
+                                 guard=guard)
 
-    @_guard
+    @guarded
     async def remove_instances(self, study_id: str, series_uid: str, uids: list[str],
-                               version_id: str | None) -> Study:
+                               version_id: str | None, guard: Guard = None) -> Study:
         return await self._write(study_id, version_id, lambda old: edit.remove_instances(
-            old, series_uid, uids))
+            old, series_uid, uids), guard=guard)
 
-    @_guard
-    async def delete(self, study_id: str, version_id: str | None) -> None:
+    @guarded
+    async def delete(self, study_id: str, version_id: str | None, guard: Guard = None) -> None:
         """The study leaves reads and lists; its versions stay in history."""
-        await self._write(study_id, version_id, lambda old: {}, tombstone=True)
+        await self._write(study_id, version_id, lambda old: {}, tombstone=True, guard=guard)
 
     # -- undoing writes (a transaction Bundle that fails part-way) --------------------------
 
-    @_guard
+    @guarded
     async def purge(self, study_id: str, version_id: str) -> None:
         """Removes a study created at `version_id` as if it never was, history included."""
         result = await self._studies.delete_one({"_id": study_id, "meta.versionId": version_id})
         if result.deleted_count:
             await self._history.delete_many({"_srv.study": study_id})
+            self._publish("delete", {"_id": study_id, "_srv": {"deleted": True}})
 
-    @_guard
+    @guarded
     async def restore(self, previous: Study, version_id: str) -> None:
         """Puts `previous` back as the current version if the study is still at `version_id`."""
         doc = {"_id": previous["id"], "_srv": {"deleted": False, **search_keys(previous)},
                **previous}
-        await self._studies.replace_one({"_id": previous["id"], "meta.versionId": version_id},
-                                        doc)
+        result = await self._studies.replace_one(
+            {"_id": previous["id"], "meta.versionId": version_id}, doc)
+        if result.matched_count:
+            self._publish("update", doc)
 
     # -- the compare-and-set core -------------------------------------------------------------
 
     async def _write(self, study_id: str, version_id: str | None,
-                     change: Callable[[Study], Study], *, tombstone: bool = False) -> Study:
+                     change: Callable[[Study], Study], *, tombstone: bool = False,
+                     guard: Guard = None) -> Study:
         for attempt in range(self._max_attempts):
             doc = await self._studies.find_one({"_id": study_id, **search.LIVE})
             if doc is None:
@@ -272,7 +154,9 @@ class Repository:
             current = doc["meta"]["versionId"]
             if version_id is not None and version_id != current:
                 raise self._conflict(version_id, current)
-            old = _public(doc)
+            old = public(doc)
+            if guard is not None:
+                guard(old)  # a caller's precondition, checked on the version being replaced
             new = change(old)
             if new is old or same_content(new, old):
                 return old  # an unchanged write keeps its version
@@ -281,12 +165,17 @@ class Repository:
             result = await self._studies.replace_one(
                 {"_id": study_id, "meta.versionId": current}, replacement)
             if result.matched_count == 1:
-                return _public(replacement)
+                self._publish("update", replacement)
+                return public(replacement)
             if version_id is not None:
                 raise self._conflict(version_id, "a newer version")
             await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
         raise fail(VERSION_CONFLICT, f"{ROOT}.meta.versionId", "the study changed under this "
                    "write too many times; retry it")
+
+    def _publish(self, action: str, doc: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events.publish(change_of(action, doc))
 
     @staticmethod
     def _conflict(sent: str, stored: str) -> Exception:
@@ -311,7 +200,8 @@ class Repository:
         doc = self._document(study, study["id"], 1)
         try:
             await self._studies.insert_one(doc)
-            return _public(doc)
+            self._publish("create", doc)
+            return public(doc)
         except DuplicateKey:
             pass
         # The id is taken. A deleted study's id may be used again; its history continues.
@@ -322,5 +212,6 @@ class Repository:
             result = await self._studies.replace_one(
                 {"_id": study["id"], "meta.versionId": version}, doc)
             if result.matched_count == 1:
-                return _public(doc)
+                self._publish("create", doc)
+                return public(doc)
         raise fail(BAD_USER_INPUT, f"{ROOT}.id", f"id '{study['id']}' is already in use")

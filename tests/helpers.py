@@ -38,7 +38,7 @@ def selection(type_name: str, depth: int = 0) -> str:
         while isinstance(inner, GraphQLNonNull | GraphQLList):
             inner = inner.of_type
         if isinstance(inner, GraphQLObjectType):
-            if depth > 5 or (inner.name == "Extension" and depth > 2):
+            if depth > 5 or (inner.name == "Extension" and depth > 1):
                 continue  # FHIR types nest cyclically (Reference -> Identifier -> Reference)
             parts.append(f"{name} {{ {selection(inner.name, depth + 1)} }}")
         else:

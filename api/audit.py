@@ -1,0 +1,83 @@
+"""One audit record per GraphQL operation, shaped as a FHIR AuditEvent, on the
+`imaging.audit` logger: when, who, which operation, which studies and patients, and the outcome.
+Nothing else about a patient is written."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from graphql import OperationDefinitionNode
+from strawberry.extensions import SchemaExtension
+
+audit_log = logging.getLogger("imaging.audit")
+OUTCOME = "http://terminology.hl7.org/CodeSystem/audit-event-outcome"
+_ACTIONS = {"ImagingStudyCreate": "C", "ImagingStudyDelete": "D", "ImagingStudyImport": "E"}
+_CLIENT_CODES = {"BAD_USER_INPUT", "NOT_FOUND", "VERSION_CONFLICT", "INVALID_STATUS_TRANSITION",
+                 "UNAUTHENTICATED", "FORBIDDEN", "QUERY_REJECTED"}
+
+
+def root_fields(document: Any) -> tuple[str, list[str]]:
+    """(operation type, root field names) of the operation in `document`."""
+    for definition in document.definitions if document else ():
+        if isinstance(definition, OperationDefinitionNode):
+            names = [s.name.value for s in definition.selection_set.selections
+                     if hasattr(s, "name")]
+            return definition.operation.value, names
+    return "unknown", []
+
+
+def outcome_of(errors: list[Any] | None) -> tuple[str, str]:
+    """(AuditEvent outcome code, contract code) of an operation's errors."""
+    codes = [(e.extensions or {}).get("code", "INTERNAL_SERVER_ERROR") for e in errors or ()]
+    if not codes:
+        return "0", "OK"
+    serious = [c for c in codes if c not in _CLIENT_CODES]
+    return ("8", serious[0]) if serious else ("4", codes[0])
+
+
+def record(operation: str, kind: str, fields: list[str], context: Any, errors: list[Any] | None,
+           ) -> dict[str, Any]:
+    access = getattr(context, "access", None)
+    touched = getattr(context, "touched", [])
+    code, contract = outcome_of(errors)
+    action = "R" if kind != "mutation" else next(
+        (_ACTIONS[f] for f in fields if f in _ACTIONS), "U")
+    agents = [{"type": {"text": "user"}, "requestor": True,
+               "who": {"identifier": {"value": getattr(access, "subject", None) or
+                                      "anonymous"}}}]
+    if getattr(access, "client", None):
+        agents.append({"type": {"text": "client"}, "requestor": False,
+                       "who": {"identifier": {"value": access.client}}})
+    studies = sorted({study for study, _ in touched})
+    patients = sorted({patient for _, patient in touched if patient})
+    return {
+        "resourceType": "AuditEvent",
+        "category": [{"text": f"graphql {kind}"}],
+        "code": {"text": operation},
+        "action": action,
+        "recorded": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "outcome": {"code": {"system": OUTCOME, "code": code}, "detail": [{"text": contract}]},
+        "agent": agents,
+        "source": {"observer": {"display": "imaging-api"}},
+        "entity": [{"what": {"reference": f"ImagingStudy/{s}"}} for s in studies]
+        + [{"what": {"reference": p}, "role": {"text": "patient"}} for p in patients],
+    }
+
+
+class AuditLog(SchemaExtension):
+    """Writes the audit record of each operation when it completes, errors included."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        context = self.execution_context
+        kind, fields = root_fields(context.graphql_document)
+        result = context.result
+        errors = getattr(result, "errors", None) if result is not None else \
+            context.pre_execution_errors
+        operation = context.operation_name or ",".join(fields) or "unparsed"
+        event = record(operation, kind, fields, context.context, errors)
+        audit_log.info("%s %s %s", kind, operation, event["outcome"]["detail"][0]["text"],
+                       extra={"audit": event})

@@ -1,0 +1,131 @@
+"""Bearer tokens and SMART on FHIR scopes -> an Access policy for the request.
+
+Scopes: `(patient|user|system)/(ImagingStudy|*).<letters>` with SMART v2 letters in order
+(c create, r read, u update, d delete, s search) or v1 `read`/`write`/`*`. A permission granted
+only by `patient/` scopes confines the caller to studies whose subject is the token's `patient`
+claim. Malformed scopes grant nothing; so do granular scopes (`?param=...`), which narrow
+access in ways this service does not evaluate."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from api.settings import Settings
+from store.fhir.outcome import Issue, StoreError
+
+UNAUTHENTICATED, FORBIDDEN = "UNAUTHENTICATED", "FORBIDDEN"
+_SCOPE = re.compile(r"(patient|user|system)/(ImagingStudy|\*)\.(c?r?u?d?s?|read|write|\*)")
+_V1 = {"read": "rs", "write": "cud", "*": "cruds"}
+
+
+def refuse(code: str, message: str) -> StoreError:
+    return StoreError(code, [Issue("Authorization", message, "security" if code == FORBIDDEN
+                                   else "login")])
+
+
+@dataclass(frozen=True)
+class Access:
+    """What the caller may do: letters granted without confinement, and letters granted only
+    for one patient's studies."""
+
+    subject: str | None = None
+    client: str | None = None
+    open: frozenset[str] = frozenset("cruds")
+    confined: frozenset[str] = frozenset()
+    patient: str | None = None
+    error: StoreError | None = None  # a bad token: every operation answers UNAUTHENTICATED
+
+    def require(self, letters: str, operation: str) -> str | None:
+        """Checks the caller may do `letters`; returns the patient it is confined to, if any."""
+        if self.error is not None:
+            raise self.error
+        if all(letter in self.open for letter in letters):
+            return None
+        if self.patient and all(letter in self.open | self.confined for letter in letters):
+            return self.patient
+        raise refuse(FORBIDDEN, f"{operation} needs scope letters '{letters}' on ImagingStudy")
+
+
+
+def owned(study: dict[str, Any] | None, patient: str | None) -> bool:
+    """Whether a study's subject is `patient` (always true when there is no confinement)."""
+    if patient is None:
+        return True
+    return (study or {}).get("subject", {}).get("reference") == f"Patient/{patient}"
+
+
+def guard(patient: str | None, operation: str) -> Any:
+    """A write precondition refusing studies of other patients; None when not confined."""
+    if patient is None:
+        return None
+
+    def check(study: dict[str, Any]) -> None:
+        if not owned(study, patient):
+            raise refuse(FORBIDDEN, f"{operation}: the study is not about Patient/{patient}, "
+                         "the only patient this token may write for")
+    return check
+
+
+def grants(scopes: str) -> tuple[set[str], set[str]]:
+    """(letters granted openly, letters granted for the token's patient only)."""
+    open_, confined = set[str](), set[str]()
+    for scope in scopes.split():
+        match = _SCOPE.fullmatch(scope)
+        if match is None or not match[3]:
+            continue
+        letters = _V1.get(match[3], match[3])
+        (confined if match[1] == "patient" else open_).update(letters)
+    return open_, confined - open_
+
+
+class Authenticator:
+    """Verifies bearer JWTs with the configured key and turns them into Access."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._jwks = jwt.PyJWKSet.from_dict(json.loads(Path(settings.jwt_jwks).read_text())) \
+            if settings.jwt_jwks else None
+        self._pem = Path(settings.jwt_public_key).read_text() if settings.jwt_public_key \
+            else None
+        if settings.auth == "jwt" and not (settings.jwt_secret or self._pem or self._jwks):
+            raise ValueError("IMAGING_AUTH=jwt needs IMAGING_JWT_SECRET, IMAGING_JWT_PUBLIC_KEY "
+                             "or IMAGING_JWT_JWKS")
+
+    def access(self, authorization: str | None) -> Access:
+        if self.settings.auth != "jwt":
+            return Access()
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return Access(error=refuse(UNAUTHENTICATED, "a bearer token is required"))
+        try:
+            claims = self._decode(authorization[7:].strip())
+        except jwt.PyJWTError as error:
+            return Access(error=refuse(UNAUTHENTICATED, f"invalid token: {error}"))
+        open_, confined = grants(str(claims.get("scope", "")))
+        patient = claims.get("patient") if isinstance(claims.get("patient"), str) else None
+        return Access(subject=str(claims.get("sub")) if claims.get("sub") else None,
+                      client=claims.get("client_id") or claims.get("azp"),
+                      open=frozenset(open_), confined=frozenset(confined if patient else ()),
+                      patient=patient)
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        settings = self.settings
+        key: Any
+        if settings.jwt_secret:
+            key, algorithms = settings.jwt_secret, ["HS256"]
+        elif self._jwks is not None:
+            kid = jwt.get_unverified_header(token).get("kid")
+            matches = [k for k in self._jwks.keys if kid is None or k.key_id == kid]
+            if not matches:
+                raise jwt.InvalidKeyError(f"no key with kid {kid!r} in the JWKS")
+            key, algorithms = matches[0].key, ["RS256", "ES256"]
+        else:
+            key, algorithms = self._pem, ["RS256", "ES256"]
+        return jwt.decode(token, key, algorithms=algorithms, audience=settings.jwt_audience,
+                          issuer=settings.jwt_issuer,
+                          options={"require": ["exp"], "verify_aud": bool(settings.jwt_audience)})

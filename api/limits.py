@@ -1,0 +1,161 @@
+"""Query limits (OWASP GraphQL cheat sheet): tokens, depth, aliases and cost, each refused as
+QUERY_REJECTED with the limit and the measured value before any store access.
+
+Cost counts every selected field once per object it will be resolved on: a list field's
+children are multiplied by its `_count` argument when given, else by a default size (the list
+default, or a typical study shape for series and instances). Introspection is not counted."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationRule,
+    VariableNode,
+)
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import SchemaExtension
+
+QUERY_REJECTED = "QUERY_REJECTED"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_tokens: int = 10_000
+    max_depth: int = 15
+    max_aliases: int = 30
+    max_cost: int = 2_000_000
+    introspection: bool = True
+
+
+# Expected list sizes when a query gives no _count: the list defaults, and for a study's
+# series and instances the largest study the store accepts (20 x 2,500 = 50,000 instances).
+DEFAULT_SIZES = {"ImagingStudyList": 20, "ImagingStudyConnection": 20,
+                 "ImagingStudyHistory": 100, "series": 20, "instance": 2_500,
+                 "ImagingStudyImport": 1}
+PAGED = {"ImagingStudyConnection"}  # a connection's size applies to its edges
+
+
+def rejected(what: str, limit: int, measured: int | str) -> GraphQLError:
+    message = f"query rejected: {what} {measured} exceeds the limit of {limit}"
+    outcome = {"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "too-costly", "diagnostics": message}]}
+    return GraphQLError(message, extensions={"code": QUERY_REJECTED, "resource": outcome,
+                                             "limit": limit, "measured": measured})
+
+
+class _Walk:
+    """Depth, aliases and cost of one operation, fragments followed once per use."""
+
+    def __init__(self, fragments: dict[str, Any], variables: dict[str, Any]) -> None:
+        self.fragments = fragments
+        self.variables = variables
+        self.aliases = 0
+
+    def fields(self, selection_set: SelectionSetNode | None,
+               seen: frozenset[str] = frozenset()) -> Iterator[FieldNode]:
+        for selection in selection_set.selections if selection_set else ():
+            if isinstance(selection, FieldNode):
+                if not selection.name.value.startswith("__"):
+                    yield selection
+            elif isinstance(selection, InlineFragmentNode):
+                yield from self.fields(selection.selection_set, seen)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                fragment = self.fragments.get(name)
+                if fragment is not None and name not in seen:  # cycles are another rule's
+                    yield from self.fields(fragment.selection_set, seen | {name})
+
+    def depth(self, selection_set: SelectionSetNode | None) -> int:
+        return max((1 + self.depth(f.selection_set) for f in self.fields(selection_set)),
+                   default=0)
+
+    def count_aliases(self, selection_set: SelectionSetNode | None) -> int:
+        return sum((f.alias is not None) + self.count_aliases(f.selection_set)
+                   for f in self.fields(selection_set))
+
+    def size(self, field: FieldNode) -> int:
+        for argument in field.arguments or ():
+            if argument.name.value == "_count":
+                value = argument.value
+                if isinstance(value, VariableNode):
+                    raw = self.variables.get(value.name.value)
+                else:
+                    raw = getattr(value, "value", None)
+                try:
+                    return max(int(raw), 1) if raw is not None else self._default(field)
+                except (TypeError, ValueError):
+                    return 1  # a wrong type is refused by validation anyway
+        return self._default(field)
+
+    @staticmethod
+    def _default(field: FieldNode) -> int:
+        return DEFAULT_SIZES.get(field.name.value, 1)
+
+    def cost(self, selection_set: SelectionSetNode | None, multiplier: int = 1) -> int:
+        total = 0
+        for field in self.fields(selection_set):
+            name = field.name.value
+            size = self.size(field)
+            total += multiplier
+            if name in PAGED:
+                total += self._connection(field, multiplier, size)
+            else:
+                total += self.cost(field.selection_set, multiplier * size)
+        return total
+
+    def _connection(self, field: FieldNode, multiplier: int, size: int) -> int:
+        total = 0
+        for child in self.fields(field.selection_set):
+            per = size if child.name.value == "edges" else 1
+            total += multiplier + self.cost(child.selection_set, multiplier * per)
+        return total
+
+
+def _rule(limits: Limits, variables: dict[str, Any]) -> type[ValidationRule]:
+    class QueryLimitsRule(ValidationRule):
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+            fragments = {f.name.value: f for f in self.context.document.definitions
+                         if hasattr(f, "type_condition")}
+            walk = _Walk(fragments, variables)
+            checks = [("depth", limits.max_depth, walk.depth(node.selection_set)),
+                      ("aliases", limits.max_aliases, walk.count_aliases(node.selection_set)),
+                      ("cost", limits.max_cost, walk.cost(node.selection_set))]
+            for what, limit, measured in checks:
+                if measured > limit:
+                    self.report_error(rejected(what, limit, measured))
+    return QueryLimitsRule
+
+
+_TOKENS = re.compile(r"Document contains more than (\d+) tokens")
+
+
+def token_rejection(message: str) -> GraphQLError | None:
+    """The QUERY_REJECTED form of the parser's own token-limit error, if that is what it is."""
+    match = _TOKENS.search(message)
+    return rejected("tokens", int(match[1]), f"more than {match[1]}") if match else None
+
+
+class QueryLimits(SchemaExtension):
+    """Makes the parser stop past the token limit and adds the limit rules to validation."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        context.parse_options["max_tokens"] = self.limits.max_tokens
+        rules: tuple[Any, ...] = (_rule(self.limits, context.variables or {}),)
+        if not self.limits.introspection:
+            rules += (NoSchemaIntrospectionCustomRule,)
+        context.validation_rules = context.validation_rules + rules
+        yield

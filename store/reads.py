@@ -1,0 +1,152 @@
+"""Reading studies: one study, searches with offset or keyset paging, the whole stream for
+export, and history. Only the selected FHIR elements are read from the store."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from store import paging, search
+from store.client import StoreDown
+from store.fhir.outcome import BAD_USER_INPUT, STORE_UNAVAILABLE, fail
+
+Study = dict[str, Any]
+P = ParamSpec("P")
+T = TypeVar("T")
+ROOT = "ImagingStudy"
+
+
+@dataclass
+class Page:
+    """One page of a keyset-paged search (the FHIR GraphQL connection)."""
+
+    total: int | None
+    offset: int
+    studies: list[Study] = field(default_factory=list)
+    first: str | None = None
+    previous: str | None = None
+    next: str | None = None
+    last: str | None = None
+
+def guarded(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except StoreDown:
+            raise fail(STORE_UNAVAILABLE, ROOT, "the study store did not answer; retry "
+                       "later") from None
+    return call
+
+def public(doc: dict[str, Any]) -> Study:
+    return {k: v for k, v in doc.items() if k not in ("_id", "_srv")}
+
+def projection(fields: Iterable[str] | None, *extra: str) -> dict[str, int] | None:
+    """A MongoDB projection of FHIR element paths (`series.instance.uid`); None reads all.
+    A path under another selected path is dropped: MongoDB refuses the pair."""
+    if fields is None:
+        return None
+    chosen = sorted({"id", "resourceType", *fields, *extra})
+    kept = [p for p in chosen if not any(p.startswith(q + ".") for q in chosen)]
+    return dict.fromkeys(kept, 1)
+
+
+class Reads:
+    """The read side of the repository, over its study and history collections."""
+
+    _studies: Any
+    _history: Any
+    _cursor_secret: bytes
+
+    @guarded
+    async def ping(self) -> None:
+        await self._studies.find_one({"_id": "\x00ping"}, {"_id": 1})
+
+    # -- reads --------------------------------------------------------------------------------
+
+    @guarded
+    async def get(self, study_id: str, fields: Iterable[str] | None = None) -> Study | None:
+        """The study, reading only the FHIR element paths in `fields` (None: all)."""
+        doc = await self._studies.find_one({"_id": study_id, **search.LIVE},
+                                           projection(fields))
+        return public(doc) if doc else None
+
+    @guarded
+    async def search(self, params: search.Params, count: int, offset: int = 0,
+                     sort: str | None = None, fields: Iterable[str] | None = None
+                     ) -> list[Study]:
+        spec = paging.sort_spec(sort)
+        cursor = self._studies.find(search.to_filter(params), projection(fields))
+        docs = await cursor.sort(spec).skip(offset).limit(count).to_list(length=count)
+        return [public(doc) for doc in docs]
+
+    @guarded
+    async def count(self, params: search.Params) -> int:
+        return await self._studies.count_documents(search.to_filter(params))
+
+    @guarded
+    async def page(self, params: search.Params, count: int, cursor: str | None = None,
+                   sort: str | None = None, fields: Iterable[str] | None = (),
+                   total: bool = True) -> Page:
+        """A keyset page: walking `next` to the end returns every study that matched
+        throughout exactly once, whatever is inserted or deleted meanwhile. `fields=()` reads
+        only sort keys (enough for cursors); `total=False` skips counting."""
+        spec = paging.sort_spec(sort)
+        cursors = paging.Cursors(self._cursor_secret, repr((sorted(params), spec)))
+        direction, keys, offset = cursors.read(cursor) if cursor else ("first", [], 0)
+        if len(keys) != (len(spec) if direction in ("after", "before") else 0):
+            raise fail(BAD_USER_INPUT, "_cursor", "the cursor does not fit this query's sort")
+        query = search.to_filter(params)
+        if direction == "after":
+            query = {"$and": [query, paging.after(spec, keys)]}
+        elif direction == "before":
+            query = {"$and": [query, paging.after(spec, keys, forward=False)]}
+        backwards = direction in ("before", "last")
+        sort_fields = [f for f, _ in spec]
+        docs = await self._studies.find(query, projection(fields, "_srv.sort", "_srv.lu",
+                                                          *sort_fields)).sort(
+            paging.reverse(spec) if backwards else spec).limit(count + 1).to_list(count + 1)
+        more = len(docs) > count
+        docs = docs[:count][::-1] if backwards else docs[:count]
+        matched = await self._studies.count_documents(search.to_filter(params)) \
+            if total or direction == "last" else None
+        if direction == "last":
+            assert matched is not None
+            offset = max(matched - len(docs), 0)
+        elif direction == "before":
+            offset = max(offset - len(docs), 0) if more else 0
+        has_next = more if not backwards else direction == "before"
+        has_prev = more if backwards else direction == "after"
+        return Page(
+            total=matched, offset=offset, studies=[public(d) for d in docs],
+            first=cursors.make("first"), last=cursors.make("last"),
+            next=cursors.make("after", paging.boundary(docs[-1], spec), offset + len(docs))
+            if has_next and docs else None,
+            previous=cursors.make("before", paging.boundary(docs[0], spec), offset)
+            if has_prev and docs else None)
+
+    async def stream(self, params: search.Params, sort: str | None = None,
+                     page_size: int = 500) -> AsyncIterator[Study]:
+        """Every matching study, whole, a keyset page at a time (for export)."""
+        cursor: str | None = None
+        while True:
+            page = await self.page(params, page_size, cursor, sort, fields=None, total=False)
+            for study in page.studies:
+                yield study
+            if page.next is None:
+                return
+            cursor = page.next
+
+    @guarded
+    async def history(self, study_id: str, count: int) -> list[Study]:
+        """Every stored version, newest first; a deleted study keeps its history."""
+        cursor = self._history.find({"_srv.study": study_id}).sort("_srv.version", -1)
+        versions = {doc["meta"]["versionId"]: public(doc)
+                    for doc in await cursor.to_list(length=None)}
+        current = await self._studies.find_one({"_id": study_id, **search.LIVE})
+        if current:
+            versions[current["meta"]["versionId"]] = public(current)
+        ordered = sorted(versions.values(), key=lambda s: -int(s["meta"]["versionId"]))
+        return ordered[:count]
