@@ -30,7 +30,9 @@ class Page:
     next: str | None = None
     last: str | None = None
 
+
 def guarded(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Turns "the store did not answer" into STORE_UNAVAILABLE, a client-visible error."""
     @functools.wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
@@ -40,8 +42,10 @@ def guarded(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
                        "later") from None
     return call
 
+
 def public(doc: dict[str, Any]) -> Study:
     return {k: v for k, v in doc.items() if k not in ("_id", "_srv")}
+
 
 def projection(fields: Iterable[str] | None, *extra: str) -> dict[str, int] | None:
     """A MongoDB projection of FHIR element paths (`series.instance.uid`); None reads all.
