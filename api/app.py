@@ -3,81 +3,164 @@ or MongoDB) unless a store is passed in, which is how tests plug in their own.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
-from starlette.routing import Route
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
+from strawberry.http.ides import get_graphql_ide_html
 
+from api import ops
+from api.audit import AuditLog
+from api.auth import Authenticator
 from api.context import Context
-from api.schema import schema
+from api.middleware import BodyLimit, RequestId
+from api.schema import build_schema
 from api.settings import Settings
 from api.targets import LocalTarget
 from api.transfer import run_import
 from store import client
 from store.demo import seed
+from store.events import Bus, ChangeStreamFeeder
+from store.fhir.outcome import StoreError
 from store.ingest import Ingest
 from store.repository import Repository
 
 log = logging.getLogger("imaging.api")
+STATIC = Path(__file__).parent / "static"
+INDEX_RETRY_SECONDS = 5.0
+
+
+def graphiql_page() -> str:
+    """Strawberry's GraphiQL page, loading its scripts from this server (api/static/vendor,
+    byte-identical to unpkg's, so the page's integrity hashes still hold) rather than a CDN
+    that a hospital network may not reach."""
+    return get_graphql_ide_html("graphiql").replace("https://unpkg.com/", "/static/vendor/")
 
 
 class _GraphQL(GraphQL[Context, None]):
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(schema, graphql_ide="graphiql")
+    def __init__(self, settings: Settings, metrics: ops.Metrics, bus: Bus) -> None:
+        schema = build_schema(settings, extra=[AuditLog, metrics.extension])
+        super().__init__(schema, graphql_ide=None if settings.production else "graphiql")
         self.settings = settings
+        self.bus = bus
+        self.authenticator = Authenticator(settings)
 
     async def get_context(self, request: Any, response: Any) -> Context:
         return Context(repo=request.app.state.repo, settings=self.settings, request=request,
-                       response=response)
+                       response=response, events=self.bus, authenticator=self.authenticator,
+                       authorization=request.headers.get("authorization"))
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return HTMLResponse(graphiql_page())
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
 
 
-def open_repository(settings: Settings) -> tuple[Any, Repository]:
+def open_repository(settings: Settings, events: Bus | None = None) -> tuple[Any, Repository]:
     """The store the settings name: MongoDB at MONGODB_URI, else the embedded one."""
     if settings.mongodb_uri:
-        handle, db = client.open_server(settings.mongodb_uri, settings.mongodb_db)
+        handle, db = client.open_server(
+            settings.mongodb_uri, settings.mongodb_db,
+            serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+            connectTimeoutMS=settings.mongodb_timeout_ms, w=settings.mongodb_write_concern,
+            retryWrites=settings.mongodb_retry_writes)
     else:
         handle, db = client.open_embedded(settings.mongodb_db)
     return handle, Repository(db, max_instances=settings.max_instances,
-                              cursor_secret=settings.cursor_secret.encode())
+                              cursor_secret=settings.cursor_secret.encode(), events=events)
+
+
+async def _ensure_indexes(repo: Repository) -> None:
+    """Creates the indexes, retrying in the background while the store is down, so the
+    service starts (and answers STORE_UNAVAILABLE) instead of failing to start."""
+    while True:
+        try:
+            await repo.ensure_indexes()
+            return
+        except StoreError:
+            log.warning("store unavailable; creating indexes again in %ss", INDEX_RETRY_SECONDS)
+            await asyncio.sleep(INDEX_RETRY_SECONDS)
+
+
+async def _preload(settings: Settings, repo: Repository) -> None:
+    if settings.embedded and settings.seed:
+        ids = await seed(repo)
+        log.info("embedded store seeded with %d demo studies and pydicom's test files",
+                 len(ids))
+    if settings.preload:
+        report = await run_import(LocalTarget(repo), list(settings.preload), out=sys.stderr)
+        log.info("imported at start-up:\n%s", report.table())
+    if settings.preload_dicom:
+        ingested = await Ingest(repo).run(settings.preload_dicom)
+        log.info("DICOM ingested at start-up:\n%s", ingested.table())
 
 
 def create_app(settings: Settings, store: Repository | None = None) -> Starlette:
+    metrics = ops.Metrics()
+    bus = Bus()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if store is not None:
-            app.state.repo = store
             yield
             return
-        handle, repo = open_repository(settings)
-        await repo.ensure_indexes()
-        if settings.embedded and settings.seed:
-            ids = await seed(repo)
-            log.info("embedded store seeded with %d demo studies", len(ids))
-        if settings.preload:
-            report = await run_import(LocalTarget(repo), list(settings.preload), out=sys.stderr)
-            log.info("imported at start-up:\n%s", report.table())
-        if settings.preload_dicom:
-            ingested = await Ingest(repo).run(settings.preload_dicom)
-            log.info("DICOM ingested at start-up:\n%s", ingested.table())
-        app.state.repo = repo
+        handle, repo = open_repository(settings, None if settings.mongodb_uri else bus)
+        tasks = [asyncio.create_task(_ensure_indexes(repo))]
+        if settings.mongodb_uri:  # other processes write too: watch the collection
+            tasks.append(asyncio.create_task(ChangeStreamFeeder(repo._studies, bus).run()))
+        else:
+            await tasks[0]
+        await _preload(settings, repo)
+        app.state.repo = ops.Timed(repo, metrics)
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             client.close(handle)
 
     async def home(_: Request) -> Response:
         return RedirectResponse("/graphql")
 
-    graphql = _GraphQL(settings)
-    routes = [Route("/", home), Route("/graphql", graphql, methods=["GET", "POST"])]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    graphql = _GraphQL(settings, metrics, bus)
+    routes = [Route("/graphql", graphql, methods=["GET", "POST"]),
+              WebSocketRoute("/graphql", graphql),
+              Route("/healthz", ops.healthz), Route("/readyz", ops.readyz),
+              Route("/metrics", metrics.endpoint)]
+    if not settings.production:
+        routes += [Route("/", home), Mount("/static", StaticFiles(directory=STATIC))]
+    middleware = [Middleware(RequestId), Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+                  Middleware(GZipMiddleware, minimum_size=1024)]
+    if settings.cors_origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                                     allow_methods=["GET", "POST"],
+                                     allow_headers=["authorization", "content-type"]))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app.state.metrics = metrics
+    app.state.events = bus
     if store is not None:
-        app.state.repo = store
+        store.events = store.events or bus
+        app.state.repo = ops.Timed(store, metrics)
     return app
+
+
+def from_env() -> Starlette:
+    """The app as `uvicorn --factory api.app:from_env` (and each of several workers) makes it."""
+    return create_app(Settings.from_env())

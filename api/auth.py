@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from api.settings import Settings
 from store.fhir.outcome import Issue, StoreError
@@ -93,6 +95,10 @@ class Authenticator:
             if settings.jwt_jwks else None
         self._pem = Path(settings.jwt_public_key).read_text() if settings.jwt_public_key \
             else None
+        # The key's own kind decides the one algorithm accepted (no algorithm confusion).
+        self._pem_algorithm = "ES256" if self._pem and "BEGIN PUBLIC KEY" in self._pem and \
+            isinstance(load_pem_public_key(self._pem.encode()), EllipticCurvePublicKey) \
+            else "RS256"
         if settings.auth == "jwt" and not (settings.jwt_secret or self._pem or self._jwks):
             raise ValueError("IMAGING_AUTH=jwt needs IMAGING_JWT_SECRET, IMAGING_JWT_PUBLIC_KEY "
                              "or IMAGING_JWT_JWKS")
@@ -104,7 +110,7 @@ class Authenticator:
             return Access(error=refuse(UNAUTHENTICATED, "a bearer token is required"))
         try:
             claims = self._decode(authorization[7:].strip())
-        except jwt.PyJWTError as error:
+        except (jwt.PyJWTError, TypeError, ValueError) as error:  # a key of the wrong kind too
             return Access(error=refuse(UNAUTHENTICATED, f"invalid token: {error}"))
         open_, confined = grants(str(claims.get("scope", "")))
         patient = claims.get("patient") if isinstance(claims.get("patient"), str) else None
@@ -123,9 +129,9 @@ class Authenticator:
             matches = [k for k in self._jwks.keys if kid is None or k.key_id == kid]
             if not matches:
                 raise jwt.InvalidKeyError(f"no key with kid {kid!r} in the JWKS")
-            key, algorithms = matches[0].key, ["RS256", "ES256"]
+            key, algorithms = matches[0].key, [matches[0].algorithm_name]
         else:
-            key, algorithms = self._pem, ["RS256", "ES256"]
+            key, algorithms = self._pem, [self._pem_algorithm]
         return jwt.decode(token, key, algorithms=algorithms, audience=settings.jwt_audience,
                           issuer=settings.jwt_issuer,
                           options={"require": ["exp"], "verify_aud": bool(settings.jwt_audience)})

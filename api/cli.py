@@ -9,10 +9,12 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from api.logs import configure as configure_logs
 from api.search_args import CODES
 from api.settings import Settings
 from api.targets import DEFAULT_URL, LocalTarget, RemoteError, RemoteTarget, Target
@@ -27,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve GraphQL (GraphiQL at /graphql)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, or IMAGING_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000, or IMAGING_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1, or "
+                       "IMAGING_WORKERS); more than one needs MONGODB_URI")
     serve.add_argument("--no-seed", action="store_true",
                        help="start the embedded store empty (same as IMAGING_SEED=0)")
     serve.add_argument("--import", dest="preload", action="append", default=[],
@@ -125,7 +129,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from api.app import create_app
 
-    overrides = {"host": args.host, "port": args.port}
+    overrides = {"host": args.host, "port": args.port, "workers": args.workers}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v},
                                    preload=tuple(args.preload),
                                    preload_dicom=tuple(args.preload_dicom))
@@ -135,13 +139,27 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         "the embedded in-process store (data is lost on exit)"
     logging.getLogger("imaging.api").info("serving GraphQL on http://%s:%d/graphql over %s",
                                           settings.host, settings.port, store)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    if settings.workers > 1:
+        if settings.embedded or settings.preload or settings.preload_dicom:
+            print("imaging-api serve: several workers need MONGODB_URI (each worker would have"
+                  " an embedded store of its own) and no --import/--ingest-dicom",
+                  file=sys.stderr)
+            return 2
+        # Each worker builds the app from the environment: it is the same settings.
+        os.environ.update(IMAGING_HOST=settings.host, IMAGING_PORT=str(settings.port))
+        uvicorn.run("api.app:from_env", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, log_config=None)
+        return 0
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        configure_logs()
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "schema":
         from api.schema import schema
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import strawberry
 
-from api.auth import Access
+from api.auth import Access, Authenticator
 from api.settings import Settings
+from store.events import Bus
 from store.repository import Repository
 
 
@@ -18,13 +19,35 @@ class Context:
     settings: Settings
     request: Any = None
     response: Any = None
-    access: Access = field(default_factory=Access)
+    events: Bus = field(default_factory=Bus)
+    authenticator: Authenticator | None = None
+    authorization: str | None = None  # the Authorization header
+    connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init
     # (study id, patient reference) of every study the operation touched, for the audit.
     touched: list[tuple[str, str | None]] = field(default_factory=list)
+    _access: Access | None = None
+
+    @property
+    def access(self) -> Access:
+        """The caller's access, from the Authorization header or, on a WebSocket (where a
+        browser cannot set headers), from the `Authorization` connection parameter."""
+        if self._access is None:
+            header = self.authorization
+            if self.connection_params and isinstance(
+                    self.connection_params.get("Authorization"), str):
+                header = self.connection_params["Authorization"]
+            self._access = self.authenticator.access(header) if self.authenticator \
+                else Access()
+        return self._access
 
     def allow(self, letters: str, operation: str) -> str | None:
         """Checks the caller's scopes; returns the patient id it is confined to, if any."""
         return self.access.require(letters, operation)
+
+    def metrics_subscriptions(self, delta: int) -> None:
+        metrics = getattr(getattr(self.request, "app", None), "state", None)
+        if metrics is not None and hasattr(metrics, "metrics"):
+            metrics.metrics.subscriptions.inc(delta)
 
     def touch(self, study: dict[str, Any] | None) -> None:
         if study and "id" in study:

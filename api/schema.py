@@ -4,11 +4,13 @@ resolution over the stored FHIR JSON, the query limits and the contract error ma
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import strawberry
 import strawberry.tools
 from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -17,6 +19,7 @@ from api.limits import Limits, QueryLimits
 from api.mutations import ImportMutation, Mutation
 from api.queries import Query
 from api.settings import Settings
+from api.subscriptions import Subscription
 
 
 def read_element(source: Any, name: str) -> Any:
@@ -41,14 +44,18 @@ def limits(settings: Settings) -> Limits:
                   introspection=not settings.production)
 
 
-def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+def build_schema(settings: Settings | None = None,
+                 extra: Sequence[Callable[[], SchemaExtension]] = ()) -> strawberry.Schema:
+    """The schema for `settings`; `extra` extensions (audit, metrics) run around the rest, so
+    they see every operation's final, mapped errors."""
     settings = settings or Settings()
     return ImagingSchema(
         query=Query,
         mutation=strawberry.tools.merge_types("Mutation", (Mutation, ImportMutation)),
+        subscription=Subscription,
         config=StrawberryConfig(auto_camel_case=False, default_resolver=read_element),
         # Factories, not instances: every operation gets its own extension objects.
-        extensions=[functools.partial(QueryLimits, limits(settings)),
+        extensions=[*extra, functools.partial(QueryLimits, limits(settings)),
                     functools.partial(ErrorMapper, settings.production)],
     )
 

@@ -7,9 +7,15 @@ import asyncio
 import inspect
 from typing import Any
 
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 
-__all__ = ["Database", "DuplicateKey", "StoreDown", "open_embedded", "open_server"]
+__all__ = ["Database", "DuplicateKey", "Faults", "StoreDown", "open_embedded", "open_server",
+           "with_faults"]
 
 DuplicateKey = DuplicateKeyError
 # Errors that mean "the store did not answer", as opposed to a refused operation.
@@ -39,6 +45,40 @@ class _Yielding:
             return await attr(*args, **kwargs)
 
         return call
+
+
+class Faults:
+    """A test seam, never enabled in production: while `down` is set, every call through a
+    database wrapped by `with_faults` fails the way it does when the server is unreachable."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+
+class _Faulty:
+    def __init__(self, target: Any, faults: Faults) -> None:
+        self._target = target
+        self._faults = faults
+
+    def __getitem__(self, name: str) -> _Faulty:
+        return _Faulty(self._target[name], self._faults)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._faults.down:
+                raise ServerSelectionTimeoutError("injected fault: the store is down")
+            result = attr(*args, **kwargs)
+            return _Faulty(result, self._faults) if hasattr(result, "to_list") else result
+
+        return call
+
+
+def with_faults(db: Database, faults: Faults) -> Database:
+    return _Faulty(db, faults)
 
 
 def open_embedded(db_name: str) -> tuple[Any, Database]:

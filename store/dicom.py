@@ -3,6 +3,7 @@ Headers only: files are read with `stop_before_pixels`, so pixel data is never l
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ _BODY_ALIASES = {
     "TMJ": "TemporomandibularJoint", "ARM": "UpperArm", "LEG": "LowerLeg",
 }
 _BODY = {name.upper(): name for name in codes.cid4031.dir()}
+# pydicom also logs each deviation it warns about; the ingest report says what matters.
+logging.getLogger("pydicom").setLevel(logging.ERROR)
 _OFFSET = re.compile(r"([+-])(\d{2}):?(\d{2})")
 
 

@@ -1,0 +1,69 @@
+"""ImagingStudyChanged: an event after each committed write, over graphql-transport-ws."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Annotated, Any
+
+import strawberry
+
+from api.auth import owned
+from api.context import Info
+from api.types.imaging_study import ImagingStudy
+from store.events import Change
+
+
+@strawberry.type(description="A committed change to a study.")
+class ImagingStudyChangeEvent:
+    action: str = strawberry.field(description="create, update or delete.")
+    id: strawberry.ID = strawberry.field(description="The study's id.")
+    versionId: str = strawberry.field(description="The version the write made.")
+    status: str | None = strawberry.field(description="The study's status after the write "
+                                          "(null for a delete).")
+    resource: ImagingStudy | None = strawberry.field(description="The study after the write "
+                                                     "(null for a delete).")
+
+
+def _matches(change: Change, id: str | None, patient: str | None, status: str | None,
+             confined: str | None) -> bool:
+    if id is not None and change.id != id:
+        return False
+    subject = change.patient
+    if patient is not None and subject != (patient if "/" in patient else f"Patient/{patient}"):
+        return False
+    if status is not None and change.status not in status.split(","):
+        return False
+    # A deleted study has no subject left to check: a confined caller is not told of it.
+    return confined is None or (change.resource is not None and owned(change.resource,
+                                                                       confined))
+
+
+def _arg(description: str) -> Any:
+    return strawberry.argument(description=description)
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(name="ImagingStudyChanged", description="Events after each "
+                             "committed write, optionally only for one study, patient or "
+                             "status.")
+    async def changed(
+        self, info: Info,
+        id: Annotated[strawberry.ID | None, _arg("Only this study.")] = None,
+        patient: Annotated[str | None, _arg("Only this patient: Patient/123 or 123.")] = None,
+        status: Annotated[str | None, _arg("Only studies now in this status "
+                                           "(comma: any of them).")] = None,
+    ) -> AsyncGenerator[ImagingStudyChangeEvent, None]:
+        context = info.context
+        confined = context.allow("r", "ImagingStudyChanged")
+        context.metrics_subscriptions(1)
+        try:
+            async with context.events.subscribe() as changes:
+                async for change in changes:
+                    if _matches(change, id, patient, status, confined):
+                        yield ImagingStudyChangeEvent(  # type: ignore[call-arg]
+                            action=change.action, id=strawberry.ID(change.id),
+                            versionId=change.version_id, status=change.status,
+                            resource=change.resource)
+        finally:
+            context.metrics_subscriptions(-1)
