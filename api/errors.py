@@ -94,9 +94,17 @@ class ErrorMapper(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
+        self._map(self.execution_context.result)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        """Each result of a subscription, before it is sent."""
+        self._map(result)
+        yield
+
+    def _map(self, result: Any) -> None:
         if result is not None and getattr(result, "errors", None):
             variables = _variable_types(self.execution_context.graphql_document)
+            # Idempotent: an error already in contract form (it has a code) stays as it is.
             result.errors = [map_error(e, variables, self.production) for e in result.errors]
 
 

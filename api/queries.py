@@ -33,6 +33,13 @@ def _selected(info: Info) -> list[Any]:
     return info.selected_fields[0].selections
 
 
+def _paths(selections: list[Any]) -> set[str] | None:
+    """What the store reads: the selection, and `subject`, which the patient confinement
+    and the audit record need whatever the query asks for."""
+    paths = study_paths(selections)
+    return None if paths is None else paths | {"subject"}
+
+
 def _confine(info: Info, operation: str, params: Params) -> Params:
     """Searching needs r and s; a patient-confined caller only ever searches its patient."""
     patient = info.context.allow("rs", operation)
@@ -46,9 +53,7 @@ class Query:
                       "none (or it was deleted).")
     async def imaging_study(self, info: Info, id: strawberry.ID) -> ImagingStudy | None:
         patient = info.context.allow("r", "ImagingStudy")
-        paths = study_paths(_selected(info))
-        study = await info.context.repo.get(id, paths if paths is None or patient is None
-                                            else paths | {"subject"})
+        study = await info.context.repo.get(id, _paths(_selected(info)))
         if not owned(study, patient):
             return None  # another patient's study is as good as absent
         info.context.touch(study)
@@ -68,7 +73,7 @@ class Query:
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
         studies = await info.context.repo.search(params, count, check_offset(_offset), _sort,
-                                                 study_paths(_selected(info)))
+                                                 _paths(_selected(info)))
         for study in studies:
             info.context.touch(study)
         return studies
@@ -95,7 +100,7 @@ class Query:
             total = await info.context.repo.count(params) if "count" in wanted else None
             return {"count": total, "pagesize": count}  # type: ignore[return-value]
         page = await info.context.repo.page(
-            params, count, _cursor, _sort, study_paths(resource) if resource is not None else (),
+            params, count, _cursor, _sort, _paths(resource) if resource is not None else (),
             total="count" in wanted)
         for study in page.studies:
             info.context.touch(study)

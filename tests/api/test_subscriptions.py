@@ -1,0 +1,175 @@
+"""ImagingStudyChanged over a real WebSocket (graphql-transport-ws) to a running server, and
+the mapping of MongoDB change-stream events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import websockets
+
+from api.app import create_app
+from api.settings import Settings
+from store import demo
+from store.events import Bus, ChangeStreamFeeder, from_change_stream
+from store.repository import Repository
+from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
+from tests.helpers import CREATE, STATUS
+from tests.server import serving
+
+SUBSCRIBE = """subscription($id: ID, $patient: String) { ImagingStudyChanged(id: $id,
+  patient: $patient) { action id versionId status resource { id subject { reference } } } }"""
+
+
+@asynccontextmanager
+async def subscription(address: str, variables: dict[str, Any],
+                       params: dict[str, Any] | None = None) -> AsyncIterator[Any]:
+    """A graphql-transport-ws subscription; yields a function returning the next event."""
+    async with websockets.connect(f"ws://{address}/graphql",
+                                  subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": params or {}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": SUBSCRIBE, "variables": variables}}))
+        await asyncio.sleep(0.2)  # let the server register the subscriber
+
+        async def next_event() -> dict[str, Any]:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert message["type"] == "next", message
+            return message["payload"]
+        yield next_event
+
+
+async def post(http: httpx.AsyncClient, query: str, bearer: str | None = None,
+               **variables: Any) -> dict[str, Any]:
+    headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
+    response = await http.post("/graphql", json={"query": query, "variables": variables},
+                               headers=headers)
+    return response.json()
+
+
+async def test_a_committed_write_reaches_the_subscriber(store: Repository) -> None:
+    app = create_app(Settings(seed=False), store)
+    async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
+        async with subscription(address, {"id": "s1"}) as next_event:
+            await post(http, CREATE, res=demo.study("other", 1, 1))  # filtered out by id
+            await post(http, CREATE, res=demo.study("s1", 1, 1))
+            created = await next_event()
+            await post(http, STATUS, id="s1", status="cancelled", v="1")
+            updated = await next_event()
+    assert created["data"]["ImagingStudyChanged"]["action"] == "create"
+    event = updated["data"]["ImagingStudyChanged"]
+    assert (event["action"], event["id"], event["versionId"], event["status"]) == (
+        "update", "s1", "2", "cancelled")
+
+
+async def test_a_patient_scoped_subscriber_sees_only_its_patient(store: Repository) -> None:
+    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
+                        jwt_issuer=ISSUER)
+    app = create_app(settings, store)
+    writer = token("system/*.*")
+    confined = {"Authorization": f"Bearer {token('patient/ImagingStudy.rs', patient='p1')}"}
+    async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
+        async with subscription(address, {}, confined) as next_event:
+            for n, patient in enumerate(["p2", "p2", "p1"]):
+                body = await post(http, CREATE, writer,
+                                  res=demo.study(f"s{n}", 1, 1, patient=patient))
+                assert "errors" not in body
+            event = (await next_event())["data"]["ImagingStudyChanged"]
+    assert (event["id"], event["resource"]["subject"]["reference"]) == ("s2", "Patient/p1")
+
+
+async def test_subscribing_needs_read_access(store: Repository) -> None:
+    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
+                        jwt_issuer=ISSUER)
+    app = create_app(settings, store)
+    async with serving(app) as address, websockets.connect(
+            f"ws://{address}/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        await ws.recv()
+        await ws.send(json.dumps({"id": "1", "type": "subscribe",
+                                  "payload": {"query": SUBSCRIBE, "variables": {}}}))
+        message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert message["type"] in ("error", "next")
+    errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+    assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+RECORDED = [  # change events as MongoDB sends them (trimmed), one of each kind we handle
+    {"_id": {"_data": "1"}, "operationType": "insert", "documentKey": {"_id": "a"},
+     "fullDocument": {"_id": "a", "_srv": {"deleted": False}, "resourceType": "ImagingStudy",
+                      "id": "a", "status": "registered", "meta": {"versionId": "1"},
+                      "subject": {"reference": "Patient/p"}}},
+    {"_id": {"_data": "2"}, "operationType": "replace", "documentKey": {"_id": "a"},
+     "fullDocument": {"_id": "a", "_srv": {"deleted": False}, "resourceType": "ImagingStudy",
+                      "id": "a", "status": "available", "meta": {"versionId": "2"},
+                      "subject": {"reference": "Patient/p"}}},
+    {"_id": {"_data": "3"}, "operationType": "replace", "documentKey": {"_id": "a"},
+     "fullDocument": {"_id": "a", "_srv": {"deleted": True}, "id": "a",
+                      "meta": {"versionId": "3"}}},
+    {"_id": {"_data": "4"}, "operationType": "delete", "documentKey": {"_id": "b"}},
+    {"_id": {"_data": "5"}, "operationType": "invalidate"},
+]
+
+
+def test_change_stream_events_map_to_changes() -> None:
+    changes = [from_change_stream(e) for e in RECORDED]
+    assert [(c.action, c.id, c.version_id, c.status) if c else None for c in changes] == [
+        ("create", "a", "1", "registered"), ("update", "a", "2", "available"),
+        ("delete", "a", "3", None), ("delete", "b", "", None), None]
+    assert changes[0] is not None
+    assert changes[0].resource == {"resourceType": "ImagingStudy", "id": "a",
+                                   "status": "registered", "meta": {"versionId": "1"},
+                                   "subject": {"reference": "Patient/p"}}
+
+
+class _Stream:
+    def __init__(self, events: list[dict[str, Any]], fail: bool) -> None:
+        self.events, self.fail = events, fail
+
+    async def __aenter__(self) -> _Stream:
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        return None
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        from pymongo.errors import AutoReconnect
+
+        for event in self.events:
+            yield event
+        if self.fail:
+            raise AutoReconnect("the primary stepped down")
+        await asyncio.Event().wait()
+
+
+class _Collection:
+    """Replays recorded events; the first stream breaks after two, as a failover would."""
+
+    def __init__(self) -> None:
+        self.resumed_after: list[Any] = []
+
+    def watch(self, full_document: str, resume_after: Any) -> _Stream:
+        self.resumed_after.append(resume_after)
+        if resume_after is None:
+            return _Stream(RECORDED[:2], fail=True)
+        start = next(i for i, e in enumerate(RECORDED) if e["_id"] == resume_after) + 1
+        return _Stream(RECORDED[start:], fail=False)
+
+
+async def test_the_feeder_resumes_after_an_interruption() -> None:
+    bus, collection = Bus(), _Collection()
+    feeder = ChangeStreamFeeder(collection, bus, retry_seconds=0)
+    async with bus.subscribe() as changes:
+        task = asyncio.create_task(feeder.run())
+        seen = [await asyncio.wait_for(anext(changes), 5) for _ in range(4)]
+        task.cancel()
+    assert [c.action for c in seen] == ["create", "update", "delete", "delete"]
+    assert collection.resumed_after == [None, {"_data": "2"}]
