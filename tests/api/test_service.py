@@ -121,3 +121,15 @@ async def test_import_mutation_reports_each_entry(gql: Gql) -> None:
     assert "only ImagingStudy" in result["outcome"]["issue"][0]["diagnostics"]
     body = await gql('mutation { ImagingStudyImport(resource: "text") { status } }')
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def test_readme_lists_every_environment_variable() -> None:
+    from api.settings import ENVIRONMENT
+
+    table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1]
+    assert [v for v in ENVIRONMENT if f"`{v}`" not in table] == []
+    settings = Settings.from_env({"IMAGING_CORS_ORIGINS": "https://a.example, https://b",
+                                  "IMAGING_ENV": "production", "MONGODB_RETRY_WRITES": "0"})
+    assert settings.cors_origins == ("https://a.example", "https://b")
+    assert settings.production
+    assert not settings.mongodb_retry_writes
