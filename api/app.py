@@ -27,6 +27,7 @@ from api import ops
 from api.audit import AuditLog
 from api.auth import Authenticator
 from api.context import Context
+from api.logs import configure as configure_logs
 from api.middleware import BodyLimit, RequestId
 from api.schema import build_schema
 from api.settings import Settings
@@ -163,4 +164,5 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
 
 def from_env() -> Starlette:
     """The app as `uvicorn --factory api.app:from_env` (and each of several workers) makes it."""
+    configure_logs()  # a worker process starts with no logging set up
     return create_app(Settings.from_env())

@@ -135,16 +135,17 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                                    preload_dicom=tuple(args.preload_dicom))
     if args.no_seed:
         settings = dataclasses.replace(settings, seed=False)
+    if settings.workers > 1 and (settings.embedded or settings.preload or
+                                 settings.preload_dicom):
+        print("imaging-api serve: several workers need MONGODB_URI (each worker would have an "
+              "embedded store of its own) and no --import/--ingest-dicom", file=sys.stderr)
+        return 2
+    configure_logs()
     store = f"MongoDB database '{settings.mongodb_db}'" if settings.mongodb_uri else \
         "the embedded in-process store (data is lost on exit)"
     logging.getLogger("imaging.api").info("serving GraphQL on http://%s:%d/graphql over %s",
                                           settings.host, settings.port, store)
     if settings.workers > 1:
-        if settings.embedded or settings.preload or settings.preload_dicom:
-            print("imaging-api serve: several workers need MONGODB_URI (each worker would have"
-                  " an embedded store of its own) and no --import/--ingest-dicom",
-                  file=sys.stderr)
-            return 2
         # Each worker builds the app from the environment: it is the same settings.
         os.environ.update(IMAGING_HOST=settings.host, IMAGING_PORT=str(settings.port))
         uvicorn.run("api.app:from_env", factory=True, host=settings.host, port=settings.port,
@@ -156,9 +157,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        configure_logs()
-    else:
+    if args.command != "serve":  # serve logs JSON lines, set up once it is sure to run
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "schema":
         from api.schema import schema

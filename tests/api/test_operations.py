@@ -107,3 +107,26 @@ async def test_unreachable_mongodb_fails_fast_with_store_unavailable() -> None:
             assert error(body)["extensions"]["code"] == "STORE_UNAVAILABLE"
             ready = await asyncio.wait_for(http.get("/readyz"), timeout=3)
             assert ready.status_code == 503
+
+
+def test_json_log_lines_carry_the_request_id() -> None:
+    from api.logs import JsonFormatter, request_id
+
+    token = request_id.set("req-1")
+    try:
+        record = logging.LogRecord("imaging.api", logging.INFO, __file__, 1, "hello %s",
+                                   ("world",), None)
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id.reset(token)
+    assert (line["message"], line["request_id"], line["level"]) == ("hello world", "req-1",
+                                                                    "INFO")
+
+
+def test_several_workers_need_mongodb(monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from api import cli
+
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    assert cli.main(["serve", "--workers", "2"]) == 2
+    assert "MONGODB_URI" in capsys.readouterr().err
