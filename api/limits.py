@@ -8,22 +8,25 @@ default, or a typical study shape for series and instances). Introspection is no
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationRule,
     VariableNode,
 )
+from graphql.language import parse
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
 
 QUERY_REJECTED = "QUERY_REJECTED"
 
@@ -121,19 +124,21 @@ class _Walk:
         return total
 
 
-def _rule(limits: Limits, variables: dict[str, Any]) -> type[ValidationRule]:
-    class QueryLimitsRule(ValidationRule):
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            fragments = {f.name.value: f for f in self.context.document.definitions
-                         if hasattr(f, "type_condition")}
-            walk = _Walk(fragments, variables)
-            checks = [("depth", limits.max_depth, walk.depth(node.selection_set)),
-                      ("aliases", limits.max_aliases, walk.count_aliases(node.selection_set)),
-                      ("cost", limits.max_cost, walk.cost(node.selection_set))]
-            for what, limit, measured in checks:
-                if measured > limit:
-                    self.report_error(rejected(what, limit, measured))
-    return QueryLimitsRule
+def limit_errors(limits: Limits, document: Any, variables: dict[str, Any]) -> list[GraphQLError]:
+    """Depth, aliases and cost of each operation in `document`, over the limits."""
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+    errors = []
+    for operation in document.definitions:
+        if not isinstance(operation, OperationDefinitionNode):
+            continue
+        walk = _Walk(fragments, variables)
+        checks = [("depth", limits.max_depth, walk.depth(operation.selection_set)),
+                  ("aliases", limits.max_aliases, walk.count_aliases(operation.selection_set)),
+                  ("cost", limits.max_cost, walk.cost(operation.selection_set))]
+        errors += [rejected(what, limit, measured) for what, limit, measured in checks
+                   if measured > limit]
+    return errors
 
 
 _TOKENS = re.compile(r"Document contains more than (\d+) tokens")
@@ -145,17 +150,64 @@ def token_rejection(message: str) -> GraphQLError | None:
     return rejected("tokens", int(match[1]), f"more than {match[1]}") if match else None
 
 
-class QueryLimits(SchemaExtension):
-    """Makes the parser stop past the token limit and adds the limit rules to validation."""
+class _Cache(OrderedDict[Any, Any]):
+    """A small LRU map. Keys are query texts: the same text always means the same document."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, size: int = 256) -> None:
+        super().__init__()
+        self.size = size
+
+    def remember(self, key: Any, make: Any) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self[key] = make()
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+class QueryLimits(SchemaExtension):
+    """Parses with the token limit, validates, and refuses documents over the depth, alias and
+    cost limits. Parsed documents and their (variable-independent) validation results are
+    cached by query text, since a viewer sends the same few documents over and over; the
+    limits, which depend on variables (a `$count`), are measured on every request."""
+
+    def __init__(self, limits: Limits, documents: _Cache, validations: _Cache) -> None:
         self.limits = limits
+        self.documents = documents
+        self.validations = validations
 
     def on_operation(self) -> Iterator[None]:
-        context = self.execution_context
-        context.parse_options["max_tokens"] = self.limits.max_tokens
-        rules: tuple[Any, ...] = (_rule(self.limits, context.variables or {}),)
-        if not self.limits.introspection:
-            rules += (NoSchemaIntrospectionCustomRule,)
-        context.validation_rules = context.validation_rules + rules
+        self.execution_context.parse_options["max_tokens"] = self.limits.max_tokens
         yield
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query is not None and context.graphql_document is None:
+            try:
+                context.graphql_document = self.documents.remember(
+                    context.query, lambda: parse(context.query, max_tokens=self.limits.max_tokens))
+            except GraphQLError:
+                pass  # Strawberry parses again and reports the error the usual way
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if document is not None and context.query is not None:
+            rules = context.validation_rules + (
+                () if self.limits.introspection else (NoSchemaIntrospectionCustomRule,))
+            errors = self.validations.remember(
+                (context.query, rules),
+                lambda: validate_document(context.schema._schema, document, rules))
+            if not errors:
+                errors = limit_errors(self.limits, document, context.variables or {})
+            context.pre_execution_errors = list(errors)  # Strawberry then skips validating
+        yield
+
+
+def query_limits(limits: Limits) -> Any:
+    """A factory of QueryLimits extensions sharing one document cache."""
+    documents, validations = _Cache(), _Cache()
+    return lambda: QueryLimits(limits, documents, validations)

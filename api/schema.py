@@ -15,7 +15,8 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from api.errors import ErrorMapper, log
-from api.limits import Limits, QueryLimits
+from api.execution import CompiledExecutionContext
+from api.limits import Limits, query_limits
 from api.mutations import ImportMutation, Mutation
 from api.queries import Query
 from api.settings import Settings
@@ -45,9 +46,11 @@ def limits(settings: Settings) -> Limits:
 
 
 def build_schema(settings: Settings | None = None,
-                 extra: Sequence[Callable[[], SchemaExtension]] = ()) -> strawberry.Schema:
+                 extra: Sequence[Callable[[], SchemaExtension]] = (),
+                 compiled: bool = True) -> strawberry.Schema:
     """The schema for `settings`; `extra` extensions (audit, metrics) run around the rest, so
-    they see every operation's final, mapped errors."""
+    they see every operation's final, mapped errors. `compiled=False` executes with plain
+    graphql-core (the reference the compiled path is tested and measured against)."""
     settings = settings or Settings()
     return ImagingSchema(
         query=Query,
@@ -55,8 +58,9 @@ def build_schema(settings: Settings | None = None,
         subscription=Subscription,
         config=StrawberryConfig(auto_camel_case=False, default_resolver=read_element),
         # Factories, not instances: every operation gets its own extension objects.
-        extensions=[*extra, functools.partial(QueryLimits, limits(settings)),
+        extensions=[*extra, query_limits(limits(settings)),
                     functools.partial(ErrorMapper, settings.production)],
+        execution_context_class=CompiledExecutionContext if compiled else None,
     )
 
 

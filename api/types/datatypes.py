@@ -13,6 +13,11 @@ from store.fhir.definitions import DATATYPE_DEFINITIONS as D
 from store.fhir.definitions import EXTENSION_VALUE_KEYS
 
 
+def extension_value(root: dict[str, Any]) -> Any:
+    """The value[x] of an extension, whichever type it is."""
+    return next((v for k, v in root.items() if k in EXTENSION_VALUE_KEYS), None)
+
+
 @strawberry.type(description=D["Extension"])
 class Extension:
     url: str = dt("Extension", "url")
@@ -47,7 +52,7 @@ class Extension:
     @strawberry.field(description="The value[x] of the extension, whatever its type, as JSON "
                       "(covers the R5 types that have no typed field here).")
     def value(self, root: strawberry.Parent[dict[str, Any]]) -> JSON | None:
-        return next((v for k, v in root.items() if k in EXTENSION_VALUE_KEYS), None)
+        return extension_value(root)
 
 
 @strawberry.type(description=D["Coding"])

@@ -1,0 +1,228 @@
+"""Differential test: the compiled execution path gives byte-identical responses to plain
+graphql-core for the same schema, document, variables and data. Hypothesis writes queries
+against the real schema (aliases, fragments, @include/@skip with variables, __typename, nested
+paging arguments, valid or not) and studies of the real shape, now and then broken (nulls in
+non-null positions, values of the wrong type, lists of nulls) to exercise errors, their paths
+and null propagation."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import re
+from typing import Any
+
+from graphql import (
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLScalarType,
+    get_named_type,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from api.context import Context
+from api.schema import build_schema
+from api.settings import Settings
+from store import demo
+
+# Limits out of the way: the execution of generated queries is what is compared.
+_UNLIMITED = Settings(max_depth=1000, max_aliases=10**6, max_tokens=10**6, max_cost=10**12)
+COMPILED = build_schema(_UNLIMITED)
+REFERENCE = build_schema(_UNLIMITED, compiled=False)
+TYPES = COMPILED._schema.type_map
+_REQUEST_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class _Repo:
+    """Serves generated documents as the store would (the projection is ignored)."""
+
+    def __init__(self, studies: list[dict[str, Any]]) -> None:
+        self.studies = studies
+
+    async def get(self, study_id: str, fields: Any = None) -> Any:
+        return copy.deepcopy(self.studies[0]) if self.studies else None
+
+    async def search(self, *_: Any, **__: Any) -> list[Any]:
+        return copy.deepcopy(self.studies)
+
+
+# -- queries -----------------------------------------------------------------------------------
+
+@st.composite
+def arguments(draw: st.DrawFn, field: str) -> str:
+    if field not in ("series", "instance") or not draw(st.booleans()):
+        return ""
+    count = draw(st.sampled_from(["", "_count: 2", "_count: 0", "_count: $n"]))
+    offset = draw(st.sampled_from(["", "_offset: 1", "_offset: -1"]))
+    uid = draw(st.sampled_from(["", 'uid: "1.2.3"']))
+    inner = ", ".join(a for a in (count, offset, uid) if a)
+    return f"({inner})" if inner else ""
+
+
+@st.composite
+def selection(draw: st.DrawFn, type_name: str, depth: int = 0) -> str:
+    type_ = TYPES[type_name]
+    assert isinstance(type_, GraphQLObjectType)
+    names = sorted(type_.fields)
+    chosen = draw(st.lists(st.sampled_from(names), min_size=1, max_size=5))
+    parts = []
+    args = {name: draw(arguments(name)) for name in set(chosen)}  # one set per field: valid
+    for name in chosen:
+        inner = get_named_type(type_.fields[name].type)
+        # Aliases unique to their field, so repeats merge (same field, same arguments).
+        alias = draw(st.sampled_from(["", "", f"{name}_1: ", f"{name}_2: "]))
+        directive = draw(st.sampled_from(["", "", " @include(if: $yes)",
+                                          " @skip(if: $yes)", " @include(if: false)"]))
+        head = f"{alias}{name}{args[name]}{directive}"
+        if isinstance(inner, GraphQLObjectType):
+            if depth >= 3:
+                continue
+            head += f" {{ {draw(selection(inner.name, depth + 1))} }}"
+        parts.append(head)
+    if draw(st.booleans()):
+        parts.append("__typename")
+    if depth and draw(st.integers(0, 4)) == 0:
+        parts.append(f"... on {type_name} {{ {draw(selection(type_name, depth + 1))} }}")
+    return " ".join(parts) or "__typename"
+
+
+def _declared(query: str) -> str:
+    """The query with exactly the variables it uses declared (unused ones are invalid)."""
+    used = [d for name, d in (("$yes", "$yes: Boolean!"), ("$n", "$n: Int")) if name in query]
+    return f"query({', '.join(used)}) {query}" if used else f"query {query}"
+
+
+@st.composite
+def queries(draw: st.DrawFn) -> str:
+    body = draw(selection("ImagingStudy"))
+    if draw(st.booleans()):
+        return _declared(f'{{ ImagingStudy(id: "x") {{ ...f }} }} '
+                         f"fragment f on ImagingStudy {{ {body} }}")
+    root = draw(st.sampled_from(['ImagingStudy(id: "x")', "ImagingStudyList"]))
+    return _declared(f"{{ {root} {{ {body} }} }}")
+
+
+# -- documents ---------------------------------------------------------------------------------
+
+MISSING = object()  # the element is left out altogether
+ODD_VALUES = [MISSING, None, 7, -1, 2**40, "text", True, 1.5, [], {}, [None], ["a", None],
+              {"code": 3}]
+BREAKABLE = [
+    ("status",), ("subject", "reference"), ("series",), ("series", 0, "uid"),
+    ("series", 0, "number"), ("series", 0, "modality"), ("series", 0, "instance"),
+    ("series", 0, "instance", 0, "uid"), ("series", 0, "instance", 0, "sopClass"),
+    ("series", 0, "instance", 0, "number"), ("identifier",), ("identifier", 0),
+    ("meta", "versionId"), ("extension", 0, "url"), ("extension", 0, "valueDecimal"),
+    ("numberOfSeries",), ("id",)]
+
+
+def broken(study: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    """`study` with the element at `path` replaced by `value` (when the path exists)."""
+    study = copy.deepcopy(study)
+    target: Any = study
+    try:
+        for step in path[:-1]:
+            target = target[step]
+        if value is MISSING:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = copy.deepcopy(value)
+    except (KeyError, IndexError, TypeError):
+        pass
+    return study
+
+
+@st.composite
+def studies(draw: st.DrawFn) -> dict[str, Any]:
+    study = demo.study("x", draw(st.integers(0, 2)), draw(st.integers(0, 3)))
+    study["meta"] = {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"}
+    study["extension"] = [{"url": "http://e", "valueDecimal": draw(
+        st.sampled_from([1.5, 2, float("nan"), True, "x"]))}]
+    for _ in range(draw(st.integers(0, 3))):  # break something, somewhere
+        study = broken(study, draw(st.sampled_from(BREAKABLE)), draw(st.sampled_from(ODD_VALUES)))
+    return study
+
+
+# -- the property ------------------------------------------------------------------------------
+
+def _normalised(result: Any) -> str:
+    errors = [{"message": _REQUEST_ID.sub("<id>", e.message), "path": e.path,
+               "locations": [(loc.line, loc.column) for loc in e.locations or ()],
+               "code": (e.extensions or {}).get("code")} for e in result.errors or ()]
+    return json.dumps({"data": result.data, "errors": errors}, sort_keys=False)
+
+
+async def _both(query: str, docs: list[dict[str, Any]], yes: bool, n: int | None) -> Any:
+    variables = {"yes": yes, "n": n}
+    outputs, results = [], []
+    for schema in (COMPILED, REFERENCE):
+        context = Context(repo=_Repo(docs), settings=Settings())  # type: ignore[arg-type]
+        results.append(await schema.execute(query, variables, context_value=context))
+        outputs.append(_normalised(results[-1]))
+    assert outputs[0] == outputs[1], query
+    return results[0]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(query=queries(), docs=st.lists(studies(), min_size=0, max_size=3), yes=st.booleans(),
+       n=st.sampled_from([None, 1, 0, 5]))
+def test_compiled_results_equal_graphql_core(query: str, docs: list[dict[str, Any]],
+                                             yes: bool, n: int | None) -> None:
+    result = asyncio.run(_both(query, docs, yes, n))
+    # Generated queries are valid: execution, not validation, is what is being compared.
+    assert result.data is not None or any(e.path for e in result.errors or ()), result.errors
+
+
+WIDE = """query($n: Int) { ROOT { __typename id status numberOfSeries subject { reference }
+  meta { versionId } identifier { system value } extension { url value valueDecimal }
+  series { uid number modality { coding { code } } instance(_count: $n) { uid number
+  sopClass { code } } } } }"""
+
+
+def test_every_odd_value_in_every_position() -> None:
+    """Each kind of wrong data in each position, under a query that selects them all."""
+    base = demo.study("x", 2, 2)
+    base["meta"] = {"versionId": "1"}
+    base["extension"] = [{"url": "http://e", "valueDecimal": 1.5}]
+
+    async def run() -> None:
+        for path in BREAKABLE:
+            for value in [*ODD_VALUES, float("nan"), False, 2**31, 3.0]:
+                for root in ('ImagingStudy(id: "x")', "ImagingStudyList"):
+                    await _both(WIDE.replace("ROOT", root), [broken(base, path, value)], True,
+                                2)
+    asyncio.run(run())
+
+
+def test_the_compiled_path_is_taken_for_plain_data() -> None:
+    """Guards the property above from passing vacuously: valid data compiles, and a plan is
+    only abandoned when the data is not what the schema says."""
+    from api import execution
+
+    taken: list[bool] = []
+    original = execution.CompiledExecutionContext.complete_object_value
+
+    def spy(self: Any, *args: Any) -> Any:
+        result = original(self, *args)
+        taken.append(any(plan is not None for plan in self._plans.values()))
+        return result
+    execution.CompiledExecutionContext.complete_object_value = spy  # type: ignore[method-assign]
+    try:
+        query = ('{ ImagingStudy(id: "x") { id series { uid instance(_count: 2) { uid '
+                 "sopClass { code } } } extension { url value valueDecimal } fhirJson } }")
+        asyncio.run(_both(query, [demo.study("x", 2, 3)], True, 1))
+    finally:
+        execution.CompiledExecutionContext.complete_object_value = original  # type: ignore
+    assert taken
+    assert all(taken)
+
+
+def test_list_and_scalar_types_in_the_schema_are_covered() -> None:
+    kinds = {type(t.type if not isinstance(t.type, GraphQLNonNull | GraphQLList)
+                  else get_named_type(t.type)).__name__
+             for name, type_ in TYPES.items() if isinstance(type_, GraphQLObjectType)
+             and not name.startswith("__") for t in type_.fields.values()}
+    assert {GraphQLScalarType.__name__, GraphQLObjectType.__name__} <= kinds
