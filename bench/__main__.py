@@ -1,60 +1,345 @@
-"""Open-study benchmark: schema execution of a viewer query over a 20 x 500 study, against the
-cost of encoding the same response with the standard json module, measured in the same run."""
+"""`make bench`: scenarios A to E in process and over HTTP, each against its baselines measured
+in the same run (naive Strawberry objects, plain graphql-core over the same dicts, and the limit:
+orjson.dumps of the same response, and the store read alone). Prints one table of medians and
+ratios and the targets met; `--record` also writes bench/RESULTS.md."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import json
+import gc
+import os
+import platform
 import statistics
+import sys
 import time
-from collections.abc import Awaitable, Callable
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from api.context import Context
-from api.schema import schema
-from api.settings import Settings
-from store import client, demo
+import httpx
+import orjson
+
+from bench import data
+from bench.scenarios import QUERIES, Generic, Naive, Ours, Stub
+from store import client
 from store.repository import Repository
+from tests.server import free_port
 
-VIEWER = """query($id: ID!) { ImagingStudy(id: $id) { id status series { uid number
-  modality { coding { code } } instance { uid number sopClass { code } } } } }"""
+Rows = list[tuple[str, str, float, str]]  # scenario, what, median ms, note
 
 
-async def _median(run: Callable[[], Awaitable[Any]], repeat: int = 15) -> float:
+async def median(run: Callable[[], Awaitable[Any]], repeat: int) -> float:
+    await run()  # warm caches (parsed documents, compiled plans)
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
         await run()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times) * 1000
 
 
-async def main() -> None:
+def limit(value: Any, repeat: int = 30) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        orjson.dumps(value)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+async def projection_of(ours: Ours, query: str, variables: Any, repo: Repository) -> Any:
+    """The elements a query makes the repository read, as the app passes them."""
+    seen: list[Any] = []
+
+    class Spy:
+        async def get(self, study_id: str, fields: Any = None) -> Any:
+            seen.append(fields)
+            return await repo.get(study_id, fields)
+    await ours.run(query, variables, Spy())
+    return seen[0]
+
+
+class Bench:
+    def __init__(self, repeat: int) -> None:
+        self.repeat = repeat
+        self.rows: Rows = []
+        self.targets: list[tuple[str, bool, str]] = []
+        self.ours, self.reference = Ours(), Ours(compiled=False)
+        self.generic, self.naive = Generic(), Naive()
+
+    def row(self, scenario: str, what: str, ms: float, note: str = "") -> float:
+        self.rows.append((scenario, what, ms, note))
+        return ms
+
+    def target(self, name: str, ok: bool, detail: str) -> None:
+        self.targets.append((name, ok, detail))
+
+    async def open_study(self, scenario: str, repo: Repository, study: str) -> None:
+        query, variables = QUERIES[scenario], {"id": study}
+        doc = await repo.get(study)
+        data_ = await self.ours.run(query, variables, Stub(doc))
+        fields = await projection_of(self.ours, query, variables, repo)
+        read = self.row(scenario, "store read", await median(lambda: repo.get(study, fields),
+                                                             self.repeat),
+                        "the elements the query selects")
+        lim = self.row(scenario, "limit: orjson.dumps", limit(data_))
+        ours = self.row(scenario, "ours (compiled)", await median(
+            lambda: self.ours.run(query, variables, Stub(doc)), self.repeat))
+        self.row(scenario, "strawberry, not compiled", await median(
+            lambda: self.reference.run(query, variables, Stub(doc)), max(self.repeat // 4, 3)))
+        self.row(scenario, "generic graphql-core", await median(
+            lambda: self.generic.run(query, variables, doc=doc), max(self.repeat // 4, 3)))
+        naive = self.row(scenario, "naive strawberry objects", await median(
+            lambda: self.naive.run(query, variables, doc=doc), max(self.repeat // 4, 3)))
+        self.target(f"{scenario}: execution within 10x orjson.dumps", ours <= 10 * lim,
+                    f"{ours / lim:.1f}x")
+        self.target(f"{scenario}: 20x faster than naive", naive >= 20 * ours,
+                    f"{naive / ours:.1f}x")
+        del read, data_
+
+    async def worklist(self, repo: Repository) -> None:
+        """50 of 5,000 studies. Executions are compared on what each approach reads: ours the
+        projected summaries, the naive service whole documents (instances included); the
+        store reads are measured apart, as mongomock's linear scan would drown the rest."""
+        query = QUERIES["C"]
+        variables = {"m": ["CT"], "d": ["ge2020-01-01", "lt2025-01-01"]}
+        params = [("modality", "CT"), ("started", "ge2020-01-01"), ("started", "lt2025-01-01")]
+        projections: list[Any] = []
+
+        class Spy:
+            async def search(self, *args: Any, **kwargs: Any) -> Any:
+                projections.append(kwargs.get("fields", args[4] if len(args) > 4 else None))
+                return await repo.search(*args, **kwargs)
+        page = await self.ours.run(query, variables, Spy())
+        projected = await repo.search(params, 50, fields=projections[0])
+        whole = await repo.search(params, 50)
+        self.row("C", "store read, projected", await median(
+            lambda: repo.search(params, 50, fields=projections[0]), self.repeat))
+        self.row("C", "store read, whole documents", await median(
+            lambda: repo.search(params, 50), self.repeat))
+        self.row("C", "limit: orjson.dumps", limit(page),
+                 f"{len(page['ImagingStudyList'])} studies, {len(orjson.dumps(page))} bytes")
+        ours = self.row("C", "ours (compiled)", await median(
+            lambda: self.ours.run(query, variables, Stub(docs=projected)), self.repeat))
+        self.row("C", "generic graphql-core", await median(
+            lambda: self.generic.run(query, variables, docs=projected), self.repeat))
+        naive = self.row("C", "naive strawberry objects", await median(
+            lambda: self.naive.run(query, variables, docs=whole), self.repeat),
+            "from the whole documents it reads")
+        never = all(p is not None and not any(k.startswith("series") for k in p)
+                    for p in projections)
+        self.target("C: the store never reads instance arrays", never,
+                    f"projection {sorted(projections[0] or {})}")
+        self.target("C: 5x faster than naive", naive >= 5 * ours, f"{naive / ours:.1f}x")
+
+    async def page(self, big: Repository) -> None:
+        small_id, big_id = "D-small", "D"
+        query, small = QUERIES["D"], await big.get(small_id)
+        doc = await big.get(big_id)
+        cost_big = self.row("D", "ours, page of a 5,000-instance series", await median(
+            lambda: self.ours.run(query, {"id": big_id}, Stub(doc)), self.repeat))
+        cost_small = self.row("D", "ours, page of a 2,500-instance series", await median(
+            lambda: self.ours.run(query, {"id": small_id}, Stub(small)), self.repeat))
+        self.row("D", "store read (whole study)", await median(lambda: big.get(big_id),
+                                                                 self.repeat))
+        self.target("D: cost grows with the page, not the series",
+                    cost_big <= 1.5 * cost_small, f"{cost_big / cost_small:.2f}x for 2x the "
+                    "series")
+
+    async def write(self, repo: Repository) -> None:
+        """1,000 instances added to a study of 5,000, a fresh copy for every run."""
+        base = data.study("E", 1, 5_000)
+        series_uid = base["series"][0]["uid"]
+        copies = iter(range(10**6))
+
+        async def fresh() -> str:
+            study_id = f"E{next(copies)}"
+            await repo.create({**base, "id": study_id,
+                               "identifier": [{"system": "urn:x", "value": study_id}]})
+            return study_id
+        counter = iter(range(1, 10**6))
+        mutation = """mutation($id: ID!, $u: String!, $i: [ImagingStudySeriesInstanceInput!]!)
+          { ImagingStudyAddInstances(id: $id, seriesUid: $u, instances: $i) { meta {
+          versionId } numberOfInstances } }"""
+
+        def batch() -> list[dict[str, Any]]:
+            start = next(counter) * 1000
+            return [{"uid": f"1.2.826.0.9.{start + n}", "number": start + n,
+                     "sopClass": {"system": "urn:ietf:rfc:3986",
+                                  "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2"}}
+                    for n in range(1000)]
+        async def graphql_add() -> Any:
+            variables = {"id": await fresh(), "u": series_uid, "i": batch()}
+            start = time.perf_counter()
+            await self.ours.run(mutation, variables, repo)
+            return time.perf_counter() - start
+
+        async def store_add() -> Any:
+            study_id, instances = await fresh(), batch()
+            start = time.perf_counter()
+            await repo.add_instances(study_id, series_uid, instances, None)
+            return time.perf_counter() - start
+        for what, run in (("ours: AddInstances of 1,000 via GraphQL", graphql_add),
+                          ("store alone: add_instances", store_add)):
+            times = sorted([await run() for _ in range(7)])
+            self.row("E", what, times[3] * 1000, "to a 5,000-instance study")
+
+    async def memory(self, repo: Repository) -> None:
+        query = QUERIES["A"]
+
+        async def serve() -> bytes:  # as a request does: read, execute, encode
+            return orjson.dumps(await self.ours.run(query, {"id": "A"}, repo))
+        body = await serve()
+        gc.collect()
+        tracemalloc.start()
+        await serve()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        self.target("A: peak memory under 5x the response", peak < 5 * len(body),
+                    f"{peak / 2**20:.1f} MiB peak for a {len(body) / 2**20:.1f} MiB response "
+                    f"({peak / len(body):.1f}x, the store read included)")
+
+
+async def http(port: int, body: dict[str, Any], clients: int,
+               per_client: int) -> tuple[float, float, float]:
+    """p50 ms, p99 ms and requests per second of `clients` concurrent clients."""
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as session:
+        await session.post("/graphql", json=body)
+
+        async def one_client() -> None:
+            for _ in range(per_client):
+                start = time.perf_counter()
+                response = await session.post("/graphql", json=body,
+                                              headers={"accept-encoding": "identity"})
+                latencies.append(time.perf_counter() - start)  # the body is in; not parsed
+                assert b'"errors"' not in response.content[:200], response.text[:300]
+        start = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    return (latencies[len(latencies) // 2] * 1000,
+            latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+            len(latencies) / elapsed)
+
+
+@asynccontextmanager
+async def server(worklist: int) -> AsyncIterator[int]:
+    """The real app in a process of its own, loaded with the benchmark data; yields its port."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.server", "--port", str(port), "--worklist", str(worklist),
+        cwd=Path(__file__).parent.parent)
+    try:
+        async with httpx.AsyncClient() as probe:
+            for _ in range(3000):
+                try:
+                    await probe.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def over_http(bench: Bench, worklist: int, requests: int) -> None:
+    bodies = {
+        "A": {"query": QUERIES["A"], "variables": {"id": "A"}},
+        "B": {"query": QUERIES["B"], "variables": {"id": "A"}},
+        "D": {"query": QUERIES["D"], "variables": {"id": "D"}},
+        "C": {"query": QUERIES["C"], "variables": {"m": ["CT"], "d": ["ge2020-01-01"]}},
+    }
+    # The study scenarios on a server holding just their studies (as measured in process);
+    # the worklist on one holding the 5,000 worklist studies too.
+    for scenarios, load in (("ABD", 0), ("C", worklist)):
+        async with server(load) as port:
+            for scenario in scenarios:
+                p50, p99, rps = await http(port, bodies[scenario], 16, max(requests // 16, 1))
+                bench.row(scenario, "HTTP, 16 clients: p50", p50, f"p99 {p99:.1f} ms, "
+                          f"{rps:.0f} requests/s")
+            if "A" in scenarios:
+                single, _, _ = await http(port, bodies["A"], 1, 20)
+                bench.row("A", "HTTP, 1 client: p50", single)
+    rows = {(s, w): ms for s, w, ms, _ in bench.rows}
+    read, encode = rows[("A", "store read")], rows[("A", "limit: orjson.dumps")]
+    spent = rows[("A", "HTTP, 1 client: p50")] - read
+    bench.target("A over HTTP: at most 2x (read + encode) on top of the read",
+                 spent <= 2 * (read + encode), f"{spent:.1f} ms on top of a {read:.1f} ms "
+                 f"read; 2x (read + encode) = {2 * (read + encode):.1f} ms")
+
+
+async def main(args: argparse.Namespace) -> Bench:
+    bench = Bench(args.repeat)
     _, db = client.open_embedded("bench")
     repo = Repository(db)
-    await repo.create(demo.study("bench", 20, 500))
-    context = Context(repo=repo, settings=Settings(seed=False))
+    await repo.ensure_indexes()
+    print("loading data...", file=sys.stderr)
+    await repo.create(data.study("A", 20, 500))
+    await repo.create(data.study("D", 1, 5_000))
+    await repo.create(data.study("D-small", 1, 2_500))
+    gc.freeze()  # as the server does after loading at start-up (api/app.py)
+    print("measuring in process...", file=sys.stderr)
+    await bench.open_study("A", repo, "A")
+    await bench.open_study("B", repo, "A")
+    await bench.page(repo)
+    await bench.memory(repo)
+    await bench.write(repo)
+    print(f"loading {args.worklist} worklist studies...", file=sys.stderr)
+    for resource in data.worklist(args.worklist):
+        await repo.create(resource)
+    gc.freeze()
+    await bench.worklist(repo)
+    if not args.no_http:
+        print("measuring over HTTP...", file=sys.stderr)
+        await over_http(bench, args.worklist, args.requests)
+    return bench
 
-    async def execute() -> Any:
-        result = await schema.execute(VIEWER, {"id": "bench"}, context_value=context)
-        assert result.errors is None, result.errors
-        return result.data
 
-    data = await execute()
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.processor()) \
+        if Path("/proc/cpuinfo").exists() else platform.processor()
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()} "
+            f"({platform.python_implementation()}), {platform.system()} {platform.release()}")
 
-    async def read() -> Any:
-        return await repo.get("bench")
 
-    async def encode() -> Any:
-        return json.dumps(data)
+def report(bench: Bench) -> str:
+    lines = [f"{'scenario':<4} {'measure':<44} {'median ms':>10} {'x limit':>8}  note"]
+    limits = {s: ms for s, what, ms, _ in bench.rows if what.startswith("limit")}
+    for scenario, what, ms, note in bench.rows:
+        ratio = f"{ms / limits[scenario]:.1f}" if scenario in limits else ""
+        lines.append(f"{scenario:<4} {what:<44} {ms:>10.2f} {ratio:>8}  {note}")
+    lines += ["", "targets:"]
+    lines += [f"  [{'met' if ok else 'MISSED'}] {name}: {detail}"
+              for name, ok, detail in bench.targets]
+    return "\n".join(lines)
 
-    rows = [("store read", await _median(read)), ("json.dumps of response", await _median(encode)),
-            ("schema execution", await _median(execute))]
-    base = rows[1][1]
-    print(f"{'open study B (20 x 500), viewer fields':<44}{'median ms':>10}{'x json':>9}")
-    for name, seconds in rows:
-        print(f"  {name:<42}{seconds * 1000:>10.1f}{seconds / base:>9.1f}")
+
+def cli() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--worklist", type=int, default=5_000)
+    parser.add_argument("--requests", type=int, default=160)
+    parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--record", action="store_true", help="write bench/RESULTS.md")
+    args = parser.parse_args()
+    bench = asyncio.run(main(args))
+    text = report(bench)
+    print(text)
+    if args.record:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        Path(__file__).with_name("RESULTS.md").write_text(
+            f"# Benchmark results\n\nRecorded {stamp} on {machine()} with "
+            f"`python -m bench --record` (`make bench` runs the same without recording).\n\n"
+            f"```\n{text}\n```\n")
+    return 0 if all(ok for _, ok, _ in bench.targets) else 1
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    raise SystemExit(cli())

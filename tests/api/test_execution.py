@@ -63,13 +63,18 @@ def arguments(draw: st.DrawFn, field: str) -> str:
 
 
 @st.composite
-def selection(draw: st.DrawFn, type_name: str, depth: int = 0) -> str:
+def selection(draw: st.DrawFn, type_name: str, depth: int = 0,
+              args: dict[str, str] | None = None) -> str:
     type_ = TYPES[type_name]
     assert isinstance(type_, GraphQLObjectType)
     names = sorted(type_.fields)
     chosen = draw(st.lists(st.sampled_from(names), min_size=1, max_size=5))
     parts = []
-    args = {name: draw(arguments(name)) for name in set(chosen)}  # one set per field: valid
+    # One set of arguments per field at this level, fragments included: fields that merge
+    # must agree on their arguments.
+    args = {} if args is None else args
+    for name in sorted(set(chosen)):
+        args.setdefault(name, draw(arguments(name)))
     for name in chosen:
         inner = get_named_type(type_.fields[name].type)
         # Aliases unique to their field, so repeats merge (same field, same arguments).
@@ -85,7 +90,7 @@ def selection(draw: st.DrawFn, type_name: str, depth: int = 0) -> str:
     if draw(st.booleans()):
         parts.append("__typename")
     if depth and draw(st.integers(0, 4)) == 0:
-        parts.append(f"... on {type_name} {{ {draw(selection(type_name, depth + 1))} }}")
+        parts.append(f"... on {type_name} {{ {draw(selection(type_name, depth + 1, args))} }}")
     return " ".join(parts) or "__typename"
 
 
