@@ -1,76 +1,117 @@
-"""A real browser: headless Chromium (Debian's chromium and chromium-driver, which .ci/run
-installs) opens GraphiQL on a running server, a query is typed into it and run, and the
-result appears. Run alone with `pytest -m browser`."""
+"""A real browser: headless Chromium (Debian's chromium package, which .ci/run installs) opens
+GraphiQL on a running server, a query is typed into it and run, and the result appears. The
+browser is driven over the Chrome DevTools Protocol with the websockets library the service
+already depends on. Run alone with `pytest -m browser`."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import shutil
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
-import uvicorn
+import websockets
 
 from api.app import create_app
 from api.settings import Settings
-from tests.server import free_port
+from tests.server import serving
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+CHROMIUM = shutil.which("chromium")
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(
-    not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
-    "(.ci/run installs them; apt-get install chromium chromium-driver)")]
+    CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it; apt-get install "
+    "chromium)")]
+QUERY = '{ ImagingStudy(id: "example-xr") { id status numberOfInstances } }'
+
+
+class Page:
+    """One browser tab, spoken to over the DevTools Protocol."""
+
+    def __init__(self, socket: Any) -> None:
+        self.socket = socket
+        self.next_id = 0
+
+    async def send(self, method: str, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        await self.socket.send(json.dumps({"id": self.next_id, "method": method,
+                                           "params": params}))
+        while True:
+            message = json.loads(await asyncio.wait_for(self.socket.recv(), 30))
+            if message.get("id") == self.next_id:
+                assert "error" not in message, message
+                return message.get("result", {})
+
+    async def evaluate(self, expression: str) -> Any:
+        result = await self.send("Runtime.evaluate", expression=expression,
+                                 returnByValue=True)
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, seconds: float = 30) -> Any:
+        for _ in range(int(seconds * 10)):
+            value = await self.evaluate(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"never true in the page: {expression}")
+
+    async def click(self, selector: str) -> None:
+        box = await self.wait_for(
+            f"(() => {{ const e = document.querySelector('{selector}'); if (!e) return null;"
+            " const r = e.getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1],
+                            button="left", clickCount=1)
+
+    async def key(self, key: str, code: str, modifiers: int = 0, vk: int = 0) -> None:
+        for kind in ("rawKeyDown", "keyUp"):
+            await self.send("Input.dispatchKeyEvent", type=kind, key=key, code=code,
+                            modifiers=modifiers, windowsVirtualKeyCode=vk)
 
 
 @pytest.fixture
-def server() -> Iterator[str]:
-    port = free_port()
-    app = create_app(Settings())  # the embedded store, seeded, as `make serve` runs it
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                       ws="websockets-sansio"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    for _ in range(1000):
-        if uv.started:
-            break
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(10)
-
-
-def test_graphiql_runs_a_typed_query(server: str, tmp_path: Path) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(DRIVER)),
-                               options=options)
+async def page(tmp_path: Path) -> AsyncIterator[Page]:
+    process = await asyncio.create_subprocess_exec(
+        str(CHROMIUM), "--headless=new", "--no-sandbox", "--disable-gpu",
+        "--disable-dev-shm-usage", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+        "--remote-debugging-port=0", f"--user-data-dir={tmp_path / 'profile'}", "about:blank",
+        stderr=asyncio.subprocess.PIPE)
     try:
-        browser.get(f"{server}/graphql")
-        wait = WebDriverWait(browser, 30)
-        editor = wait.until(ready.element_to_be_clickable(
-            (By.CSS_SELECTOR, ".graphiql-query-editor .CodeMirror")))
-        editor.click()
-        typing = browser.switch_to.active_element
-        typing.send_keys(Keys.CONTROL, "a")
-        typing.send_keys(Keys.DELETE)
-        typing.send_keys('{ ImagingStudy(id: "example-xr") { id status numberOfInstances } }')
-        browser.find_element(By.CSS_SELECTOR, ".graphiql-execute-button").click()
-        wait.until(lambda b: "numberOfInstances" in b.find_element(
-            By.CSS_SELECTOR, ".result-window").text)
-        result = browser.find_element(By.CSS_SELECTOR, ".result-window").text
+        assert process.stderr is not None
+        port = None
+        while port is None:
+            line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+            assert line, "chromium exited before opening DevTools"
+            found = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
+            port = found[1] if found else None
+        async with httpx.AsyncClient() as http:
+            targets = (await http.get(f"http://127.0.0.1:{port}/json/list")).json()
+        url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        async with websockets.connect(url, max_size=None) as socket:
+            yield Page(socket)
     finally:
-        browser.quit()
+        process.terminate()
+        await process.wait()
+
+
+async def test_graphiql_runs_a_typed_query(page: Page) -> None:
+    app = create_app(Settings())  # the embedded store, seeded, as `make serve` runs it
+    async with serving(app) as address:
+        await page.send("Page.navigate", url=f"http://{address}/graphql")
+        await page.click(".graphiql-query-editor .CodeMirror")
+        await page.key("a", "KeyA", modifiers=2, vk=65)  # select all (Ctrl+A), then type over
+        await page.key("Backspace", "Backspace", vk=8)
+        await page.send("Input.insertText", text=QUERY)
+        assert QUERY in await page.evaluate(
+            "document.querySelector('.graphiql-query-editor .CodeMirror').innerText")
+        await page.click(".graphiql-execute-button")
+        result = await page.wait_for(
+            "(() => { const e = document.querySelector('.result-window');"
+            " const t = e && e.innerText; return t && t.includes('numberOfInstances') && t; })()")
     assert '"id": "example-xr"' in result
     assert '"numberOfInstances": 2' in result
