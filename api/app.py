@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -70,7 +71,17 @@ class _GraphQL(GraphQL[Context, None]):
         return HTMLResponse(graphiql_page())
 
     def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+        try:
+            return orjson.dumps(data)
+        except orjson.JSONEncodeError:
+            # Only a string orjson cannot write (a lone surrogate, echoed from the caller's
+            # own input in an error message) gets here; json escapes it.
+            return json.dumps(data, separators=(",", ":")).encode()
+
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson refuses what json would crash on (bytes that are not UTF-8) with a
+        # JSONDecodeError, which Strawberry answers with 400.
+        return orjson.loads(data)
 
 
 def open_repository(settings: Settings, events: Bus | None = None) -> tuple[Any, Repository]:

@@ -203,8 +203,19 @@ class QueryLimits(SchemaExtension):
                 lambda: validate_document(context.schema._schema, document, rules))
             if not errors:
                 errors = limit_errors(self.limits, document, context.variables or {})
+            if not errors and _subscription_over_http(document, context.context):
+                errors = [GraphQLError("subscriptions are served over a WebSocket "
+                                       "(graphql-transport-ws) at /graphql, not over HTTP")]
             context.pre_execution_errors = list(errors)  # Strawberry then skips validating
         yield
+
+
+def _subscription_over_http(document: Any, context: Any) -> bool:
+    request = getattr(context, "request", None)
+    over_http = getattr(request, "scope", {}).get("type") == "http"
+    return over_http and any(isinstance(d, OperationDefinitionNode)
+                             and d.operation.value == "subscription"
+                             for d in document.definitions)
 
 
 def query_limits(limits: Limits) -> Any:

@@ -96,7 +96,9 @@ class Query:
         resource = child(edges, "resource") if edges is not None else None
         wanted = {f.name for f in selected if hasattr(f, "name")}
         if wanted <= {"count", "pagesize", "__typename"}:
-            # A count-only query reads no documents at all.
+            # A count-only query reads no documents at all (but a bad cursor is still bad).
+            if _cursor is not None:
+                info.context.repo.check_cursor(params, _cursor, _sort)
             total = await info.context.repo.count(params) if "count" in wanted else None
             return {"count": total, "pagesize": count}  # type: ignore[return-value]
         page = await info.context.repo.page(

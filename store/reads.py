@@ -131,6 +131,11 @@ class Reads:
             previous=cursors.make("before", paging.boundary(docs[0], spec), offset)
             if has_prev and docs else None)
 
+    def check_cursor(self, params: search.Params, cursor: str, sort: str | None = None) -> None:
+        """Refuses a cursor this query did not make, even where the page is not read."""
+        spec = paging.sort_spec(sort)
+        paging.Cursors(self._cursor_secret, repr((sorted(params), spec))).read(cursor)
+
     async def stream(self, params: search.Params, sort: str | None = None,
                      page_size: int = 500) -> AsyncIterator[Study]:
         """Every matching study, whole, a keyset page at a time (for export)."""

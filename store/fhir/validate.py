@@ -3,6 +3,7 @@ Issue naming the element by FHIRPath; all violations of a resource are reported 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,6 +14,7 @@ from store.fhir.references import is_resource_type, reference_problems
 from store.fhir.uid import oid_uid_problem, uid_problem
 
 ROOT = "ImagingStudy"
+_JSON_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _RESOURCE_TYPE = defs.Element("resourceType", "code", definition="The resource type.")
 
 
@@ -165,6 +167,8 @@ class _Walker:
                 self.value(defs.Element(name, type_), item, f"{expr}.{name}", type_, ())
             elif not isinstance(item, dict):
                 self.add(f"{expr}.{name}", f"a {type_} value must be an object")
+            else:
+                self.json_names(item, f"{expr}.{name}")
 
     def contained_resource(self, value: object, expr: str) -> None:
         if not isinstance(value, dict):
@@ -176,6 +180,22 @@ class _Walker:
             self.add(f"{expr}.id", "a contained resource needs an id (FHIR id syntax)")
         if "meta" in value and not isinstance(value["meta"], dict):
             self.add(f"{expr}.meta", "must be an object")
+        self.json_names(value, expr)
+
+    def json_names(self, value: object, expr: str) -> None:
+        """Content carried as JSON (contained resources, value[x] of types not modelled here)
+        is not checked element by element, but its names must be FHIR element names: never
+        `$...` or dotted, which a document store would read as operators or paths."""
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str) or not _JSON_NAME.fullmatch(key):
+                    self.add(f"{expr}.{key}", "not a FHIR element name (letters, digits and "
+                             "'_', starting with a letter or '_')")
+                else:
+                    self.json_names(item, f"{expr}.{key}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                self.json_names(item, f"{expr}[{i}]")
 
 
 def _none(_: object) -> None:

@@ -229,3 +229,14 @@ def test_uids_are_unique_within_the_study() -> None:
 def test_study_size_cap() -> None:
     problems = issues_of(xr(), max_instances=1)
     assert "at most 1 instances" in problems["ImagingStudy.series"]
+
+
+def test_json_content_may_not_carry_operator_or_dotted_names() -> None:
+    study = xr()
+    study["contained"] = [{"resourceType": "Patient", "id": "p", "$where": "1",
+                           "name": [{"a.b": 1}]}]
+    study["extension"] = [{"url": "http://x", "valueQuantity": {"$gt": 1}}]
+    problems = issues_of(study)
+    assert "ImagingStudy.contained[0].$where" in problems
+    assert "ImagingStudy.contained[0].name[0].a.b" in problems
+    assert "ImagingStudy.extension[0].valueQuantity.$gt" in problems
