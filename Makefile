@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint schema bench clean
+.PHONY: serve test lint schema bench fuzz load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ schema: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# schemathesis with 1,000 examples per operation (make test runs a small budget)
+fuzz: $(STAMP)
+	IMAGING_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest tests/api/test_fuzz.py -q
+
+# 50 viewer sessions for 60 s, then the same with a 10 s store outage in the middle
+load: $(STAMP)
+	$(BIN)/python -m bench.load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

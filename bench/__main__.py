@@ -228,12 +228,13 @@ async def http(port: int, body: dict[str, Any], clients: int,
 
 
 @asynccontextmanager
-async def server(worklist: int) -> AsyncIterator[int]:
+async def server(worklist: int, outage: str = "") -> AsyncIterator[int]:
     """The real app in a process of its own, loaded with the benchmark data; yields its port."""
     port = free_port()
+    extra = ["--outage", outage] if outage else []
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.server", "--port", str(port), "--worklist", str(worklist),
-        cwd=Path(__file__).parent.parent)
+        *extra, cwd=Path(__file__).parent.parent)
     try:
         async with httpx.AsyncClient() as probe:
             for _ in range(3000):

@@ -1,11 +1,12 @@
-"""The HTTP benchmark server: the real app (compiled or not) on 127.0.0.1 over an embedded
-store loaded with the benchmark data. Run by bench/__main__.py in a process of its own."""
+"""The HTTP benchmark server: the real app on 127.0.0.1 over an embedded store loaded with the
+benchmark data. Run by bench/__main__.py and bench/load.py in a process of its own."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import threading
 from typing import Any
 
 import uvicorn
@@ -29,12 +30,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--worklist", type=int, default=500)
+    parser.add_argument("--outage", default="", metavar="START,SECONDS",
+                        help="make the store unavailable SECONDS long, START seconds after "
+                        "start-up (the fault seam of store/client.py; for the load test)")
     args = parser.parse_args()
     _, db = client.open_embedded("bench")
-    repo = Repository(db)
-    asyncio.run(load(repo, args.worklist))
+    faults = client.Faults()
+    asyncio.run(load(Repository(db), args.worklist))
+    repo = Repository(client.with_faults(db, faults))
     logging.disable(logging.INFO)  # the access log would measure the terminal
     app: Any = create_app(Settings(seed=False), repo)
+    if args.outage:
+        start, seconds = (float(v) for v in args.outage.split(","))
+        threading.Timer(start, lambda: setattr(faults, "down", True)).start()
+        threading.Timer(start + seconds, lambda: setattr(faults, "down", False)).start()
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_config=None, access_log=False)
 
 
