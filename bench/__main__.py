@@ -14,20 +14,18 @@ import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from bench import data
+from bench.http import over_http
 from bench.scenarios import QUERIES, Generic, Naive, Ours, Stub
 from store import client
 from store.repository import Repository
-from tests.server import free_port
 
 Rows = list[tuple[str, str, float, str]]  # scenario, what, median ms, note
 
@@ -202,77 +200,6 @@ class Bench:
         self.target("A: peak memory under 5x the response", peak < 5 * len(body),
                     f"{peak / 2**20:.1f} MiB peak for a {len(body) / 2**20:.1f} MiB response "
                     f"({peak / len(body):.1f}x, the store read included)")
-
-
-async def http(port: int, body: dict[str, Any], clients: int,
-               per_client: int) -> tuple[float, float, float]:
-    """p50 ms, p99 ms and requests per second of `clients` concurrent clients."""
-    latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as session:
-        await session.post("/graphql", json=body)
-
-        async def one_client() -> None:
-            for _ in range(per_client):
-                start = time.perf_counter()
-                response = await session.post("/graphql", json=body,
-                                              headers={"accept-encoding": "identity"})
-                latencies.append(time.perf_counter() - start)  # the body is in; not parsed
-                assert b'"errors"' not in response.content[:200], response.text[:300]
-        start = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(clients)))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
-    return (latencies[len(latencies) // 2] * 1000,
-            latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-            len(latencies) / elapsed)
-
-
-@asynccontextmanager
-async def server(worklist: int, outage: str = "") -> AsyncIterator[int]:
-    """The real app in a process of its own, loaded with the benchmark data; yields its port."""
-    port = free_port()
-    extra = ["--outage", outage] if outage else []
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.server", "--port", str(port), "--worklist", str(worklist),
-        *extra, cwd=Path(__file__).parent.parent)
-    try:
-        async with httpx.AsyncClient() as probe:
-            for _ in range(3000):
-                try:
-                    await probe.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    await asyncio.sleep(0.1)
-        yield port
-    finally:
-        process.terminate()
-        await process.wait()
-
-
-async def over_http(bench: Bench, worklist: int, requests: int) -> None:
-    bodies = {
-        "A": {"query": QUERIES["A"], "variables": {"id": "A"}},
-        "B": {"query": QUERIES["B"], "variables": {"id": "A"}},
-        "D": {"query": QUERIES["D"], "variables": {"id": "D"}},
-        "C": {"query": QUERIES["C"], "variables": {"m": ["CT"], "d": ["ge2020-01-01"]}},
-    }
-    # The study scenarios on a server holding just their studies (as measured in process);
-    # the worklist on one holding the 5,000 worklist studies too.
-    for scenarios, load in (("ABD", 0), ("C", worklist)):
-        async with server(load) as port:
-            for scenario in scenarios:
-                p50, p99, rps = await http(port, bodies[scenario], 16, max(requests // 16, 1))
-                bench.row(scenario, "HTTP, 16 clients: p50", p50, f"p99 {p99:.1f} ms, "
-                          f"{rps:.0f} requests/s")
-            if "A" in scenarios:
-                single, _, _ = await http(port, bodies["A"], 1, 20)
-                bench.row("A", "HTTP, 1 client: p50", single)
-    rows = {(s, w): ms for s, w, ms, _ in bench.rows}
-    read, encode = rows[("A", "store read")], rows[("A", "limit: orjson.dumps")]
-    spent = rows[("A", "HTTP, 1 client: p50")] - read
-    bench.target("A over HTTP: at most 2x (read + encode) on top of the read",
-                 spent <= 2 * (read + encode), f"{spent:.1f} ms on top of a {read:.1f} ms "
-                 f"read; 2x (read + encode) = {2 * (read + encode):.1f} ms")
 
 
 async def main(args: argparse.Namespace) -> Bench:

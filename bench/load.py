@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from bench.__main__ import server
+from bench.http import server
 from bench.scenarios import QUERIES
 
 WORKLIST = {"query": QUERIES["C"], "variables": {"m": ["CT"], "d": ["ge2020-01-01"]}}
