@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from bench import data
 from bench.scenarios import QUERIES
 from tests.server import free_port
 
@@ -65,6 +66,45 @@ async def server(worklist: int, outage: str = "") -> AsyncIterator[int]:
         await process.wait()
 
 
+ADD = """mutation($id: ID!, $u: String!, $i: [ImagingStudySeriesInstanceInput!]!) {
+  ImagingStudyAddInstances(id: $id, seriesUid: $u, instances: $i) { meta { versionId } } }"""
+CREATE = "mutation($r: ImagingStudyInput!) { ImagingStudyCreate(res: $r) { id } }"
+
+
+async def writes(bench: Bench, port: int, clients: int, per_client: int) -> None:
+    """E over HTTP: each client adds batches of 1,000 new instances to a study of its own
+    that starts at 5,000, so clients do not contend for one document."""
+    latencies: list[float] = []
+    base = data.study("E", 1, 5_000)
+    series_uid = base["series"][0]["uid"]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as session:
+
+        async def one_client(n: int) -> None:
+            study_id = f"E-http-{n}"
+            created = await session.post("/graphql", json={"query": CREATE, "variables": {
+                "r": {**base, "id": study_id, "identifier": [{"system": "urn:x",
+                                                               "value": study_id}]}}})
+            assert "errors" not in created.json(), created.text[:300]
+            for batch in range(per_client):
+                instances = [{"uid": f"1.2.826.0.8.{n}.{batch}.{k}", "number": k,
+                              "sopClass": {"system": "urn:ietf:rfc:3986",
+                                           "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2"}}
+                             for k in range(1, 1001)]
+                body = {"query": ADD, "variables": {"id": study_id, "u": series_uid,
+                                                    "i": instances}}
+                start = time.perf_counter()
+                response = await session.post("/graphql", json=body)
+                latencies.append(time.perf_counter() - start)
+                assert b'"errors"' not in response.content[:200], response.text[:300]
+        start = time.perf_counter()
+        await asyncio.gather(*(one_client(n) for n in range(clients)))
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    bench.row("E", f"HTTP, {clients} clients: p50", latencies[len(latencies) // 2] * 1000,
+              f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, "
+              f"{len(latencies) / elapsed:.1f} batches/s of 1,000 instances")
+
+
 async def over_http(bench: Bench, worklist: int, requests: int) -> None:
     bodies = {
         "A": {"query": QUERIES["A"], "variables": {"id": "A"}},
@@ -83,6 +123,7 @@ async def over_http(bench: Bench, worklist: int, requests: int) -> None:
             if "A" in scenarios:
                 single, _, _ = await http(port, bodies["A"], 1, 20)
                 bench.row("A", "HTTP, 1 client: p50", single)
+                await writes(bench, port, 16, max(requests // 16, 1))
     rows = {(s, w): ms for s, w, ms, _ in bench.rows}
     read, encode = rows[("A", "store read")], rows[("A", "limit: orjson.dumps")]
     spent = rows[("A", "HTTP, 1 client: p50")] - read
