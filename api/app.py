@@ -63,7 +63,7 @@ class _GraphQL(GraphQL[Context, None]):
         self.authenticator = Authenticator(settings)
 
     async def get_context(self, request: Any, response: Any) -> Context:
-        return Context(repo=request.app.state.repo, settings=self.settings, request=request,
+        return Context(_repo=request.app.state.repo, settings=self.settings, request=request,
                        response=response, events=self.bus, authenticator=self.authenticator,
                        authorization=request.headers.get("authorization"))
 
@@ -119,7 +119,7 @@ async def _preload(settings: Settings, repo: Repository) -> None:
         report = await run_import(LocalTarget(repo), list(settings.preload), out=sys.stderr)
         log.info("imported at start-up:\n%s", report.table())
     if settings.preload_dicom:
-        ingested = await Ingest(repo).run(settings.preload_dicom)
+        ingested = await Ingest(LocalTarget(repo)).run(settings.preload_dicom)
         log.info("DICOM ingested at start-up:\n%s", ingested.table())
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 
 from api.auth import Access, Authenticator
+from api.scoped import ScopedStore
 from api.settings import Settings
 from store.events import Bus
 from store.repository import Repository
@@ -15,7 +16,9 @@ from store.repository import Repository
 
 @dataclass
 class Context:
-    repo: Repository
+    # The raw repository: private. Resolvers reach the store only through `store`, the access
+    # gate, so none of them can forget a check.
+    _repo: Repository
     settings: Settings
     request: Any = None
     response: Any = None
@@ -26,6 +29,7 @@ class Context:
     # (study id, patient reference) of every study the operation touched, for the audit.
     touched: list[tuple[str, str | None]] = field(default_factory=list)
     _access: Access | None = None
+    _store: ScopedStore | None = None
 
     @property
     def access(self) -> Access:
@@ -40,18 +44,18 @@ class Context:
                 else Access()
         return self._access
 
-    def allow(self, letters: str, operation: str) -> str | None:
-        """Checks the caller's scopes; returns the patient id it is confined to, if any."""
-        return self.access.require(letters, operation)
+    @property
+    def store(self) -> ScopedStore:
+        """The store as this caller may use it (made anew whenever the access changes)."""
+        access = self.access
+        if self._store is None or self._store.access is not access:
+            self._store = ScopedStore(self._repo, access, self.touched)
+        return self._store
 
     def metrics_subscriptions(self, delta: int) -> None:
         metrics = getattr(getattr(self.request, "app", None), "state", None)
         if metrics is not None and hasattr(metrics, "metrics"):
             metrics.metrics.subscriptions.inc(delta)
-
-    def touch(self, study: dict[str, Any] | None) -> None:
-        if study and "id" in study:
-            self.touched.append((study["id"], study.get("subject", {}).get("reference")))
 
 
 Info = strawberry.Info[Context, None]

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
-from api.auth import guard
 from api.context import Info
 from api.inputs import (
     ImagingStudyInput,
@@ -17,9 +16,7 @@ from api.inputs import (
     to_fhir,
 )
 from api.types.imaging_study import ImagingStudy
-from store.bundle import Importer
 from store.fhir.outcome import BAD_USER_INPUT, fail
-from store.repository import Guard
 
 MAX_BATCH = 10_000
 Version = Annotated[str | None, strawberry.argument(
@@ -33,30 +30,6 @@ class ImagingStudyDeleteResult:
     id: strawberry.ID = strawberry.field(description="The deleted study's id.")
     deleted: bool = strawberry.field(description="Always true: the study left reads and "
                                      "lists; its history stays.")
-
-
-def _guard(info: Info, letters: str, operation: str) -> Guard:
-    """Checks the scopes; for a patient-confined caller, the precondition on each study."""
-    return guard(info.context.allow(letters, operation), operation)
-
-
-def _check(guard: Guard, resource: dict[str, Any]) -> None:
-    if guard is not None:
-        guard(resource)
-
-
-def _recording(info: Info, guard: Guard) -> Guard:
-    """The guard, also noting each study it is shown for the audit record."""
-    def check(study: dict[str, Any]) -> None:
-        if "id" in study:
-            info.context.touch(study)
-        _check(guard, study)
-    return check
-
-
-def _touched(info: Info, study: dict[str, Any]) -> dict[str, Any]:
-    info.context.touch(study)
-    return study
 
 
 def _batch(items: list[Any], name: str) -> list[Any]:
@@ -74,27 +47,20 @@ class Mutation:
                          "returned unchanged instead; several matches are an error.")
     async def create(self, info: Info, res: ImagingStudyInput,
                      ifNoneExist: str | None = None) -> ImagingStudy:
-        resource = to_fhir(res)
-        _check(_guard(info, "c", "ImagingStudyCreate"), resource)
-        study, _ = await info.context.repo.create(resource, ifNoneExist)
-        info.context.touch(study)
+        study, _ = await info.context.store.create(to_fhir(res), ifNoneExist)
         return study
 
     @strawberry.mutation(name="ImagingStudyUpdate", description="Replaces a study whole, under "
                          "the status lifecycle.")
     async def update(self, info: Info, id: strawberry.ID, res: ImagingStudyInput,
                      versionId: Version = None) -> ImagingStudy:
-        resource = to_fhir(res)
-        guard = _guard(info, "u", "ImagingStudyUpdate")
-        _check(guard, resource)
-        return _touched(info, await info.context.repo.update(id, resource, versionId, guard))
+        return await info.context.store.update(id, to_fhir(res), versionId)
 
     @strawberry.mutation(name="ImagingStudyDelete", description="Deletes a study: it leaves "
                          "reads and lists; its history stays.")
     async def delete(self, info: Info, id: strawberry.ID,
                      versionId: Version = None) -> ImagingStudyDeleteResult:
-        guard = _guard(info, "d", "ImagingStudyDelete")
-        await info.context.repo.delete(id, versionId, _recording(info, guard))
+        await info.context.store.delete(id, versionId)
         return ImagingStudyDeleteResult(id=id, deleted=True)
 
     @strawberry.mutation(name="ImagingStudySetStatus", description="Moves a study through its "
@@ -102,17 +68,14 @@ class Mutation:
                          "unknown). Setting the current status changes nothing.")
     async def set_status(self, info: Info, id: strawberry.ID, status: str,
                          versionId: Version = None) -> ImagingStudy:
-        guard = _guard(info, "u", "ImagingStudySetStatus")
-        return _touched(info, await info.context.repo.set_status(id, status, versionId, guard))
+        return await info.context.store.set_status(id, status, versionId)
 
     @strawberry.mutation(name="ImagingStudyAddSeries", description="Appends series; a series "
                          "UID already in the study is refused.")
     async def add_series(self, info: Info, id: strawberry.ID,
                          series: list[ImagingStudySeriesInput],
                          versionId: Version = None) -> ImagingStudy:
-        guard = _guard(info, "u", "ImagingStudyAddSeries")
-        return _touched(info, await info.context.repo.add_series(
-            id, _batch(series, "series"), versionId, guard))
+        return await info.context.store.add_series(id, _batch(series, "series"), versionId)
 
     @strawberry.mutation(name="ImagingStudyAddInstances", description="Appends up to 10,000 "
                          "instances to one series. Re-sending an instance identical to the "
@@ -120,23 +83,19 @@ class Mutation:
     async def add_instances(self, info: Info, id: strawberry.ID, seriesUid: str,
                             instances: list[ImagingStudySeriesInstanceInput],
                             versionId: Version = None) -> ImagingStudy:
-        guard = _guard(info, "u", "ImagingStudyAddInstances")
-        return _touched(info, await info.context.repo.add_instances(
-            id, seriesUid, _batch(instances, "instances"), versionId, guard))
+        return await info.context.store.add_instances(
+            id, seriesUid, _batch(instances, "instances"), versionId)
 
     @strawberry.mutation(name="ImagingStudyRemoveSeries", description="Removes series by UID.")
     async def remove_series(self, info: Info, id: strawberry.ID, uids: list[str],
                             versionId: Version = None) -> ImagingStudy:
-        guard = _guard(info, "u", "ImagingStudyRemoveSeries")
-        return _touched(info, await info.context.repo.remove_series(id, uids, versionId, guard))
+        return await info.context.store.remove_series(id, uids, versionId)
 
     @strawberry.mutation(name="ImagingStudyRemoveInstances", description="Removes instances "
                          "of one series by UID.")
     async def remove_instances(self, info: Info, id: strawberry.ID, seriesUid: str,
                                uids: list[str], versionId: Version = None) -> ImagingStudy:
-        guard = _guard(info, "u", "ImagingStudyRemoveInstances")
-        return _touched(info, await info.context.repo.remove_instances(
-            id, seriesUid, uids, versionId, guard))
+        return await info.context.store.remove_instances(id, seriesUid, uids, versionId)
 
 
 @strawberry.type(description="What became of one imported resource.")
@@ -159,8 +118,6 @@ class ImportMutation:
                          "created. A transaction is all-or-nothing. dryRun validates only.")
     async def import_(self, info: Info, resource: JSON,
                       dryRun: bool = False) -> list[ImagingStudyImportResult]:
-        guard = _guard(info, "cu", "ImagingStudyImport")
-        results = await Importer(info.context.repo, dry_run=dryRun,
-                                 guard=_recording(info, guard)).run(resource)
+        results = await info.context.store.importer(dry_run=dryRun).run(resource)
         return [ImagingStudyImportResult(index=r.index, status=r.status, id=r.id,
                                          outcome=r.outcome) for r in results]

@@ -7,14 +7,13 @@ from typing import Annotated, Any
 
 import strawberry
 
-from api.auth import owned
 from api.context import Info
 from api.paging import check_count, check_offset
 from api.projection import child, study_paths
 from api.search_args import searchable
 from api.types.connection import ImagingStudyConnection
 from api.types.imaging_study import ImagingStudy
-from store.search import Params, escape
+from store.search import Params
 
 SORT = ("Sort order: started, _lastUpdated, _id or status, comma-separated, '-' for "
         "descending; ties go by _id. Default -started (newest first; no started date last).")
@@ -40,24 +39,12 @@ def _paths(selections: list[Any]) -> set[str] | None:
     return None if paths is None else paths | {"subject"}
 
 
-def _confine(info: Info, operation: str, params: Params) -> Params:
-    """Searching needs r and s; a patient-confined caller only ever searches its patient."""
-    patient = info.context.allow("rs", operation)
-    # Escaped: a claim with a comma must not turn into an OR of patients.
-    return params if patient is None else [*params, ("patient", escape(patient))]
-
-
 @strawberry.type
 class Query:
     @strawberry.field(name="ImagingStudy", description="One study by id, or null when there is "
                       "none (or it was deleted).")
     async def imaging_study(self, info: Info, id: strawberry.ID) -> ImagingStudy | None:
-        patient = info.context.allow("r", "ImagingStudy")
-        study = await info.context.repo.get(id, _paths(_selected(info)))
-        if not owned(study, patient):
-            return None  # another patient's study is as good as absent
-        info.context.touch(study)
-        return study
+        return await info.context.store.get(id, _paths(_selected(info)))
 
     @strawberry.field(name="ImagingStudyList", description="Studies matching FHIR search "
                       "arguments (all 17 R5 ImagingStudy parameters, _id and _lastUpdated), "
@@ -69,14 +56,10 @@ class Query:
         _offset: Annotated[int | None, _arg("How many matches to skip first.")] = None,
         _sort: Sort = None,
     ) -> list[ImagingStudy]:
-        params = _confine(info, "ImagingStudyList", params)
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
-        studies = await info.context.repo.search(params, count, check_offset(_offset), _sort,
-                                                 _paths(_selected(info)))
-        for study in studies:
-            info.context.touch(study)
-        return studies
+        return await info.context.store.search(params, count, check_offset(_offset), _sort,
+                                               _paths(_selected(info)))
 
     @strawberry.field(name="ImagingStudyConnection", description="Studies matching FHIR search "
                       "arguments as a connection with total count and keyset cursors.")
@@ -88,7 +71,7 @@ class Query:
                                             "earlier page of the same search.")] = None,
         _sort: Sort = None,
     ) -> ImagingStudyConnection:
-        params = _confine(info, "ImagingStudyConnection", params)
+        store = info.context.store
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
         selected = _selected(info)
@@ -98,14 +81,12 @@ class Query:
         if wanted <= {"count", "pagesize", "__typename"}:
             # A count-only query reads no documents at all (but a bad cursor is still bad).
             if _cursor is not None:
-                info.context.repo.check_cursor(params, _cursor, _sort)
-            total = await info.context.repo.count(params) if "count" in wanted else None
+                store.check_cursor(params, _cursor, _sort)
+            total = await store.count(params) if "count" in wanted else None
             return {"count": total, "pagesize": count}  # type: ignore[return-value]
-        page = await info.context.repo.page(
+        page = await store.page(
             params, count, _cursor, _sort, _paths(resource) if resource is not None else (),
             total="count" in wanted)
-        for study in page.studies:
-            info.context.touch(study)
         return {  # type: ignore[return-value]
             "count": page.total, "offset": page.offset, "pagesize": count,
             "first": page.first, "previous": page.previous, "next": page.next,
@@ -118,9 +99,5 @@ class Query:
         self, info: Info, id: strawberry.ID,
         _count: Annotated[int | None, _arg("How many versions at most (default 100).")] = None,
     ) -> list[ImagingStudy]:
-        patient = info.context.allow("r", "ImagingStudyHistory")
         count = check_count(_count, 100, info.context.settings.history_max_count)
-        versions = [v for v in await info.context.repo.history(id, count) if owned(v, patient)]
-        if versions:
-            info.context.touch(versions[0])
-        return versions
+        return await info.context.store.history(id, count, _paths(_selected(info)))

@@ -8,8 +8,10 @@ from typing import Any, Protocol
 
 import httpx
 
+from api.auth import Access
+from api.scoped import ScopedStore
 from api.search_args import CODES
-from store.bundle import EntryResult, Importer, study_uid_token
+from store.bundle import EntryResult, study_uid_token
 from store.files import canonical
 from store.ingest import Writer
 from store.repository import Repository
@@ -27,23 +29,24 @@ class Target(Writer, Protocol):
 
 
 class LocalTarget:
-    """The store itself (a real MongoDB from the CLI, or the app's own store at start-up)."""
+    """The store itself (a real MongoDB from the CLI, or the app's own store at start-up),
+    through the same access gate as every request, with the operator's full access."""
 
     def __init__(self, repo: Repository) -> None:
-        self.repo = repo
-        self.create = repo.create
-        self.add_series = repo.add_series
-        self.add_instances = repo.add_instances
+        self.store = ScopedStore(repo, Access(subject="operator"))
+        self.create = self.store.create
+        self.add_series = self.store.add_series
+        self.add_instances = self.store.add_instances
 
     async def import_payload(self, payload: Any, dry_run: bool) -> list[EntryResult]:
-        return await Importer(self.repo, dry_run=dry_run).run(payload)
+        return await self.store.importer(dry_run=dry_run).run(payload)
 
     async def export(self, params: Params, sort: str | None) -> AsyncIterator[dict[str, Any]]:
-        async for study in self.repo.stream(params, sort):
+        async for study in self.store.stream(params, sort):
             yield canonical(study)
 
     async def count(self, params: Params) -> int:
-        return await self.repo.count(params)
+        return await self.store.count(params)
 
 
 class RemoteError(Exception):
@@ -67,7 +70,10 @@ def _connection(selection: str) -> str:
 
 PAGE = _connection("next edges { resource { fhirJson } }")
 COUNT = _connection("count")
-TREE = "id series { uid instance { uid } }"
+# What ingest needs of a stored study: its series and instances, and its subject (a study of
+# another subject is never merged into).
+TREE = ("id subject { reference identifier { system value } } "
+        "series { uid instance { uid } }")
 FIND = f"query($t: [String!]) {{ ImagingStudyList(identifier: $t, _count: 2) {{ {TREE} }} }}"
 CREATE = f"""mutation($r: ImagingStudyInput!, $c: String) {{
   ImagingStudyCreate(res: $r, ifNoneExist: $c) {{ {TREE} }} }}"""

@@ -52,7 +52,7 @@ class Ours:
         self.schema = build_schema(Settings(), compiled=compiled)
 
     async def run(self, query: str, variables: dict[str, Any], repo: Any) -> Any:
-        context = Context(repo=repo, settings=Settings())
+        context = Context(_repo=repo, settings=Settings())
         result = await self.schema.execute(query, variables, context_value=context)
         assert not result.errors, result.errors
         return result.data

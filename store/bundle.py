@@ -9,17 +9,22 @@ entry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from store.fhir import edit
 from store.fhir.definitions import DICOM_UID_SYSTEM
+from store.fhir.identity import same_subject
 from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, Issue, StoreError, fail
-from store.repository import Guard, Repository, same_content
+from store.fhir.primitives import CHECKS
+from store.repository import Repository, same_content
 from store.search import escape
 
 Study = dict[str, Any]
+# (resource, scope letter, operation, new) -> the caller's patient, or raises: the access gate.
+Admit = Callable[[Study, str, str, bool], Any]
 BUNDLE_TYPES = ("collection", "batch", "transaction", "searchset")
 CREATED, UPDATED, UNCHANGED, REJECTED = "created", "updated", "unchanged", "rejected"
 
@@ -82,11 +87,13 @@ class Importer:
     """Imports resources and Bundles into one repository."""
 
     def __init__(self, repo: Repository, dry_run: bool = False, attempts: int = 5,
-                 guard: Guard = None) -> None:
+                 admit: Admit | None = None) -> None:
+        # The repository, or the caller-scoped store that wraps it: then matching sees only
+        # the studies the caller may update, and `admit` checks each incoming resource.
         self.repo = repo
         self.dry_run = dry_run
         self._attempts = attempts
-        self._guard = guard  # a caller's precondition on every resource and study it replaces
+        self._admit = admit
 
     async def run(self, payload: Any) -> list[EntryResult]:
         kind, resources = entries(payload)
@@ -116,11 +123,14 @@ class Importer:
                 kind = resource.get("resourceType") if isinstance(resource, dict) else None
                 raise fail(BAD_USER_INPUT, f"Bundle.entry[{index}].resource",
                            f"only ImagingStudy resources are imported, not {kind or 'this'}")
+            if "id" in resource and (not isinstance(resource["id"], str)
+                                     or CHECKS["id"](resource["id"])):
+                raise fail(BAD_USER_INPUT, "ImagingStudy.id", "must be a FHIR id (1 to 64 "
+                           "letters, digits, '-' and '.')")
             target = await self._match(resource)
-            if self._guard is not None:
-                self._guard(resource)
-                if target is not None:
-                    self._guard(target)
+            if self._admit is not None:
+                self._admit(resource, "u" if target else "c", "ImagingStudyImport",
+                            target is None)
             if target is None:
                 study = edit.create(resource, self.repo.max_instances)
                 return _Plan(index, study, CREATED)
@@ -134,14 +144,16 @@ class Importer:
     async def _match(self, resource: Study) -> Study | None:
         token = study_uid_token(resource)
         if token is not None:
-            found = await self.repo.search([("identifier", token)], 2)
-            if len(found) > 1:
-                raise fail(BAD_USER_INPUT, "ImagingStudy.identifier", "this Study Instance UID "
-                           "is carried by several studies; import cannot tell which to update")
-            if found:
-                return found[0]
+            # One live study per Study Instance UID (a unique index), so at most one match.
+            found = await self.repo.match([("identifier", token)])
+            if found is not None:
+                if not same_subject(found, resource):
+                    raise fail(BAD_USER_INPUT, "ImagingStudy.subject", f"the study with this "
+                               f"Study Instance UID (ImagingStudy/{found['id']}) is about "
+                               "another subject; import never merges studies across subjects")
+                return found
         study_id = resource.get("id")
-        return await self.repo.get(study_id) if isinstance(study_id, str) else None
+        return await self.repo.match_id(study_id) if isinstance(study_id, str) else None
 
     async def _apply(self, plan: _Plan) -> EntryResult:
         if plan.target is None:

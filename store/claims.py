@@ -12,10 +12,15 @@ from typing import Any
 
 from store import search
 from store.client import Database, DuplicateKey
-from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, fail
+from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, Issue, StoreError, fail
 
 CLAIM_TTL = timedelta(seconds=5)  # how long a claim may wait for its study
 Study = dict[str, Any]
+
+
+class AmbiguousMatch(StoreError):
+    """The condition matched several studies. The access gate hides even that from a caller
+    who may not read what matched (how many studies match is itself information)."""
 
 
 class Claims:
@@ -25,16 +30,19 @@ class Claims:
         self._attempts = attempts
 
     async def create_once(self, study_id: str, condition: str,
-                          insert: Callable[[], Awaitable[Study]]) -> tuple[Study | None, bool]:
-        """(existing match, False), or (the study `insert` made, True)."""
-        params = search.parse_query(condition, "ifNoneExist")
+                          insert: Callable[[], Awaitable[Study]],
+                          within: search.Params = ()) -> tuple[Study | None, bool]:
+        """(existing match, False), or (the study `insert` made, True). `within` narrows the
+        search to what the caller may see (a patient): nothing else can match."""
+        params = [*search.parse_query(condition, "ifNoneExist"), *within]
         query = search.to_filter(params, "ifNoneExist")
         key = search.params_key(params)
         for _ in range(self._attempts):
             found = await self._studies.find(query).limit(2).to_list(length=2)
             if len(found) > 1:
-                raise fail(BAD_USER_INPUT, "ifNoneExist", f"'{condition}' matches more than one"
-                           " study; a conditional create needs at most one match")
+                raise AmbiguousMatch(BAD_USER_INPUT, [Issue(
+                    "ifNoneExist", f"'{condition}' matches more than one study; a conditional "
+                    "create needs at most one match")])
             if found:
                 return found[0], False
             try:

@@ -14,6 +14,8 @@ class Index:
     collection: str
     keys: list[tuple[str, int]]
     reason: str
+    unique: bool = False
+    partial: dict[str, Any] | None = None  # a partialFilterExpression
 
     @property
     def name(self) -> str:
@@ -39,6 +41,9 @@ INDEXES = [
           "_sort=_lastUpdated (either direction) with its _id tie-break"),
     Index(STUDIES, [("_srv.deleted", 1), ("status", 1), ("_id", 1)],
           "the status parameter and _sort=status"),
+    Index(STUDIES, [("_srv.uid", 1)], "one live study per DICOM Study Instance UID (deleted "
+          "studies carry no key, so a UID may be used again after a delete)", unique=True,
+          partial={"_srv.uid": {"$type": "string"}}),
     Index(HISTORY, [("_srv.study", 1), ("_srv.version", -1)],
           "a study's history, newest version first"),
 ]
@@ -46,7 +51,12 @@ INDEXES = [
 
 async def ensure(db: Database) -> None:
     for index in INDEXES:
-        await db[index.collection].create_index(index.keys, name=index.name)
+        options: dict[str, Any] = {"name": index.name}
+        if index.unique:
+            options["unique"] = True
+        if index.partial is not None:
+            options["partialFilterExpression"] = index.partial
+        await db[index.collection].create_index(index.keys, **options)
 
 
 def plan() -> list[dict[str, Any]]:

@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from store import dicom
 from store.bundle import study_uid_condition
 from store.fhir.edit import INSTANCE_KEY, SERIES_KEY
-from store.fhir.outcome import StoreError
+from store.fhir.identity import same_subject
+from store.fhir.outcome import BAD_USER_INPUT, StoreError, fail
 from store.fhir.validate import part_issues, structure_issues
 
 Study = dict[str, Any]
@@ -137,6 +138,10 @@ class Ingest:
             first.append({**series, "instance": instances} if instances else series)
         stored, created = await self.writer.create({**pending.study, "series": first},
                                                    study_uid_condition(pending.study))
+        if not created and not same_subject(stored, pending.study):
+            raise fail(BAD_USER_INPUT, "ImagingStudy.subject", f"the stored study with this "
+                       f"Study Instance UID (ImagingStudy/{stored['id']}) is about another "
+                       "patient; nothing was added (studies are never merged across subjects)")
         present = {s["uid"]: {i["uid"] for i in s.get("instance") or ()}
                    for s in stored.get("series") or ()}
         new_series = [{k: v for k, v in s.items()} for uid, s in pending.series.items()

@@ -4,7 +4,8 @@ indexed equality or range match. Computed on every write, stripped from every re
 - `_srv.k`: token and reference keys, `{p: parameter, c: code or reference, s: system}`
   (s absent for references); one compound multikey index serves them all.
 - `_srv.started`, `_srv.lu`: `{lo, hi}` instant ranges of `started` and `meta.lastUpdated`.
-- `_srv.sort`: sort keys that are always present (a study without `started` sorts last)."""
+- `_srv.sort`: sort keys that are always present (a study without `started` sorts last).
+- `_srv.uid`: the Study Instance UID, under a unique index (absent on deleted studies)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from store.fhir.dates import date_range
+from store.fhir.identity import study_uid
 from store.fhir.references import reference_type
 
 NO_DATE = datetime(1, 1, 1, tzinfo=UTC)  # the sort value of a missing `started`
@@ -90,4 +92,7 @@ def search_keys(study: Study) -> dict[str, Any]:
         payload["started"] = _range(started)
     payload["sort"] = {"nostart": 0 if started else 1,
                        "started": payload["started"]["lo"] if started else NO_DATE}
+    uid = study_uid(study)
+    if uid is not None:  # the unique key: one live study per Study Instance UID
+        payload["uid"] = uid
     return payload

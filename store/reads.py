@@ -78,6 +78,16 @@ class Reads:
         return public(doc) if doc else None
 
     @guarded
+    async def match(self, params: search.Params) -> Study | None:
+        """The first study matching `params`, whole (import matching)."""
+        found = await self.search(params, 1)
+        return found[0] if found else None
+
+    async def match_id(self, study_id: str) -> Study | None:
+        """The study with this id, whole (import matching)."""
+        return await self.get(study_id)
+
+    @guarded
     async def search(self, params: search.Params, count: int, offset: int = 0,
                      sort: str | None = None, fields: Iterable[str] | None = None
                      ) -> list[Study]:
@@ -149,13 +159,37 @@ class Reads:
             cursor = page.next
 
     @guarded
-    async def history(self, study_id: str, count: int) -> list[Study]:
-        """Every stored version, newest first; a deleted study keeps its history."""
-        cursor = self._history.find({"_srv.study": study_id}).sort("_srv.version", -1)
-        versions = {doc["meta"]["versionId"]: public(doc)
-                    for doc in await cursor.to_list(length=None)}
-        current = await self._studies.find_one({"_id": study_id, **search.LIVE})
-        if current:
+    async def history(self, study_id: str, count: int, fields: Iterable[str] | None = None,
+                      subject: str | None = None) -> list[Study]:
+        """Up to `count` stored versions, newest first, reading only `fields`; a deleted study
+        keeps its history. With `subject` (a reference such as Patient/1): only the versions
+        about that subject, and none unless the study's latest live version is about it too,
+        so a study moved to another patient (a misfiled study, put right) stops showing."""
+        extra = ("meta", "subject")
+        query: dict[str, Any] = {"_srv.study": study_id}
+        if subject is not None:
+            query["subject.reference"] = subject
+        # One more than asked for: a version written twice (a crash between keeping the old
+        # version and replacing it) is counted once below.
+        docs = await self._history.find(query, projection(fields, *extra)).sort(
+            "_srv.version", -1).limit(count + 1).to_list(length=count + 1)
+        current = await self._studies.find_one({"_id": study_id, **search.LIVE},
+                                               projection(fields, *extra))
+        if subject is not None and not await self._latest_is_about(study_id, current, subject):
+            return []
+        versions = {doc["meta"]["versionId"]: public(doc) for doc in docs}
+        if current is not None and (subject is None or _about(current, subject)):
             versions[current["meta"]["versionId"]] = public(current)
         ordered = sorted(versions.values(), key=lambda s: -int(s["meta"]["versionId"]))
         return ordered[:count]
+
+    async def _latest_is_about(self, study_id: str, current: Study | None,
+                               subject: str) -> bool:
+        if current is None:  # deleted (or never was): the newest kept version decides
+            current = await self._history.find_one(
+                {"_srv.study": study_id}, {"subject": 1}, sort=[("_srv.version", -1)])
+        return current is not None and _about(current, subject)
+
+
+def _about(study: Study, subject: str) -> bool:
+    return (study.get("subject") or {}).get("reference") == subject

@@ -19,7 +19,8 @@ from store.claims import Claims
 from store.client import Database, DuplicateKey
 from store.events import Bus, change_of
 from store.fhir import edit
-from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, fail
+from store.fhir.identity import study_uid, uid_element
+from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, fail
 from store.keys import search_keys
 from store.reads import ROOT, Page, Reads, Study, guarded, projection, public
 
@@ -64,16 +65,17 @@ class Repository(Reads):
     # -- writes -------------------------------------------------------------------------------
 
     @guarded
-    async def create(self, resource: Study, if_none_exist: str | None = None
-                     ) -> tuple[Study, bool]:
+    async def create(self, resource: Study, if_none_exist: str | None = None,
+                     within: search.Params = ()) -> tuple[Study, bool]:
         """Creates a study; returns it and whether it was created (False: `if_none_exist`
-        matched an existing study, returned unchanged)."""
+        matched an existing study, returned unchanged). `within` adds search parameters that
+        every match must also meet (the caller's patient)."""
         study = edit.create(resource, self.max_instances)
         study.setdefault("id", str(uuid.uuid4()))
         if if_none_exist is None:
             return await self._insert(study), True
         found, created = await self._claims.create_once(
-            study["id"], if_none_exist, lambda: self._insert(study))
+            study["id"], if_none_exist, lambda: self._insert(study), within)
         assert found is not None
         return (found if created else public(found)), created
 
@@ -151,19 +153,25 @@ class Repository(Reads):
             doc = await self._studies.find_one({"_id": study_id, **search.LIVE})
             if doc is None:
                 raise fail(NOT_FOUND, ROOT, f"no ImagingStudy with id '{study_id}'")
+            old = public(doc)
+            if guard is not None:
+                # A caller's precondition, checked on the version being replaced and before
+                # the version comparison, so a refused caller learns nothing of the study.
+                guard(old)
             current = doc["meta"]["versionId"]
             if version_id is not None and version_id != current:
                 raise self._conflict(version_id, current)
-            old = public(doc)
-            if guard is not None:
-                guard(old)  # a caller's precondition, checked on the version being replaced
             new = change(old)
             if new is old or same_content(new, old):
                 return old  # an unchanged write keeps its version
             await self._keep(old)
             replacement = self._document(new, study_id, int(current) + 1, deleted=tombstone)
-            result = await self._studies.replace_one(
-                {"_id": study_id, "meta.versionId": current}, replacement)
+            try:
+                result = await self._studies.replace_one(
+                    {"_id": study_id, "meta.versionId": current}, replacement)
+            except DuplicateKey:
+                await self._refuse_duplicate(replacement)
+                raise
             if result.matched_count == 1:
                 self._publish("update", replacement)
                 return public(replacement)
@@ -172,6 +180,18 @@ class Repository(Reads):
             await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
         raise fail(VERSION_CONFLICT, f"{ROOT}.meta.versionId", "the study changed under this "
                    "write too many times; retry it")
+
+    async def _refuse_duplicate(self, doc: dict[str, Any]) -> None:
+        """Raises DuplicateUid when another live study holds this document's Study Instance
+        UID (the unique index refused the write). Asked of the data rather than read from the
+        driver's error, which does not say reliably which index refused."""
+        uid = study_uid(doc)
+        if uid is None:
+            return
+        holder = await self._studies.find_one({"_srv.uid": uid, "_id": {"$ne": doc["_id"]}},
+                                              {"_id": 1})
+        if holder is not None:
+            raise DuplicateUid(uid_element(doc), uid, str(holder["_id"]))
 
     def _publish(self, action: str, doc: dict[str, Any]) -> None:
         if self.events is not None:
@@ -203,14 +223,18 @@ class Repository(Reads):
             self._publish("create", doc)
             return public(doc)
         except DuplicateKey:
-            pass
+            await self._refuse_duplicate(doc)
         # The id is taken. A deleted study's id may be used again; its history continues.
         stored = await self._studies.find_one({"_id": study["id"]})
         if stored and stored["_srv"]["deleted"]:
             version = stored["meta"]["versionId"]
             doc = self._document(study, study["id"], int(version) + 1)
-            result = await self._studies.replace_one(
-                {"_id": study["id"], "meta.versionId": version}, doc)
+            try:
+                result = await self._studies.replace_one(
+                    {"_id": study["id"], "meta.versionId": version}, doc)
+            except DuplicateKey:
+                await self._refuse_duplicate(doc)
+                raise
             if result.matched_count == 1:
                 self._publish("create", doc)
                 return public(doc)

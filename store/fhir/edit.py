@@ -9,6 +9,7 @@ from typing import Any
 
 from store.fhir import derive, lifecycle
 from store.fhir.definitions import status_codes
+from store.fhir.identity import identity_issues
 from store.fhir.outcome import BAD_USER_INPUT, Issue, fail, invalid
 from store.fhir.validate import ROOT, count_instances, part_issues, uid_issues, validate
 
@@ -18,7 +19,7 @@ INSTANCE_KEY = "ImagingStudy.series.instance"
 
 
 def _checked(study: Study, max_instances: int) -> Study:
-    issues = validate(study, max_instances)
+    issues = validate(study, max_instances) or identity_issues(study)
     if issues:
         raise invalid(issues)
     derive.fill(study)

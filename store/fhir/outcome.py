@@ -59,3 +59,20 @@ def fail(code: str, expression: str, diagnostics: str) -> StoreError:
 
 def invalid(issues: list[Issue]) -> StoreError:
     return StoreError(BAD_USER_INPUT, issues)
+
+
+class DuplicateUid(StoreError):
+    """A write refused because another live study carries its Study Instance UID. `holder` is
+    that study's id: the access gate names it only to a caller who may read that study."""
+
+    def __init__(self, expression: str, uid: str, holder: str) -> None:
+        super().__init__(BAD_USER_INPUT, [Issue(expression, f"Study Instance UID {uid} is "
+                         "already carried by another study; a DICOM study is indexed once "
+                         "(update that study instead)", "duplicate")])
+        self.holder = holder
+
+    def naming_holder(self) -> StoreError:
+        """The same refusal, naming the study that holds the UID."""
+        issue = self.issues[0]
+        return StoreError(self.code, [Issue(issue.expression, issue.diagnostics.replace(
+            "another study", f"ImagingStudy/{self.holder}", 1), issue.code)])

@@ -63,6 +63,11 @@ def codes(body: dict[str, Any]) -> set[str]:
     return {e["extensions"]["code"] for e in body.get("errors") or ()}
 
 
+def new_study(name: str, patient: str) -> dict[str, Any]:
+    """A study to create: no id, since a patient-confined token may not choose one."""
+    return {k: v for k, v in study(name, patient).items() if k != "id"}
+
+
 def _series(uid: str) -> dict[str, Any]:
     return demo.series("x", 9, 1) | {"uid": uid}
 
@@ -74,7 +79,7 @@ OPERATIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "list": ("rs", "{ ImagingStudyList { id } }", {}),
     "connection": ("rs", "{ ImagingStudyConnection { count } }", {}),
     "create": ("c", "mutation($r: ImagingStudyInput!) { ImagingStudyCreate(res: $r) { id } }",
-               {"r": study("new", "p1")}),
+               {"r": new_study("new", "p1")}),
     "update": ("u", 'mutation($r: ImagingStudyInput!) { ImagingStudyUpdate(id: "mine", res: $r)'
                " { id } }", {"r": {**study("mine", "p1"), "description": "changed"}}),
     "delete": ("d", 'mutation { ImagingStudyDelete(id: "mine") { deleted } }', {}),
@@ -91,7 +96,7 @@ OPERATIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
                          'ImagingStudyRemoveInstances(id: "mine", seriesUid: $s, uids: $u) '
                          "{ id } }", {"s": demo.uid("mine", 1), "u": ["0.0"]}),
     "import": ("cu", "mutation($r: JSON!) { ImagingStudyImport(resource: $r) { status } }",
-               {"r": study("imported", "p1")}),
+               {"r": new_study("imported", "p1")}),
 }
 SCOPES = {
     "system/ImagingStudy.cruds": "cruds", "system/*.*": "cruds", "user/*.r": "r",
@@ -146,14 +151,21 @@ async def test_patient_confinement_on_reads(client: httpx.AsyncClient) -> None:
     "read", "history", "list", "connection", "create", "import")])
 async def test_patient_confinement_on_writes(client: httpx.AsyncClient, store: Repository,
                                              operation: str) -> None:
+    """Writing to another patient's study answers exactly what writing to a missing id does:
+    no existence oracle, and no version number (even when a wrong versionId is sent)."""
     _, query, variables = OPERATIONS[operation]
-    query = query.replace('"mine"', '"theirs"')
-    variables = json.loads(json.dumps(variables).replace(demo.uid("mine", 1), demo.uid(
-        "theirs", 1)).replace('"mine"', '"theirs"'))
-    before = await store.get("theirs")
-    body = await call(client, token(CONFINED, patient="p1"), query, **variables)
-    assert codes(body) == {"FORBIDDEN"}
-    assert await store.get("theirs") == before
+    answers = []
+    for target in ("theirs", "ghost"):
+        aimed = query.replace('"mine"', f'"{target}"').replace(
+            'id: "', 'versionId: "7", id: "' if target else "")
+        values = json.loads(json.dumps(variables).replace(demo.uid("mine", 1), demo.uid(
+            "theirs", 1)).replace('"mine"', f'"{target}"'))
+        before = await store.get("theirs")
+        body = await call(client, token(CONFINED, patient="p1"), aimed, **values)
+        assert codes(body) == {"NOT_FOUND"}, body
+        assert await store.get("theirs") == before
+        answers.append(json.dumps(body).replace(target, "X"))
+    assert answers[0] == answers[1]
 
 
 async def test_patient_confinement_on_create_update_and_import(client: httpx.AsyncClient,
@@ -166,7 +178,7 @@ async def test_patient_confinement_on_create_update_and_import(client: httpx.Asy
     assert codes(await call(client, bearer, update, r=moved)) == {"FORBIDDEN"}
     body = await call(client, bearer, OPERATIONS["import"][1], r={
         "resourceType": "Bundle", "type": "batch", "entry": [
-            {"resource": study("ok", "p1")}, {"resource": study("no", "p2")}]})
+            {"resource": new_study("ok", "p1")}, {"resource": study("no", "p2")}]})
     assert [r["status"] for r in body["data"]["ImagingStudyImport"]] == ["created", "rejected"]
     assert await store.get("no") is None
     assert codes(await call(client, token(CONFINED), '{ ImagingStudyList { id } }')) == \

@@ -164,7 +164,7 @@ async def _both(query: str, docs: list[dict[str, Any]], yes: bool, n: int | None
     variables = {"yes": yes, "n": n}
     outputs, results = [], []
     for schema in (COMPILED, REFERENCE):
-        context = Context(repo=_Repo(docs), settings=Settings())  # type: ignore[arg-type]
+        context = Context(_repo=_Repo(docs), settings=Settings())  # type: ignore[arg-type]
         results.append(await schema.execute(query, variables, context_value=context))
         outputs.append(_normalised(results[-1]))
     assert outputs[0] == outputs[1], query

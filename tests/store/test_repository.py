@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from store import demo
-from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, StoreError
+from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, StoreError
 from store.repository import Repository
 
 UID_CONDITION = "identifier=urn:dicom:uid|urn:oid:{}"
@@ -80,11 +80,40 @@ async def test_conditional_create_returns_the_existing_match(store: Repository) 
     second, created_again = await store.create({**resource, "id": "other"}, condition)
     assert (created, created_again) == (True, False)
     assert second == first
-    await store.create({**resource, "id": "twin"})
+    await store.create({**demo.study("cc2", 1, 1), "status": resource["status"]})
     with pytest.raises(StoreError) as caught:
-        await store.create(resource, condition)
+        await store.create(resource, f"status={resource['status']}")
     assert caught.value.issues[0].expression == "ifNoneExist"
     assert "more than one" in caught.value.message
+
+
+async def test_a_study_instance_uid_names_one_live_study(store: Repository) -> None:
+    resource = demo.study("one", 1, 1)
+    await store.create(resource)
+    for attempt in ({**resource, "id": "twin"}, {**resource, "id": None}):
+        attempt = {k: v for k, v in attempt.items() if v is not None}
+        with pytest.raises(DuplicateUid) as caught:
+            await store.create(attempt)
+        assert caught.value.issues[0].expression == "ImagingStudy.identifier[0]"
+        assert caught.value.holder == "one"
+        assert "one" not in caught.value.message.replace(demo.uid("one"), "")
+    # An update that takes another study's UID is refused the same way, and changes nothing.
+    other = await store.create(demo.study("other", 1, 1))
+    with pytest.raises(DuplicateUid):
+        await store.update("other", {**other[0], "identifier": resource["identifier"]}, None)
+    assert (await store.get("other"))["meta"]["versionId"] == "1"
+    # Deleted studies give their UID back.
+    await store.delete("one", None)
+    again, _ = await store.create({**resource, "id": "again"})
+    assert again["id"] == "again"
+
+
+async def test_two_study_instance_uids_are_two_studies(store: Repository) -> None:
+    resource = demo.study("two", 1, 1)
+    resource["identifier"].append({"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"})
+    with pytest.raises(StoreError) as caught:
+        await store.create(resource)
+    assert caught.value.issues[0].expression == "ImagingStudy.identifier[1]"
 
 
 async def test_condition_values_are_matched_literally(store: Repository) -> None:

@@ -1,0 +1,274 @@
+"""The one access gate: a store scoped to one caller.
+
+Made once per request (per operation on a WebSocket) from the verified Access, it wraps the
+repository and is the only store that resolvers, the import path, ingest and subscriptions can
+reach. Every read, search, count, history, conditional-create match, import match and change
+event passes through it, and it applies the scopes and the patient confinement here and nowhere
+else. To a caller confined to one patient, another patient's study does not exist: reads leave
+it out, writes to it answer exactly what a missing id answers, and no error names it, counts it
+or gives its version."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from api.auth import FORBIDDEN, Access, owned
+from store.bundle import Importer
+from store.claims import AmbiguousMatch
+from store.events import Change
+from store.fhir.outcome import NOT_FOUND, DuplicateUid, Issue, StoreError, fail
+from store.reads import Page
+from store.repository import Guard, Repository
+from store.search import Params, escape
+
+Study = dict[str, Any]
+ROOT = "ImagingStudy"
+
+
+def _missing(study_id: str) -> StoreError:
+    # The one answer for "no such study" and "a study this caller may not see".
+    return fail(NOT_FOUND, ROOT, f"no ImagingStudy with id '{study_id}'")
+
+
+class ScopedStore:
+    """The repository as one caller may use it."""
+
+    # Repository methods no caller reaches, each with the reason; a test fails when the
+    # repository gains a public method that is neither here nor on this class.
+    NOT_FOR_CALLERS = {
+        "ensure_indexes": "run once at start-up by the app",
+        "ping": "the readiness probe; reads no study",
+    }
+
+    def __init__(self, repo: Repository, access: Access,
+                 touched: list[tuple[str, str | None]] | None = None) -> None:
+        self._repo = repo
+        self.access = access
+        # (study id, subject reference) of every study this caller touched, for the audit.
+        self.touched = [] if touched is None else touched
+
+    @property
+    def max_instances(self) -> int:
+        return self._repo.max_instances
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def require(self, letters: str, operation: str) -> str | None:
+        """Checks the scope letters; the patient id the caller is confined to, if any."""
+        return self.access.require(letters, operation)
+
+    def may(self, letter: str, study: Study | None) -> bool:
+        """Whether the caller may `letter` (r, u, ...) this stored study."""
+        try:
+            patient = self.access.require(letter, "")
+        except StoreError:
+            return False
+        return study is not None and owned(study, patient)
+
+    def _within(self, patient: str | None) -> Params:
+        # Escaped: a claim with a comma must not turn into an OR of patients.
+        return [] if patient is None else [("patient", escape(patient))]
+
+    def _touch(self, study: Study | None) -> None:
+        if study and isinstance(study.get("id"), str):
+            subject = study.get("subject")
+            reference = subject.get("reference") if isinstance(subject, dict) else None
+            self.touched.append((study["id"], reference if isinstance(reference, str)
+                                 else None))
+
+    def admit(self, resource: Study, letter: str, operation: str, new: bool) -> str | None:
+        """Checks a resource the caller sends: a confined caller writes only for its patient
+        and, creating, never chooses the id (an id taken by a study it cannot see would
+        otherwise tell it that the study exists)."""
+        patient = self.require(letter, operation)
+        if patient is None:
+            return None
+        if not owned(resource, patient):
+            raise StoreError(FORBIDDEN, [Issue(f"{ROOT}.subject", f"{operation}: this token "
+                             f"may only write studies about Patient/{patient}", "security")])
+        if new and resource.get("id") is not None:
+            raise StoreError(FORBIDDEN, [Issue(f"{ROOT}.id", f"{operation}: a token confined "
+                             "to one patient cannot choose the id of a new study; leave id "
+                             "out and the server assigns one", "security")])
+        return patient
+
+    def _guard(self, study_id: str, letter: str, operation: str) -> Guard:
+        """The precondition each write checks on the stored study, before anything else."""
+        patient = self.require(letter, operation)
+
+        def check(study: Study) -> None:
+            self._touch(study)
+            if not owned(study, patient):
+                raise _missing(study_id)
+        return check
+
+    def _shown(self, study: Study) -> Study:
+        """A write's result, as far as the caller may read it: without read access to the
+        study it gets back the id and version it wrote, nothing of the content."""
+        if self.may("r", study):
+            return study
+        return {k: study[k] for k in ("resourceType", "id", "meta") if k in study}
+
+    async def _named(self, error: DuplicateUid) -> StoreError:
+        """A duplicate Study Instance UID names the holder only to a caller who may read it."""
+        holder = await self._repo.get(error.holder, ["subject"])
+        return error.naming_holder() if self.may("r", holder) else error
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, study_id: str, fields: set[str] | None = None,
+                  operation: str = "ImagingStudy") -> Study | None:
+        patient = self.require("r", operation)
+        study = await self._repo.get(study_id, None if fields is None else fields | {"subject"})
+        if not owned(study, patient):
+            return None  # another patient's study is as good as absent
+        self._touch(study)
+        return study
+
+    async def search(self, params: Params, count: int, offset: int = 0,
+                     sort: str | None = None, fields: set[str] | None = None,
+                     operation: str = "ImagingStudyList") -> list[Study]:
+        within = self._within(self.require("rs", operation))
+        studies = await self._repo.search([*params, *within], count, offset, sort, fields)
+        for study in studies:
+            self._touch(study)
+        return studies
+
+    async def count(self, params: Params, operation: str = "ImagingStudyConnection") -> int:
+        within = self._within(self.require("rs", operation))
+        return await self._repo.count([*params, *within])
+
+    async def page(self, params: Params, count: int, cursor: str | None = None,
+                   sort: str | None = None, fields: set[str] | None = (),  # type: ignore[assignment]
+                   total: bool = True, operation: str = "ImagingStudyConnection") -> Page:
+        within = self._within(self.require("rs", operation))
+        page = await self._repo.page([*params, *within], count, cursor, sort, fields, total)
+        for study in page.studies:
+            self._touch(study)
+        return page
+
+    def check_cursor(self, params: Params, cursor: str, sort: str | None = None,
+                     operation: str = "ImagingStudyConnection") -> None:
+        within = self._within(self.require("rs", operation))
+        self._repo.check_cursor([*params, *within], cursor, sort)
+
+    async def stream(self, params: Params, sort: str | None = None) -> AsyncIterator[Study]:
+        within = self._within(self.require("rs", "export"))
+        async for study in self._repo.stream([*params, *within], sort):
+            yield study
+
+    async def history(self, study_id: str, count: int, fields: set[str] | None = None,
+                      operation: str = "ImagingStudyHistory") -> list[Study]:
+        patient = self.require("r", operation)
+        versions = await self._repo.history(
+            study_id, count, None if fields is None else fields | {"subject"},
+            subject=None if patient is None else f"Patient/{patient}")
+        if versions:
+            self._touch(versions[0])
+        return versions
+
+    def visible(self, operation: str) -> Callable[[Change], bool]:
+        """Which change events this caller may receive (checked once, applied to each)."""
+        patient = self.require("r", operation)
+        return lambda change: patient is None or (change.resource is not None
+                                                  and owned(change.resource, patient))
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def create(self, resource: Study, if_none_exist: str | None = None,
+                     operation: str = "ImagingStudyCreate") -> tuple[Study, bool]:
+        """Creates, or with `if_none_exist` returns the match among the studies the caller
+        may create for; a match it may not read is refused without a word about it."""
+        within = self._within(self.admit(resource, "c", operation, new=True))
+        try:
+            study, created = await self._repo.create(resource, if_none_exist, within)
+        except AmbiguousMatch:
+            if not self._reads_all_it_creates():
+                raise self._match_unreadable() from None
+            raise
+        except DuplicateUid as error:
+            raise await self._named(error) from None
+        if not created and not self.may("r", study):
+            raise self._match_unreadable()
+        self._touch(study)
+        return self._shown(study), created
+
+    def _reads_all_it_creates(self) -> bool:
+        access = self.access
+        return "r" in access.open or ("c" not in access.open and "r" in access.confined)
+
+    @staticmethod
+    def _match_unreadable() -> StoreError:
+        return StoreError(FORBIDDEN, [Issue("ifNoneExist", "a study matches this condition "
+                          "and this token may not read it (scope letter 'r')", "security")])
+
+    async def update(self, study_id: str, resource: Study, version_id: str | None,
+                     operation: str = "ImagingStudyUpdate") -> Study:
+        self.admit(resource, "u", operation, new=False)
+        return await self._write(self._repo.update, study_id, "u", operation, resource,
+                                 version_id)
+
+    async def set_status(self, study_id: str, status: str, version_id: str | None) -> Study:
+        return await self._write(self._repo.set_status, study_id, "u",
+                                 "ImagingStudySetStatus", status, version_id)
+
+    async def add_series(self, study_id: str, series: list[dict[str, Any]],
+                         version_id: str | None) -> Study:
+        return await self._write(self._repo.add_series, study_id, "u",
+                                 "ImagingStudyAddSeries", series, version_id)
+
+    async def add_instances(self, study_id: str, series_uid: str,
+                            instances: list[dict[str, Any]], version_id: str | None) -> Study:
+        return await self._write(self._repo.add_instances, study_id, "u",
+                                 "ImagingStudyAddInstances", series_uid, instances, version_id)
+
+    async def remove_series(self, study_id: str, uids: list[str],
+                            version_id: str | None) -> Study:
+        return await self._write(self._repo.remove_series, study_id, "u",
+                                 "ImagingStudyRemoveSeries", uids, version_id)
+
+    async def remove_instances(self, study_id: str, series_uid: str, uids: list[str],
+                               version_id: str | None) -> Study:
+        return await self._write(self._repo.remove_instances, study_id, "u",
+                                 "ImagingStudyRemoveInstances", series_uid, uids, version_id)
+
+    async def delete(self, study_id: str, version_id: str | None) -> None:
+        await self._repo.delete(study_id, version_id,
+                                self._guard(study_id, "d", "ImagingStudyDelete"))
+
+    async def _write(self, method: Callable[..., Any], study_id: str, letter: str,
+                     operation: str, *args: Any) -> Study:
+        guard = self._guard(study_id, letter, operation)
+        try:
+            study = await method(study_id, *args, guard=guard)
+        except DuplicateUid as error:
+            raise await self._named(error) from None
+        return self._shown(study)
+
+    # -- import: matching among the studies the caller may update ------------------------------
+
+    def importer(self, dry_run: bool = False) -> Importer:
+        """The import path, matching and writing through this gate."""
+        self.require("cu", "ImagingStudyImport")
+        return Importer(self, dry_run=dry_run, admit=self.admit)  # type: ignore[arg-type]
+
+    async def match(self, params: Params) -> Study | None:
+        """The one study matching `params` among those the caller may update, whole."""
+        within = self._within(self.require("u", "ImagingStudyImport"))
+        found = await self._repo.search([*params, *within], 1)
+        return found[0] if found else None
+
+    async def match_id(self, study_id: str) -> Study | None:
+        """The study with this id if the caller may update it (else as good as absent)."""
+        patient = self.require("u", "ImagingStudyImport")
+        study = await self._repo.get(study_id)
+        return study if owned(study, patient) else None
+
+    # An undo only ever reverts this caller's own write of moments ago (a failed
+    # transaction), as a compare-and-set on the version that write made.
+    async def purge(self, study_id: str, version_id: str) -> None:
+        await self._repo.purge(study_id, version_id)
+
+    async def restore(self, previous: Study, version_id: str) -> None:
+        await self._repo.restore(previous, version_id)
