@@ -78,6 +78,11 @@ class AuditLog(SchemaExtension):
         errors = getattr(result, "errors", None) if result is not None else \
             context.pre_execution_errors
         operation = context.operation_name or ",".join(fields) or "unparsed"
-        event = record(operation, kind, fields, context.context, errors)
+        try:
+            event = record(operation, kind, fields, context.context, errors)
+        except Exception:  # the audit never fails a request whose writes are committed
+            audit_log.exception("audit record of %s %s incomplete", kind, operation)
+            event = record(operation, kind, fields, None, errors)
+            event["outcome"]["detail"].append({"text": "audit-incomplete"})
         audit_log.info("%s %s %s", kind, operation, event["outcome"]["detail"][0]["text"],
                        extra={"audit": event})

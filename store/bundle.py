@@ -9,6 +9,7 @@ entry."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from store.fhir.primitives import CHECKS
 from store.repository import Repository, same_content
 from store.search import escape
 
+log = logging.getLogger("imaging.import")
+INTERNAL = "INTERNAL_SERVER_ERROR"
 Study = dict[str, Any]
 # (resource, scope letter, operation, new) -> the caller's patient, or raises: the access gate.
 Admit = Callable[[Study, str, str, bool], Any]
@@ -99,7 +102,18 @@ class Importer:
         kind, resources = entries(payload)
         if kind == "transaction":
             return await self._transaction(resources)
-        return [await self._one(index, resource) for index, resource in enumerate(resources)]
+        return [await self._safely(index, resource) for index, resource in enumerate(resources)]
+
+    async def _safely(self, index: int, resource: Any) -> EntryResult:
+        """One entry of a batch: whatever happens, the entries before it stay reported as
+        written, so a client never retries what was committed because of a later fault."""
+        try:
+            return await self._one(index, resource)
+        except Exception:
+            log.exception("import entry %d failed unexpectedly", index)
+            return _rejected(index, StoreError(INTERNAL, [Issue(
+                f"Bundle.entry[{index}]", "an unexpected error stopped this entry (see the "
+                "server log); importing it again is safe", "exception")]))
 
     async def _one(self, index: int, resource: Any) -> EntryResult:
         for _ in range(self._attempts):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,7 @@ from api.auth import grants
 from api.settings import Settings
 from store import demo
 from store.repository import Repository
-
-SECRET = "test-secret-of-32-bytes-or-more!!"
-AUDIENCE, ISSUER = "imaging-api", "https://login.example"
+from tests.api.conftest import AUDIENCE, ISSUER, SECRET, study
 
 
 def token(scope: str, key: Any = SECRET, algorithm: str = "HS256", **claims: Any) -> str:
@@ -33,22 +30,6 @@ def token(scope: str, key: Any = SECRET, algorithm: str = "HS256", **claims: Any
     headers = {"kid": claims.pop("kid")} if "kid" in claims else None
     return jwt.encode({k: v for k, v in body.items() if v is not None}, key,
                       algorithm=algorithm, headers=headers)
-
-
-def study(study_id: str, patient: str) -> dict[str, Any]:
-    return demo.study(study_id, 1, 1, patient=patient)
-
-
-@pytest.fixture
-async def client(store: Repository) -> AsyncIterator[httpx.AsyncClient]:
-    for s in (study("mine", "p1"), study("theirs", "p2")):
-        await store.create(s)
-    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
-                        jwt_issuer=ISSUER)
-    app = create_app(settings, store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as http:
-        yield http
 
 
 async def call(http: httpx.AsyncClient, bearer: str | None, query: str,

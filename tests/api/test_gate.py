@@ -1,0 +1,203 @@
+"""The access gate (api/scoped.py) under attack: what a token may learn of studies it may not
+read through conditional create, import, history, duplicates and errors; and that no public
+repository method can bypass the gate."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.scoped import ScopedStore
+from store import demo
+from store.repository import Repository
+from tests.api.test_auth import call, codes, new_study, study, token
+from tests.store.test_dicom import write
+
+CREATE = """mutation($r: ImagingStudyInput!, $c: String) {
+  ImagingStudyCreate(res: $r, ifNoneExist: $c) { id subject { reference } fhirJson } }"""
+HISTORY = '{ ImagingStudyHistory(id: "moved") { meta { versionId } subject { reference } } }'
+IMPORT = "mutation($r: JSON!) { ImagingStudyImport(resource: $r) { status id outcome } }"
+UPDATE = """mutation($id: ID!, $r: ImagingStudyInput!) {
+  ImagingStudyUpdate(id: $id, res: $r) { id } }"""
+
+
+def secrets_of_theirs() -> list[str]:
+    """What must never reach patient p1's token: p2's study id, UID and content."""
+    return ["theirs", demo.uid("theirs"), "Patient/p2"]
+
+
+def leaks(body: dict[str, Any], sent: tuple[str, ...] = ()) -> list[str]:
+    """p2's secrets in a response, but for those the caller itself sent."""
+    text = json.dumps(body)
+    return [secret for secret in secrets_of_theirs() if secret in text and secret not in sent]
+
+
+def test_every_public_repository_method_goes_through_the_gate() -> None:
+    public = {name for name, member in inspect.getmembers(Repository)
+              if not name.startswith("_") and callable(member)}
+    covered = {name for name in dir(ScopedStore) if not name.startswith("_")}
+    assert public - covered - set(ScopedStore.NOT_FOR_CALLERS) == set(), \
+        "a repository method callers could reach without the access gate"
+
+
+def test_resolvers_reach_the_store_only_through_the_gate() -> None:
+    root = Path(__file__).parents[2] / "api"
+    for module in ("queries.py", "mutations.py", "subscriptions.py", "transfer.py",
+                   "targets.py", "cli.py"):
+        source = (root / module).read_text()
+        assert "context._repo" not in source, module
+        assert "context.repo" not in source, module
+        assert "Importer(" not in source, module
+
+
+@pytest.mark.parametrize("condition", [
+    "_id=theirs", f"identifier=urn:dicom:uid|urn:oid:{demo.uid('theirs')}", "patient=p2",
+    "subject=Patient/p2", "status=available"])
+@pytest.mark.parametrize("scope", ["patient/ImagingStudy.c", "patient/ImagingStudy.cruds"])
+async def test_conditional_create_never_returns_another_patients_study(
+        client: httpx.AsyncClient, store: Repository, condition: str, scope: str) -> None:
+    before = {s["id"] for s in await store.search([], 100)}
+    body = await call(client, token(scope, patient="p1"), CREATE,
+                      r=new_study("attempt", "p1"), c=condition)
+    assert leaks(body) == [], body
+    # Nothing of p2's matched, so p1's own study was created (or, for a token that may not
+    # read p1's studies, the p1 study that matched was refused without a word about it).
+    created = {s["id"] for s in await store.search([], 100)} - before
+    assert len(created) <= 1
+
+
+async def test_a_match_the_caller_may_not_read_is_refused_alike_for_one_or_many(
+        client: httpx.AsyncClient, store: Repository) -> None:
+    await store.create({k: v for k, v in study("also-theirs", "p2").items()
+                        if k != "identifier"})
+    bearer = token("user/ImagingStudy.c")  # may create anything, read nothing
+    one = await call(client, bearer, CREATE, r=new_study("x", "p3"), c="_id=theirs")
+    many = await call(client, bearer, CREATE, r=new_study("x", "p3"), c="patient=p2")
+    assert codes(one) == codes(many) == {"FORBIDDEN"}
+    assert one["errors"][0]["message"] == many["errors"][0]["message"]
+    assert leaks(one) == leaks(many) == []
+    # A caller that may read everything still gets the match, and the ambiguity.
+    reader = token("user/ImagingStudy.cr")
+    found = await call(client, reader, CREATE, r=new_study("x", "p3"), c="_id=theirs")
+    assert found["data"]["ImagingStudyCreate"]["id"] == "theirs"
+    assert "more than one" in (await call(client, reader, CREATE, r=new_study("x", "p3"),
+                                          c="patient=p2"))["errors"][0]["message"]
+
+
+async def test_history_shows_a_confined_caller_only_its_patients_versions(
+        client: httpx.AsyncClient, store: Repository) -> None:
+    first = study("moved", "p1")
+    await store.create(first)
+    await store.update("moved", {**first, "description": "v2, still p1's"}, None)
+    await store.update("moved", {**study("moved", "p2"), "description": "v3: p2's"}, None)
+    await store.update("moved", {**study("moved", "p2"), "description": "v4: p2's"}, None)
+    as_p1 = await call(client, token("patient/ImagingStudy.rs", patient="p1"), HISTORY)
+    as_p2 = await call(client, token("patient/ImagingStudy.rs", patient="p2"), HISTORY)
+    assert as_p1["data"]["ImagingStudyHistory"] == []  # moved away: p1 sees none of it
+    assert [v["meta"]["versionId"] for v in as_p2["data"]["ImagingStudyHistory"]] == ["4", "3"]
+    everyone = await call(client, token("user/ImagingStudy.rs"), HISTORY)
+    assert len(everyone["data"]["ImagingStudyHistory"]) == 4
+    # Deleted, the study's last live version still decides.
+    await store.delete("moved", None)
+    as_p2 = await call(client, token("patient/ImagingStudy.rs", patient="p2"), HISTORY)
+    assert [v["meta"]["versionId"] for v in as_p2["data"]["ImagingStudyHistory"]] == ["4", "3"]
+
+
+async def test_history_count_is_applied_by_the_store(store: Repository) -> None:
+    study_ = study("long", "p1")
+    await store.create(study_)
+    for n in range(12):
+        await store.update("long", {**study_, "description": f"v{n + 2}"}, None)
+    versions = await store.history("long", 3, {"meta"})
+    assert [v["meta"]["versionId"] for v in versions] == ["13", "12", "11"]
+    assert "series" not in versions[0]  # the projection applies
+
+
+async def test_a_duplicate_study_uid_names_the_holder_only_to_a_reader(
+        client: httpx.AsyncClient) -> None:
+    copied = new_study("copy", "p1") | {"identifier": study("theirs", "p2")["identifier"]}
+    confined = await call(client, token("patient/ImagingStudy.cruds", patient="p1"), CREATE,
+                          r=copied)
+    assert codes(confined) == {"BAD_USER_INPUT"}
+    issue = confined["errors"][0]["extensions"]["resource"]["issue"][0]
+    assert issue["expression"] == ["ImagingStudy.identifier[0]"]
+    assert "already carried by another study" in issue["diagnostics"]
+    assert "theirs" not in json.dumps(confined)
+    reader = await call(client, token("user/ImagingStudy.cr"), CREATE,
+                        r=copied | {"subject": {"reference": "Patient/p9"}})
+    assert "ImagingStudy/theirs" in reader["errors"][0]["message"]
+
+
+async def test_running_a_create_twice_leaves_one_study(client: httpx.AsyncClient,
+                                                      store: Repository) -> None:
+    bearer = token("user/ImagingStudy.cruds")
+    fresh = new_study("twice", "p5")
+    assert "errors" not in await call(client, bearer, CREATE, r=fresh)
+    again = await call(client, bearer, CREATE, r=fresh)
+    assert codes(again) == {"BAD_USER_INPUT"}
+    assert len(await store.search([("identifier", f"urn:dicom:uid|urn:oid:"
+                                    f"{demo.uid('twice')}")], 10)) == 1
+
+
+async def test_an_update_cannot_take_another_studys_uid(client: httpx.AsyncClient,
+                                                       store: Repository) -> None:
+    taking = study("mine", "p1") | {"identifier": study("theirs", "p2")["identifier"]}
+    body = await call(client, token("user/ImagingStudy.cruds"), UPDATE, id="mine", r=taking)
+    assert codes(body) == {"BAD_USER_INPUT"}
+    assert (await store.get("mine"))["identifier"] == study("mine", "p1")["identifier"]
+
+
+async def test_import_never_merges_across_subjects(client: httpx.AsyncClient,
+                                                   store: Repository) -> None:
+    before = await store.get("theirs")
+    incoming = new_study("theirs", "p1")  # p2's Study Instance UID, claimed for p1
+    open_ = await call(client, token("user/ImagingStudy.cruds"), IMPORT, r=incoming)
+    [result] = open_["data"]["ImagingStudyImport"]
+    assert result["status"] == "rejected"
+    assert "another subject" in result["outcome"]["issue"][0]["diagnostics"]
+    confined = await call(client, token("patient/ImagingStudy.cruds", patient="p1"), IMPORT,
+                          r=incoming)
+    [result] = confined["data"]["ImagingStudyImport"]
+    assert result["status"] == "rejected"
+    assert leaks(confined, sent=(demo.uid("theirs"),)) == []
+    assert await store.get("theirs") == before
+
+
+async def test_ingest_never_adds_into_another_subjects_study(client: httpx.AsyncClient,
+                                                             store: Repository,
+                                                             tmp_path: Path) -> None:
+    from store.ingest import Ingest
+
+    claimed = new_study("squat", "p1") | {"identifier": [
+        {"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}]}  # the file's Study UID
+    assert "errors" not in await call(client, token("patient/ImagingStudy.cruds",
+                                                    patient="p1"), CREATE, r=claimed)
+    [squat] = await store.search([("identifier", "urn:dicom:uid|urn:oid:1.2.3")], 2)
+    report = await Ingest(store).run([write(tmp_path, "a.dcm")])
+    assert report.instances_added == 0
+    assert report.studies_updated == 0
+    assert "another patient" in report.failed[0][1]
+    assert await store.get(squat["id"]) == squat
+
+
+@pytest.mark.parametrize("bad_id", [None, 7, ["a"], {"x": 1}, "no spaces allowed"])
+async def test_malformed_import_ids_are_entry_rejections(
+        client: httpx.AsyncClient, store: Repository, bad_id: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    payload = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": new_study("good", "p1")},
+        {"resource": new_study("bad", "p1") | {"id": bad_id}}]}
+    with caplog.at_level("INFO", logger="imaging.audit"):
+        body = await call(client, token("user/ImagingStudy.cruds"), IMPORT, r=payload)
+    assert "errors" not in body, body
+    good, bad = body["data"]["ImagingStudyImport"]
+    assert good["status"] == "created"
+    assert bad["status"] == "rejected"
+    assert bad["outcome"]["issue"][0]["expression"] == ["ImagingStudy.id"]
+    [record] = [r.audit for r in caplog.records if hasattr(r, "audit")]
+    assert {"what": {"reference": f"ImagingStudy/{good['id']}"}} in record["entity"]
