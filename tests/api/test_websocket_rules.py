@@ -222,3 +222,13 @@ async def test_an_event_is_encoded_once_whatever_the_number_of_subscribers(
     assert [(e["id"], e["payload"]["data"]["ImagingStudyChanged"]["id"]) for e in events] == [
         ("x", "s1"), ("y", "s1"), ("z", "s1")]
     assert len([e for e in encoded if b'"ImagingStudyChanged"' in e]) == 1
+
+
+async def test_the_legacy_graphql_ws_protocol_is_not_served(store: Repository) -> None:
+    app = create_app(Settings(seed=False, **JWT), store)
+    async with serving(app) as address, websockets.connect(
+            f"ws://{address}/graphql", subprotocols=["graphql-ws"]) as ws:
+        # It would have taken a token-less connection_init and ignored the token's exp.
+        with suppress(websockets.ConnectionClosed):
+            await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert await close_code(ws) == 4406
