@@ -95,7 +95,7 @@ async def test_the_token_is_accepted_in_each_connection_parameter_form(
 async def test_a_socket_is_closed_with_4403_when_its_token_expires(store: Repository) -> None:
     app = create_app(Settings(seed=False, **JWT), store)
     writer = token("system/*.*")
-    short = token("user/ImagingStudy.rs", exp=int(time.time()) + 2)
+    short = token("user/ImagingStudy.rs", exp=int(time.time()) + 3)
     async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http, \
             socket(address) as ws:
         assert (await init(ws, {"Authorization": f"Bearer {short}"}))["type"] == "connection_ack"
@@ -108,7 +108,7 @@ async def test_a_socket_is_closed_with_4403_when_its_token_expires(store: Reposi
 
 async def test_no_operation_runs_after_the_token_expires(store: Repository) -> None:
     app = create_app(Settings(seed=False, **JWT), store)
-    exp = int(time.time()) + 2
+    exp = int(time.time()) + 3
     short = token("system/*.*", exp=exp)
     async with serving(app) as address, socket(address) as ws:
         assert (await init(ws, {"Authorization": f"Bearer {short}"}))["type"] == "connection_ack"
