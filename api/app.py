@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
 from strawberry.http.ides import get_graphql_ide_html
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from api import ops
 from api.audit import AuditLog
@@ -35,6 +36,7 @@ from api.schema import build_schema
 from api.settings import Settings
 from api.targets import LocalTarget
 from api.transfer import run_import
+from api.websocket import Socket, TransportWS
 from store import client
 from store.demo import seed
 from store.events import Bus, ChangeStreamFeeder
@@ -55,9 +57,18 @@ def graphiql_page() -> str:
 
 
 class _GraphQL(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWS
+    websocket_adapter_class = Socket  # type: ignore[assignment]
+
     def __init__(self, settings: Settings, metrics: ops.Metrics, bus: Bus) -> None:
         schema = build_schema(settings, extra=[AuditLog, metrics.extension])
-        super().__init__(schema, graphql_ide=None if settings.production else "graphiql")
+        # Only graphql-transport-ws: the legacy graphql-ws protocol would bypass the token's
+        # checks at connection_init and at exp (api/websocket.py). Browsers get the Origin
+        # check of CORS: the same origins may drive the API over either transport.
+        super().__init__(schema, graphql_ide=None if settings.production else "graphiql",
+                         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+                         max_subscriptions_per_connection=settings.max_subscriptions,
+                         allowed_origins=settings.cors_origins)
         self.settings = settings
         self.bus = bus
         self.authenticator = Authenticator(settings)
@@ -125,7 +136,7 @@ async def _preload(settings: Settings, repo: Repository) -> None:
 
 def create_app(settings: Settings, store: Repository | None = None) -> Starlette:
     metrics = ops.Metrics()
-    bus = Bus()
+    bus = Bus(backlog=settings.subscriber_backlog)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

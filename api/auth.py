@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,18 @@ class Access:
     confined: frozenset[str] = frozenset()
     patient: str | None = None
     error: StoreError | None = None  # a bad token: every operation answers UNAUTHENTICATED
+    expires: float | None = None  # the token's `exp`: a WebSocket outlives its token
+
+    @property
+    def expired(self) -> bool:
+        return self.expires is not None and time.time() >= self.expires
 
     def require(self, letters: str, operation: str) -> str | None:
         """Checks the caller may do `letters`; returns the patient it is confined to, if any."""
         if self.error is not None:
             raise self.error
+        if self.expired:
+            raise refuse(UNAUTHENTICATED, "the token expired")
         if all(letter in self.open for letter in letters):
             return None
         if self.patient and all(letter in self.open | self.confined for letter in letters):
@@ -117,7 +125,7 @@ class Authenticator:
         return Access(subject=str(claims.get("sub")) if claims.get("sub") else None,
                       client=claims.get("client_id") or claims.get("azp"),
                       open=frozenset(open_), confined=frozenset(confined if patient else ()),
-                      patient=patient)
+                      patient=patient, expires=float(claims["exp"]))
 
     def _decode(self, token: str) -> dict[str, Any]:
         settings = self.settings

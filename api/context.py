@@ -14,6 +14,17 @@ from store.events import Bus
 from store.repository import Repository
 
 
+def bearer(params: dict[str, Any] | None) -> str | None:
+    """The Authorization value of graphql-transport-ws connection parameters, where clients
+    put it as `Authorization`, `authorization` or (Apollo's form) `headers.Authorization`."""
+    headers = (params or {}).get("headers")
+    for where in (params or {}, headers if isinstance(headers, dict) else {}):
+        for name in ("Authorization", "authorization"):
+            if isinstance(where.get(name), str):
+                return where[name]
+    return None
+
+
 @dataclass
 class Context:
     # The raw repository: private. Resolvers reach the store only through `store`, the access
@@ -34,12 +45,9 @@ class Context:
     @property
     def access(self) -> Access:
         """The caller's access, from the Authorization header or, on a WebSocket (where a
-        browser cannot set headers), from the `Authorization` connection parameter."""
+        browser cannot set headers), from the connection parameters (see `bearer`)."""
         if self._access is None:
-            header = self.authorization
-            if self.connection_params and isinstance(
-                    self.connection_params.get("Authorization"), str):
-                header = self.connection_params["Authorization"]
+            header = bearer(self.connection_params) or self.authorization
             self._access = self.authenticator.access(header) if self.authenticator \
                 else Access()
         return self._access

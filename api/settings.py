@@ -41,6 +41,8 @@ class Settings:
     max_cost: int = 2_000_000
     max_body_bytes: int = 8 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
+    max_subscriptions: int = 100  # operations in flight on one WebSocket
+    subscriber_backlog: int = 1_000  # events a subscriber may fall behind before it is ended
     auth: str = "off"  # "jwt": bearer tokens with SMART on FHIR scopes
     jwt_secret: str | None = None  # HS256
     jwt_public_key: str | None = None  # RS256/ES256: a PEM file
@@ -91,6 +93,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IMAGING_MAX_COST": ("max_cost", int),
     "IMAGING_MAX_BODY_BYTES": ("max_body_bytes", int),
     "IMAGING_CORS_ORIGINS": ("cors_origins", _list),
+    "IMAGING_MAX_SUBSCRIPTIONS": ("max_subscriptions", int),
+    "IMAGING_SUBSCRIBER_BACKLOG": ("subscriber_backlog", int),
     "IMAGING_AUTH": ("auth", str),
     "IMAGING_JWT_SECRET": ("jwt_secret", str),
     "IMAGING_JWT_PUBLIC_KEY": ("jwt_public_key", str),

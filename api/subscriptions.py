@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
+from contextvars import ContextVar
 from typing import Annotated, Any
 
 import strawberry
 
 from api.context import Info
+from api.limits import rejected
 from api.types.imaging_study import ImagingStudy
-from store.events import Change
+from store.events import Change, Overrun
+
+# The change whose event the current operation task is about to send: lets the WebSocket
+# encode it once for every subscriber with the same operation (api/websocket.py).
+delivering: ContextVar[Change | None] = ContextVar("delivering", default=None)
 
 
 @strawberry.type(description="A committed change to a study.")
@@ -58,9 +64,13 @@ class Subscription:
             async with context.events.subscribe() as changes:
                 async for change in changes:
                     if _matches(change, id, patient, status, visible):
+                        delivering.set(change)
                         yield ImagingStudyChangeEvent(  # type: ignore[call-arg]
                             action=change.action, id=strawberry.ID(change.id),
                             versionId=change.version_id, status=change.status,
                             resource=change.resource)
+        except Overrun as overrun:  # an error event, then complete: it must resubscribe
+            raise rejected("events queued for this subscriber", overrun.backlog,
+                           overrun.backlog + 1) from None
         finally:
             context.metrics_subscriptions(-1)

@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from store.client import DriverError
@@ -26,6 +26,9 @@ class Change:
     version_id: str
     status: str | None
     resource: Study | None  # the new version; None for a delete
+    # What a change is rendered to (say, one subscription's encoded payload), keyed by the
+    # renderer: every subscriber that renders it alike shares one encoding.
+    renders: dict[Any, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def patient(self) -> str | None:
@@ -53,9 +56,18 @@ def from_change_stream(event: dict[str, Any]) -> Change | None:
     return change_of("create" if kind == "insert" else "update", doc)
 
 
+class Overrun(Exception):
+    """The subscriber fell more than `backlog` events behind and was dropped."""
+
+    def __init__(self, backlog: int) -> None:
+        self.backlog = backlog
+        super().__init__(f"the subscriber fell more than {backlog} events behind")
+
+
 class Bus:
     """Fan-out of Changes to every current subscriber. A subscriber that falls more than
-    `backlog` events behind is dropped rather than slowing the writers down."""
+    `backlog` events behind is dropped rather than slowing the writers down: its iterator
+    raises Overrun."""
 
     def __init__(self, backlog: int = 1_000) -> None:
         self.backlog = backlog
@@ -71,8 +83,11 @@ class Bus:
                 queue.put_nowait(change)
             except asyncio.QueueFull:
                 self._queues.discard(queue)
-                queue.get_nowait()
-                queue.put_nowait(None)  # tells the subscriber it was dropped
+                # What it has not read is no use to it now (it has to catch up by reading
+                # anyway), so its memory goes at once and it hears of the drop first.
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(None)
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[AsyncIterator[Change]]:
@@ -82,6 +97,7 @@ class Bus:
         async def changes() -> AsyncIterator[Change]:
             while (change := await queue.get()) is not None:
                 yield change
+            raise Overrun(self.backlog)
         try:
             yield changes()
         finally:

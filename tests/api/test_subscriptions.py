@@ -89,14 +89,15 @@ async def test_subscribing_needs_read_access(store: Repository) -> None:
     app = create_app(settings, store)
     async with serving(app) as address, websockets.connect(
             f"ws://{address}/graphql", subprotocols=["graphql-transport-ws"]) as ws:
-        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        writer = {"Authorization": f"Bearer {token('user/ImagingStudy.c')}"}
+        await ws.send(json.dumps({"type": "connection_init", "payload": writer}))
         await ws.recv()
         await ws.send(json.dumps({"id": "1", "type": "subscribe",
                                   "payload": {"query": SUBSCRIBE, "variables": {}}}))
         message = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert message["type"] in ("error", "next")
     errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
-    assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert errors[0]["extensions"]["code"] == "FORBIDDEN"
 
 
 RECORDED = [  # change events as MongoDB sends them (trimmed), one of each kind we handle
