@@ -1,0 +1,158 @@
+"""Limits that are cheap to check and count what costs: a linear limit walk, a cost that prices
+what a field returns (fhirJson, history, series at their cap, variable defaults), query text
+refused unparsed over its length, and a document cache bounded by the text it keeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from graphql import parse
+from graphql.language import SelectionSetNode, Visitor, visit
+
+from api.limits import Limits, _Cache, limit_errors
+from api.schema import limits
+from api.settings import Settings
+from store import demo
+from store.repository import Repository
+from tests.conftest import Gql
+from tests.helpers import CREATE, error
+
+LIMITS = limits(Settings())
+
+
+def fragments(levels: int) -> str:
+    """F0..F{levels-1}, each spreading the next ten times: 10**levels fields when expanded."""
+    spreads = [f"fragment F{n} on ImagingStudy {{ {f' ...F{n + 1}' * 10} }}"
+               for n in range(levels)]
+    return ('{ ImagingStudy(id: "x") { ...F0 } } ' + " ".join(spreads)
+            + f" fragment F{levels} on ImagingStudy {{ id }}")
+
+
+@pytest.fixture
+def untouched(store: Repository, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the store calls made; a rejected query must make none."""
+    calls: list[str] = []
+    target = store._studies
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            calls.append(name)
+            return getattr(target, name)
+    monkeypatch.setattr(store, "_studies", Spy())
+    monkeypatch.setattr(store, "_history", Spy())
+    return calls
+
+
+def rejected(body: dict[str, Any], what: str) -> dict[str, Any]:
+    extensions = error(body)["extensions"]
+    assert extensions["code"] == "QUERY_REJECTED", body
+    assert f"query rejected: {what} " in error(body)["message"]
+    return extensions
+
+
+class _Counted(tuple[Any, ...]):
+    """A selection list that counts how often it is walked."""
+
+    walked = 0
+
+    def __iter__(self) -> Any:
+        _Counted.walked += 1
+        return super().__iter__()
+
+
+def test_the_limit_walk_reads_each_selection_set_once() -> None:
+    document = parse(fragments(6))
+
+    class Count(Visitor):
+        sets = 0
+
+        def enter_selection_set(self, node: SelectionSetNode, *_: Any) -> None:
+            Count.sets += 1
+            # AST nodes are frozen; the counter replaces the list in place for this test.
+            object.__setattr__(node, "selections", _Counted(node.selections))
+    visit(document, Count())
+    _Counted.walked = 0
+    [refused] = limit_errors(Limits(max_cost=10), document, {})
+    assert (refused.extensions or {})["measured"] == 10**6 + 1
+    # Linear in the document: not once per expanded use (10**6 times and more).
+    assert _Counted.walked <= Count.sets
+
+
+async def test_nested_fragments_are_refused_before_any_store_access(
+        gql: Gql, untouched: list[str]) -> None:
+    body = await gql(fragments(8))  # 10**8 fields expanded, 800 characters written
+    assert rejected(body, "cost")["measured"] == 10**8 + 1
+    assert untouched == []
+
+
+async def test_fhir_json_costs_the_study_it_returns(gql: Gql, untouched: list[str]) -> None:
+    history = 'h{n}: ImagingStudyHistory(id: "x") {{ fhirJson }}'
+    body = await gql("{ " + " ".join(history.format(n=n) for n in range(6)) + " }")
+    rejected(body, "cost")
+    rejected(await gql('{ ImagingStudyHistory(id: "x") { fhirJson } }'), "cost")
+    rejected(await gql("{ ImagingStudyList { fhirJson } }"), "cost")
+    assert untouched == []
+    # A few whole studies at a time are fine.
+    assert "errors" not in await gql('{ ImagingStudyHistory(id: "x", _count: 5) { fhirJson } }')
+    assert "errors" not in await gql("{ ImagingStudyList(_count: 5) { fhirJson } }")
+
+
+async def test_series_are_priced_at_the_series_cap(gql: Gql, untouched: list[str]) -> None:
+    series = ("s{n}: ImagingStudyList {{ series {{ uid number description "
+              "modality {{ coding {{ code }} }} }} }}")
+    body = await gql("{ " + " ".join(series.format(n=n) for n in range(30)) + " }")
+    assert rejected(body, "cost")["measured"] > 30 * 20 * 1_000
+    # One series may hold every instance of a study.
+    body = await gql("{ ImagingStudyList(_count: 50) { series(_count: 1) { instance "
+                     "{ uid } } } }")
+    rejected(body, "cost")
+    assert untouched == []
+
+
+async def test_a_variable_default_counts_like_the_literal(gql: Gql,
+                                                          untouched: list[str]) -> None:
+    query = "query($c: Int = 1000) { ImagingStudyList(_count: $c) { series { instance " \
+            "{ uid } } } }"
+    rejected(await gql(query), "cost")
+    assert untouched == []
+    # A value sent for the variable wins over its default.
+    assert "errors" not in await gql(query, c=1)
+
+
+async def test_legitimate_queries_still_pass(gql: Gql) -> None:
+    await gql(CREATE, res=demo.study("v", 3, 4))
+    viewer = await gql('{ ImagingStudy(id: "v") { id fhirJson series { uid modality { coding '
+                       "{ code } } instance { uid number sopClass { code } } } } }")
+    assert "errors" not in viewer
+    worklist = await gql("{ ImagingStudyList(_count: 100) { id status series { uid "
+                         "numberOfInstances } } }")
+    assert "errors" not in worklist
+
+
+async def test_an_over_long_query_is_refused_unparsed(gql: Gql, untouched: list[str]) -> None:
+    body = await gql("{" + " " * 100_000)  # a syntax error, were it parsed
+    extensions = rejected(body, "query length")
+    assert (extensions["limit"], extensions["measured"]) == (100_000, 100_001)
+    assert untouched == []
+
+
+def test_the_document_cache_is_bounded_by_the_text_it_keeps() -> None:
+    cache = _Cache(size=100, characters=10)
+    for text in ("aaaa", "bbbb", "cccc"):
+        cache.remember(text, lambda text=text: text.upper())
+    assert list(cache) == ["bbbb", "cccc"]
+    assert cache.kept == 8
+    assert cache.remember(("dddd", "rules"), lambda: 1) == 1
+    assert list(cache) == ["cccc", ("dddd", "rules")]
+    assert cache.kept == 8
+    assert cache.remember("x" * 11, lambda: 2) == 2  # larger than the cache: not kept
+    assert list(cache) == ["cccc", ("dddd", "rules")]
+
+
+def test_the_limits_come_from_the_settings() -> None:
+    configured = limits(Settings(max_series=10, max_instances=100, max_query_length=50))
+    assert (configured.max_series, configured.max_instances, configured.max_length) == \
+        (10, 100, 50)
+    assert configured.whole_study < limits(Settings()).whole_study
+    assert Limits().max_series == Settings().max_series
