@@ -10,13 +10,14 @@ import pytest
 from graphql import parse
 from graphql.language import SelectionSetNode, Visitor, visit
 
+from api.app import open_repository
 from api.limits import Limits, _Cache, limit_errors
 from api.schema import limits
 from api.settings import Settings
 from store import demo
 from store.repository import Repository
 from tests.conftest import Gql
-from tests.helpers import CREATE, error
+from tests.helpers import CREATE, error, expressions
 
 LIMITS = limits(Settings())
 
@@ -156,3 +157,31 @@ def test_the_limits_come_from_the_settings() -> None:
         (10, 100, 50)
     assert configured.whole_study < limits(Settings()).whole_study
     assert Limits().max_series == Settings().max_series
+
+
+ADD_SERIES = """mutation($id: ID!, $s: [ImagingStudySeriesInput!]!) {
+  ImagingStudyAddSeries(id: $id, series: $s) { numberOfSeries } }"""
+ADD = """mutation($id: ID!, $s: String!, $i: [ImagingStudySeriesInstanceInput!]!) {
+  ImagingStudyAddInstances(id: $id, seriesUid: $s, instances: $i) { numberOfInstances } }"""
+
+
+async def test_a_study_lists_at_most_max_series(gql: Gql, store: Repository) -> None:
+    store.max_series = 2
+    body = await gql(CREATE, res=demo.study("many", 3, 1))
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+    assert expressions(body) == ["ImagingStudy.series"]
+    assert "at most 2 series; this one lists 3" in error(body)["message"]
+    assert "errors" not in await gql(CREATE, res=demo.study("two", 2, 1))
+    body = await gql(ADD_SERIES, id="two", s=[demo.series("two", 3, 1)])
+    assert "at most 2 series; this write would make it 3" in error(body)["message"]
+    # A study stored under a higher cap keeps taking instances; it cannot grow in series.
+    store.max_series = 1
+    body = await gql(ADD, id="two", s=demo.uid("two", 1), i=[demo.instance("two", 1, 2)])
+    assert body["data"]["ImagingStudyAddInstances"]["numberOfInstances"] == 3
+
+
+def test_the_series_cap_is_configured() -> None:
+    settings = Settings.from_env({"IMAGING_MAX_SERIES": "7"})
+    assert settings.max_series == 7
+    _, repo = open_repository(settings)
+    assert repo.max_series == 7
