@@ -36,6 +36,9 @@ class Settings:
     list_default_count: int = 20
     list_max_count: int = 1_000
     history_max_count: int = 1_000
+    search_max_values: int = 100  # per search argument: comma-separated values and list items
+    search_max_total_values: int = 300  # over all the search arguments of a field
+    search_max_value_length: int = 1_024  # characters of one search value
     max_depth: int = 15
     max_aliases: int = 30
     max_tokens: int = 10_000
@@ -88,6 +91,9 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IMAGING_MAX_INSTANCES": ("max_instances", int),
     "IMAGING_MAX_SERIES": ("max_series", int),
     "IMAGING_LIST_MAX_COUNT": ("list_max_count", int),
+    "IMAGING_SEARCH_MAX_VALUES": ("search_max_values", int),
+    "IMAGING_SEARCH_MAX_TOTAL_VALUES": ("search_max_total_values", int),
+    "IMAGING_SEARCH_MAX_VALUE_LENGTH": ("search_max_value_length", int),
     "IMAGING_MAX_DEPTH": ("max_depth", int),
     "IMAGING_MAX_ALIASES": ("max_aliases", int),
     "IMAGING_MAX_TOKENS": ("max_tokens", int),

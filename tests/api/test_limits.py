@@ -185,3 +185,48 @@ def test_the_series_cap_is_configured() -> None:
     assert settings.max_series == 7
     _, repo = open_repository(settings)
     assert repo.max_series == 7
+
+
+async def test_search_values_are_capped_per_argument_in_total_and_in_length(
+        gql: Gql, untouched: list[str]) -> None:
+    many = ",".join(f"CT{n}" for n in range(200_000))  # 2 MB of OR'ed values
+    body = await gql("query($m: [String!]) { ImagingStudyList(modality: $m) { id } }", m=[many])
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+    assert expressions(body) == ["modality"]
+    assert "modality may have at most 100 search values" in error(body)["message"]
+    # List items count as values too.
+    body = await gql("query($m: [String!]) { ImagingStudyList(modality: $m) { id } }",
+                     m=["CT"] * 101)
+    assert expressions(body) == ["modality"]
+    body = await gql("query($m: [String!], $s: [String!], $i: [String!], $b: [String!]) {"
+                     " ImagingStudyList(modality: $m, status: $s, identifier: $i, "
+                     "body_site: $b) { id } }", m=["CT"] * 100, s=["final"] * 100,
+                     i=["x"] * 100, b=["y"])
+    assert expressions(body) == ["status"]  # the arguments are counted in schema order
+    assert "at most 300 values over all its arguments; status takes it to 301" in \
+        error(body)["message"]
+    body = await gql('{ ImagingStudyConnection(identifier: "a,' + "x" * 1_025 + '") '
+                     "{ count } }")
+    assert expressions(body) == ["identifier"]
+    assert "at most 1024 characters; one has 1025" in error(body)["message"]
+    assert untouched == []
+    # Up to the caps, the search runs.
+    body = await gql("query($m: [String!]) { ImagingStudyList(modality: $m) { id } }",
+                     m=[",".join(["CT"] * 100)])
+    assert body == {"data": {"ImagingStudyList": []}}
+
+
+async def test_an_if_none_exist_search_is_capped_too(gql: Gql) -> None:
+    condition = "identifier=" + ",".join(f"v{n}" for n in range(101))
+    body = await gql(CREATE, res=demo.study("ine", 1, 1), ine=condition)
+    assert expressions(body) == ["ifNoneExist"]
+    body = await gql(CREATE, res=demo.study("ine", 1, 1), ine="identifier=" + "v" * 200_000)
+    assert expressions(body) == ["ifNoneExist"]
+
+
+def test_the_search_caps_are_configured() -> None:
+    settings = Settings.from_env({"IMAGING_SEARCH_MAX_VALUES": "5",
+                                  "IMAGING_SEARCH_MAX_TOTAL_VALUES": "6",
+                                  "IMAGING_SEARCH_MAX_VALUE_LENGTH": "7"})
+    assert (settings.search_max_values, settings.search_max_total_values,
+            settings.search_max_value_length) == (5, 6, 7)
