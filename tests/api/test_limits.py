@@ -4,8 +4,10 @@ refused unparsed over its length, and a document cache bounded by the text it ke
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import httpx
 import pytest
 from graphql import parse
 from graphql.language import SelectionSetNode, Visitor, visit
@@ -230,3 +232,15 @@ def test_the_search_caps_are_configured() -> None:
                                   "IMAGING_SEARCH_MAX_VALUE_LENGTH": "7"})
     assert (settings.search_max_values, settings.search_max_total_values,
             settings.search_max_value_length) == (5, 6, 7)
+
+
+async def test_metrics_label_only_known_root_fields(gql: Gql, http: httpx.AsyncClient) -> None:
+    for n in range(20):
+        await gql(f'query Op{n} {{ ImagingStudy(id: "x") {{ id }} }}')
+        await gql(f'query {{ alias{n}: ImagingStudy(id: "x") {{ id }} }}')
+        await gql(f"{{ field{n} }}")
+        await gql(f'{{ ImagingStudy(id: "x") {{ id }} f{n}: ImagingStudyList {{ id }} }}')
+    metrics = (await http.get("/metrics")).text
+    labels = set(re.findall(r'imaging_requests_total\{operation="([^"]*)"', metrics))
+    assert labels == {"ImagingStudy", "unknown", "multiple"}
+    assert 'imaging_requests_total{operation="ImagingStudy",outcome="OK"} 40.0' in metrics
