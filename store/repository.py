@@ -70,7 +70,9 @@ class Repository(Reads):
                      ) -> tuple[Study, bool]:
         """Creates a study; returns it and whether it was created (False: `if_none_exist`
         matched an existing study, returned unchanged)."""
-        study = edit.create(resource, self.max_instances, self.max_series)
+        # The rules are pure and, for a large study, take a second: off the event loop.
+        study = await asyncio.to_thread(edit.create, resource, self.max_instances,
+                                        self.max_series)
         study.setdefault("id", str(uuid.uuid4()))
         if if_none_exist is None:
             return await self._insert(study), True
@@ -159,7 +161,7 @@ class Repository(Reads):
             old = public(doc)
             if guard is not None:
                 guard(old)  # a caller's precondition, checked on the version being replaced
-            new = change(old)
+            new = await asyncio.to_thread(change, old)  # pure; off the event loop
             if new is old or same_content(new, old):
                 return old  # an unchanged write keeps its version
             await self._keep(old)

@@ -5,6 +5,7 @@ refused unparsed over its length, and a document cache bounded by the text it ke
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ from api.limits import Limits, _Cache, limit_errors
 from api.schema import limits
 from api.settings import Settings
 from store import demo
+from store.fhir import edit
 from store.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, error, expressions
@@ -244,3 +246,20 @@ async def test_metrics_label_only_known_root_fields(gql: Gql, http: httpx.AsyncC
     labels = set(re.findall(r'imaging_requests_total\{operation="([^"]*)"', metrics))
     assert labels == {"ImagingStudy", "unknown", "multiple"}
     assert 'imaging_requests_total{operation="ImagingStudy",outcome="OK"} 40.0' in metrics
+
+
+async def test_the_write_rules_run_off_the_event_loop(gql: Gql,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[int] = []
+
+    def spy(rule: Any) -> Any:
+        def run(*args: Any) -> Any:
+            threads.append(threading.get_ident())
+            return rule(*args)
+        return run
+    monkeypatch.setattr(edit, "create", spy(edit.create))
+    monkeypatch.setattr(edit, "add_series", spy(edit.add_series))
+    assert "errors" not in await gql(CREATE, res=demo.study("loop", 1, 2))
+    assert "errors" not in await gql(ADD_SERIES, id="loop", s=[demo.series("loop", 2, 1)])
+    assert len(threads) == 2
+    assert threading.get_ident() not in threads
