@@ -106,6 +106,7 @@ def open_repository(settings: Settings, events: Bus | None = None) -> tuple[Any,
     else:
         handle, db = client.open_embedded(settings.mongodb_db)
     return handle, Repository(db, max_instances=settings.max_instances,
+                              max_series=settings.max_series,
                               cursor_secret=settings.cursor_secret.encode(), events=events)
 
 

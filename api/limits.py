@@ -1,9 +1,11 @@
-"""Query limits (OWASP GraphQL cheat sheet): tokens, depth, aliases and cost, each refused as
-QUERY_REJECTED with the limit and the measured value before any store access.
+"""Query limits (OWASP GraphQL cheat sheet): length, tokens, depth, aliases and cost, each
+refused as QUERY_REJECTED with the limit and the measured value before any store access.
 
 Cost counts every selected field once per object it will be resolved on: a list field's
-children are multiplied by its `_count` argument when given, else by a default size (the list
-default, or a typical study shape for series and instances). Introspection is not counted."""
+children are multiplied by its `_count` argument (or its variable, or the variable's default)
+when given, else by the most the list can hold: the list default, the series cap per study,
+and the instance cap per study spread over the series asked for. `fhirJson` costs what it
+returns, a whole study at those caps. Introspection is not counted."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -24,6 +27,7 @@ from graphql import (
     VariableNode,
 )
 from graphql.language import parse
+from graphql.utilities import value_from_ast_untyped
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
@@ -37,15 +41,31 @@ class Limits:
     max_depth: int = 15
     max_aliases: int = 30
     max_cost: int = 2_000_000
+    max_length: int = 100_000  # characters of query text, refused before parsing
+    max_series: int = 1_000  # per study, as the store enforces
+    max_instances: int = 50_000  # per study, as the store enforces
+    whole_study: int = 1  # the cost of one fhirJson: every element of the largest study
     introspection: bool = True
 
 
-# Expected list sizes when a query gives no _count: the list defaults, and for a study's
-# series and instances the largest study the store accepts (20 x 2,500 = 50,000 instances).
+# Expected list sizes when a query gives no _count (series and instance: see _Walk.field).
 DEFAULT_SIZES = {"ImagingStudyList": 20, "ImagingStudyConnection": 20,
-                 "ImagingStudyHistory": 100, "series": 20, "instance": 2_500,
-                 "ImagingStudyImport": 1}
+                 "ImagingStudyHistory": 100, "ImagingStudyImport": 1}
 PAGED = {"ImagingStudyConnection"}  # a connection's size applies to its edges
+# The text of the parsed documents kept; a parsed document takes about three times its text.
+CACHE_CHARACTERS = 8 * 1024 * 1024
+CACHE_ENTRIES = 256
+
+
+class _Measure(NamedTuple):
+    depth: int
+    aliases: int
+    cost: int  # for one object of the selection's type
+
+
+# The sizes a selection is priced in: the enclosing series list's, and the enclosing
+# connection's page size (which its edges take).
+_Context = tuple[int, int]
 
 
 def rejected(what: str, limit: int, measured: int | str) -> GraphQLError:
@@ -57,74 +77,95 @@ def rejected(what: str, limit: int, measured: int | str) -> GraphQLError:
 
 
 class _Walk:
-    """Depth, aliases and cost of one operation, fragments followed once per use."""
+    """Depth, aliases and cost of one operation in one pass that is linear in the document:
+    a fragment is measured once per context (the sizes it is priced in) and its measure
+    reused at every spread, so fragments spreading fragments cannot multiply the work."""
 
-    def __init__(self, fragments: dict[str, Any], variables: dict[str, Any]) -> None:
+    def __init__(self, limits: Limits, fragments: dict[str, FragmentDefinitionNode],
+                 variables: dict[str, Any], operation: OperationDefinitionNode) -> None:
+        self.limits = limits
         self.fragments = fragments
         self.variables = variables
-        self.aliases = 0
+        # `query($c: Int = 1000)` with no $c sent runs with 1000: priced the same.
+        self.defaults = {d.variable.name.value: value_from_ast_untyped(d.default_value)
+                         for d in operation.variable_definitions or () if d.default_value}
+        self.memo: dict[tuple[str, _Context], _Measure] = {}
+        self.open: set[str] = set()  # fragments being measured: a cycle is another rule's
 
-    def fields(self, selection_set: SelectionSetNode | None,
-               seen: frozenset[str] = frozenset()) -> Iterator[FieldNode]:
+    def measure(self, selection_set: SelectionSetNode | None, context: _Context) -> _Measure:
+        depth = aliases = cost = 0
         for selection in selection_set.selections if selection_set else ():
             if isinstance(selection, FieldNode):
-                if not selection.name.value.startswith("__"):
-                    yield selection
+                if selection.name.value.startswith("__"):
+                    continue  # introspection is not counted
+                one = self.field(selection, context)
             elif isinstance(selection, InlineFragmentNode):
-                yield from self.fields(selection.selection_set, seen)
+                one = self.measure(selection.selection_set, context)
             elif isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                fragment = self.fragments.get(name)
-                if fragment is not None and name not in seen:  # cycles are another rule's
-                    yield from self.fields(fragment.selection_set, seen | {name})
+                one = self.spread(selection.name.value, context)
+            else:  # pragma: no cover - the grammar has no other selection
+                continue
+            depth = max(depth, one.depth)
+            aliases += one.aliases
+            cost += one.cost
+        return _Measure(depth, aliases, cost)
 
-    def depth(self, selection_set: SelectionSetNode | None) -> int:
-        return max((1 + self.depth(f.selection_set) for f in self.fields(selection_set)),
-                   default=0)
+    def spread(self, name: str, context: _Context) -> _Measure:
+        key = (name, context)
+        if key not in self.memo:
+            fragment = self.fragments.get(name)
+            if fragment is None or name in self.open:
+                return _Measure(0, 0, 0)
+            self.open.add(name)
+            self.memo[key] = self.measure(fragment.selection_set, context)
+            self.open.discard(name)
+        return self.memo[key]
 
-    def count_aliases(self, selection_set: SelectionSetNode | None) -> int:
-        return sum((f.alias is not None) + self.count_aliases(f.selection_set)
-                   for f in self.fields(selection_set))
+    def field(self, field: FieldNode, context: _Context) -> _Measure:
+        """A field's own cost (1, or what fhirJson returns) plus its children's, times the
+        number of objects they are resolved on."""
+        name = field.name.value
+        series, page = context
+        count = self.count(field)
+        if name in PAGED:  # the connection is one object; its size applies to its edges
+            size, inner = 1, (series, count or DEFAULT_SIZES[name])
+        elif name == "edges":
+            size, inner = page, context
+        elif name == "series":
+            size = min(count or self.limits.max_series, self.limits.max_series)
+            inner = (size, page)
+        elif name == "instance":
+            # A study holds at most max_instances however they are spread over its series.
+            size = min(count or self.limits.max_instances,
+                       -(-self.limits.max_instances // series))
+            inner = context
+        else:
+            size, inner = count or DEFAULT_SIZES.get(name, 1), context
+        own = self.limits.whole_study if name == "fhirJson" else 1
+        child = self.measure(field.selection_set, inner)
+        return _Measure(1 + child.depth, (field.alias is not None) + child.aliases,
+                        own + size * child.cost)
 
-    def size(self, field: FieldNode) -> int:
+    def count(self, field: FieldNode) -> int | None:
+        """The `_count` argument, from the query, its variable or the variable's default."""
         for argument in field.arguments or ():
             if argument.name.value == "_count":
                 value = argument.value
                 if isinstance(value, VariableNode):
-                    raw = self.variables.get(value.name.value)
+                    name = value.name.value
+                    raw = (self.variables[name] if name in self.variables
+                           else self.defaults.get(name))
                 else:
                     raw = getattr(value, "value", None)
                 try:
-                    return max(int(raw), 1) if raw is not None else self._default(field)
+                    return max(int(raw), 1) if raw is not None else None
                 except (TypeError, ValueError):
                     return 1  # a wrong type is refused by validation anyway
-        return self._default(field)
-
-    @staticmethod
-    def _default(field: FieldNode) -> int:
-        return DEFAULT_SIZES.get(field.name.value, 1)
-
-    def cost(self, selection_set: SelectionSetNode | None, multiplier: int = 1) -> int:
-        total = 0
-        for field in self.fields(selection_set):
-            name = field.name.value
-            size = self.size(field)
-            total += multiplier
-            if name in PAGED:
-                total += self._connection(field, multiplier, size)
-            else:
-                total += self.cost(field.selection_set, multiplier * size)
-        return total
-
-    def _connection(self, field: FieldNode, multiplier: int, size: int) -> int:
-        total = 0
-        for child in self.fields(field.selection_set):
-            per = size if child.name.value == "edges" else 1
-            total += multiplier + self.cost(child.selection_set, multiplier * per)
-        return total
+        return None
 
 
-def limit_errors(limits: Limits, document: Any, variables: dict[str, Any]) -> list[GraphQLError]:
+def limit_errors(limits: Limits, document: DocumentNode, variables: dict[str, Any]
+                 ) -> list[GraphQLError]:
     """Depth, aliases and cost of each operation in `document`, over the limits."""
     fragments = {d.name.value: d for d in document.definitions
                  if isinstance(d, FragmentDefinitionNode)}
@@ -132,10 +173,11 @@ def limit_errors(limits: Limits, document: Any, variables: dict[str, Any]) -> li
     for operation in document.definitions:
         if not isinstance(operation, OperationDefinitionNode):
             continue
-        walk = _Walk(fragments, variables)
-        checks = [("depth", limits.max_depth, walk.depth(operation.selection_set)),
-                  ("aliases", limits.max_aliases, walk.count_aliases(operation.selection_set)),
-                  ("cost", limits.max_cost, walk.cost(operation.selection_set))]
+        measure = _Walk(limits, fragments, variables, operation).measure(
+            operation.selection_set, (1, 1))
+        checks = [("depth", limits.max_depth, measure.depth),
+                  ("aliases", limits.max_aliases, measure.aliases),
+                  ("cost", limits.max_cost, measure.cost)]
         errors += [rejected(what, limit, measured) for what, limit, measured in checks
                    if measured > limit]
     return errors
@@ -151,19 +193,33 @@ def token_rejection(message: str) -> GraphQLError | None:
 
 
 class _Cache(OrderedDict[Any, Any]):
-    """A small LRU map. Keys are query texts: the same text always means the same document."""
+    """A small LRU map bounded by entries and by the characters of query text it keeps (what
+    a parsed document's size follows). Keys are query texts, or tuples led by one: the same
+    text always means the same document."""
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = CACHE_ENTRIES, characters: int = CACHE_CHARACTERS) -> None:
         super().__init__()
         self.size = size
+        self.characters = characters
+        self.kept = 0
+
+    @staticmethod
+    def _weight(key: Any) -> int:
+        return len(key[0] if isinstance(key, tuple) else key)
 
     def remember(self, key: Any, make: Any) -> Any:
         if key in self:
             self.move_to_end(key)
             return self[key]
-        value = self[key] = make()
-        if len(self) > self.size:
-            self.popitem(last=False)
+        value = make()
+        weight = self._weight(key)
+        if weight > self.characters:
+            return value  # larger than the whole cache: not kept
+        self[key] = value
+        self.kept += weight
+        while len(self) > self.size or self.kept > self.characters:
+            old, _ = self.popitem(last=False)
+            self.kept -= self._weight(old)
         return value
 
 
@@ -177,6 +233,7 @@ class QueryLimits(SchemaExtension):
         self.limits = limits
         self.documents = documents
         self.validations = validations
+        self.length: int | None = None  # set when the query text is over the limit
 
     def on_operation(self) -> Iterator[None]:
         self.execution_context.parse_options["max_tokens"] = self.limits.max_tokens
@@ -184,7 +241,11 @@ class QueryLimits(SchemaExtension):
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
-        if context.query is not None and context.graphql_document is None:
+        if context.query is not None and len(context.query) > self.limits.max_length:
+            # Not parsed at all: a stand-in document carries the refusal to on_validate.
+            self.length = len(context.query)
+            context.graphql_document = _STAND_IN
+        elif context.query is not None and context.graphql_document is None:
             try:
                 context.graphql_document = self.documents.remember(
                     context.query, lambda: parse(context.query, max_tokens=self.limits.max_tokens))
@@ -195,7 +256,10 @@ class QueryLimits(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         document = context.graphql_document
-        if document is not None and context.query is not None:
+        if self.length is not None:
+            context.pre_execution_errors = [
+                rejected("query length", self.limits.max_length, self.length)]
+        elif document is not None and context.query is not None:
             rules = context.validation_rules + (
                 () if self.limits.introspection else (NoSchemaIntrospectionCustomRule,))
             errors = self.validations.remember(
@@ -208,6 +272,9 @@ class QueryLimits(SchemaExtension):
                                        "(graphql-transport-ws) at /graphql, not over HTTP")]
             context.pre_execution_errors = list(errors)  # Strawberry then skips validating
         yield
+
+
+_STAND_IN = parse("{ __typename }")
 
 
 def _subscription_over_http(document: Any, context: Any) -> bool:

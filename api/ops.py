@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from graphql import GraphQLSchema
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -48,6 +49,19 @@ class Metrics:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def operation_label(schema: GraphQLSchema, fields: list[str]) -> str:
+    """The metrics label of an operation: its root field when it names one field of the
+    schema, else `multiple` or `unknown`. Never a name the caller chose (an operationName,
+    an alias, an unknown field): each distinct label is a series kept for the process's life."""
+    known = {name for root in (schema.query_type, schema.mutation_type,
+                               schema.subscription_type) if root is not None
+             for name in root.fields}
+    named = {name for name in fields if name in known}
+    if len(named) == 1:
+        return named.pop()
+    return "multiple" if named else "unknown"
+
+
 class _Observe(SchemaExtension):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -57,7 +71,7 @@ class _Observe(SchemaExtension):
         yield
         context = self.execution_context
         _, fields = root_fields(context.graphql_document)
-        name = context.operation_name or ",".join(fields) or "unparsed"
+        name = operation_label(context.schema._schema, fields)
         result = context.result
         errors = getattr(result, "errors", None) if result is not None else None
         self.metrics.requests.labels(name, outcome_of(errors)[1]).inc()

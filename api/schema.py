@@ -21,6 +21,7 @@ from api.mutations import ImportMutation, Mutation
 from api.queries import Query
 from api.settings import Settings
 from api.subscriptions import Subscription
+from api.types.imaging_study import ImagingStudy, ImagingStudySeries, ImagingStudySeriesInstance
 
 
 def read_element(source: Any, name: str) -> Any:
@@ -39,9 +40,23 @@ class ImagingSchema(strawberry.Schema):
                 log.debug("resolver error at %s", error.path)
 
 
+def _width(type_: Any) -> int:
+    return len(type_.__strawberry_definition__.fields)
+
+
+def whole_study(settings: Settings) -> int:
+    """The cost of one fhirJson: it returns the whole study, so it is priced as selecting
+    every element of the largest study the store accepts (each element once per series and
+    per instance at the caps)."""
+    return (_width(ImagingStudy) + settings.max_series * _width(ImagingStudySeries)
+            + settings.max_instances * _width(ImagingStudySeriesInstance))
+
+
 def limits(settings: Settings) -> Limits:
     return Limits(max_tokens=settings.max_tokens, max_depth=settings.max_depth,
                   max_aliases=settings.max_aliases, max_cost=settings.max_cost,
+                  max_length=settings.max_query_length, max_series=settings.max_series,
+                  max_instances=settings.max_instances, whole_study=whole_study(settings),
                   introspection=not settings.production)
 
 

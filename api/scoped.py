@@ -52,6 +52,10 @@ class ScopedStore:
     def max_instances(self) -> int:
         return self._repo.max_instances
 
+    @property
+    def max_series(self) -> int:
+        return self._repo.max_series
+
     # -- deciding ----------------------------------------------------------------------------
 
     def require(self, letters: str, operation: str) -> str | None:

@@ -10,8 +10,9 @@ from typing import Annotated, Any, TypeVar
 
 import strawberry
 
+from api.context import Info
 from store.fhir.definitions import search_parameters
-from store.search import graphql_name
+from store.search import ValueCaps, check_values, graphql_name
 
 T = TypeVar("T")
 
@@ -49,6 +50,12 @@ _PARAMETERS = [
 _BY_ARGUMENT = {graphql_name(code): code for code in CODES}
 
 
+def _caps(info: Info) -> ValueCaps:
+    settings = info.context.settings
+    return ValueCaps(settings.search_max_values, settings.search_max_total_values,
+                     settings.search_max_value_length)
+
+
 def searchable(resolver: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Gives `resolver` every search argument; they reach it as `params`, a list of
     (FHIR parameter, value) pairs in FHIR's AND-of-ORs form."""
@@ -57,8 +64,9 @@ def searchable(resolver: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
 
     @functools.wraps(resolver)
     async def wrapper(*args: Any, **kwargs: Any) -> T:
-        params = [(_BY_ARGUMENT[name], value) for name in _BY_ARGUMENT
-                  for value in kwargs.pop(name, None) or ()]
+        given = [(name, values) for name in _BY_ARGUMENT if (values := kwargs.pop(name, None))]
+        check_values(given, _caps(kwargs["info"]))
+        params = [(_BY_ARGUMENT[name], value) for name, values in given for value in values]
         return await resolver(*args, params=params, **kwargs)
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]

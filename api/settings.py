@@ -32,12 +32,17 @@ class Settings:
     port: int = 8000
     workers: int = 1
     max_instances: int = 50_000  # per study; keeps a study well inside MongoDB's 16 MiB document
+    max_series: int = 1_000  # per study; what a query's cost prices a study's series at
     list_default_count: int = 20
     list_max_count: int = 1_000
     history_max_count: int = 1_000
+    search_max_values: int = 100  # per search argument: comma-separated values and list items
+    search_max_total_values: int = 300  # over all the search arguments of a field
+    search_max_value_length: int = 1_024  # characters of one search value
     max_depth: int = 15
     max_aliases: int = 30
     max_tokens: int = 10_000
+    max_query_length: int = 100_000  # characters; a longer query is refused unparsed
     max_cost: int = 2_000_000
     max_body_bytes: int = 8 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
@@ -86,10 +91,15 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IMAGING_PORT": ("port", int),
     "IMAGING_WORKERS": ("workers", int),
     "IMAGING_MAX_INSTANCES": ("max_instances", int),
+    "IMAGING_MAX_SERIES": ("max_series", int),
     "IMAGING_LIST_MAX_COUNT": ("list_max_count", int),
+    "IMAGING_SEARCH_MAX_VALUES": ("search_max_values", int),
+    "IMAGING_SEARCH_MAX_TOTAL_VALUES": ("search_max_total_values", int),
+    "IMAGING_SEARCH_MAX_VALUE_LENGTH": ("search_max_value_length", int),
     "IMAGING_MAX_DEPTH": ("max_depth", int),
     "IMAGING_MAX_ALIASES": ("max_aliases", int),
     "IMAGING_MAX_TOKENS": ("max_tokens", int),
+    "IMAGING_MAX_QUERY_LENGTH": ("max_query_length", int),
     "IMAGING_MAX_COST": ("max_cost", int),
     "IMAGING_MAX_BODY_BYTES": ("max_body_bytes", int),
     "IMAGING_CORS_ORIGINS": ("cors_origins", _list),

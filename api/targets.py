@@ -69,6 +69,9 @@ def _connection(selection: str) -> str:
 
 
 PAGE = _connection("next edges { resource { fhirJson } }")
+# Each fhirJson is priced as the largest study a server accepts, so a page of whole studies is
+# small: 5 fit the default cost limit.
+EXPORT_PAGE = 5
 COUNT = _connection("count")
 # What ingest needs of a stored study: its series and instances, and its subject (a study of
 # another subject is never merged into).
@@ -119,9 +122,16 @@ class RemoteTarget:
         return found
 
     async def export(self, params: Params, sort: str | None) -> AsyncIterator[dict[str, Any]]:
-        cursor = None
+        cursor, size = None, EXPORT_PAGE
         while True:
-            data = await self.call(PAGE, c=200, cur=cursor, sort=sort, **self._variables(params))
+            try:
+                data = await self.call(PAGE, c=size, cur=cursor, sort=sort,
+                                       **self._variables(params))
+            except RemoteError as error:
+                if error.code != "QUERY_REJECTED" or size == 1:
+                    raise
+                size //= 2  # a server with a lower cost limit: smaller pages
+                continue
             page = data["ImagingStudyConnection"]
             for edge in page["edges"]:
                 yield edge["resource"]["fhirJson"]

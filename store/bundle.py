@@ -146,10 +146,10 @@ class Importer:
                 self._admit(resource, "u" if target else "c", "ImagingStudyImport",
                             target is None)
             if target is None:
-                study = edit.create(resource, self.repo.max_instances)
+                study = edit.create(resource, self.repo.max_instances, self.repo.max_series)
                 return _Plan(index, study, CREATED)
             new = edit.replace(target, {**resource, "id": target["id"]},
-                               self.repo.max_instances)
+                               self.repo.max_instances, self.repo.max_series)
             status = UNCHANGED if same_content(new, target) else UPDATED
             return _Plan(index, {**resource, "id": target["id"]}, status, target)
         except StoreError as error:

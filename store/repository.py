@@ -44,7 +44,8 @@ def _now() -> str:
 class Repository(Reads):
     """Versioned ImagingStudy storage. All writes run the pure rules in `store.fhir.edit`."""
 
-    def __init__(self, db: Database, *, max_instances: int = 50_000, max_attempts: int = 200,
+    def __init__(self, db: Database, *, max_instances: int = 50_000,
+                 max_series: int = edit.MAX_SERIES, max_attempts: int = 200,
                  cursor_secret: bytes = b"imaging-api cursors", events: Bus | None = None
                  ) -> None:
         self._db = db
@@ -55,6 +56,7 @@ class Repository(Reads):
         self._history = db[indexes.HISTORY]
         self._claims = Claims(db, self._studies, max_attempts)
         self.max_instances = max_instances
+        self.max_series = max_series
         self._max_attempts = max_attempts
         self._cursor_secret = cursor_secret
 
@@ -70,7 +72,9 @@ class Repository(Reads):
         """Creates a study; returns it and whether it was created (False: `if_none_exist`
         matched an existing study, returned unchanged). `within` adds search parameters that
         every match must also meet (the caller's patient)."""
-        study = edit.create(resource, self.max_instances)
+        # The rules are pure and, for a large study, take a second: off the event loop.
+        study = await asyncio.to_thread(edit.create, resource, self.max_instances,
+                                        self.max_series)
         study.setdefault("id", str(uuid.uuid4()))
         if if_none_exist is None:
             return await self._insert(study), True
@@ -86,7 +90,7 @@ class Repository(Reads):
             raise fail(BAD_USER_INPUT, f"{ROOT}.id", f"the resource id '{resource['id']}' does "
                        f"not match the id of the study being updated ('{study_id}')")
         return await self._write(study_id, version_id, lambda old: edit.replace(
-            old, {**resource, "id": study_id}, self.max_instances), guard=guard)
+            old, {**resource, "id": study_id}, self.max_instances, self.max_series), guard=guard)
 
     @guarded
     async def set_status(self, study_id: str, status: str, version_id: str | None,
@@ -98,7 +102,7 @@ class Repository(Reads):
     async def add_series(self, study_id: str, series: list[dict[str, Any]],
                          version_id: str | None, guard: Guard = None) -> Study:
         return await self._write(study_id, version_id, lambda old: edit.add_series(
-            old, series, self.max_instances), guard=guard)
+            old, series, self.max_instances, self.max_series), guard=guard)
 
     @guarded
     async def add_instances(self, study_id: str, series_uid: str,
@@ -161,7 +165,7 @@ class Repository(Reads):
             current = doc["meta"]["versionId"]
             if version_id is not None and version_id != current:
                 raise self._conflict(version_id, current)
-            new = change(old)
+            new = await asyncio.to_thread(change, old)  # pure; off the event loop
             if new is old or same_content(new, old):
                 return old  # an unchanged write keeps its version
             await self._keep(old)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -193,6 +194,44 @@ def _clause(name: str, raw: str, argument: str) -> dict[str, Any]:
     return ors[0] if len(ors) == 1 else {"$or": ors}
 
 
+@dataclass(frozen=True)
+class ValueCaps:
+    """How many search values a request may give, per argument and in total (comma-separated
+    values and list items alike), and how long each may be. 200,000 values in one 2 MB
+    request held the server for a minute."""
+
+    per_argument: int = 100
+    total: int = 300
+    length: int = 1_024
+
+
+def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps) -> None:
+    """Refuses, naming the argument, search values over `caps`; `arguments` are (argument,
+    raw values) pairs. Cheap: a raw value too long to hold few short values is refused
+    unsplit."""
+    total = 0
+    for argument, raws in arguments:
+        count = 0
+        for raw in raws:
+            if len(raw) > caps.per_argument * (caps.length + 1):
+                count = caps.per_argument + 1  # too many or too long values, whichever
+                break
+            values = split_unescaped(raw, ",")
+            longest = max(len(value) for value in values)
+            if longest > caps.length:
+                raise fail(BAD_USER_INPUT, argument, f"a {argument} value may be at most "
+                           f"{caps.length} characters; one has {longest}")
+            count += len(values)
+        if count > caps.per_argument:
+            raise fail(BAD_USER_INPUT, argument, f"{argument} may have at most "
+                       f"{caps.per_argument} search values (comma-separated values and list "
+                       f"items together); it has more")
+        total += count
+        if total > caps.total:
+            raise fail(BAD_USER_INPUT, argument, f"a search may have at most {caps.total} "
+                       f"values over all its arguments; {argument} takes it to {total}")
+
+
 def to_filter(params: Params, argument: str | None = None) -> dict[str, Any]:
     """AND over the parameters, OR over the comma-separated values of each. Errors name
     `argument` when given (e.g. ifNoneExist), else the GraphQL argument of the parameter."""
@@ -210,8 +249,12 @@ def graphql_name(name: str) -> str:
     return name.replace("-", "_")
 
 
-def parse_query(query: str, argument: str) -> Params:
-    """A FHIR search string `a=x&b=y` (as in If-None-Exist) -> parameter pairs."""
+def parse_query(query: str, argument: str, caps: ValueCaps = ValueCaps()) -> Params:
+    """A FHIR search string `a=x&b=y` (as in If-None-Exist) -> parameter pairs, its values
+    within `caps` (all of them counted as of one argument)."""
+    if len(query) > caps.per_argument * (caps.length + 1):
+        raise fail(BAD_USER_INPUT, argument, f"may have at most {caps.per_argument} search "
+                   f"values of at most {caps.length} characters each; it is longer")
     try:
         pairs = parse_qsl(query.lstrip("?"), keep_blank_values=True, strict_parsing=True)
     except ValueError:
@@ -219,6 +262,7 @@ def parse_query(query: str, argument: str) -> Params:
                    "identifier=urn:dicom:uid|urn:oid:1.2.3") from None
     if not pairs:
         raise fail(BAD_USER_INPUT, argument, "must name at least one search parameter")
+    check_values([(argument, [value for _, value in pairs])], caps)
     return pairs
 
 

@@ -29,7 +29,8 @@ async def store(settings: Settings) -> AsyncIterator[Repository]:
     uri = os.environ.get("MONGODB_URI")
     name = f"imaging_test_{uuid.uuid4().hex[:12]}"
     handle, db = client.open_server(uri, name) if uri else client.open_embedded(name)
-    repo = Repository(db, max_instances=settings.max_instances)
+    repo = Repository(db, max_instances=settings.max_instances,
+                      max_series=settings.max_series)
     await repo.ensure_indexes()
     yield repo
     if uri:

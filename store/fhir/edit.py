@@ -11,30 +11,40 @@ from store.fhir import derive, lifecycle
 from store.fhir.definitions import status_codes
 from store.fhir.identity import identity_issues
 from store.fhir.outcome import BAD_USER_INPUT, Issue, fail, invalid
-from store.fhir.validate import ROOT, count_instances, part_issues, uid_issues, validate
+from store.fhir.validate import (
+    MAX_SERIES,
+    ROOT,
+    part_issues,
+    size_issues,
+    uid_issues,
+    validate,
+)
 
 Study = dict[str, Any]
 SERIES_KEY = "ImagingStudy.series"
 INSTANCE_KEY = "ImagingStudy.series.instance"
 
 
-def _checked(study: Study, max_instances: int) -> Study:
-    issues = validate(study, max_instances) or identity_issues(study)
+def _checked(study: Study, max_instances: int, max_series: int) -> Study:
+    issues = validate(study, max_instances, max_series) or identity_issues(study)
     if issues:
         raise invalid(issues)
     derive.fill(study)
     return study
 
 
-def create(resource: Study, max_instances: int) -> Study:
-    study = _checked({"resourceType": ROOT, **copy.deepcopy(resource)}, max_instances)
+def create(resource: Study, max_instances: int, max_series: int = MAX_SERIES) -> Study:
+    study = _checked({"resourceType": ROOT, **copy.deepcopy(resource)}, max_instances,
+                     max_series)
     lifecycle.check_create(study)
     return study
 
 
-def replace(old: Study, resource: Study, max_instances: int) -> Study:
+def replace(old: Study, resource: Study, max_instances: int,
+            max_series: int = MAX_SERIES) -> Study:
     lifecycle.check_writable(old)
-    new = _checked({"resourceType": ROOT, **copy.deepcopy(resource)}, max_instances)
+    new = _checked({"resourceType": ROOT, **copy.deepcopy(resource)}, max_instances,
+                   max_series)
     if old["status"] == "cancelled":
         old_uids = _instance_uids(old)
         if ({s["uid"] for s in new.get("series") or ()} - {s["uid"] for s in old.get("series")
@@ -57,7 +67,8 @@ def set_status(old: Study, status: str) -> Study:
     return new
 
 
-def add_series(old: Study, series: list[dict[str, Any]], max_instances: int) -> Study:
+def add_series(old: Study, series: list[dict[str, Any]], max_instances: int,
+               max_series: int = MAX_SERIES) -> Study:
     lifecycle.check_writable(old)
     lifecycle.check_can_grow(old)
     new = copy.copy(old)
@@ -65,7 +76,7 @@ def add_series(old: Study, series: list[dict[str, Any]], max_instances: int) -> 
     start = len(old.get("series") or ())
     issues = [issue for k, item in enumerate(new["series"][start:], start)
               for issue in part_issues(new, SERIES_KEY, item, f"{ROOT}.series[{k}]")]
-    return _finish(old, new, issues, max_instances)
+    return _finish(old, new, issues, max_instances, max_series)
 
 
 def add_instances(old: Study, series_uid: str, instances: list[dict[str, Any]],
@@ -102,7 +113,9 @@ def add_instances(old: Study, series_uid: str, instances: list[dict[str, Any]],
     new = copy.copy(old)
     new["series"] = list(old["series"])
     new["series"][index] = {**target, "instance": list(target.get("instance") or ()) + fresh}
-    return _finish(old, new, [], max_instances)
+    # No series is added: the series cap (which a study stored under a higher one may
+    # exceed) is not this write's to check.
+    return _finish(old, new, [], max_instances, len(new["series"]))
 
 
 def remove_series(old: Study, uids: list[str]) -> Study:
@@ -145,14 +158,11 @@ def remove_instances(old: Study, series_uid: str, uids: list[str]) -> Study:
     return new
 
 
-def _finish(old: Study, new: Study, issues: list[Issue], max_instances: int) -> Study:
+def _finish(old: Study, new: Study, issues: list[Issue], max_instances: int,
+            max_series: int) -> Study:
     if issues:
         raise invalid(issues)
-    issues = uid_issues(new)
-    total = count_instances(new)
-    if total > max_instances:
-        issues.append(Issue(f"{ROOT}.series", f"a study may list at most {max_instances} "
-                            f"instances; this write would make it {total}"))
+    issues = uid_issues(new) + size_issues(new, max_instances, max_series, written=True)
     if issues:
         raise invalid(issues)
     derive.fill(new)

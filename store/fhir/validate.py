@@ -14,6 +14,9 @@ from store.fhir.references import is_resource_type, reference_problems
 from store.fhir.uid import oid_uid_problem, uid_problem
 
 ROOT = "ImagingStudy"
+# Series per study. Each is priced at this cap by the query cost; a study of 20,000 series
+# made one query return hundreds of MB while priced as 20.
+MAX_SERIES = 1_000
 _JSON_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _RESOURCE_TYPE = defs.Element("resourceType", "code", definition="The resource type.")
 
@@ -249,17 +252,29 @@ def count_instances(study: dict[str, Any]) -> int:
     return sum(len(s.get("instance") or ()) for s in study.get("series") or ())
 
 
-def validate(study: object, max_instances: int) -> list[Issue]:
+def size_issues(study: dict[str, Any], max_instances: int, max_series: int,
+                written: bool = False) -> list[Issue]:
+    """The study over the series or instance cap (`written`: the result of a partial write)."""
+    issues = []
+    said = "this write would make it" if written else "this one lists"
+    series = len(study.get("series") or ())
+    if series > max_series:
+        issues.append(Issue(f"{ROOT}.series", f"a study may list at most {max_series} series; "
+                            f"{said} {series}"))
+    total = count_instances(study)
+    if total > max_instances:
+        issues.append(Issue(f"{ROOT}.series", f"a study may list at most {max_instances} "
+                            f"instances; {said} {total}"))
+    return issues
+
+
+def validate(study: object, max_instances: int, max_series: int = MAX_SERIES) -> list[Issue]:
     """All violations of `study`: structure first; the cross-element rules once it is sound."""
     issues = structure_issues(study)
     if issues:
         return issues
     assert isinstance(study, dict)
-    total = count_instances(study)
-    if total > max_instances:
-        issues.append(Issue(f"{ROOT}.series", f"a study may list at most {max_instances} "
-                            f"instances; this one lists {total}"))
-    return issues + uid_issues(study)
+    return size_issues(study, max_instances, max_series) + uid_issues(study)
 
 
 def part_issues(study: dict[str, Any], key: str, value: object, expr: str) -> list[Issue]:

@@ -156,7 +156,8 @@ async def test_cors_gzip_and_request_id(store: Repository) -> None:
             await client.post("/graphql", json={"query": CREATE, "variables": {
                 "res": demo.study(f"g{n}", 1, 5)}})
         response = await client.post(
-            "/graphql", json={"query": "{ ImagingStudyList(_count: 30) { fhirJson } }"},
+            "/graphql", json={"query": "{ ImagingStudyList(_count: 30) { id series { uid instance "
+                                "{ uid } } } }"},
             headers={"origin": "https://viewer.example", "accept-encoding": "gzip",
                      "x-request-id": "abc123"})
         assert response.headers["access-control-allow-origin"] == "https://viewer.example"

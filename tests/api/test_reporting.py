@@ -27,10 +27,10 @@ async def test_an_unexpected_fault_in_one_entry_keeps_the_others_reported(
         client: httpx.AsyncClient, store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
     real = edit.create
 
-    def flaky(resource: dict[str, Any], max_instances: int) -> dict[str, Any]:
+    def flaky(resource: dict[str, Any], *limits: int) -> dict[str, Any]:
         if resource.get("description") == "boom":
             raise OverflowError("date value out of range")
-        return real(resource, max_instances)
+        return real(resource, *limits)
     monkeypatch.setattr(edit, "create", flaky)
     body = await call(client, token("user/ImagingStudy.cruds"), IMPORT, r=batch(
         new_study("a", "p1"), new_study("b", "p1") | {"description": "boom"},
