@@ -255,6 +255,7 @@ class Repository(Reads):
             await collection.insert_one(doc)
             return None
         except DuplicateKey:
+            # Studies and history entries are never removed, so the one in the way is there.
             return await collection.find_one({"_id": doc["_id"]}) or doc
 
     @staticmethod

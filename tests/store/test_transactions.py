@@ -145,3 +145,109 @@ async def test_history_entries_are_written_once(store: Repository) -> None:
     with pytest.raises(HistoryClash):
         await store._keep({**first[0], "description": "rewritten"})
     assert (await store.history("s", 10))[1] == first[0]
+
+
+class _Calls:
+    """What a stand-in MongoDB server saw: each call, and whether a transaction was open."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.open = False
+
+
+class _Collection:
+    """An embedded collection that records each call made while the transaction is open,
+    noting one made without the session or refused by the store (a refused write aborts a
+    real transaction)."""
+
+    def __init__(self, target: Any, calls: _Calls) -> None:
+        self._target, self._calls = target, calls
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        calls = self._calls
+        if name not in ("find", "find_one", "insert_one", "replace_one", "count_documents"):
+            return attr
+
+        def check(session: Any) -> None:
+            if calls.open:
+                calls.log.append(name if session is not None else f"{name} WITHOUT SESSION")
+
+        if name == "find":
+            def find(*args: Any, session: Any = None, **kwargs: Any) -> Any:
+                check(session)
+                return attr(*args, **kwargs)
+            return find
+
+        async def call(*args: Any, session: Any = None, **kwargs: Any) -> Any:
+            check(session)
+            try:
+                return await attr(*args, **kwargs)
+            except Exception:
+                calls.log.append(f"{name} REFUSED")
+                raise
+        return call
+
+
+class _Session:
+    def __init__(self, calls: _Calls) -> None:
+        self._calls = calls
+
+    async def __aenter__(self) -> _Session:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def with_transaction(self, work: Any) -> Any:
+        self._calls.open = True
+        result = await work(self)
+        self._calls.open = False
+        self._calls.log.append("commit")
+        return result
+
+
+class _Server:
+    """Stands in for a motor database, so the transaction path runs without a server (it
+    does not roll back: what it checks is the plumbing)."""
+
+    def __init__(self, db: Any, calls: _Calls) -> None:
+        self._db, self._calls = db, calls
+        self.client = self
+
+    def __getitem__(self, name: str) -> _Collection:
+        return _Collection(self._db[name], self._calls)
+
+    async def start_session(self) -> _Session:
+        return _Session(self._calls)
+
+
+class _Events:
+    def __init__(self, calls: _Calls) -> None:
+        self._calls = calls
+
+    def publish(self, change: Any) -> None:
+        self._calls.log.append(f"event {change.action} {change.id}")
+
+
+async def test_a_server_transaction_carries_its_session_and_publishes_after_commit() -> None:
+    from store import client
+
+    handle, db = client.open_embedded("txn_plumbing")
+    calls = _Calls()
+    repo = Repository(_Server(db, calls))
+    await repo.create(demo.study("s", 1, 1))
+    await repo.create(demo.study("gone", 1, 1))
+    await repo.delete("gone", None)
+    repo.events = _Events(calls)
+    update = {**demo.study("s", 1, 1), "description": "from the transaction"}
+    results = await Importer(repo).run(transaction(update, demo.study("gone", 1, 1),
+                                                   demo.study("new", 1, 1)))
+    client.close(handle)
+
+    assert [(r.status, r.version) for r in results] == [
+        ("updated", "2"), ("created", "3"), ("created", "1")]
+    assert not [c for c in calls.log if "WITHOUT SESSION" in c or "REFUSED" in c], calls.log
+    commit = calls.log.index("commit")
+    assert calls.log[commit + 1:] == ["event update s", "event create gone", "event create new"]
+    assert not [c for c in calls.log[:commit] if c.startswith("event")]
