@@ -106,7 +106,9 @@ class ImagingStudyImportResult:
     id: strawberry.ID | None = strawberry.field(description="The study's id (null when "
                                                 "rejected).")
     outcome: JSON | None = strawberry.field(description="A FHIR OperationOutcome saying why "
-                                            "the entry was rejected.")
+                                            "the entry was rejected, or, in a transaction that "
+                                            "failed, why this entry's write could not be undone "
+                                            "(another client wrote the study since).")
 
 
 @strawberry.type

@@ -10,8 +10,8 @@ or gives its version."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from api.auth import FORBIDDEN, Access, owned
 from store.bundle import Importer
@@ -23,6 +23,7 @@ from store.repository import Guard, Repository
 from store.search import Params, escape
 
 Study = dict[str, Any]
+T = TypeVar("T")
 ROOT = "ImagingStudy"
 
 
@@ -269,10 +270,21 @@ class ScopedStore:
         study = await self._repo.get(study_id)
         return study if owned(study, patient) else None
 
-    # An undo only ever reverts this caller's own write of moments ago (a failed
-    # transaction), as a compare-and-set on the version that write made.
-    async def purge(self, study_id: str, version_id: str) -> None:
-        await self._repo.purge(study_id, version_id)
+    # -- transactions (the import of a transaction Bundle) ------------------------------------
 
-    async def restore(self, previous: Study, version_id: str) -> None:
-        await self._repo.restore(previous, version_id)
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self._repo.in_transaction)
+
+    async def atomically(self, work: Callable[[ScopedStore | None], Awaitable[T]]) -> T:
+        """Runs `work` in one store transaction (see Repository.atomically); what it is
+        handed is this same gate over the transaction's repository."""
+        async def scoped(bound: Repository | None) -> T:
+            return await work(None if bound is None
+                              else ScopedStore(bound, self.access, self.touched))
+        return await self._repo.atomically(scoped)
+
+    async def undo(self, study_id: str, written: str, previous: Study | None) -> bool:
+        """Takes back this caller's own write of moments ago (a failed transaction), as a
+        compare-and-set on the version that write made: nothing else can be undone."""
+        return await self._repo.undo(study_id, written, previous)

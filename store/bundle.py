@@ -5,16 +5,23 @@ Matching: an entry that carries a Study Instance UID identifier (urn:dicom:uid) 
 it, so importing the same file twice changes nothing; otherwise an entry whose `id` exists
 updates that study (under the lifecycle rules), and anything else is created (with its `id`
 when it has one). A `transaction` Bundle is all-or-nothing; other Bundle types go entry by
-entry."""
+entry.
+
+All-or-nothing: with MongoDB, a transaction Bundle's writes run in one multi-document
+transaction. The embedded store has none, so a failure there undoes each write already made,
+by compare-and-set on the version that write made: a study someone else wrote since keeps
+their write, and its entry says it was not undone."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from store.client import transient
 from store.fhir import edit
 from store.fhir.definitions import DICOM_UID_SYSTEM
 from store.fhir.identity import same_subject
@@ -40,6 +47,7 @@ class EntryResult:
     status: str
     id: str | None = None
     outcome: dict[str, Any] | None = None
+    version: str | None = None  # the meta.versionId this entry's write made (None: no write)
 
 
 @dataclass
@@ -49,6 +57,14 @@ class _Plan:
     status: str
     target: Study | None = None  # the stored study an update replaces
     error: StoreError | None = None
+
+
+class _Failed(Exception):
+    """A transaction Bundle that failed part-way, with the result of every entry."""
+
+    def __init__(self, results: list[EntryResult]) -> None:
+        super().__init__("transaction failed")
+        self.results = results
 
 
 def study_uid_token(resource: Study) -> str | None:
@@ -169,17 +185,22 @@ class Importer:
         study_id = resource.get("id")
         return await self.repo.match_id(study_id) if isinstance(study_id, str) else None
 
-    async def _apply(self, plan: _Plan) -> EntryResult:
+    async def _apply(self, plan: _Plan, repo: Repository | None = None) -> EntryResult:
+        repo = repo or self.repo
         if plan.target is None:
-            study, created = await self.repo.create(plan.resource,
-                                                    study_uid_condition(plan.resource))
+            # Inside a server transaction its snapshot stands in for the claim on the Study
+            # UID (a claim's expected duplicate-key error would abort the transaction).
+            condition = None if repo.in_transaction else study_uid_condition(plan.resource)
+            study, created = await repo.create(plan.resource, condition)
             if not created:  # another importer created it first: now it is an update
                 raise fail(VERSION_CONFLICT, "ImagingStudy", "created concurrently")
-            return EntryResult(plan.index, CREATED, study["id"])
+            return EntryResult(plan.index, CREATED, study["id"],
+                               version=study["meta"]["versionId"])
         version = plan.target["meta"]["versionId"]
-        study = await self.repo.update(plan.target["id"], plan.resource, version)
+        study = await repo.update(plan.target["id"], plan.resource, version)
         status = UNCHANGED if study["meta"]["versionId"] == version else UPDATED
-        return EntryResult(plan.index, status, study["id"])
+        return EntryResult(plan.index, status, study["id"],
+                           version=study["meta"]["versionId"] if status == UPDATED else None)
 
     def _result(self, plan: _Plan) -> EntryResult:
         target_id = plan.target["id"] if plan.target else plan.resource.get("id")
@@ -187,7 +208,7 @@ class Importer:
 
     async def _transaction(self, resources: list[Any]) -> list[EntryResult]:
         """All or nothing: every entry is planned before any write; a write that still fails
-        (a concurrent change) undoes the ones already made."""
+        (a concurrent change, or anything unexpected) takes back the ones already made."""
         plans = [await self._plan(i, r) for i, r in enumerate(resources)]
         failed = [p for p in plans if p.error is not None]
         if failed:
@@ -195,27 +216,90 @@ class Importer:
                     for p in plans]
         if self.dry_run:
             return [self._result(p) for p in plans]
+        try:
+            return await self.repo.atomically(lambda bound: self._write_all(plans, bound))
+        except _Failed as failure:
+            return failure.results
+        except Exception as error:
+            if not transient(error):
+                raise
+            # The server transaction kept meeting concurrent writes and was given up.
+            conflict = fail(VERSION_CONFLICT, "Bundle", "the studies kept changing during the "
+                            "transaction; nothing was imported; retry")
+            return [_rejected(p.index, conflict) for p in plans]
+
+    async def _write_all(self, plans: list[_Plan], bound: Repository | None
+                         ) -> list[EntryResult]:
+        """Writes every entry, through `bound` inside a server transaction (whose abort takes
+        every write back) or through the repository (undoing each write on failure). Raises
+        _Failed with every entry's result when an entry fails."""
         done: list[tuple[_Plan, EntryResult]] = []
         for plan in plans:
             try:
                 result = self._result(plan) if plan.status == UNCHANGED \
-                    else await self._apply(plan)
-            except StoreError as error:
-                await self._undo(done)
-                plan.error = error
-                return [_rejected(p.index, error) if p is plan else self._abandoned(p, plan)
-                        for p in plans]
+                    else await self._apply(plan, bound)
+            except BaseException as error:
+                if bound is not None and transient(error):
+                    raise  # the server runs the whole transaction again
+                kept: dict[int, str] = {}
+                if bound is None:
+                    # Shielded: a cancelled request still takes back what it wrote.
+                    kept = await asyncio.shield(asyncio.ensure_future(self._undo(done)))
+                if not isinstance(error, Exception):
+                    raise
+                raise _Failed(self._failure(plans, plan, error, done, kept)) from None
             done.append((plan, result))
         return [result for _, result in done]
 
-    async def _undo(self, done: list[tuple[_Plan, EntryResult]]) -> None:
+    async def _undo(self, done: list[tuple[_Plan, EntryResult]]) -> dict[int, str]:
+        """Takes back each write, newest first; returns why, for each entry whose write
+        stands."""
+        kept: dict[int, str] = {}
         for plan, result in reversed(done):
-            if result.status == CREATED and result.id:
-                await self.repo.purge(result.id, "1")
-            elif result.status == UPDATED and plan.target is not None:
-                stored = await self.repo.get(plan.target["id"])
-                if stored is not None:
-                    await self.repo.restore(plan.target, stored["meta"]["versionId"])
+            if result.version is None or result.id is None:
+                continue  # unchanged: nothing was written
+            previous = plan.target if result.status == UPDATED else None
+            try:
+                if not await self.repo.undo(result.id, result.version, previous):
+                    kept[plan.index] = (f"not undone: the study was changed by another writer "
+                                        f"since this entry wrote version {result.version}; "
+                                        "that write stands")
+            except Exception as error:
+                log.exception("undoing entry %d of a failed transaction", plan.index)
+                reason = error.message if isinstance(error, StoreError) else "an internal error"
+                kept[plan.index] = f"not undone: {reason}; the entry's write stands"
+        return kept
+
+    def _failure(self, plans: list[_Plan], cause: _Plan, error: Exception,
+                 done: list[tuple[_Plan, EntryResult]], kept: dict[int, str]
+                 ) -> list[EntryResult]:
+        written = {plan.index: result for plan, result in done}
+        results = []
+        for plan in plans:
+            if plan is cause:
+                results.append(self._failed_entry(plan, error))
+            elif plan.index in kept:
+                result = written[plan.index]
+                issue = Issue(f"Bundle.entry[{plan.index}]", f"the transaction failed at entry "
+                              f"{cause.index}, but {kept[plan.index]}", "conflict")
+                results.append(EntryResult(plan.index, result.status, result.id,
+                                           StoreError(VERSION_CONFLICT, [issue]).outcome(),
+                                           result.version))
+            else:
+                results.append(self._abandoned(plan, cause))
+        return results
+
+    @staticmethod
+    def _failed_entry(plan: _Plan, error: Exception) -> EntryResult:
+        if isinstance(error, StoreError):
+            return _rejected(plan.index, error)
+        # Not the client's fault and not theirs to read: the details go to the log (with the
+        # request id), the entry says what happened to the transaction.
+        log.error("entry %d of a transaction Bundle failed", plan.index, exc_info=error)
+        issue = Issue(f"Bundle.entry[{plan.index}]", "the server failed on this entry (an "
+                      "internal error, logged); the transaction was not imported", "exception")
+        return EntryResult(plan.index, REJECTED, None,
+                           StoreError(BAD_USER_INPUT, [issue]).outcome())
 
     @staticmethod
     def _abandoned(plan: _Plan, cause: _Plan) -> EntryResult:

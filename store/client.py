@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from pymongo.errors import (
     ConnectionFailure,
@@ -15,8 +16,9 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-__all__ = ["Database", "DuplicateKey", "Faults", "StoreDown", "open_embedded", "open_server",
-           "with_faults"]
+__all__ = ["Database", "DuplicateKey", "Faults", "StoreDown", "in_transaction", "open_embedded",
+           "open_server", "transient", "with_faults"]
+T = TypeVar("T")
 
 DuplicateKey = DuplicateKeyError
 # Errors that mean "the store did not answer", as opposed to a refused operation.
@@ -101,6 +103,54 @@ class _Faulty:
 
 def with_faults(db: Database, faults: Faults) -> Database:
     return _Faulty(db, faults)
+
+
+class _InSession:
+    """A database whose every collection call carries one client session, so it joins that
+    session's transaction: the store code runs unchanged inside it."""
+
+    _CALLS = frozenset({"find", "find_one", "insert_one", "replace_one", "update_one",
+                        "delete_one", "delete_many", "count_documents"})
+
+    def __init__(self, target: Any, session: Any) -> None:
+        self._target = target
+        self._session = session
+
+    def __getitem__(self, name: str) -> _InSession:
+        return _InSession(self._target[name], self._session)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if name not in self._CALLS:
+            return attr
+        return functools.partial(attr, session=self._session)
+
+
+def _driver(db: Database) -> Any:
+    """The driver's own database object under the wrappers of this module."""
+    while isinstance(db, _Yielding | _Faulty | _InSession):
+        db = db._target
+    return db
+
+
+async def in_transaction(db: Database, work: Callable[[Database | None], Awaitable[T]]) -> T:
+    """Runs `work` in a MongoDB multi-document transaction, handing it `db` bound to the
+    transaction: committed when `work` returns, aborted when it raises, run again whole when
+    the server reports a transient conflict. The embedded store has no transactions: there
+    `work` gets None and runs once, and undoing a failure is the caller's part."""
+    driver = _driver(db)
+    # mongomock-motor's classes subclass motor's: tell them apart by where they come from.
+    if any(cls.__module__.startswith("mongomock") for cls in type(driver).__mro__):
+        return await work(None)
+    async with await driver.client.start_session() as session:
+        return await session.with_transaction(lambda bound: work(_InSession(db, bound)))
+
+
+def transient(error: BaseException) -> bool:
+    """A server transaction failed on a conflict that running it again may not meet."""
+    return isinstance(error, PyMongoError) and any(
+        error.has_error_label(label)
+        for label in ("TransientTransactionError", "UnknownTransactionCommitResult"))
 
 
 def open_embedded(db_name: str) -> tuple[Any, Database]:

@@ -2,30 +2,51 @@
 
 Each study is one document: the FHIR JSON with `_id` (= id) and a private `_srv` key that
 reads strip. Every write is one compare-and-set on that document's `meta.versionId`; the
-previous version is copied to the history collection first (an idempotent upsert), so a
-crash between the two steps loses nothing and no multi-document transaction is needed."""
+previous version is copied to the history collection first, so a crash between the two steps
+loses nothing and a single write needs no multi-document transaction.
+
+Versions only ever grow: `meta.versionId` of an id increases by one with every write, a delete
+and an undone write included, and a history entry `(id, version)` is written once and never
+replaced (writing a different content under a stored version is a bug, refused loudly)."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from store import indexes, search
+from store import client, indexes, search
 from store.claims import Claims
 from store.client import Database, DuplicateKey
-from store.events import Bus, change_of
+from store.events import Bus, Change, change_of
 from store.fhir import edit
 from store.fhir.identity import study_uid, uid_element
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, fail
 from store.keys import search_keys
 from store.reads import ROOT, Page, Reads, Study, guarded, projection, public
 
-__all__ = ["Guard", "Page", "Repository", "projection", "same_content"]
+__all__ = ["Guard", "HistoryClash", "Page", "Repository", "projection", "same_content"]
 Guard = Callable[[Study], None] | None
+T = TypeVar("T")
+
+
+class HistoryClash(RuntimeError):
+    """A version of a study was about to be stored twice with different contents: versions
+    were reused, which the write path must never do."""
+
+
+class _Deferred:
+    """Holds the change events of a server transaction until it commits."""
+
+    def __init__(self) -> None:
+        self.changes: list[Change] = []
+
+    def publish(self, change: Change) -> None:
+        self.changes.append(change)
 
 
 def same_content(a: Study, b: Study) -> bool:
@@ -59,6 +80,7 @@ class Repository(Reads):
         self.max_series = max_series
         self._max_attempts = max_attempts
         self._cursor_secret = cursor_secret
+        self.in_transaction = False  # True for the copy `atomically` hands its work
 
     @guarded
     async def ensure_indexes(self) -> None:
@@ -128,25 +150,53 @@ class Repository(Reads):
         """The study leaves reads and lists; its versions stay in history."""
         await self._write(study_id, version_id, lambda old: {}, tombstone=True, guard=guard)
 
-    # -- undoing writes (a transaction Bundle that fails part-way) --------------------------
+    # -- all-or-nothing groups of writes (transaction Bundles) -----------------------------
 
     @guarded
-    async def purge(self, study_id: str, version_id: str) -> None:
-        """Removes a study created at `version_id` as if it never was, history included."""
-        result = await self._studies.delete_one({"_id": study_id, "meta.versionId": version_id})
-        if result.deleted_count:
-            await self._history.delete_many({"_srv.study": study_id})
-            self._publish("delete", {"_id": study_id, "_srv": {"deleted": True}})
+    async def atomically(self, work: Callable[[Repository | None], Awaitable[T]]) -> T:
+        """Runs `work` on a copy of this repository inside a MongoDB multi-document
+        transaction: its writes commit together when it returns, none do when it raises, and
+        it may run again whole after a transient conflict. On the embedded store, which has no
+        transactions, `work` gets None: it writes through this repository and undoes its own
+        writes on failure (`undo`)."""
+        deferred = _Deferred()
+
+        async def attempt(db: Database | None) -> T:
+            if db is None:
+                return await work(None)
+            deferred.changes.clear()
+            bound = copy.copy(self)
+            bound._db, bound._studies, bound._history = db, db[indexes.STUDIES], \
+                db[indexes.HISTORY]
+            bound._claims = Claims(db, bound._studies, self._max_attempts)
+            bound.events, bound.in_transaction = deferred, True
+            return await work(bound)
+
+        result = await client.in_transaction(self._db, attempt)
+        if self.events is not None:  # subscribers hear of committed writes only
+            for change in deferred.changes:
+                self.events.publish(change)
+        return result
 
     @guarded
-    async def restore(self, previous: Study, version_id: str) -> None:
-        """Puts `previous` back as the current version if the study is still at `version_id`."""
-        doc = {"_id": previous["id"], "_srv": {"deleted": False, **search_keys(previous)},
-               **previous}
+    async def undo(self, study_id: str, written: str, previous: Study | None) -> bool:
+        """Takes back a write that made version `written`: a new version with the content of
+        `previous` again, or a tombstone when the write was a create (`previous` None), so
+        the version keeps growing and the history keeps every version. Only if the study is
+        still at `written`: when someone wrote it since, their write stands and this returns
+        False."""
+        doc = await self._studies.find_one({"_id": study_id, "meta.versionId": written})
+        if doc is None or doc["_srv"]["deleted"]:
+            return False
+        await self._keep(public(doc))
+        replacement = self._document(previous or {}, study_id, int(written) + 1,
+                                     deleted=previous is None)
         result = await self._studies.replace_one(
-            {"_id": previous["id"], "meta.versionId": version_id}, doc)
-        if result.matched_count:
-            self._publish("update", doc)
+            {"_id": study_id, "meta.versionId": written}, replacement)
+        if result.matched_count != 1:
+            return False
+        self._publish("update", replacement)
+        return True
 
     # -- the compare-and-set core -------------------------------------------------------------
 
@@ -210,7 +260,27 @@ class Repository(Reads):
         version = int(old["meta"]["versionId"])
         doc = {"_id": f"{old['id']}/{version}", "_srv": {"study": old["id"], "version": version},
                **old}
-        await self._history.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        stored = await self._insert_once(self._history, doc)
+        # A retry after a crash between keeping and replacing stores the same content again,
+        # which is harmless; any other content under a stored version means versions were
+        # reused, and overwriting history would hide it.
+        if stored is not None and public(stored) != public(doc):
+            raise HistoryClash(f"history of study {old['id']} already holds a different "
+                               f"version {version}")
+
+    async def _insert_once(self, collection: Any, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """Inserts `doc`, or returns the document already stored under its `_id`. Inside a
+        server transaction it looks first: a refused insert there aborts the transaction."""
+        if self.in_transaction:
+            stored = await collection.find_one({"_id": doc["_id"]})
+            if stored is not None:
+                return stored
+        try:
+            await collection.insert_one(doc)
+            return None
+        except DuplicateKey:
+            # Studies and history entries are never removed, so the one in the way is there.
+            return await collection.find_one({"_id": doc["_id"]}) or doc
 
     @staticmethod
     def _document(study: Study, study_id: str, version: int, deleted: bool = False
@@ -222,15 +292,14 @@ class Repository(Reads):
 
     async def _insert(self, study: Study) -> Study:
         doc = self._document(study, study["id"], 1)
-        try:
-            await self._studies.insert_one(doc)
+        stored = await self._insert_once(self._studies, doc)
+        if stored is None:
             self._publish("create", doc)
             return public(doc)
-        except DuplicateKey:
-            await self._refuse_duplicate(doc)
+        # Refused: another live study may hold the Study Instance UID, or the id is taken.
+        await self._refuse_duplicate(doc)
         # The id is taken. A deleted study's id may be used again; its history continues.
-        stored = await self._studies.find_one({"_id": study["id"]})
-        if stored and stored["_srv"]["deleted"]:
+        if stored["_srv"]["deleted"]:
             version = stored["meta"]["versionId"]
             doc = self._document(study, study["id"], int(version) + 1)
             try:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from store.fhir.dates import DateError, date_range
+from store.fhir.dates import DateError, date_range, shift
 from store.fhir.outcome import BAD_USER_INPUT, fail
 from store.fhir.primitives import CHECKS
 from store.fhir.references import reference_type
@@ -146,7 +146,7 @@ def date_filter(field: str, prefix: str, low: datetime, high: datetime) -> dict[
     if prefix == "ap":
         # Approximately: overlaps the value widened by 10% of its distance from now.
         gap = abs(datetime.now(UTC) - low) / 10
-        return {lo: {"$lt": high + gap}, hi: {"$gt": low - gap}}
+        return {lo: {"$lt": shift(high, gap)}, hi: {"$gt": shift(low, -gap)}}
     return rules[prefix]
 
 

@@ -1,6 +1,8 @@
 """FHIR dates as instant ranges. A partial dateTime stands for every instant it could mean:
 `2024` is the whole year, `2024-03-05T10:00:00+01:00` one second. Ranges are half-open
-[low, high) in UTC, at millisecond precision (what MongoDB dates hold)."""
+[low, high) in UTC, at millisecond precision (what MongoDB dates hold), within the instants a
+Python datetime can hold: a range that runs past the end of 9999 is cut at LAST; a value that
+starts outside [FIRST, LAST) (`0001-01-01T00:00:00+01:00` is in year 0 UTC) is refused."""
 
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ _VALUE = re.compile(
     r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
 MS = timedelta(milliseconds=1)
+FIRST = datetime.min.replace(tzinfo=UTC)
+# The end of the last millisecond range MongoDB can hold a Python datetime for; exclusive.
+LAST = datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)
 
 
 class DateError(ValueError):
@@ -41,16 +46,15 @@ def date_range(value: str) -> tuple[datetime, datetime]:
     try:
         if match["mo"] is None:
             low = datetime(year, 1, 1, tzinfo=UTC)
-            return low, low.replace(year=year + 1) if year < 9999 else datetime.max.replace(
-                tzinfo=UTC)
+            return low, low.replace(year=year + 1) if year < 9999 else LAST
         month = int(match["mo"])
         if match["d"] is None:
             low = datetime(year, month, 1, tzinfo=UTC)
-            return low, low + timedelta(days=calendar.monthrange(year, month)[1])
+            return low, shift(low, timedelta(days=calendar.monthrange(year, month)[1]))
         day = int(match["d"])
         if match["h"] is None:
             low = datetime(year, month, day, tzinfo=UTC)
-            return low, low + timedelta(days=1)
+            return low, shift(low, timedelta(days=1))
         zone = _zone(match["tz"])
         second = min(int(match["s"] or 0), 59)  # a leap second counts as :59
         low = datetime(year, month, day, int(match["h"]), int(match["mi"]), second,
@@ -66,5 +70,20 @@ def date_range(value: str) -> tuple[datetime, datetime]:
         fraction = timedelta(microseconds=int(digits[:6].ljust(6, "0")))
         low += fraction - timedelta(microseconds=fraction.microseconds % 1000)
         step = MS if len(digits) >= 3 else timedelta(milliseconds=10 ** (3 - len(digits)))
-    low = low.astimezone(UTC)
-    return low, low + step
+    try:
+        low = low.astimezone(UTC)
+    except OverflowError:
+        low = LAST  # refused just below
+    if low >= LAST:
+        raise DateError(f"'{value}' is outside the instants the server stores "
+                        "(0001-01-01T00:00:00Z up to 9999-12-31T23:59:59.999Z)")
+    return low, shift(low, step)
+
+
+def shift(instant: datetime, by: timedelta) -> datetime:
+    """`instant + by`, stopped at FIRST or LAST rather than overflowing: a range at the edge
+    of the calendar keeps every instant that can be stored."""
+    try:
+        return min(instant + by, LAST)
+    except OverflowError:
+        return LAST if by > timedelta(0) else FIRST

@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable
 from datetime import date
 
+from store.fhir.dates import DateError, date_range
+
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _CODE = re.compile(r"[^\s]+( [^\s]+)*")
 _URI = re.compile(r"\S*")
@@ -57,6 +59,10 @@ def _datetime(value: object) -> str | None:
             date(int(match["y"]), int(match["m"]), int(match["d"]))
         except ValueError:
             return "is not a calendar date"
+    try:
+        date_range(value)  # what the search keys are made of: year 0, or past 9999 in UTC
+    except DateError as error:
+        return str(error)
     return None
 
 

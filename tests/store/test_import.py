@@ -95,7 +95,8 @@ async def test_transaction_failing_part_way_undoes_its_writes(
     results = await Importer(store).run(bundle("transaction", demo.study("t1", 1, 1), changed))
     assert statuses(results) == ["rejected", "rejected"]
     assert await store.get("t1") is None
-    assert await store.history("t1", 10) == []
+    assert await store.search([("_id", "t1")], 10) == []
+    assert (await store.get("t2") or {})["meta"]["versionId"] == "1"
 
 
 async def test_dry_run_writes_nothing(store: Repository) -> None:
