@@ -133,5 +133,5 @@ class Authenticator:
         else:
             key, algorithms = self._pem, [self._pem_algorithm]
         return jwt.decode(token, key, algorithms=algorithms, audience=settings.jwt_audience,
-                          issuer=settings.jwt_issuer,
+                          issuer=settings.jwt_issuer, leeway=settings.jwt_leeway_seconds,
                           options={"require": ["exp"], "verify_aud": bool(settings.jwt_audience)})
