@@ -31,7 +31,7 @@ from api.audit import AuditLog
 from api.auth import Authenticator
 from api.context import Context
 from api.logs import configure as configure_logs
-from api.middleware import BodyLimit, RequestId
+from api.middleware import BodyLimit, BodyTimeout, HostCheck, RequestId
 from api.schema import build_schema
 from api.settings import Settings
 from api.targets import LocalTarget
@@ -175,7 +175,12 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
               Route("/metrics", metrics.endpoint)]
     if not settings.production:
         routes += [Route("/", home), Mount("/static", StaticFiles(directory=STATIC))]
-    middleware = [Middleware(RequestId), Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+    middleware = [Middleware(RequestId),
+                  # Without authentication, the Host is what tells a DNS-rebinding page apart.
+                  *([Middleware(HostCheck, allowed=settings.allowed_hosts)]
+                    if settings.auth == "off" else []),
+                  Middleware(BodyTimeout, seconds=settings.body_timeout_seconds),
+                  Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
                   # Level 1: a 2 MB study compresses about as well at a fraction of the CPU.
                   Middleware(GZipMiddleware, minimum_size=1024, compresslevel=1)]
     if settings.cors_origins:

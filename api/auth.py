@@ -125,7 +125,8 @@ class Authenticator:
         return Access(subject=str(claims.get("sub")) if claims.get("sub") else None,
                       client=claims.get("client_id") or claims.get("azp"),
                       open=frozenset(open_), confined=frozenset(confined if patient else ()),
-                      patient=patient, expires=float(claims["exp"]))
+                      patient=patient,
+                      expires=float(claims["exp"]) + self.settings.jwt_leeway_seconds)
 
     def _decode(self, token: str) -> dict[str, Any]:
         settings = self.settings
@@ -141,5 +142,5 @@ class Authenticator:
         else:
             key, algorithms = self._pem, [self._pem_algorithm]
         return jwt.decode(token, key, algorithms=algorithms, audience=settings.jwt_audience,
-                          issuer=settings.jwt_issuer,
+                          issuer=settings.jwt_issuer, leeway=settings.jwt_leeway_seconds,
                           options={"require": ["exp"], "verify_aud": bool(settings.jwt_audience)})

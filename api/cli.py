@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 
 from api.logs import configure as configure_logs
 from api.search_args import CODES
-from api.settings import Settings
+from api.settings import Settings, SettingsError
 from api.targets import DEFAULT_URL, LocalTarget, RemoteError, RemoteTarget, Target
 from store import client
 from store.fhir.outcome import StoreError
@@ -128,6 +128,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.server import uvicorn_options
 
     overrides = {"host": args.host, "port": args.port, "workers": args.workers}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v},
@@ -149,9 +150,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # Each worker builds the app from the environment: it is the same settings.
         os.environ.update(IMAGING_HOST=settings.host, IMAGING_PORT=str(settings.port))
         uvicorn.run("api.app:from_env", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_config=None)
+                    workers=settings.workers, log_config=None, **uvicorn_options(settings))
         return 0
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                **uvicorn_options(settings))
     return 0
 
 
@@ -164,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.stdout.write(schema.as_str() + "\n")
         return 0
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:  # a message for the operator, not a traceback
+        print(f"imaging-api {args.command}: {error}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         return _serve(settings, args)
     command = {"import": _import, "export": _export, "ingest-dicom": _ingest}[args.command]

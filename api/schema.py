@@ -18,6 +18,7 @@ from api.errors import ErrorMapper, log
 from api.execution import CompiledExecutionContext
 from api.limits import Limits, query_limits
 from api.mutations import ImportMutation, Mutation
+from api.operation_choice import OperationChoice
 from api.queries import Query
 from api.settings import Settings
 from api.subscriptions import Subscription
@@ -73,7 +74,7 @@ def build_schema(settings: Settings | None = None,
         subscription=Subscription,
         config=StrawberryConfig(auto_camel_case=False, default_resolver=read_element),
         # Factories, not instances: every operation gets its own extension objects.
-        extensions=[*extra, query_limits(limits(settings)),
+        extensions=[*extra, query_limits(limits(settings)), OperationChoice,
                     functools.partial(ErrorMapper, settings.production)],
         execution_context_class=CompiledExecutionContext if compiled else None,
     )

@@ -1,20 +1,65 @@
 """Settings.from_env(): the one place that reads the environment. ENVIRONMENT lists every
-variable with the field it sets, so the README's table can be checked against it."""
+variable with the field it sets, so the README's table can be checked against it.
+
+Every value is parsed strictly and a value that is not understood refuses to start (a typo in
+IMAGING_AUTH must not quietly serve without authentication): SettingsError names the variable
+and what it accepts."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+DEFAULT_CURSOR_SECRET = "imaging-api cursors"
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_HOST = re.compile(r"\*|\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the variable and its allowed values."""
+
 
 def _flag(value: str) -> bool:
-    return value.strip().lower() not in ("0", "false", "no", "off", "")
+    word = value.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValueError(f"must be one of {', '.join(_TRUE + _FALSE)} (any case), not {value!r}")
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        word = value.strip().lower()
+        if word not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)} (any case), not {value!r}")
+        return word
+    return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        text = value.strip()
+        if not _INTEGER.fullmatch(text) or not low <= int(text) <= high:
+            raise ValueError(f"must be an integer from {low} to {high}, not {value!r}")
+        return int(text)
+    return parse
 
 
 def _list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _hosts(value: str) -> tuple[str, ...]:
+    hosts = tuple(host.lower() for host in _list(value))
+    wrong = [host for host in hosts if not _HOST.fullmatch(host)]
+    if wrong or not hosts:
+        raise ValueError("must be a comma-separated list of host names or IP addresses "
+                         f"(IPv6 in brackets, no port; * allows any), not {value!r}")
+    return hosts
 
 
 @dataclass(frozen=True)
@@ -48,16 +93,30 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     max_subscriptions: int = 100  # operations in flight on one WebSocket
     subscriber_backlog: int = 1_000  # events a subscriber may fall behind before it is ended
+    # Host names the server answers to while authentication is off: a page on another site that
+    # rebinds its own name to 127.0.0.1 sends its own name as Host (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
+    header_timeout_seconds: int = 10  # a connection's request line and headers
+    body_timeout_seconds: int = 60  # a request's whole body, from its first read
+    max_connections: int = 1_000  # beyond this, uvicorn answers 503
     auth: str = "off"  # "jwt": bearer tokens with SMART on FHIR scopes
     jwt_secret: str | None = None  # HS256
     jwt_public_key: str | None = None  # RS256/ES256: a PEM file
     jwt_jwks: str | None = None  # RS256/ES256: a JWKS file
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    jwt_leeway_seconds: int = 30  # clock skew allowed on exp, nbf and iat
     # Signs paging cursors. Set the same value on every instance behind a load balancer.
-    cursor_secret: str = "imaging-api cursors"
+    cursor_secret: str = DEFAULT_CURSOR_SECRET
     preload: tuple[str, ...] = ()  # FHIR JSON files imported at start-up (serve --import)
     preload_dicom: tuple[str, ...] = ()  # DICOM files ingested at start-up
+
+    def __post_init__(self) -> None:
+        # Settings made in code get the same fail-closed reading as the environment's.
+        for name, allowed in (("env", ("development", "production")), ("auth", ("off", "jwt"))):
+            if getattr(self, name) not in allowed:
+                raise SettingsError(f"Settings.{name} must be one of {', '.join(allowed)}, "
+                                    f"not {getattr(self, name)!r}")
 
     @property
     def embedded(self) -> bool:
@@ -69,47 +128,66 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings the environment (or `env`) gives; SettingsError if any is unusable."""
         env = os.environ if env is None else env
         known = {f.name for f in fields(cls)}
         values: dict[str, Any] = {}
         for variable, (name, parse) in ENVIRONMENT.items():
             assert name in known, name
             if env.get(variable, "") != "":
-                values[name] = parse(env[variable])
-        return cls(**values)
+                try:
+                    values[name] = parse(env[variable])
+                except ValueError as error:
+                    raise SettingsError(f"{variable} {error}") from None
+        settings = cls(**values)
+        if settings.production and settings.cursor_secret == DEFAULT_CURSOR_SECRET:
+            # The built-in value is public: anyone could forge cursors.
+            raise SettingsError("IMAGING_CURSOR_SECRET must be set (to a secret of your own) "
+                                "when IMAGING_ENV is production")
+        if settings.auth == "jwt" and not (settings.jwt_secret or settings.jwt_public_key
+                                           or settings.jwt_jwks):
+            raise SettingsError("IMAGING_AUTH=jwt needs IMAGING_JWT_SECRET, "
+                                "IMAGING_JWT_PUBLIC_KEY or IMAGING_JWT_JWKS")
+        return settings
 
 
+# A parser raises ValueError with what it accepts; from_env puts the variable's name in front.
 ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "IMAGING_ENV": ("env", str),
+    "IMAGING_ENV": ("env", _choice("development", "production")),
     "MONGODB_URI": ("mongodb_uri", str),
     "MONGODB_DB": ("mongodb_db", str),
-    "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", int),
+    "MONGODB_TIMEOUT_MS": ("mongodb_timeout_ms", _integer(1, 600_000)),
     "MONGODB_WRITE_CONCERN": ("mongodb_write_concern", str),
     "MONGODB_RETRY_WRITES": ("mongodb_retry_writes", _flag),
     "IMAGING_SEED": ("seed", _flag),
     "IMAGING_HOST": ("host", str),
-    "IMAGING_PORT": ("port", int),
-    "IMAGING_WORKERS": ("workers", int),
-    "IMAGING_MAX_INSTANCES": ("max_instances", int),
-    "IMAGING_MAX_SERIES": ("max_series", int),
-    "IMAGING_LIST_MAX_COUNT": ("list_max_count", int),
-    "IMAGING_SEARCH_MAX_VALUES": ("search_max_values", int),
-    "IMAGING_SEARCH_MAX_TOTAL_VALUES": ("search_max_total_values", int),
-    "IMAGING_SEARCH_MAX_VALUE_LENGTH": ("search_max_value_length", int),
-    "IMAGING_MAX_DEPTH": ("max_depth", int),
-    "IMAGING_MAX_ALIASES": ("max_aliases", int),
-    "IMAGING_MAX_TOKENS": ("max_tokens", int),
-    "IMAGING_MAX_QUERY_LENGTH": ("max_query_length", int),
-    "IMAGING_MAX_COST": ("max_cost", int),
-    "IMAGING_MAX_BODY_BYTES": ("max_body_bytes", int),
+    "IMAGING_PORT": ("port", _integer(1, 65_535)),
+    "IMAGING_WORKERS": ("workers", _integer(1, 256)),
+    "IMAGING_MAX_INSTANCES": ("max_instances", _integer(1, 1_000_000)),
+    "IMAGING_MAX_SERIES": ("max_series", _integer(1, 100_000)),
+    "IMAGING_LIST_MAX_COUNT": ("list_max_count", _integer(1, 100_000)),
+    "IMAGING_SEARCH_MAX_VALUES": ("search_max_values", _integer(1, 100_000)),
+    "IMAGING_SEARCH_MAX_TOTAL_VALUES": ("search_max_total_values", _integer(1, 1_000_000)),
+    "IMAGING_SEARCH_MAX_VALUE_LENGTH": ("search_max_value_length", _integer(1, 1_000_000)),
+    "IMAGING_MAX_DEPTH": ("max_depth", _integer(1, 1_000)),
+    "IMAGING_MAX_ALIASES": ("max_aliases", _integer(0, 100_000)),
+    "IMAGING_MAX_TOKENS": ("max_tokens", _integer(1, 10_000_000)),
+    "IMAGING_MAX_QUERY_LENGTH": ("max_query_length", _integer(1, 100_000_000)),
+    "IMAGING_MAX_COST": ("max_cost", _integer(1, 10**15)),
+    "IMAGING_MAX_BODY_BYTES": ("max_body_bytes", _integer(1_024, 2**31)),
     "IMAGING_CORS_ORIGINS": ("cors_origins", _list),
-    "IMAGING_MAX_SUBSCRIPTIONS": ("max_subscriptions", int),
-    "IMAGING_SUBSCRIBER_BACKLOG": ("subscriber_backlog", int),
-    "IMAGING_AUTH": ("auth", str),
+    "IMAGING_MAX_SUBSCRIPTIONS": ("max_subscriptions", _integer(1, 100_000)),
+    "IMAGING_SUBSCRIBER_BACKLOG": ("subscriber_backlog", _integer(1, 10_000_000)),
+    "IMAGING_ALLOWED_HOSTS": ("allowed_hosts", _hosts),
+    "IMAGING_HEADER_TIMEOUT_SECONDS": ("header_timeout_seconds", _integer(1, 300)),
+    "IMAGING_BODY_TIMEOUT_SECONDS": ("body_timeout_seconds", _integer(1, 3_600)),
+    "IMAGING_MAX_CONNECTIONS": ("max_connections", _integer(1, 100_000)),
+    "IMAGING_AUTH": ("auth", _choice("off", "jwt")),
     "IMAGING_JWT_SECRET": ("jwt_secret", str),
     "IMAGING_JWT_PUBLIC_KEY": ("jwt_public_key", str),
     "IMAGING_JWT_JWKS": ("jwt_jwks", str),
     "IMAGING_JWT_AUDIENCE": ("jwt_audience", str),
     "IMAGING_JWT_ISSUER": ("jwt_issuer", str),
+    "IMAGING_JWT_LEEWAY_SECONDS": ("jwt_leeway_seconds", _integer(0, 600)),
     "IMAGING_CURSOR_SECRET": ("cursor_secret", str),
 }

@@ -21,7 +21,7 @@ Gql = Callable[..., Awaitable[dict[str, Any]]]
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(seed=False)
+    return Settings(seed=False, allowed_hosts=("test",))  # the clients' base URL, http://test
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ async def test_oversized_bodies_get_413(http: httpx.AsyncClient) -> None:
 
 @pytest.fixture
 async def production(store: Repository) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(seed=False, env="production"), store)
+    app = create_app(Settings(seed=False, env="production", allowed_hosts=("test",)), store)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://test") as client:
         yield client
@@ -149,7 +149,8 @@ async def test_suggestions_stay_in_development(gql: Gql) -> None:
 
 
 async def test_cors_gzip_and_request_id(store: Repository) -> None:
-    app = create_app(Settings(seed=False, cors_origins=("https://viewer.example",)), store)
+    app = create_app(Settings(seed=False, cors_origins=("https://viewer.example",),
+                              allowed_hosts=("test",)), store)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://test") as client:
         for n in range(30):

@@ -73,7 +73,7 @@ async def faulty() -> AsyncIterator[tuple[httpx.AsyncClient, client.Faults]]:
     faults = client.Faults()
     handle, db = client.open_embedded("faulty")
     store = Repository(client.with_faults(db, faults))
-    app = create_app(Settings(seed=False), store)
+    app = create_app(Settings(seed=False, allowed_hosts=("test",)), store)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://test") as http:
         yield http, faults
@@ -97,7 +97,8 @@ async def test_store_outage_then_recovery_without_restart(
 async def test_unreachable_mongodb_fails_fast_with_store_unavailable() -> None:
     # A real driver against a port where nothing listens: the 2 s server selection timeout,
     # not a hang. No MongoDB server is needed for this.
-    settings = Settings(seed=False, mongodb_uri="mongodb://127.0.0.1:9/?directConnection=true")
+    settings = Settings(seed=False, mongodb_uri="mongodb://127.0.0.1:9/?directConnection=true",
+                        allowed_hosts=("test",))
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -50,7 +50,7 @@ def test_study_fields_carry_the_r5_definitions() -> None:
 
 
 async def test_embedded_store_is_seeded_with_the_demo_studies() -> None:
-    app = create_app(Settings())
+    app = create_app(Settings(allowed_hosts=("t",)))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
@@ -67,7 +67,7 @@ async def test_embedded_store_is_seeded_with_the_demo_studies() -> None:
 async def test_readme_examples_run_on_the_seeded_store() -> None:
     blocks = re.findall(r"```graphql\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert len(blocks) == 5
-    app = create_app(Settings())
+    app = create_app(Settings(allowed_hosts=("t",)))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
@@ -129,7 +129,8 @@ def test_readme_lists_every_environment_variable() -> None:
     table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1]
     assert [v for v in ENVIRONMENT if f"`{v}`" not in table] == []
     settings = Settings.from_env({"IMAGING_CORS_ORIGINS": "https://a.example, https://b",
-                                  "IMAGING_ENV": "production", "MONGODB_RETRY_WRITES": "0"})
+                                  "IMAGING_ENV": "production", "MONGODB_RETRY_WRITES": "0",
+                                  "IMAGING_CURSOR_SECRET": "s3cret"})
     assert settings.cors_origins == ("https://a.example", "https://b")
     assert settings.production
     assert not settings.mongodb_retry_writes

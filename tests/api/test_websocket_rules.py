@@ -28,7 +28,9 @@ from tests.api.test_subscriptions import SUBSCRIBE, post
 from tests.helpers import CREATE
 from tests.server import serving
 
-JWT = {"auth": "jwt", "jwt_secret": SECRET, "jwt_audience": AUDIENCE, "jwt_issuer": ISSUER}
+# No clock-skew leeway: the expiry tests use tokens that live two or three seconds.
+JWT = {"auth": "jwt", "jwt_secret": SECRET, "jwt_audience": AUDIENCE, "jwt_issuer": ISSUER,
+       "jwt_leeway_seconds": 0}
 
 
 @asynccontextmanager
