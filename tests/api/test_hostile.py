@@ -114,7 +114,45 @@ def corpus() -> Iterator[tuple[str, dict[str, Any] | bytes]]:
         yield f"_count {count}", {"query": f"{{ ImagingStudyList(_count: {count}) {{ id }} }}"}
         yield f"nested _count {count}", {"query": f'{{ ImagingStudy(id: "s") {{ series {{ '
                                                   f"instance(_count: {count}) {{ uid }} }} }} }}"}
+    yield from _trust_cases()
     yield "foreign cursor", None  # filled in by the test: a real cursor from another query
+
+
+def _trust_cases() -> Iterator[tuple[str, dict[str, Any] | bytes]]:
+    """The cheap attacks and the half-writes of the trust issue: each is refused whole."""
+    fragments = " ".join(f"fragment F{n} on ImagingStudy {{ " + " ".join(
+        [f"...F{n + 1}"] * 10) + " }" for n in range(7)) + " fragment F7 on ImagingStudy { id }"
+    yield "fragment bomb", {"query": '{ ImagingStudy(id: "s") { ...F0 } } ' + fragments}
+    yield "history fhirJson aliases", {"query": "{ " + " ".join(
+        f'h{n}: ImagingStudyHistory(id: "s") {{ fhirJson }}' for n in range(6)) + " }"}
+    yield "series aliases", {"query": "{ " + " ".join(
+        f'a{n}: ImagingStudy(id: "s") {{ series {{ instance {{ uid sopClass {{ code }} }} }} }}'
+        for n in range(30)) + " }"}
+    yield "variable default", {"query": "query($c: Int = 1000) { ImagingStudyList(_count: $c)"
+                                        " { series { instance { uid } } } }"}
+    yield "200,000 OR values", {"query": "query($v: [String!]) { ImagingStudyList(_id: $v) "
+                                         "{ id } }", "variables": {"v": [",".join(
+                                             str(n) for n in range(200_000))]}}
+    yield "long search value", {"query": "query($v: [String!]) { ImagingStudyList("
+                                         "identifier: $v) { id } }", "variables": {
+                                             "v": ["x" * 5_000]}}
+    yield "7 MB query", {"query": "{ " + "__typename " * 700_000 + "}"}
+    yield "two operations, no name", {"query": "query a { __typename } query b { __typename }"}
+    for started in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00", "0000"):
+        yield f"edge date {started}", {"query": CREATE, "variables": {"res": study(
+            id="edge", started=started)}}
+        yield f"edge search {started}", {"query": f'{{ ImagingStudyList(started: "ge{started}")'
+                                                   " { id } }"}
+    for n, bad_id in enumerate([None, 7, ["a"], {"x": 1}]):
+        yield f"import id {n}", {"query": MUTATIONS["import"][0], "variables": {"v": {
+            **study(), "id": bad_id}}}
+    yield "transaction failing at its last entry", {"query": MUTATIONS["import"][0],
+                                                   "variables": {"v": {
+        "resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": study(id="t1")}, {"resource": {
+                **study(id="t2"), "status": "bogus"}}]}}}
+    yield "a second study with a taken UID", {"query": CREATE, "variables": {"res": {
+        **demo.study("copy", 1, 1), "identifier": demo.study("s", 1, 1)["identifier"]}}}
 
 
 async def snapshot(store: Repository) -> bytes:
