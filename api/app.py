@@ -41,6 +41,7 @@ from store import client
 from store.demo import seed
 from store.events import Bus, ChangeStreamFeeder
 from store.fhir.outcome import StoreError
+from store.indexes import IndexConflict
 from store.ingest import Ingest
 from store.repository import Repository
 
@@ -116,6 +117,9 @@ async def _ensure_indexes(repo: Repository) -> None:
     while True:
         try:
             await repo.ensure_indexes()
+            return
+        except IndexConflict as conflict:
+            log.error("%s", conflict)  # the data must be put right: retrying cannot help
             return
         except StoreError:
             log.warning("store unavailable; creating indexes again in %ss", INDEX_RETRY_SECONDS)

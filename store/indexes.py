@@ -6,7 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from store.client import Database
+from store.client import Database, DriverError, StoreDown
+
+
+class IndexConflict(Exception):
+    """A unique index the stored data does not allow yet."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +54,29 @@ INDEXES = [
 
 
 async def ensure(db: Database) -> None:
+    """Creates every index; raises IndexConflict at the end when a unique one could not be."""
+    conflicts: list[str] = []
     for index in INDEXES:
         options: dict[str, Any] = {"name": index.name}
         if index.unique:
             options["unique"] = True
         if index.partial is not None:
             options["partialFilterExpression"] = index.partial
-        await db[index.collection].create_index(index.keys, **options)
+        try:
+            await db[index.collection].create_index(index.keys, **options)
+        except StoreDown:
+            raise
+        except DriverError as error:
+            if not index.unique:
+                raise
+            # A database written before the index existed may hold duplicates: the service
+            # still runs (every other index is made), and the operator is told what to fix.
+            conflicts.append(f"index {index.name} on {index.collection} could not be "
+                             f"created ({type(error).__name__}): {index.reason}. Find the "
+                             "live studies that share a key and resolve them (update or "
+                             "delete all but one), then restart.")
+    if conflicts:
+        raise IndexConflict(" ".join(conflicts))
 
 
 def plan() -> list[dict[str, Any]]:

@@ -1,38 +1,46 @@
 """Two patients' tokens, random operations: no response, error or change event given to one
 ever holds the other's study id, Study Instance UID or content, unless the caller sent that
 value itself. Hypothesis drives creates, conditional creates, imports, ingest-style creates,
-reads, lists, history, writes aimed at the other's studies, and moves of a study between the
-patients by an administrator."""
+reads, lists, history, writes aimed at the other's studies, moves of a study between the
+patients by an administrator, and the operator's ingest of one patient's DICOM study under a
+Study Instance UID the other patient claimed first."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from api.app import create_app
 from api.auth import Authenticator
 from api.scoped import ScopedStore
 from api.settings import Settings
+from api.targets import LocalTarget
 from store import client, demo
 from store.events import Change
+from store.ingest import Ingest
 from store.repository import Repository
 from tests.api.conftest import AUDIENCE, ISSUER, SECRET
 from tests.api.test_auth import token
+from tests.store.test_dicom import write
 
 PATIENTS = ("pa", "pb")
 CREATE = """mutation($r: ImagingStudyInput!, $c: String) {
   ImagingStudyCreate(res: $r, ifNoneExist: $c) { id identifier { value } description } }"""
 IMPORT = "mutation($r: JSON!) { ImagingStudyImport(resource: $r) { status id outcome } }"
-READ = """query($id: ID!) { ImagingStudy(id: $id) { id description subject { reference } }
+READ = """query($id: ID!) { ImagingStudy(id: $id) { id description subject { reference }
+    series { instance { uid } } }
   ImagingStudyHistory(id: $id) { id description meta { versionId } } }"""
-LIST = """query($p: [String!]) { ImagingStudyList(patient: $p) { id description }
+LIST = """query($p: [String!]) { ImagingStudyList(patient: $p) { id description
+    series { instance { uid } } }
   ImagingStudyConnection(patient: $p) { count edges { resource { id description } } } }"""
 WRITES = {
     "status": 'mutation($id: ID!) { ImagingStudySetStatus(id: $id, status: "cancelled") '
@@ -49,10 +57,12 @@ class World:
 
     studies: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> resource
     owner: dict[str, str] = field(default_factory=dict)  # id -> patient
+    images: dict[str, set[str]] = field(default_factory=dict)  # patient -> SOP UIDs ingested
     counter: int = 0
+    repo: Any = None
 
     def secrets_of(self, patient: str) -> set[str]:
-        found = {f"Patient/{patient}", f"secret-of-{patient}"}
+        found = {f"Patient/{patient}", f"secret-of-{patient}", *self.images.get(patient, ())}
         for study_id, who in self.owner.items():
             if who == patient:
                 found |= {study_id, self.studies[study_id]["identifier"][0]["value"]}
@@ -69,7 +79,7 @@ class World:
 
 Op = tuple[str, int, int]  # (kind, actor index, a number to pick targets with)
 KINDS = ["create", "create-if", "copy-uid", "import-uid", "import-id", "read", "list",
-         "write", "move"]
+         "write", "move", "ingest"]
 ops = st.lists(st.tuples(st.sampled_from(KINDS), st.integers(0, 1), st.integers(0, 50)),
                min_size=1, max_size=10)
 
@@ -86,7 +96,7 @@ async def _run(script: list[Op]) -> None:
                       jwt_issuer=ISSUER)
     app = create_app(config, repo)
     tokens, admin = _tokens(), token("system/*.*")
-    world = World()
+    world = World(repo=repo)
     watchers = {p: ScopedStore(repo, Authenticator(config).access(f"Bearer {tokens[p]}"))
                 .visible("ImagingStudyChanged") for p in PATIENTS}
     delivered: dict[str, list[Change]] = {p: [] for p in PATIENTS}
@@ -163,6 +173,9 @@ async def _step(http: httpx.AsyncClient, world: World, kind: str, me: str, other
         return await _post(http, bearer, LIST, p=[[other], [me], None][pick % 3])
     if kind == "write":
         return await _post(http, bearer, list(WRITES.values())[pick % 3], id=theirs)
+    if kind == "ingest":
+        await _ingest(world, other, mine)
+        return "", {}
     # move: an administrator puts one of my studies right, under the other patient
     if mine in world.studies:
         moved = {**world.studies[mine], "subject": {"reference": f"Patient/{other}"},
@@ -175,8 +188,29 @@ async def _step(http: httpx.AsyncClient, world: World, kind: str, me: str, other
     return "", {}
 
 
+async def _ingest(world: World, patient: str, squatted: str) -> None:
+    """The operator ingests an image of `patient` whose Study Instance UID is that of one of
+    the other patient's studies when there is one (claimed first): never added there."""
+    world.counter += 1
+    value = world.studies.get(squatted, {}).get("identifier", [{}])[0].get(
+        "value", f"urn:oid:1.2.826.0.9.{world.counter}")
+    sop = f"1.2.826.0.1.{world.counter}"
+    world.images.setdefault(patient, set()).add(sop)
+    with tempfile.TemporaryDirectory() as folder:
+        path = write(Path(folder), "x.dcm", StudyInstanceUID=value.removeprefix("urn:oid:"),
+                     SeriesInstanceUID=f"1.2.826.0.2.{world.counter}", SOPInstanceUID=sop,
+                     PatientID=f"mrn-{patient}")
+        await Ingest(LocalTarget(world.repo)).run([path])
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(script=ops)
+# The attacks of the trust issue, always tried: a conditional create naming the other's study,
+# a UID claimed before the other's DICOM study arrives, a study moved between the patients.
+@example(script=[("create", 1, 0), ("create-if", 0, 0), ("create-if", 0, 1),
+                 ("create-if", 0, 2)])
+@example(script=[("create", 0, 0), ("ingest", 0, 0), ("read", 0, 0), ("list", 0, 1)])
+@example(script=[("create", 0, 0), ("move", 0, 0), ("read", 0, 1), ("list", 0, 1)])
 def test_no_patient_ever_sees_the_others_studies(script: list[Op]) -> None:
     asyncio.run(_run(script))
 

@@ -172,3 +172,17 @@ async def test_a_failed_conditional_create_releases_its_claim(store: Repository)
     study, created = await asyncio.wait_for(store.create(demo.study("rej", 1, 1), condition), 1)
     assert created
     assert study["id"] == "rej"
+
+
+async def test_a_database_with_duplicate_uids_is_reported_not_fatal() -> None:
+    from store import client, indexes
+
+    handle, db = client.open_embedded("legacy")
+    for study_id in ("a", "b"):  # written by a version without the unique index
+        await db[indexes.STUDIES].insert_one({"_id": study_id, "_srv": {"uid": "1.2.3"}})
+    with pytest.raises(indexes.IndexConflict) as caught:
+        await indexes.ensure(db)
+    assert "_srv.uid_1" in str(caught.value)
+    made = await db[indexes.HISTORY].index_information()
+    assert "_srv.study_1__srv.version_-1" in made  # every other index is still made
+    client.close(handle)
