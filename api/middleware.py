@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -98,6 +99,23 @@ class _SlowBody(Exception):
     pass
 
 
+async def _refusing(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                    error: type[Exception], refuse: Callable[[Send], Awaitable[None]]) -> None:
+    """Runs `app`; when its reading of the body raises `error` before a response has started,
+    answers with `refuse` instead (once a response started, the connection just ends)."""
+    started = False
+
+    async def tracking(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+    try:
+        await app(scope, receive, tracking)
+    except error:
+        if not started:
+            await refuse(send)
+
+
 class BodyTimeout:
     """Answers 408 and closes the connection when a request body is not all read within
     `seconds` of the request's start: a client trickling a body would hold a worker's
@@ -112,7 +130,7 @@ class BodyTimeout:
             await self.app(scope, receive, send)
             return
         deadline = asyncio.get_running_loop().time() + self.seconds
-        complete = started = False
+        complete = False
 
         async def timed() -> Message:
             nonlocal complete
@@ -126,16 +144,10 @@ class BodyTimeout:
             complete = message["type"] != "http.request" or not message.get("more_body")
             return message
 
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-        try:
-            await self.app(scope, timed, tracking)
-        except _SlowBody:
-            if not started:
-                await _plain(send, 408, f"request body not received within {self.seconds:g} s"
-                             .encode(), close=True)
+        async def refuse(send: Send) -> None:
+            await _plain(send, 408, f"request body not received within {self.seconds:g} s"
+                         .encode(), close=True)
+        await _refusing(self.app, scope, timed, send, _SlowBody, refuse)
 
 
 class _TooLarge(Exception):
@@ -158,7 +170,6 @@ class BodyLimit:
             await self._refuse(send)
             return
         seen = 0
-        started = False
 
         async def counted() -> Message:
             nonlocal seen
@@ -167,16 +178,7 @@ class BodyLimit:
             if seen > self.max_bytes:
                 raise _TooLarge
             return message
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-        try:
-            await self.app(scope, counted, tracking)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+        await _refusing(self.app, scope, counted, send, _TooLarge, self._refuse)
 
     async def _refuse(self, send: Send) -> None:
         body = f"request body over {self.max_bytes} bytes".encode()

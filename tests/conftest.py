@@ -58,3 +58,18 @@ def gql(http: httpx.AsyncClient) -> Gql:
         assert response.status_code == 200, response.text
         return response.json()
     return post
+
+
+@pytest.fixture
+def untouched(store: Repository, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the store calls made (studies and history); a rejected query makes none."""
+    calls: list[str] = []
+    target = store._studies
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            calls.append(name)
+            return getattr(target, name)
+    monkeypatch.setattr(store, "_studies", Spy())
+    monkeypatch.setattr(store, "_history", Spy())
+    return calls

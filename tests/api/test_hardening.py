@@ -17,20 +17,6 @@ from tests.conftest import Gql
 from tests.helpers import CREATE, error
 
 
-@pytest.fixture
-def untouched(store: Repository, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the store reads made; a rejected query must make none."""
-    calls: list[str] = []
-    target = store._studies
-
-    class Spy:
-        def __getattr__(self, name: str) -> Any:
-            calls.append(name)
-            return getattr(target, name)
-    monkeypatch.setattr(store, "_studies", Spy())
-    return calls
-
-
 def _rejected(body: dict[str, Any], what: str, limit: int) -> None:
     extensions = error(body)["extensions"]
     assert extensions["code"] == "QUERY_REJECTED"

@@ -34,21 +34,6 @@ def fragments(levels: int) -> str:
             + f" fragment F{levels} on ImagingStudy {{ id }}")
 
 
-@pytest.fixture
-def untouched(store: Repository, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the store calls made; a rejected query must make none."""
-    calls: list[str] = []
-    target = store._studies
-
-    class Spy:
-        def __getattr__(self, name: str) -> Any:
-            calls.append(name)
-            return getattr(target, name)
-    monkeypatch.setattr(store, "_studies", Spy())
-    monkeypatch.setattr(store, "_history", Spy())
-    return calls
-
-
 def rejected(body: dict[str, Any], what: str) -> dict[str, Any]:
     extensions = error(body)["extensions"]
     assert extensions["code"] == "QUERY_REJECTED", body
