@@ -15,9 +15,8 @@ from typing import Any, TypeVar
 
 from api.auth import FORBIDDEN, Access, owned
 from store.bundle import Importer
-from store.claims import AmbiguousMatch
 from store.events import Change
-from store.fhir.outcome import NOT_FOUND, DuplicateUid, Issue, StoreError, fail
+from store.fhir.outcome import NOT_FOUND, VERSION_CONFLICT, DuplicateUid, Issue, StoreError, fail
 from store.reads import Page
 from store.repository import Guard, Repository
 from store.search import Params, escape
@@ -25,6 +24,10 @@ from store.search import Params, escape
 Study = dict[str, Any]
 T = TypeVar("T")
 ROOT = "ImagingStudy"
+
+
+def _reference(patient: str | None) -> str | None:
+    return None if patient is None else f"Patient/{patient}"
 
 
 def _missing(study_id: str) -> StoreError:
@@ -98,22 +101,25 @@ class ScopedStore:
                              "out and the server assigns one", "security")])
         return patient
 
-    def _guard(self, study_id: str, letter: str, operation: str) -> Guard:
-        """The precondition each write checks on the stored study, before anything else."""
-        patient = self.require(letter, operation)
+    def _guard(self, study_id: str, letters: str, operation: str) -> Guard:
+        """The precondition each write checks on the stored study, inside its compare-and-set
+        and before anything else: a study the caller may not `letters` is a missing id."""
+        patients = {self.require(letter, operation) for letter in letters}
 
         def check(study: Study) -> None:
             self._touch(study)
-            if not owned(study, patient):
+            if not all(owned(study, patient) for patient in patients):
                 raise _missing(study_id)
         return check
 
-    def _shown(self, study: Study) -> Study:
-        """A write's result, as far as the caller may read it: without read access to the
-        study it gets back the id and version it wrote, nothing of the content."""
-        if self.may("r", study):
-            return study
-        return {k: study[k] for k in ("resourceType", "id", "meta") if k in study}
+    async def _visible(self, study_id: str, letters: str, operation: str) -> None:
+        """A cheap look before a write by a confined caller: a study it may not see answers
+        NOT_FOUND without being loaded whole (so no slower than a missing id). The guard
+        inside the write still decides, atomically."""
+        patients = {self.require(letter, operation) for letter in letters} - {None}
+        if patients and await self._repo.get(study_id, {"id"}, subject=_reference(
+                next(iter(patients)))) is None:
+            raise _missing(study_id)
 
     async def _named(self, error: DuplicateUid) -> StoreError:
         """A duplicate Study Instance UID names the holder only to a caller who may read it."""
@@ -125,9 +131,9 @@ class ScopedStore:
     async def get(self, study_id: str, fields: set[str] | None = None,
                   operation: str = "ImagingStudy") -> Study | None:
         patient = self.require("r", operation)
-        study = await self._repo.get(study_id, None if fields is None else fields | {"subject"})
-        if not owned(study, patient):
-            return None  # another patient's study is as good as absent
+        # Another patient's study is as good as absent, and is not even loaded.
+        study = await self._repo.get(study_id, None if fields is None else fields | {"subject"},
+                                     subject=_reference(patient))
         self._touch(study)
         return study
 
@@ -168,7 +174,7 @@ class ScopedStore:
         patient = self.require("r", operation)
         versions = await self._repo.history(
             study_id, count, None if fields is None else fields | {"subject"},
-            subject=None if patient is None else f"Patient/{patient}")
+            subject=_reference(patient))
         if versions:
             self._touch(versions[0])
         return versions
@@ -183,92 +189,101 @@ class ScopedStore:
 
     async def create(self, resource: Study, if_none_exist: str | None = None,
                      operation: str = "ImagingStudyCreate") -> tuple[Study, bool]:
-        """Creates, or with `if_none_exist` returns the match among the studies the caller
-        may create for; a match it may not read is refused without a word about it."""
-        within = self._within(self.admit(resource, "c", operation, new=True))
+        """Creates, or with `if_none_exist` returns the match. A conditional create is a
+        search: it needs `r` and `s` too, and looks only among the studies the caller may
+        search, so whatever it returns the caller may read."""
+        self.admit(resource, "c", operation, new=True)
+        within = [] if if_none_exist is None else self._within(self.require("rs", f"{operation}"
+                                                                           " with ifNoneExist"))
         try:
             study, created = await self._repo.create(resource, if_none_exist, within)
-        except AmbiguousMatch:
-            if not self._reads_all_it_creates():
-                raise self._match_unreadable() from None
-            raise
         except DuplicateUid as error:
             raise await self._named(error) from None
-        if not created and not self.may("r", study):
-            raise self._match_unreadable()
         self._touch(study)
-        return self._shown(study), created
-
-    def _reads_all_it_creates(self) -> bool:
-        access = self.access
-        return "r" in access.open or ("c" not in access.open and "r" in access.confined)
-
-    @staticmethod
-    def _match_unreadable() -> StoreError:
-        return StoreError(FORBIDDEN, [Issue("ifNoneExist", "a study matches this condition "
-                          "and this token may not read it (scope letter 'r')", "security")])
+        return study, created
 
     async def update(self, study_id: str, resource: Study, version_id: str | None,
                      operation: str = "ImagingStudyUpdate") -> Study:
         self.admit(resource, "u", operation, new=False)
-        return await self._write(self._repo.update, study_id, "u", operation, resource,
+        return await self._write(self._repo.update, study_id, "ur", operation, resource,
                                  version_id)
 
     async def set_status(self, study_id: str, status: str, version_id: str | None) -> Study:
-        return await self._write(self._repo.set_status, study_id, "u",
+        return await self._write(self._repo.set_status, study_id, "ur",
                                  "ImagingStudySetStatus", status, version_id)
 
     async def add_series(self, study_id: str, series: list[dict[str, Any]],
                          version_id: str | None) -> Study:
-        return await self._write(self._repo.add_series, study_id, "u",
+        return await self._write(self._repo.add_series, study_id, "ur",
                                  "ImagingStudyAddSeries", series, version_id)
 
     async def add_instances(self, study_id: str, series_uid: str,
                             instances: list[dict[str, Any]], version_id: str | None) -> Study:
-        return await self._write(self._repo.add_instances, study_id, "u",
+        return await self._write(self._repo.add_instances, study_id, "ur",
                                  "ImagingStudyAddInstances", series_uid, instances, version_id)
 
     async def remove_series(self, study_id: str, uids: list[str],
                             version_id: str | None) -> Study:
-        return await self._write(self._repo.remove_series, study_id, "u",
+        return await self._write(self._repo.remove_series, study_id, "ur",
                                  "ImagingStudyRemoveSeries", uids, version_id)
 
     async def remove_instances(self, study_id: str, series_uid: str, uids: list[str],
                                version_id: str | None) -> Study:
-        return await self._write(self._repo.remove_instances, study_id, "u",
+        return await self._write(self._repo.remove_instances, study_id, "ur",
                                  "ImagingStudyRemoveInstances", series_uid, uids, version_id)
 
     async def delete(self, study_id: str, version_id: str | None) -> None:
-        await self._repo.delete(study_id, version_id,
-                                self._guard(study_id, "d", "ImagingStudyDelete"))
+        """Needs `d` only (a delete answers with nothing of the study); to a caller who may
+        not read the study, a version conflict does not say the stored version."""
+        await self._visible(study_id, "d", "ImagingStudyDelete")
+        guard = self._guard(study_id, "d", "ImagingStudyDelete")
+        readable: list[bool] = []
 
-    async def _write(self, method: Callable[..., Any], study_id: str, letter: str,
-                     operation: str, *args: Any) -> Study:
-        guard = self._guard(study_id, letter, operation)
+        def check(study: Study) -> None:
+            guard(study)
+            readable.append(self.may("r", study))
         try:
-            study = await method(study_id, *args, guard=guard)
+            await self._repo.delete(study_id, version_id, check)
+        except StoreError as error:
+            if error.code != VERSION_CONFLICT or not readable or readable[-1]:
+                raise
+            raise fail(VERSION_CONFLICT, f"{ROOT}.meta.versionId", f"versionId '{version_id}'"
+                       " is not the stored version") from None
+
+    async def _write(self, method: Callable[..., Any], study_id: str, letters: str,
+                     operation: str, *args: Any) -> Study:
+        """A write that answers with the study: the caller must be able to read it too."""
+        await self._visible(study_id, letters, operation)
+        try:
+            return await method(study_id, *args, guard=self._guard(study_id, letters,
+                                                                   operation))
         except DuplicateUid as error:
             raise await self._named(error) from None
-        return self._shown(study)
 
     # -- import: matching among the studies the caller may update ------------------------------
 
     def importer(self, dry_run: bool = False) -> Importer:
         """The import path, matching and writing through this gate."""
-        self.require("cu", "ImagingStudyImport")
+        self.require("crus", "ImagingStudyImport")
         return Importer(self, dry_run=dry_run, admit=self.admit)  # type: ignore[arg-type]
 
     async def match(self, params: Params) -> Study | None:
-        """The one study matching `params` among those the caller may update, whole."""
-        within = self._within(self.require("u", "ImagingStudyImport"))
+        """The one study matching `params` among those the caller may search and update."""
+        within = self._within(self.require("rsu", "ImagingStudyImport"))
         found = await self._repo.search([*params, *within], 1)
         return found[0] if found else None
 
+    async def check_uid(self, study: Study) -> None:
+        try:
+            await self._repo.check_uid(study)
+        except DuplicateUid as error:
+            raise await self._named(error) from None
+
     async def match_id(self, study_id: str) -> Study | None:
-        """The study with this id if the caller may update it (else as good as absent)."""
-        patient = self.require("u", "ImagingStudyImport")
-        study = await self._repo.get(study_id)
-        return study if owned(study, patient) else None
+        """The study with this id if the caller may read and update it (else as good as
+        absent)."""
+        return await self._repo.get(study_id, subject=_reference(
+            self.require("ru", "ImagingStudyImport")))
 
     # -- transactions (the import of a transaction Bundle) ------------------------------------
 

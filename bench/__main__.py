@@ -70,9 +70,9 @@ async def projection_of(ours: Ours, query: str, variables: Any, repo: Repository
     seen: list[Any] = []
 
     class Spy:
-        async def get(self, study_id: str, fields: Any = None) -> Any:
+        async def get(self, study_id: str, fields: Any = None, subject: Any = None) -> Any:
             seen.append(fields)
-            return await repo.get(study_id, fields)
+            return await repo.get(study_id, fields, subject)
     await ours.run(query, variables, Spy())
     return seen[0]
 

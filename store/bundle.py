@@ -162,6 +162,7 @@ class Importer:
                 self._admit(resource, "u" if target else "c", "ImagingStudyImport",
                             target is None)
             if target is None:
+                await self.repo.check_uid(resource)  # so a dry run says what a write would
                 study = edit.create(resource, self.repo.max_instances, self.repo.max_series)
                 return _Plan(index, study, CREATED)
             new = edit.replace(target, {**resource, "id": target["id"]},

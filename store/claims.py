@@ -12,15 +12,10 @@ from typing import Any
 
 from store import search
 from store.client import Database, DuplicateKey
-from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, Issue, StoreError, fail
+from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, fail
 
 CLAIM_TTL = timedelta(seconds=5)  # how long a claim may wait for its study
 Study = dict[str, Any]
-
-
-class AmbiguousMatch(StoreError):
-    """The condition matched several studies. The access gate hides even that from a caller
-    who may not read what matched (how many studies match is itself information)."""
 
 
 class Claims:
@@ -40,9 +35,8 @@ class Claims:
         for _ in range(self._attempts):
             found = await self._studies.find(query).limit(2).to_list(length=2)
             if len(found) > 1:
-                raise AmbiguousMatch(BAD_USER_INPUT, [Issue(
-                    "ifNoneExist", f"'{condition}' matches more than one study; a conditional "
-                    "create needs at most one match")])
+                raise fail(BAD_USER_INPUT, "ifNoneExist", f"'{condition}' matches more than one"
+                           " study; a conditional create needs at most one match")
             if found:
                 return found[0], False
             try:

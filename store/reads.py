@@ -71,10 +71,15 @@ class Reads:
     # -- reads --------------------------------------------------------------------------------
 
     @guarded
-    async def get(self, study_id: str, fields: Iterable[str] | None = None) -> Study | None:
-        """The study, reading only the FHIR element paths in `fields` (None: all)."""
-        doc = await self._studies.find_one({"_id": study_id, **search.LIVE},
-                                           projection(fields))
+    async def get(self, study_id: str, fields: Iterable[str] | None = None,
+                  subject: str | None = None) -> Study | None:
+        """The study, reading only the FHIR element paths in `fields` (None: all); with
+        `subject`, only if it is about that subject (a study of another is never loaded, so
+        answering takes as long as for a missing id)."""
+        query: dict[str, Any] = {"_id": study_id, **search.LIVE}
+        if subject is not None:
+            query["subject.reference"] = subject
+        doc = await self._studies.find_one(query, projection(fields))
         return public(doc) if doc else None
 
     @guarded

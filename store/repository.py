@@ -235,6 +235,12 @@ class Repository(Reads):
         raise fail(VERSION_CONFLICT, f"{ROOT}.meta.versionId", "the study changed under this "
                    "write too many times; retry it")
 
+    @guarded
+    async def check_uid(self, study: Study) -> None:
+        """Raises DuplicateUid when another live study carries this study's Study Instance
+        UID (a dry run's check; a real write is refused by the unique index itself)."""
+        await self._refuse_duplicate({"_id": study.get("id"), **study})
+
     async def _refuse_duplicate(self, doc: dict[str, Any]) -> None:
         """Raises DuplicateUid when another live study holds this document's Study Instance
         UID (the unique index refused the write). Asked of the data rather than read from the

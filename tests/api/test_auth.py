@@ -54,29 +54,30 @@ def _series(uid: str) -> dict[str, Any]:
 
 
 OPERATIONS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    # name: (letters it needs, query, variables) - each on study "mine" of patient p1
+    # name: (letters it needs, query, variables) - each on study "mine" of patient p1. A write
+    # that answers with the study needs `r` as well; an import matches by searching (`rs`).
     "read": ("r", '{ ImagingStudy(id: "mine") { id } }', {}),
     "history": ("r", '{ ImagingStudyHistory(id: "mine") { id } }', {}),
     "list": ("rs", "{ ImagingStudyList { id } }", {}),
     "connection": ("rs", "{ ImagingStudyConnection { count } }", {}),
     "create": ("c", "mutation($r: ImagingStudyInput!) { ImagingStudyCreate(res: $r) { id } }",
                {"r": new_study("new", "p1")}),
-    "update": ("u", 'mutation($r: ImagingStudyInput!) { ImagingStudyUpdate(id: "mine", res: $r)'
+    "update": ("ru", 'mutation($r: ImagingStudyInput!) { ImagingStudyUpdate(id: "mine", res: $r)'
                " { id } }", {"r": {**study("mine", "p1"), "description": "changed"}}),
     "delete": ("d", 'mutation { ImagingStudyDelete(id: "mine") { deleted } }', {}),
-    "status": ("u", 'mutation { ImagingStudySetStatus(id: "mine", status: "cancelled") '
+    "status": ("ru", 'mutation { ImagingStudySetStatus(id: "mine", status: "cancelled") '
                "{ id } }", {}),
-    "add-series": ("u", 'mutation($s: [ImagingStudySeriesInput!]!) { ImagingStudyAddSeries('
+    "add-series": ("ru", 'mutation($s: [ImagingStudySeriesInput!]!) { ImagingStudyAddSeries('
                    'id: "mine", series: $s) { id } }', {"s": [_series("7.7")]}),
-    "add-instances": ("u", 'mutation($i: [ImagingStudySeriesInstanceInput!]!, $u: String!) { '
+    "add-instances": ("ru", 'mutation($i: [ImagingStudySeriesInstanceInput!]!, $u: String!) { '
                       'ImagingStudyAddInstances(id: "mine", seriesUid: $u, instances: $i) '
                       "{ id } }", {"u": demo.uid("mine", 1), "i": [demo.instance("m", 1, 5)]}),
-    "remove-series": ("u", 'mutation($u: [String!]!) { ImagingStudyRemoveSeries(id: "mine", '
+    "remove-series": ("ru", 'mutation($u: [String!]!) { ImagingStudyRemoveSeries(id: "mine", '
                       "uids: $u) { id } }", {"u": ["0.0"]}),
-    "remove-instances": ("u", 'mutation($s: String!, $u: [String!]!) { '
+    "remove-instances": ("ru", 'mutation($s: String!, $u: [String!]!) { '
                          'ImagingStudyRemoveInstances(id: "mine", seriesUid: $s, uids: $u) '
                          "{ id } }", {"s": demo.uid("mine", 1), "u": ["0.0"]}),
-    "import": ("cu", "mutation($r: JSON!) { ImagingStudyImport(resource: $r) { status } }",
+    "import": ("crus", "mutation($r: JSON!) { ImagingStudyImport(resource: $r) { status } }",
                {"r": new_study("imported", "p1")}),
 }
 SCOPES = {

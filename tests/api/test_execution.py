@@ -42,7 +42,7 @@ class _Repo:
     def __init__(self, studies: list[dict[str, Any]]) -> None:
         self.studies = studies
 
-    async def get(self, study_id: str, fields: Any = None) -> Any:
+    async def get(self, study_id: str, fields: Any = None, subject: Any = None) -> Any:
         return copy.deepcopy(self.studies[0]) if self.studies else None
 
     async def search(self, *_: Any, **__: Any) -> list[Any]:

@@ -71,22 +71,56 @@ async def test_conditional_create_never_returns_another_patients_study(
     assert len(created) <= 1
 
 
-async def test_a_match_the_caller_may_not_read_is_refused_alike_for_one_or_many(
+async def test_a_conditional_create_is_a_search_and_needs_search_access(
         client: httpx.AsyncClient, store: Repository) -> None:
+    """A create-only token could otherwise ask any yes/no question of every study ("does
+    something match?"): it gets the same refusal whatever the condition matches."""
     await store.create({k: v for k, v in study("also-theirs", "p2").items()
                         if k != "identifier"})
     bearer = token("user/ImagingStudy.c")  # may create anything, read nothing
-    one = await call(client, bearer, CREATE, r=new_study("x", "p3"), c="_id=theirs")
-    many = await call(client, bearer, CREATE, r=new_study("x", "p3"), c="patient=p2")
-    assert codes(one) == codes(many) == {"FORBIDDEN"}
-    assert one["errors"][0]["message"] == many["errors"][0]["message"]
-    assert leaks(one) == leaks(many) == []
-    # A caller that may read everything still gets the match, and the ambiguity.
-    reader = token("user/ImagingStudy.cr")
+    answers = [await call(client, bearer, CREATE, r=new_study("x", "p3"), c=condition)
+               for condition in ("_id=theirs", "patient=p2", "_id=nothing-has-this-id")]
+    assert all(codes(a) == {"FORBIDDEN"} for a in answers)
+    assert len({a["errors"][0]["message"] for a in answers}) == 1
+    assert all(leaks(a) == [] for a in answers)
+    # A caller that may search everything gets the match, and the ambiguity.
+    reader = token("user/ImagingStudy.crs")
     found = await call(client, reader, CREATE, r=new_study("x", "p3"), c="_id=theirs")
     assert found["data"]["ImagingStudyCreate"]["id"] == "theirs"
     assert "more than one" in (await call(client, reader, CREATE, r=new_study("x", "p3"),
                                           c="patient=p2"))["errors"][0]["message"]
+
+
+async def test_a_write_only_token_learns_nothing_of_the_study_it_cannot_read(
+        client: httpx.AsyncClient) -> None:
+    """Writes that answer with the study need read access to it; a delete, which answers
+    with nothing, needs only `d` but does not say the stored version."""
+    update_only = token("user/ImagingStudy.u")
+    for mutation in ('mutation { ImagingStudySetStatus(id: "theirs", status: "registered", '
+                     'versionId: "0") { id } }',
+                     'mutation { ImagingStudyAddSeries(id: "theirs", series: []) { id } }'):
+        body = await call(client, update_only, mutation)
+        assert codes(body) == {"FORBIDDEN"}
+        assert "theirs" not in body["errors"][0]["message"]
+    delete_only = token("user/ImagingStudy.d")
+    body = await call(client, delete_only, 'mutation { ImagingStudyDelete(id: "theirs", '
+                                           'versionId: "9") { deleted } }')
+    assert codes(body) == {"VERSION_CONFLICT"}
+    assert "(1)" not in json.dumps(body)
+    reader = await call(client, token("user/ImagingStudy.rd"), 'mutation { ImagingStudyDelete('
+                        'id: "theirs", versionId: "9") { deleted } }')
+    assert "(1)" in reader["errors"][0]["message"]  # a reader is told the stored version
+
+
+async def test_a_dry_run_import_says_what_the_write_would(client: httpx.AsyncClient) -> None:
+    copied = new_study("copy", "p1") | {"identifier": study("theirs", "p2")["identifier"]}
+    bearer = token("patient/ImagingStudy.cruds", patient="p1")
+    dry = await call(client, bearer, "mutation($r: JSON!) { ImagingStudyImport(resource: $r, "
+                     "dryRun: true) { status outcome } }", r=copied)
+    real = await call(client, bearer, IMPORT, r=copied)
+    assert dry["data"]["ImagingStudyImport"][0]["status"] == "rejected"
+    assert dry["data"]["ImagingStudyImport"][0]["outcome"] == \
+        real["data"]["ImagingStudyImport"][0]["outcome"]
 
 
 async def test_history_shows_a_confined_caller_only_its_patients_versions(
