@@ -235,3 +235,26 @@ async def test_malformed_import_ids_are_entry_rejections(
     assert bad["outcome"]["issue"][0]["expression"] == ["ImagingStudy.id"]
     [record] = [r.audit for r in caplog.records if hasattr(r, "audit")]
     assert {"what": {"reference": f"ImagingStudy/{good['id']}"}} in record["entity"]
+
+
+async def test_another_patients_study_is_never_loaded(client: httpx.AsyncClient,
+                                                      store: Repository,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a large study only to drop it would take measurably longer than answering for
+    a missing id: the patient is part of the store query instead."""
+    loaded: list[str] = []
+    real = store._studies.find_one
+
+    async def spy(query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        found = await real(query, *args, **kwargs)
+        if found is not None:
+            loaded.append(found["_id"])
+        return found
+    monkeypatch.setattr(store._studies, "find_one", spy, raising=False)
+    bearer = token("patient/ImagingStudy.cruds", patient="p1")
+    for operation in ('{ ImagingStudy(id: "theirs") { id series { uid } } }',
+                      'mutation { ImagingStudySetStatus(id: "theirs", status: "cancelled") '
+                      "{ id } }",
+                      'mutation { ImagingStudyDelete(id: "theirs") { deleted } }'):
+        assert codes(await call(client, bearer, operation)) <= {"NOT_FOUND"}
+    assert "theirs" not in loaded
