@@ -52,6 +52,9 @@ def _input_expression(message: str, variables: dict[str, str]) -> str | None:
     return f"{root}{variable['path']}.{unknown['field']}"
 
 
+# graphql-core ends some messages with the offending value ("..., found: {...}" or "...?
+# Found: {...}"): cut, since it can be a whole batch, and is printed as a Python value.
+_ECHO = re.compile(r"[,;.?]?\s+found:", re.IGNORECASE)
 _SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
 
 
@@ -70,7 +73,7 @@ def map_error(error: GraphQLError, variables: dict[str, str] | None = None,
     elif original is None or isinstance(original, GraphQLError):
         # Parse, validation and variable coercion errors: the request itself was wrong. The
         # echo of the offending value is cut: it can be a whole 10,000-instance batch.
-        message = error.message.split(", found:")[0]
+        message = _ECHO.split(error.message)[0]
         if production:
             message = _SUGGESTION.sub("", message)
         expression = _input_expression(error.message, variables or {})

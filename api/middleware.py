@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.logs import request_id
@@ -35,6 +36,8 @@ class RequestId:
             await send(message)
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            pass  # the client left mid-request: no one to answer, and not an incident to log
         finally:
             request_id.reset(token)
 

@@ -134,6 +134,9 @@ class Settings:
         values: dict[str, Any] = {}
         for variable, (name, parse) in ENVIRONMENT.items():
             assert name in known, name
+            if variable in FAIL_CLOSED and variable in env and not env[variable].strip():
+                # An empty security switch is a template left unfilled, not "use the default".
+                raise SettingsError(f"{variable} is set but empty; give it a value or unset it")
             if env.get(variable, "") != "":
                 try:
                     values[name] = parse(env[variable])
@@ -148,7 +151,14 @@ class Settings:
                                            or settings.jwt_jwks):
             raise SettingsError("IMAGING_AUTH=jwt needs IMAGING_JWT_SECRET, "
                                 "IMAGING_JWT_PUBLIC_KEY or IMAGING_JWT_JWKS")
+        if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
+            # HS256 with a short key can be brute-forced offline (RFC 7518 section 3.2).
+            raise SettingsError("IMAGING_JWT_SECRET must be at least 32 bytes (256 bits)")
         return settings
+
+
+FAIL_CLOSED = ("IMAGING_AUTH", "IMAGING_ENV", "IMAGING_JWT_SECRET", "IMAGING_JWT_PUBLIC_KEY",
+               "IMAGING_JWT_JWKS", "IMAGING_CURSOR_SECRET")
 
 
 # A parser raises ValueError with what it accepts; from_env puts the variable's name in front.

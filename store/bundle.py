@@ -24,7 +24,7 @@ from urllib.parse import quote
 from store.client import transient
 from store.fhir import edit
 from store.fhir.definitions import DICOM_UID_SYSTEM
-from store.fhir.identity import same_subject
+from store.fhir.identity import same_subject, study_uids
 from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, Issue, StoreError, fail
 from store.fhir.primitives import CHECKS
 from store.repository import Repository, same_content
@@ -36,6 +36,10 @@ Study = dict[str, Any]
 # (resource, scope letter, operation, new) -> the caller's patient, or raises: the access gate.
 Admit = Callable[[Study, str, str, bool], Any]
 BUNDLE_TYPES = ("collection", "batch", "transaction", "searchset")
+BUNDLE_ELEMENTS = {"resourceType", "id", "meta", "implicitRules", "language", "identifier",
+                   "type", "timestamp", "total", "link", "entry", "signature", "issues"}
+ENTRY_ELEMENTS = {"id", "extension", "modifierExtension", "link", "fullUrl", "resource",
+                  "search", "request", "response"}
 CREATED, UPDATED, UNCHANGED, REJECTED = "created", "updated", "unchanged", "rejected"
 
 
@@ -96,10 +100,57 @@ def entries(resource: Any) -> tuple[str | None, list[Any]]:
     if kind not in BUNDLE_TYPES:
         raise fail(BAD_USER_INPUT, "Bundle.type", f"'{kind}' Bundles are not imported; use "
                    f"one of {', '.join(BUNDLE_TYPES)}")
-    items = resource.get("entry") or []
+    unknown = sorted(set(resource) - BUNDLE_ELEMENTS)
+    if unknown:
+        raise fail(BAD_USER_INPUT, f"Bundle.{unknown[0]}", "is not an R5 Bundle element")
+    items = resource.get("entry", [])
     if not isinstance(items, list):
         raise fail(BAD_USER_INPUT, "Bundle.entry", "must be a list")
+    for index, entry in enumerate(items):
+        if isinstance(entry, dict):
+            _check_entry(entry, f"Bundle.entry[{index}]")
     return kind, [e.get("resource") if isinstance(e, dict) else None for e in items]
+
+
+def _check_entry(entry: dict[str, Any], where: str) -> None:
+    """An entry's elements are R5's, and its request asks only for what import does (a
+    create or an update of the resource): an ifMatch or a DELETE quietly ignored would be
+    a write the client did not ask for."""
+    unknown = sorted(set(entry) - ENTRY_ELEMENTS)
+    if unknown:
+        raise fail(BAD_USER_INPUT, f"{where}.{unknown[0]}", "is not an R5 Bundle.entry element")
+    request = entry.get("request")
+    if request is None:
+        return
+    if not isinstance(request, dict):
+        raise fail(BAD_USER_INPUT, f"{where}.request", "must be an object")
+    if request.get("method") not in (None, "POST", "PUT"):
+        raise fail(BAD_USER_INPUT, f"{where}.request.method", "import creates or updates the "
+                   "entry's resource (POST or PUT); delete studies with ImagingStudyDelete")
+    for name in ("ifMatch", "ifNoneExist", "ifNoneMatch", "ifModifiedSince"):
+        if name in request:
+            raise fail(BAD_USER_INPUT, f"{where}.request.{name}", "conditional requests are not "
+                       "supported by import (matching is by Study Instance UID, then id); use "
+                       "ImagingStudyUpdate with versionId or ImagingStudyCreate with "
+                       "ifNoneExist")
+
+
+def _refuse_repeats(plans: list[_Plan]) -> None:
+    """Two entries of one transaction for the same study would conflict with each other at
+    every try: refused up front, naming the first entry."""
+    first: dict[str, int] = {}
+    for plan in plans:
+        if plan.error is not None:
+            continue
+        keys = [f"id {plan.target['id']}"] if plan.target else []
+        keys += [f"Study Instance UID {uid}" for _, uid in study_uids(plan.resource)]
+        for key in keys:
+            if key in first:
+                plan.error = fail(BAD_USER_INPUT, f"Bundle.entry[{plan.index}]", f"the "
+                                  f"{key} is also entry {first[key]}'s: one transaction writes "
+                                  "a study once")
+                break
+            first[key] = plan.index
 
 
 class Importer:
@@ -211,6 +262,7 @@ class Importer:
         """All or nothing: every entry is planned before any write; a write that still fails
         (a concurrent change, or anything unexpected) takes back the ones already made."""
         plans = [await self._plan(i, r) for i, r in enumerate(resources)]
+        _refuse_repeats(plans)
         failed = [p for p in plans if p.error is not None]
         if failed:
             return [_rejected(p.index, p.error) if p.error else self._abandoned(p, failed[0])

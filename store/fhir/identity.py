@@ -41,12 +41,20 @@ def uid_element(study: Study) -> str:
 
 
 def identity_issues(study: Study) -> list[Issue]:
-    """A study is one DICOM study: two different Study Instance UIDs are two studies."""
+    """A study is one DICOM study: two different Study Instance UIDs are two studies. The
+    system is written exactly, so that no spelling of it escapes the one-study-per-UID key."""
     uids = study_uids(study)
     first = uids[0][1] if uids else None
-    return [Issue(f"{ROOT}.identifier[{index}]", "a study carries at most one Study Instance "
-                  f"UID (urn:dicom:uid); identifier[{uids[0][0]}] already gives {first}")
-            for index, uid in uids[1:] if uid != first]
+    issues = [Issue(f"{ROOT}.identifier[{index}]", "a study carries at most one Study Instance "
+                    f"UID (urn:dicom:uid); identifier[{uids[0][0]}] already gives {first}")
+              for index, uid in uids[1:] if uid != first]
+    for index, identifier in enumerate(study.get("identifier") or ()):
+        system = identifier.get("system") if isinstance(identifier, dict) else None
+        if isinstance(system, str) and system != DICOM_UID_SYSTEM \
+                and system.lower() == DICOM_UID_SYSTEM:
+            issues.append(Issue(f"{ROOT}.identifier[{index}].system", "a Study Instance UID's "
+                                f"system is written {DICOM_UID_SYSTEM}, in lower case"))
+    return issues
 
 
 def subject_key(study: Study) -> tuple[Any, ...]:

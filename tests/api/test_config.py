@@ -297,3 +297,36 @@ async def test_a_small_clock_skew_is_tolerated(store: Repository) -> None:
     assert not await _reads(store, token(scope, nbf=now + 120))
     assert not await _reads(store, just_expired, jwt_leeway_seconds=0)
     assert not await _reads(store, early, jwt_leeway_seconds=0)
+
+
+@pytest.mark.parametrize("variable", ["IMAGING_AUTH", "IMAGING_ENV", "IMAGING_JWT_SECRET"])
+def test_an_empty_security_switch_refuses_to_start(variable: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: " "})
+
+
+def test_a_short_hs256_secret_refuses_to_start() -> None:
+    with pytest.raises(SettingsError, match="32 bytes"):
+        Settings.from_env({"IMAGING_AUTH": "jwt", "IMAGING_JWT_SECRET": "short"})
+    assert Settings.from_env({"IMAGING_AUTH": "jwt",
+                              "IMAGING_JWT_SECRET": "x" * 32}).jwt_secret == "x" * 32
+
+
+async def test_a_client_that_leaves_mid_body_is_not_an_incident(store: Repository) -> None:
+    """It used to end in a 500 and a logged traceback, one per slow client that gave up."""
+    app = create_app(Settings(seed=False), store)
+    messages = iter([{"type": "http.request", "body": b'{"query": "{ __ty', "more_body": True},
+                     {"type": "http.disconnect"}])
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+    scope = {"type": "http", "method": "POST", "path": "/graphql", "raw_path": b"/graphql",
+             "query_string": b"", "root_path": "", "scheme": "http", "http_version": "1.1",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000), "headers": [
+                 (b"host", b"localhost"), (b"content-type", b"application/json")]}
+    await app(scope, receive, send)  # raised ClientDisconnect: uvicorn logged a traceback
+    assert [m for m in sent if m.get("status") == 500] == []

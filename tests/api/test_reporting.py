@@ -59,3 +59,13 @@ async def test_a_failing_audit_record_fails_no_request(
     [record] = [r.audit for r in caplog.records if hasattr(r, "audit")]
     assert record["code"]["text"] == "ImagingStudyImport,ImagingStudyDelete"
     assert {"text": "audit-incomplete"} in record["outcome"]["detail"]
+
+
+async def test_an_input_error_does_not_echo_the_input_back(client: httpx.AsyncClient) -> None:
+    resource = new_study("echo", "p1") | {"extension": [{"url": "http://x", "valueIntegr": 1}]}
+    body = await call(client, token("user/ImagingStudy.cruds"),
+                      "mutation($r: ImagingStudyInput!) { ImagingStudyCreate(res: $r) { id } }",
+                      r=resource)
+    message = body["errors"][0]["message"]
+    assert "valueIntegr" in message
+    assert "http://x" not in message

@@ -186,3 +186,11 @@ async def test_a_database_with_duplicate_uids_is_reported_not_fatal() -> None:
     made = await db[indexes.HISTORY].index_information()
     assert "_srv.study_1__srv.version_-1" in made  # every other index is still made
     client.close(handle)
+
+
+async def test_the_uid_system_is_written_exactly(store: Repository) -> None:
+    shouting = demo.study("loud", 1, 1)
+    shouting["identifier"][0]["system"] = "URN:DICOM:UID"
+    with pytest.raises(StoreError) as caught:
+        await store.create(shouting)
+    assert caught.value.issues[0].expression == "ImagingStudy.identifier[0].system"
