@@ -14,10 +14,11 @@ _CONTAINERS = {("", "series"): ("uid", "number", "modality"), ("series", "instan
                                                                                        "number")}
 
 
-def _fields(selections: Iterable[Any]) -> Iterable[SelectedField]:
+def selected(selections: Iterable[Any]) -> Iterable[SelectedField]:
+    """The fields of a selection, fragments expanded, without __typename."""
     for selection in selections:
         if isinstance(selection, FragmentSpread | InlineFragment):
-            yield from _fields(selection.selections)
+            yield from selected(selection.selections)
         elif selection.name != "__typename":
             yield selection
 
@@ -26,7 +27,7 @@ def study_paths(selections: Iterable[Any], prefix: str = "") -> set[str] | None:
     """FHIR element paths (`series.instance.uid`) that a selection on ImagingStudy reads;
     None when it needs the whole study (fhirJson)."""
     paths: set[str] = set()
-    for field in _fields(selections):
+    for field in selected(selections):
         if field.name in _WHOLE:
             return None
         path = f"{prefix}.{field.name}" if prefix else field.name
@@ -44,5 +45,5 @@ def study_paths(selections: Iterable[Any], prefix: str = "") -> set[str] | None:
 
 def child(selections: Iterable[Any], name: str) -> list[Any] | None:
     """The selections under field `name`, or None when it is not selected."""
-    found = [f for f in _fields(selections) if f.name == name]
+    found = [f for f in selected(selections) if f.name == name]
     return [s for f in found for s in f.selections] if found else None

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import strawberry
 
+from api.budget import Shape, reading
 from api.context import Info
 from api.paging import check_count, check_offset
 from api.projection import child, study_paths
@@ -44,7 +45,9 @@ class Query:
     @strawberry.field(name="ImagingStudy", description="One study by id, or null when there is "
                       "none (or it was deleted).")
     async def imaging_study(self, info: Info, id: strawberry.ID) -> ImagingStudy | None:
-        return await info.context.store.get(id, _paths(_selected(info)))
+        selected = _selected(info)
+        return await reading(Shape(selected), lambda: info.context.store.get(
+            id, _paths(selected)))
 
     @strawberry.field(name="ImagingStudyList", description="Studies matching FHIR search "
                       "arguments (all 17 R5 ImagingStudy parameters, _id and _lastUpdated), "
@@ -58,8 +61,9 @@ class Query:
     ) -> list[ImagingStudy]:
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
-        return await info.context.store.search(params, count, check_offset(_offset), _sort,
-                                               _paths(_selected(info)))
+        selected = _selected(info)
+        return await reading(Shape(selected), lambda: info.context.store.search(
+            params, count, check_offset(_offset), _sort, _paths(selected)))
 
     @strawberry.field(name="ImagingStudyConnection", description="Studies matching FHIR search "
                       "arguments as a connection with total count and keyset cursors.")
@@ -84,9 +88,9 @@ class Query:
                 store.check_cursor(params, _cursor, _sort)
             total = await store.count(params) if "count" in wanted else None
             return {"count": total, "pagesize": count}  # type: ignore[return-value]
-        page = await store.page(
+        page = await reading(Shape(resource or ()), lambda: store.page(
             params, count, _cursor, _sort, _paths(resource) if resource is not None else (),
-            total="count" in wanted)
+            total="count" in wanted), lambda page: page.studies)
         return {  # type: ignore[return-value]
             "count": page.total, "offset": page.offset, "pagesize": count,
             "first": page.first, "previous": page.previous, "next": page.next,
@@ -100,4 +104,6 @@ class Query:
         _count: Annotated[int | None, _arg("How many versions at most (default 100).")] = None,
     ) -> list[ImagingStudy]:
         count = check_count(_count, 100, info.context.settings.history_max_count)
-        return await info.context.store.history(id, count, _paths(_selected(info)))
+        selected = _selected(info)
+        return await reading(Shape(selected), lambda: info.context.store.history(
+            id, count, _paths(selected)))

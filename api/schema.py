@@ -14,6 +14,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from api.budget import ResultBudget
 from api.errors import ErrorMapper, log
 from api.execution import CompiledExecutionContext
 from api.limits import Limits, query_limits
@@ -75,6 +76,7 @@ def build_schema(settings: Settings | None = None,
         config=StrawberryConfig(auto_camel_case=False, default_resolver=read_element),
         # Factories, not instances: every operation gets its own extension objects.
         extensions=[*extra, query_limits(limits(settings)), OperationChoice,
+                    functools.partial(ResultBudget, settings.max_result_values),
                     functools.partial(ErrorMapper, settings.production)],
         execution_context_class=CompiledExecutionContext if compiled else None,
     )

@@ -1,0 +1,71 @@
+"""Each operation returns at most IMAGING_MAX_RESULT_VALUES values, counted on the studies it
+read: aliases of one large study cannot hold the server, and a refused alias is not read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.settings import Settings
+from store import demo
+from store.repository import Repository
+
+TREE = "series { instance { uid } }"  # per study: 1 + 2 series x (1 + 100 instances x 2)
+
+
+@pytest.fixture
+async def client(store: Repository) -> Any:
+    await store.create(demo.study("big", 2, 100))
+    app = create_app(Settings(seed=False, max_result_values=1_000, allowed_hosts=("test",)),
+                     store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as http:
+        yield http
+
+
+def reads_of(store: Repository, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+    real = store._studies.find_one
+
+    async def spy(query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        seen.append(query.get("_id"))
+        return await real(query, *args, **kwargs)
+    monkeypatch.setattr(store._studies, "find_one", spy, raising=False)
+    return seen
+
+
+async def test_aliases_of_a_large_study_stop_at_the_budget(
+        client: httpx.AsyncClient, store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = reads_of(store, monkeypatch)
+    query = "{ " + " ".join(f'a{n}: ImagingStudy(id: "big") {{ {TREE} }}' for n in range(10)) \
+        + " }"
+    body = (await client.post("/graphql", json={"query": query})).json()
+    served = [k for k, v in body["data"].items() if v is not None]
+    assert len(served) == 2  # 403 values each: a third would pass 1,000
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"QUERY_REJECTED"}
+    assert body["errors"][0]["extensions"]["limit"] == 1_000
+    assert len(reads) == 3  # the refused ones after the third were never read
+
+
+async def test_paged_instances_count_as_paged(client: httpx.AsyncClient) -> None:
+    query = "{ " + " ".join(f'a{n}: ImagingStudy(id: "big") {{ series {{ instance(_count: 10) '
+                            "{ uid } } }" for n in range(10)) + " }"
+    body = (await client.post("/graphql", json={"query": query})).json()
+    assert "errors" not in body, body  # 10 x (1 + 2 x (1 + 10 x 2)) = 430
+
+
+async def test_a_worklist_that_reads_no_instances_is_not_counted(
+        client: httpx.AsyncClient) -> None:
+    body = (await client.post("/graphql", json={"query": "{ " + " ".join(
+        f"a{n}: ImagingStudyList {{ id status series {{ uid }} }}" for n in range(20)) + " }"}
+                              )).json()
+    assert "errors" not in body
+
+
+async def test_fhir_json_counts_what_it_returns(client: httpx.AsyncClient) -> None:
+    body = (await client.post("/graphql", json={"query": '{ ImagingStudy(id: "big") '
+                                                         "{ fhirJson } }"})).json()
+    assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED"  # 200 x 12 > 1,000
