@@ -183,6 +183,28 @@ def limit_errors(limits: Limits, document: DocumentNode, variables: dict[str, An
     return errors
 
 
+def variable_errors(limits: Limits, variables: Any) -> list[GraphQLError]:
+    """Refuses, before GraphQL coerces them (seconds of work for a million values), variables
+    holding a list longer than any input takes (a study's instances) or more values in all
+    than the largest study the store accepts could be written with."""
+    most = limits.max_instances
+    total, stack = 0, [variables]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            if len(value) > most:
+                return [rejected("variable list length", most, len(value))]
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        total += 1
+        if total > VALUES_PER_INSTANCE * most:
+            return [rejected("variable values", VALUES_PER_INSTANCE * most,
+                             f"more than {VALUES_PER_INSTANCE * most}")]
+    return []
+
+
+VALUES_PER_INSTANCE = 40  # a generous count of the JSON values one instance input can hold
 _TOKENS = re.compile(r"Document contains more than (\d+) tokens")
 
 
@@ -265,6 +287,8 @@ class QueryLimits(SchemaExtension):
             errors = self.validations.remember(
                 (context.query, rules),
                 lambda: validate_document(context.schema._schema, document, rules))
+            if not errors:
+                errors = variable_errors(self.limits, context.variables)
             if not errors:
                 errors = limit_errors(self.limits, document, context.variables or {})
             if not errors and _subscription_over_http(document, context.context):

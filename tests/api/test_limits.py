@@ -248,3 +248,13 @@ async def test_the_write_rules_run_off_the_event_loop(gql: Gql,
     assert "errors" not in await gql(ADD_SERIES, id="loop", s=[demo.series("loop", 2, 1)])
     assert len(threads) == 2
     assert threading.get_ident() not in threads
+
+
+@pytest.mark.parametrize("value", [["a"] * 50_001, [list(range(40))] * 50_001,
+                                   {"deep": [["x"] * 50_000] * 41}])
+async def test_huge_variables_are_refused_before_coercion(gql: Gql, value: Any,
+                                                          untouched: list[str]) -> None:
+    body = await gql("query($v: [String!]) { ImagingStudyList(_id: $v) { id } }", v=value)
+    assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED"
+    assert "variable" in body["errors"][0]["message"]
+    assert untouched == []
