@@ -259,30 +259,59 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return _BuiltOffTheLoop(build)
         return build()
 
-    def complete_object_value(self, return_type: GraphQLObjectType, field_details_list: Any,
-                              info: Any, path: Any, result: Any,
-                              position_context: Any = None) -> Any:
+    def _plan(self, type_: GraphQLObjectType, field_details_list: Any) -> Build | None:
+        """The plan of a selection on `type_`, made once per request; None: no plan."""
         # Field middleware (an extension with a `resolve` hook) must see every field: then
         # graphql-core does the whole job. Strawberry always passes a manager, maybe empty.
         middleware = self.middleware_manager
-        if type(result) is dict and (middleware is None or not middleware.middlewares):
-            key = (return_type.name, id(field_details_list))
-            if key not in self._plans:
-                self._plans[key] = _Codegen(self).build(return_type, field_details_list)
-            plan = self._plans[key]
-            if plan is not None:
-                # A plan allocates only acyclic JSON containers, which reference counting
-                # frees; the cyclic collector, triggered every few hundred allocations, would
-                # rescan every live object (the study being read among them) for nothing.
-                # Plans never await, so pausing it covers this call alone.
-                collecting = gc.isenabled()
-                gc.disable()
-                try:
-                    return plan(result)
-                except _Fallback:
-                    pass
-                finally:
-                    if collecting:
-                        gc.enable()
+        if middleware is not None and middleware.middlewares:
+            return None
+        key = (type_.name, id(field_details_list))
+        if key not in self._plans:
+            self._plans[key] = _Codegen(self).build(type_, field_details_list)
+        return self._plans[key]
+
+    def complete_object_value(self, return_type: GraphQLObjectType, field_details_list: Any,
+                              info: Any, path: Any, result: Any,
+                              position_context: Any = None) -> Any:
+        plan = self._plan(return_type, field_details_list) if type(result) is dict else None
+        if plan is not None:
+            # A plan allocates only acyclic JSON containers, which reference counting
+            # frees; the cyclic collector, triggered every few hundred allocations, would
+            # rescan every live object (the study being read among them) for nothing.
+            # Plans never await, so pausing it covers this call alone.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return plan(result)
+            except _Fallback:
+                pass
+            finally:
+                if collecting:
+                    gc.enable()
         return super().complete_object_value(return_type, field_details_list, info, path,
                                              result, position_context)
+
+    def complete_list_value(self, return_type: GraphQLList[Any], field_details_list: Any,
+                            info: Any, path: Any, result: Any,
+                            position_context: Any = None) -> Any:
+        # A list of objects a resolver returned (an import's 30,000 results) in one pass of
+        # the item's plan, not one graphql-core completion per item; an item the plan is not
+        # sure of (a null, a non-dict) gives the whole list back to graphql-core.
+        item_type = return_type.of_type
+        if isinstance(item_type, GraphQLNonNull):
+            item_type = item_type.of_type
+        plan = self._plan(item_type, field_details_list) \
+            if type(result) is list and isinstance(item_type, GraphQLObjectType) else None
+        if plan is not None:
+            collecting = gc.isenabled()
+            gc.disable()  # as in complete_object_value
+            try:
+                return [plan(item) for item in result]
+            except _Fallback:
+                pass
+            finally:
+                if collecting:
+                    gc.enable()
+        return super().complete_list_value(return_type, field_details_list, info, path,
+                                           result, position_context)
