@@ -35,16 +35,27 @@ Database = Any  # a motor AsyncIOMotorDatabase, or the embedded stand-in with th
 _EMBEDDED = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-store")
 
 
-def _run(method: Any, args: Any, kwargs: Any) -> Any:
-    """Calls a mongomock-motor coroutine method in this thread and returns its result: the
-    coroutine only wraps a synchronous call, so it completes without ever awaiting."""
+def _run(into: list[Any], method: Any, args: Any, kwargs: Any) -> None:
+    """Calls a mongomock-motor coroutine method in this thread and puts its result `into` the
+    caller's list: the coroutine only wraps a synchronous call, so it completes without ever
+    awaiting. (Not returned through the executor's futures: asyncio keeps a future's result
+    until a later turn of the loop, which for a whole study's copy raised the peak memory of
+    a read by the response's size.)"""
     coroutine = method(*args, **kwargs)
     try:
         coroutine.send(None)
     except StopIteration as done:
-        return done.value
+        into.append(done.value)
+        return
     coroutine.close()
     raise RuntimeError("an embedded store call awaited")
+
+
+async def _in_thread(method: Any, args: Any, kwargs: Any) -> Any:
+    into: list[Any] = []
+    await asyncio.get_running_loop().run_in_executor(_EMBEDDED, _run, into, method, args,
+                                                     kwargs)
+    return into.pop()
 
 
 class _Yielding:
@@ -67,8 +78,7 @@ class _Yielding:
             attr = _top_level_projection(attr)
         if inspect.iscoroutinefunction(getattr(self._target, name)):
             async def call(*args: Any, **kwargs: Any) -> Any:
-                return await asyncio.get_running_loop().run_in_executor(
-                    _EMBEDDED, _run, attr, args, kwargs)
+                return await _in_thread(attr, args, kwargs)
             return call
 
         # Cursors are made and shaped (sort, limit) here, and read in the thread.
@@ -81,8 +91,7 @@ class _Yielding:
         return self
 
     async def __anext__(self) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(
-            _EMBEDDED, _run, self._target.__anext__, (), {})
+        return await _in_thread(self._target.__anext__, (), {})
 
 
 def _top_level_projection(method: Any) -> Any:
