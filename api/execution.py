@@ -228,7 +228,8 @@ def _is_mutation(document: DocumentNode, operation_name: str | None) -> bool:
 
 class _BuiltOffTheLoop:
     """Stands in for an executor whose building (the coercion of its variables) runs in a
-    worker thread once the operation is awaited; the result is the executor's own."""
+    worker thread once the operation is awaited; the result is the executor's own. (So such
+    a mutation cannot run through `Schema.execute_sync`, which this service never uses.)"""
 
     def __init__(self, build: Callable[[], Any]) -> None:
         self._build = build
