@@ -12,17 +12,26 @@ closures that read, check and copy values. The plan only takes the fast path whe
 the result; anything unusual (a null in a non-null position, a value of an unexpected type, a
 resolver error) makes it give the whole object back to graphql-core, which then produces the
 reference result, errors and null propagation included. Results are therefore identical by
-construction; tests/api/test_execution.py checks it against the reference executor."""
+construction; tests/api/test_execution.py checks it against the reference executor.
+
+Building the executor coerces the variables: for a write of a large study, a million values
+walked in Python, seconds during which the event loop would serve no other request. So a
+mutation with variables builds its executor in a worker thread (`_BuiltOffTheLoop`): the
+coercion is pure, and its errors are the very same."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import math
 from collections.abc import Callable
+from inspect import isawaitable
 from typing import Any
 
 from graphql import (
+    DocumentNode,
+    ExecutionResult,
     GraphQLBoolean,
     GraphQLID,
     GraphQLInt,
@@ -30,6 +39,8 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLString,
+    OperationDefinitionNode,
+    OperationType,
     is_leaf_type,
 )
 from graphql.execution.values import get_argument_values
@@ -208,37 +219,100 @@ class _Codegen:
         return None  # interfaces and unions: not in this schema's plain-data part
 
 
+def _is_mutation(document: DocumentNode, operation_name: str | None) -> bool:
+    """Whether the operation graphql-core will run is a mutation (chosen as it chooses)."""
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)
+                  and (operation_name is None or (d.name and d.name.value == operation_name))]
+    return len(operations) == 1 and operations[0].operation == OperationType.MUTATION
+
+
+class _BuiltOffTheLoop:
+    """Stands in for an executor whose building (the coercion of its variables) runs in a
+    worker thread once the operation is awaited; the result is the executor's own. (So such
+    a mutation cannot run through `Schema.execute_sync`, which this service never uses.)"""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+
+    async def execute_operation(self) -> Any:
+        executor = await asyncio.to_thread(self._build)
+        if isinstance(executor, list):  # variable errors, as graphql-core returns them
+            return ExecutionResult(None, errors=executor)
+        result = executor.execute_operation()
+        return await result if isawaitable(result) else result
+
+
 class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    """graphql-core's executor with compiled completion of plain-data objects."""
+    """graphql-core's executor with compiled completion of plain-data objects, whose
+    mutations coerce their variables off the event loop."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._plans: dict[tuple[str, int], Build | None] = {}
 
-    def complete_object_value(self, return_type: GraphQLObjectType, field_details_list: Any,
-                              info: Any, path: Any, result: Any,
-                              position_context: Any = None) -> Any:
+    @classmethod
+    def build(cls, schema: Any, document: DocumentNode, root_value: Any = None,
+              context_value: Any = None, raw_variable_values: dict[str, Any] | None = None,
+              operation_name: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        build = functools.partial(super().build, schema, document, root_value, context_value,
+                                  raw_variable_values, operation_name, *args, **kwargs)
+        if raw_variable_values and _is_mutation(document, operation_name):
+            return _BuiltOffTheLoop(build)
+        return build()
+
+    def _plan(self, type_: GraphQLObjectType, field_details_list: Any) -> Build | None:
+        """The plan of a selection on `type_`, made once per request; None: no plan."""
         # Field middleware (an extension with a `resolve` hook) must see every field: then
         # graphql-core does the whole job. Strawberry always passes a manager, maybe empty.
         middleware = self.middleware_manager
-        if type(result) is dict and (middleware is None or not middleware.middlewares):
-            key = (return_type.name, id(field_details_list))
-            if key not in self._plans:
-                self._plans[key] = _Codegen(self).build(return_type, field_details_list)
-            plan = self._plans[key]
-            if plan is not None:
-                # A plan allocates only acyclic JSON containers, which reference counting
-                # frees; the cyclic collector, triggered every few hundred allocations, would
-                # rescan every live object (the study being read among them) for nothing.
-                # Plans never await, so pausing it covers this call alone.
-                collecting = gc.isenabled()
-                gc.disable()
-                try:
-                    return plan(result)
-                except _Fallback:
-                    pass
-                finally:
-                    if collecting:
-                        gc.enable()
+        if middleware is not None and middleware.middlewares:
+            return None
+        key = (type_.name, id(field_details_list))
+        if key not in self._plans:
+            self._plans[key] = _Codegen(self).build(type_, field_details_list)
+        return self._plans[key]
+
+    def complete_object_value(self, return_type: GraphQLObjectType, field_details_list: Any,
+                              info: Any, path: Any, result: Any,
+                              position_context: Any = None) -> Any:
+        plan = self._plan(return_type, field_details_list) if type(result) is dict else None
+        if plan is not None:
+            # A plan allocates only acyclic JSON containers, which reference counting
+            # frees; the cyclic collector, triggered every few hundred allocations, would
+            # rescan every live object (the study being read among them) for nothing.
+            # Plans never await, so pausing it covers this call alone.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return plan(result)
+            except _Fallback:
+                pass
+            finally:
+                if collecting:
+                    gc.enable()
         return super().complete_object_value(return_type, field_details_list, info, path,
                                              result, position_context)
+
+    def complete_list_value(self, return_type: GraphQLList[Any], field_details_list: Any,
+                            info: Any, path: Any, result: Any,
+                            position_context: Any = None) -> Any:
+        # A list of objects a resolver returned (an import's 30,000 results) in one pass of
+        # the item's plan, not one graphql-core completion per item; an item the plan is not
+        # sure of (a null, a non-dict) gives the whole list back to graphql-core.
+        item_type = return_type.of_type
+        if isinstance(item_type, GraphQLNonNull):
+            item_type = item_type.of_type
+        plan = self._plan(item_type, field_details_list) \
+            if type(result) is list and isinstance(item_type, GraphQLObjectType) else None
+        if plan is not None:
+            collecting = gc.isenabled()
+            gc.disable()  # as in complete_object_value
+            try:
+                return [plan(item) for item in result]
+            except _Fallback:
+                pass
+            finally:
+                if collecting:
+                    gc.enable()
+        return super().complete_list_value(return_type, field_details_list, info, path,
+                                           result, position_context)

@@ -1,8 +1,15 @@
-"""Input types mirroring the output types field for field, and their conversion to FHIR JSON.
+"""Input types mirroring the output types field for field, and their values as FHIR JSON.
 
 The inputs are generated from the output types so the two shapes cannot drift apart. Every input
 field is nullable: required elements are checked by the FHIR rules instead, which report all
-missing elements of a write at once, each by its FHIRPath, rather than stopping at the first."""
+missing elements of a write at once, each by its FHIRPath, rather than stopping at the first.
+
+Resolvers receive these inputs as FHIR JSON dicts, never as Strawberry input objects: a
+50,000-instance study is a million values, and building an object for each of them, only to
+turn it back into JSON for the rules, cost seconds of the event loop. So graphql-core's own
+coercion, which has already checked every value against the input type, leaves out the nulls
+of each input object as it builds it (`without_nulls`, installed by `fhir_json_inputs`), and
+Strawberry hands the result on as it is (`from_input`). The schema is unchanged."""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import sys
 from typing import Any
 
 import strawberry
+from graphql import GraphQLSchema
 from strawberry import ID
 from strawberry.scalars import JSON
 from strawberry.types.base import StrawberryList, StrawberryOptional, has_object_definition
@@ -21,6 +29,7 @@ _MODULE = sys.modules[__name__]
 _SCALARS = {str: "str", int: "int", bool: "bool", float: "float", JSON: "JSON", ID: "ID"}
 # Output-only fields: computed views that have no place in a write.
 _SKIP = {"Extension": {"value"}}
+_MIRRORED: list[str] = []  # the GraphQL names of the input types made by `mirror`
 
 
 def _input_name(cls: type) -> str:
@@ -57,22 +66,28 @@ def mirror(cls: type) -> type:
                                                       default=None))
     made.__annotations__ = namespace["__annotations__"]
     result = strawberry.input(made, name=name, description=definition.description)
+    # Strawberry passes the value of an input of this type, coerced by graphql-core, to this
+    # hook instead of building an object: the value is already FHIR JSON (see fhir_json_inputs).
+    result.__strawberry_definition__.from_input = _as_coerced
+    _MIRRORED.append(name)
     setattr(_MODULE, name, result)
     return result
 
 
-def to_fhir(value: Any) -> Any:
-    """An input object (or list of them) as FHIR JSON: unset and null fields left out."""
-    if isinstance(value, list):
-        return [to_fhir(v) for v in value]
-    if has_object_definition(value):
-        out = {}
-        for f in value.__strawberry_definition__.fields:
-            item = getattr(value, f.python_name)
-            if item is not None and item is not strawberry.UNSET:
-                out[f.python_name] = to_fhir(item)
-        return out
+def _as_coerced(cls: type, value: Any, context: Any) -> Any:
     return value
+
+
+def without_nulls(value: dict[str, Any]) -> dict[str, Any]:
+    """An input object as FHIR JSON: graphql-core has set every field the caller left out to
+    its published default, null; FHIR JSON has no nulls, so these and explicit nulls go."""
+    return {name: item for name, item in value.items() if item is not None}
+
+
+def fhir_json_inputs(schema: GraphQLSchema) -> None:
+    """Makes graphql-core coerce the values of the mirrored input types to FHIR JSON."""
+    for name in _MIRRORED:
+        schema.type_map[name].out_type = without_nulls  # type: ignore[union-attr]
 
 
 ImagingStudyInput = mirror(ImagingStudy)

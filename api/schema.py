@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext
 from api.budget import ResultBudget
 from api.errors import ErrorMapper, log
 from api.execution import CompiledExecutionContext
+from api.inputs import fhir_json_inputs
 from api.limits import Limits, query_limits
 from api.mutations import ImportMutation, Mutation
 from api.operation_choice import OperationChoice
@@ -34,6 +35,10 @@ def read_element(source: Any, name: str) -> Any:
 
 
 class ImagingSchema(strawberry.Schema):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        fhir_json_inputs(self._schema)  # write inputs reach the resolvers as FHIR JSON
+
     def process_errors(self, errors: list[GraphQLError],
                        execution_context: ExecutionContext | None = None) -> None:
         # Client errors are answers, not incidents; the mapper logs unexpected ones itself.

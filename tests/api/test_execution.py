@@ -231,3 +231,29 @@ def test_list_and_scalar_types_in_the_schema_are_covered() -> None:
              for name, type_ in TYPES.items() if isinstance(type_, GraphQLObjectType)
              and not name.startswith("__") for t in type_.fields.values()}
     assert {GraphQLScalarType.__name__, GraphQLObjectType.__name__} <= kinds
+
+
+def test_import_results_equal_graphql_core() -> None:
+    """An import's results (one per entry, ids and outcomes null or not) are completed as a
+    list by one plan: the same response as graphql-core's item by item."""
+    from store import client
+    from store.repository import Repository
+
+    query = """mutation($b: JSON!) { ImagingStudyImport(resource: $b, dryRun: true) {
+      index status id outcome } }"""
+    fine = demo.study("imported", 1, 1)
+    bad = {**demo.study("refused", 1, 1), "status": "done"}
+    payload = {"resourceType": "Bundle", "type": "batch",
+               "entry": [{"resource": fine}, {"resource": bad}, {"resource": 3}]}
+
+    async def run() -> list[str]:
+        _, db = client.open_embedded("import-differential")
+        outputs = []
+        for schema in (COMPILED, REFERENCE):
+            context = Context(_repo=Repository(db), settings=Settings())
+            outputs.append(_normalised(await schema.execute(query, {"b": payload},
+                                                            context_value=context)))
+        return outputs
+    compiled, reference = asyncio.run(run())
+    assert compiled == reference
+    assert json.loads(compiled)["data"]["ImagingStudyImport"][1]["id"] is None

@@ -3,9 +3,12 @@ all-or-nothing transaction, dry runs; and export that validates as R5 with fhir.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import io
+import itertools
 import json
+import time
 from typing import Any
 
 import pytest
@@ -133,3 +136,37 @@ async def test_export_validates_as_r5_and_round_trips(store: Repository, fmt: st
         if "modality" not in source:  # filled in on write (DESIGN.md section 6)
             back.pop("modality")
         assert back == source
+
+
+async def test_a_large_import_lets_the_loop_run_between_entries(
+        store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries without a Study UID or id need no store call to be matched: without pauses,
+    planning a Bundle of 30,000 of them held the event loop for seconds."""
+    from store import bundle as module
+    from store.fhir import edit
+
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+    seen: list[int] = []
+    create = edit.create
+
+    def planned(*args: Any, **kwargs: Any) -> Any:
+        seen.append(ticks)
+        time.sleep(module.SLICE_SECONDS)  # each entry takes a whole slice
+        return create(*args, **kwargs)
+    monkeypatch.setattr(edit, "create", planned)
+    entries = [{"resourceType": "ImagingStudy", "status": "registered",
+                "subject": {"reference": f"Patient/p{n}"}} for n in range(20)]
+    ticker = asyncio.ensure_future(tick())
+    try:
+        results = await Importer(store, dry_run=True).run(bundle("transaction", *entries))
+    finally:
+        ticker.cancel()
+    assert statuses(results) == ["created"] * 20
+    assert len(seen) == 20
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen))
