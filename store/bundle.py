@@ -140,6 +140,19 @@ def _check_entry(entry: dict[str, Any], where: str) -> None:
                        "ifNoneExist")
 
 
+LARGE_ENTRY = 1_000  # instances: above this, an entry's rules run in a worker thread
+
+
+async def _rules(resource: Any, rule: Callable[..., Study], *args: Any) -> Study:
+    """Runs a pure write rule on an entry: in a worker thread when the entry is large (one
+    50,000-instance study held the loop ~0.4 s), inline otherwise (a thread hop per small
+    entry would cost more than the rule)."""
+    series = resource.get("series") if isinstance(resource, dict) else None
+    size = sum(len(one["instance"]) for one in series if isinstance(one, dict)
+               and isinstance(one.get("instance"), list)) if isinstance(series, list) else 0
+    return await asyncio.to_thread(rule, *args) if size > LARGE_ENTRY else rule(*args)
+
+
 def _refuse_repeats(plans: list[_Plan]) -> None:
     """Two entries of one transaction for the same study would conflict with each other at
     every try: refused up front, naming the first entry."""
@@ -227,9 +240,10 @@ class Importer:
                             target is None)
             if target is None:
                 await self.repo.check_uid(resource)  # so a dry run says what a write would
-                study = edit.create(resource, self.repo.max_instances, self.repo.max_series)
+                study = await _rules(resource, edit.create, resource, self.repo.max_instances,
+                                     self.repo.max_series)
                 return _Plan(index, study, CREATED)
-            new = edit.replace(target, {**resource, "id": target["id"]},
+            new = await _rules(resource, edit.replace, target, {**resource, "id": target["id"]},
                                self.repo.max_instances, self.repo.max_series)
             status = UNCHANGED if same_content(new, target) else UPDATED
             return _Plan(index, {**resource, "id": target["id"]}, status, target)

@@ -170,3 +170,23 @@ async def test_a_large_import_lets_the_loop_run_between_entries(
     assert statuses(results) == ["created"] * 20
     assert len(seen) == 20
     assert all(later > earlier for earlier, later in itertools.pairwise(seen))
+
+
+async def test_a_large_entry_is_planned_off_the_loop(store: Repository,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from store.fhir import edit
+
+    threads: list[str] = []
+    real = edit.create
+
+    def spy(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args)
+    monkeypatch.setattr(edit, "create", spy)
+    await Importer(store, dry_run=True).run(bundle("batch", demo.study("small", 1, 3),
+                                                   demo.study("large", 2, 600)))
+    main = threading.main_thread().name
+    assert threads[0] == main
+    assert threads[1] != main
