@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from api.auth import FORBIDDEN, Access, owned
-from store.bundle import Importer
 from store.events import Change
 from store.fhir.outcome import NOT_FOUND, VERSION_CONFLICT, DuplicateUid, Issue, StoreError, fail
+from store.importer import Importer
 from store.reads import Page
 from store.repository import Guard, Repository
 from store.search import Params, escape

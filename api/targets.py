@@ -11,8 +11,9 @@ import httpx
 from api.auth import Access
 from api.scoped import ScopedStore
 from api.search_args import CODES
-from store.bundle import EntryResult, study_uid_token
+from store.bundle import study_uid_token
 from store.files import canonical
+from store.importer import EntryResult
 from store.ingest import Writer
 from store.repository import Repository
 from store.search import Params, graphql_name

@@ -13,8 +13,8 @@ from typing import Any, TextIO
 from api.progress import Progress
 from api.targets import RemoteError, Target
 from store import files
-from store.bundle import REJECTED, EntryResult
 from store.fhir.outcome import BAD_USER_INPUT, StoreError
+from store.importer import REJECTED, EntryResult
 from store.search import Params
 
 CHUNK = 200  # NDJSON resources sent in one import call

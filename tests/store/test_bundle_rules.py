@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from store import demo
-from store.bundle import Importer
 from store.fhir.outcome import StoreError
+from store.importer import Importer
 from store.repository import Repository
 
 

@@ -16,8 +16,8 @@ from fhir.resources.bundle import Bundle
 from fhir.resources.imagingstudy import ImagingStudy
 
 from store import demo, files
-from store.bundle import Importer
 from store.fhir.outcome import VERSION_CONFLICT, StoreError, fail
+from store.importer import Importer
 from store.repository import Repository
 
 
@@ -142,7 +142,7 @@ async def test_a_large_import_lets_the_loop_run_between_entries(
         store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
     """Entries without a Study UID or id need no store call to be matched: without pauses,
     planning a Bundle of 30,000 of them held the event loop for seconds."""
-    from store import bundle as module
+    from store import importer as module
     from store.fhir import edit
 
     ticks = 0

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from store import demo
-from store.bundle import Importer
 from store.fhir.outcome import VERSION_CONFLICT, fail
+from store.importer import Importer
 from store.repository import HistoryClash, Repository
 
 # With MongoDB the Bundle runs in a server transaction: there is nothing to undo, and a
