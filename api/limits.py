@@ -183,28 +183,32 @@ def limit_errors(limits: Limits, document: DocumentNode, variables: dict[str, An
     return errors
 
 
-def variable_errors(limits: Limits, variables: Any) -> list[GraphQLError]:
-    """Refuses, before GraphQL coerces them (seconds of work for a million values), variables
-    holding a list longer than any input takes (a study's instances) or more values in all
-    than the largest study the store accepts could be written with."""
-    most = limits.max_instances
+# A query's variables: search values (at most 100 per argument, 300 per field, 30 aliases) and
+# a few scalars, with room to spare.
+QUERY_LIST, QUERY_VALUES = 1_000, 20_000
+
+
+def variable_errors(variables: Any, most_list: int = QUERY_LIST,
+                    most_values: int = QUERY_VALUES) -> list[GraphQLError]:
+    """Refuses, before GraphQL coerces them on the event loop (seconds for a million values),
+    a query's variables holding a longer list or more values in all than a query can use: its
+    lists are search values, capped far lower. (A mutation's variables, which carry studies,
+    are coerced in a worker thread.) Stops at the first list or value over the limit."""
     total, stack = 0, [variables]
     while stack:
         value = stack.pop()
         if isinstance(value, list):
-            if len(value) > most:
-                return [rejected("variable list length", most, len(value))]
+            if len(value) > most_list:
+                return [rejected("variable list length", most_list, len(value))]
             stack.extend(value)
         elif isinstance(value, dict):
             stack.extend(value.values())
         total += 1
-        if total > VALUES_PER_INSTANCE * most:
-            return [rejected("variable values", VALUES_PER_INSTANCE * most,
-                             f"more than {VALUES_PER_INSTANCE * most}")]
+        if total > most_values:
+            return [rejected("variable values", most_values, f"more than {most_values}")]
     return []
 
 
-VALUES_PER_INSTANCE = 40  # a generous count of the JSON values one instance input can hold
 _TOKENS = re.compile(r"Document contains more than (\d+) tokens")
 
 
@@ -290,7 +294,7 @@ class QueryLimits(SchemaExtension):
             if not errors and not _only_mutations(document):
                 # A mutation's variables are coerced in a worker thread (api/execution.py):
                 # walking a 50,000-instance input here would hold the loop ~60 ms for nothing.
-                errors = variable_errors(self.limits, context.variables)
+                errors = variable_errors(context.variables)
             if not errors:
                 errors = limit_errors(self.limits, document, context.variables or {})
             if not errors and _subscription_over_http(document, context.context):

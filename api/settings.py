@@ -154,6 +154,11 @@ class Settings:
                                            or settings.jwt_jwks):
             raise SettingsError("IMAGING_AUTH=jwt needs IMAGING_JWT_SECRET, "
                                 "IMAGING_JWT_PUBLIC_KEY or IMAGING_JWT_JWKS")
+        if settings.auth == "off" and (settings.jwt_secret or settings.jwt_public_key
+                                       or settings.jwt_jwks):
+            # A key with authentication off is a deployment that meant to switch it on.
+            raise SettingsError("a JWT key is set but IMAGING_AUTH is off: set IMAGING_AUTH=jwt"
+                                " (or unset the key to run without authentication)")
         if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
             # HS256 with a short key can be brute-forced offline (RFC 7518 section 3.2).
             raise SettingsError("IMAGING_JWT_SECRET must be at least 32 bytes (256 bits)")

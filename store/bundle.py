@@ -71,6 +71,15 @@ def _check_entry(entry: dict[str, Any], where: str) -> None:
     if request.get("method") not in (None, "POST", "PUT"):
         raise fail(BAD_USER_INPUT, f"{where}.request.method", "import creates or updates the "
                    "entry's resource (POST or PUT); delete studies with ImagingStudyDelete")
+    url = request.get("url")
+    if url is not None:
+        resource = entry.get("resource")
+        target = resource.get("id") if isinstance(resource, dict) else None
+        wanted = "ImagingStudy" if request.get("method") == "POST" or target is None \
+            else f"ImagingStudy/{target}"
+        if url != wanted:
+            raise fail(BAD_USER_INPUT, f"{where}.request.url", f"must be '{wanted}' for this "
+                       "entry (the resource it carries), not another study or a search")
     for name in ("ifMatch", "ifNoneExist", "ifNoneMatch", "ifModifiedSince"):
         if name in request:
             raise fail(BAD_USER_INPUT, f"{where}.request.{name}", "conditional requests are not "

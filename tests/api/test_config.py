@@ -305,6 +305,11 @@ def test_an_empty_security_switch_refuses_to_start(variable: str) -> None:
         Settings.from_env({variable: " "})
 
 
+def test_a_key_with_authentication_off_refuses_to_start() -> None:
+    with pytest.raises(SettingsError, match="IMAGING_AUTH is off"):
+        Settings.from_env({"IMAGING_JWT_SECRET": "x" * 32})
+
+
 def test_a_short_hs256_secret_refuses_to_start() -> None:
     with pytest.raises(SettingsError, match="32 bytes"):
         Settings.from_env({"IMAGING_AUTH": "jwt", "IMAGING_JWT_SECRET": "short"})

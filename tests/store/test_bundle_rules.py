@@ -26,6 +26,8 @@ def bundle(kind: str, *entries: dict[str, Any], **extra: Any) -> dict[str, Any]:
      "Bundle.entry[0].request.method"),
     (bundle("batch", {"resource": demo.study("a", 1, 1), "request": {
         "method": "PUT", "ifMatch": 'W/"9"'}}), "Bundle.entry[0].request.ifMatch"),
+    (bundle("transaction", {"resource": demo.study("a", 1, 1), "request": {
+        "method": "PUT", "url": "ImagingStudy/b"}}), "Bundle.entry[0].request.url"),
 ])
 async def test_what_import_does_not_do_is_refused(store: Repository, payload: dict[str, Any],
                                                   where: str) -> None:
@@ -33,6 +35,13 @@ async def test_what_import_does_not_do_is_refused(store: Repository, payload: di
         await Importer(store).run(payload)
     assert refused.value.issues[0].expression == where
     assert await store.search([], 10) == []
+
+
+async def test_a_request_url_naming_the_entry_is_accepted(store: Repository) -> None:
+    study = demo.study("a", 1, 1)
+    results = await Importer(store).run(bundle("transaction", {"resource": study, "request": {
+        "method": "PUT", "url": "ImagingStudy/a"}}))
+    assert [r.status for r in results] == ["created"]
 
 
 async def test_one_transaction_writes_a_study_once(store: Repository) -> None:
