@@ -12,6 +12,7 @@ run one after another within an operation."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -28,16 +29,20 @@ JSON_PER_INSTANCE, JSON_PER_SERIES, JSON_PER_STUDY = 12, 12, 40
 
 
 class Budget:
-    """One operation's allowance of returned values."""
+    """One operation's allowance: values returned, and seconds spent waiting on the store."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, store_seconds: float = float("inf")) -> None:
         self.limit = limit
         self.spent = 0
-        self.lock = asyncio.Lock()  # large reads of one operation go one at a time
+        self.store_limit = store_seconds
+        self.store_spent = 0.0
+        self.lock = asyncio.Lock()  # the reads of one operation go one at a time
 
     def check(self) -> None:
         if self.spent > self.limit:
             raise self._refusal()
+        if self.store_spent > self.store_limit:
+            raise rejected("store seconds", int(self.store_limit), f"{self.store_spent:.1f}")
 
     def charge(self, units: int) -> None:
         self.spent += units
@@ -56,11 +61,12 @@ current: ContextVar[Budget | None] = ContextVar("result_budget", default=None)
 class ResultBudget(SchemaExtension):
     """Gives each operation its budget (a factory makes one extension per operation)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, store_seconds: float = float("inf")) -> None:
         self.limit = limit
+        self.store_seconds = store_seconds
 
     def on_execute(self) -> Iterator[None]:
-        token = current.set(Budget(self.limit))
+        token = current.set(Budget(self.limit, self.store_seconds))
         try:
             yield
         finally:
@@ -125,13 +131,19 @@ def _size(selections: Iterable[Any]) -> int:
 async def reading(shape: Shape, read: Callable[[], Awaitable[T]],
                   studies: Callable[[T], list[dict[str, Any]]] = lambda found: (
                       found if isinstance(found, list) else [found] if found else [])) -> T:
-    """Runs `read` and charges the studies it returned to the operation's budget. Heavy
-    reads of one operation run one after another and are not started once it is spent."""
+    """Runs `read` and charges it to the operation's budget: the time it waited on the store,
+    and for a heavy selection the values of the studies it returned. The reads of one
+    operation run one after another, and none starts once either allowance is spent."""
     budget = current.get()
-    if budget is None or not shape.heavy:
+    if budget is None:
         return await read()
     async with budget.lock:
         budget.check()
-        found = await read()
-        budget.charge(sum(shape.units(study) for study in studies(found)))
+        started = time.monotonic()
+        try:
+            found = await read()
+        finally:
+            budget.store_spent += time.monotonic() - started
+        if shape.heavy:
+            budget.charge(sum(shape.units(study) for study in studies(found)))
     return found

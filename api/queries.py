@@ -86,7 +86,8 @@ class Query:
             # A count-only query reads no documents at all (but a bad cursor is still bad).
             if _cursor is not None:
                 store.check_cursor(params, _cursor, _sort)
-            total = await store.count(params) if "count" in wanted else None
+            total = await reading(Shape(()), lambda: store.count(params)) \
+                if "count" in wanted else None
             return {"count": total, "pagesize": count}  # type: ignore[return-value]
         page = await reading(Shape(resource or ()), lambda: store.page(
             params, count, _cursor, _sort, _paths(resource) if resource is not None else (),

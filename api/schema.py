@@ -81,7 +81,8 @@ def build_schema(settings: Settings | None = None,
         config=StrawberryConfig(auto_camel_case=False, default_resolver=read_element),
         # Factories, not instances: every operation gets its own extension objects.
         extensions=[*extra, query_limits(limits(settings)), OperationChoice,
-                    functools.partial(ResultBudget, settings.max_result_values),
+                    functools.partial(ResultBudget, settings.max_result_values,
+                                      settings.max_store_seconds),
                     functools.partial(ErrorMapper, settings.production)],
         execution_context_class=CompiledExecutionContext if compiled else None,
     )

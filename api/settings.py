@@ -92,6 +92,9 @@ class Settings:
     # Values one operation may return, counted on the studies it read (about 1 s of work on
     # one core): bounds aliases of a large study, which the cost (priced at caps) lets through.
     max_result_values: int = 300_000
+    # Seconds one operation may wait on the store in all (its reads run one after another):
+    # bounds aliases of slow searches, which the embedded store answers by scanning.
+    max_store_seconds: int = 3
     max_body_bytes: int = 8 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
     max_subscriptions: int = 100  # operations in flight on one WebSocket
@@ -193,6 +196,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IMAGING_MAX_QUERY_LENGTH": ("max_query_length", _integer(1, 100_000_000)),
     "IMAGING_MAX_COST": ("max_cost", _integer(1, 10**15)),
     "IMAGING_MAX_RESULT_VALUES": ("max_result_values", _integer(1, 10**12)),
+    "IMAGING_MAX_STORE_SECONDS": ("max_store_seconds", _integer(1, 3_600)),
     "IMAGING_MAX_BODY_BYTES": ("max_body_bytes", _integer(1_024, 2**31)),
     "IMAGING_CORS_ORIGINS": ("cors_origins", _list),
     "IMAGING_MAX_SUBSCRIPTIONS": ("max_subscriptions", _integer(1, 100_000)),

@@ -69,3 +69,29 @@ async def test_fhir_json_counts_what_it_returns(client: httpx.AsyncClient) -> No
     body = (await client.post("/graphql", json={"query": '{ ImagingStudy(id: "big") '
                                                          "{ fhirJson } }"})).json()
     assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED"  # 200 x 12 > 1,000
+
+
+async def test_an_operations_reads_stop_after_its_store_time(
+        store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Aliases of a slow search (the embedded store scans) ran one store call after another
+    for minutes: now the reads of one operation share IMAGING_MAX_STORE_SECONDS."""
+    import asyncio
+
+    real = store.count
+    calls: list[int] = []
+
+    async def slow(params: Any) -> int:
+        calls.append(1)
+        await asyncio.sleep(0.3)
+        return await real(params)
+    monkeypatch.setattr(store, "count", slow)
+    app = create_app(Settings(seed=False, max_store_seconds=1, allowed_hosts=("test",)), store)
+    query = "{ " + " ".join(f'a{n}: ImagingStudyConnection(instance: "1.2.{n}") {{ count }}'
+                            for n in range(10)) + " }"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as http:
+        body = (await http.post("/graphql", json={"query": query})).json()
+    # The connection is non-null, so the refusal nulls the whole response; what matters is
+    # that after 4 x 0.3 s had passed 1 s, the fifth and later aliases were never read.
+    assert len(calls) == 4
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"QUERY_REJECTED"}
