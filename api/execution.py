@@ -281,15 +281,10 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
             # frees; the cyclic collector, triggered every few hundred allocations, would
             # rescan every live object (the study being read among them) for nothing.
             # Plans never await, so pausing it covers this call alone.
-            collecting = gc.isenabled()
-            gc.disable()
             try:
-                return plan(result)
+                return _collector_paused(lambda: plan(result))
             except _Fallback:
                 pass
-            finally:
-                if collecting:
-                    gc.enable()
         return super().complete_object_value(return_type, field_details_list, info, path,
                                              result, position_context)
 
@@ -305,14 +300,20 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
         plan = self._plan(item_type, field_details_list) \
             if type(result) is list and isinstance(item_type, GraphQLObjectType) else None
         if plan is not None:
-            collecting = gc.isenabled()
-            gc.disable()  # as in complete_object_value
             try:
-                return [plan(item) for item in result]
+                return _collector_paused(lambda: [plan(item) for item in result])
             except _Fallback:
                 pass
-            finally:
-                if collecting:
-                    gc.enable()
         return super().complete_list_value(return_type, field_details_list, info, path,
                                            result, position_context)
+
+
+def _collector_paused(run: Callable[[], Any]) -> Any:
+    """Runs a plan with the cyclic collector paused (see complete_object_value)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return run()
+    finally:
+        if collecting:
+            gc.enable()
