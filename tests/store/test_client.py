@@ -3,7 +3,6 @@ large document's copy does not hold the event loop."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from typing import Any
@@ -12,32 +11,23 @@ import pytest
 
 from store import client, demo
 from store.repository import Repository
+from tests.helpers import LoopTicks
 
 
 @pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")),
                     reason="checks the embedded store; with MONGODB_URI the tests use motor")
 async def test_the_embedded_store_works_off_the_event_loop(
         store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
     seen: list[tuple[int, int]] = []
     run = client._run
 
     def slow(*args: Any) -> Any:  # every store call, made slow as a large document's copy
-        before = ticks
+        before = ticks.count
         time.sleep(0.02)  # the loop goes on meanwhile, unless the call holds it
-        seen.append((before, ticks))
+        seen.append((before, ticks.count))
         return run(*args)
     monkeypatch.setattr(client, "_run", slow)
-    ticker = asyncio.ensure_future(tick())
-    try:
+    async with LoopTicks() as ticks:
         await store.create(demo.study("slow", 1, 1))
-    finally:
-        ticker.cancel()
     assert seen
     assert all(after > before for before, after in seen)

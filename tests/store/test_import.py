@@ -3,7 +3,6 @@ all-or-nothing transaction, dry runs; and export that validates as R5 with fhir.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import io
 import itertools
@@ -19,6 +18,7 @@ from store import demo, files
 from store.fhir.outcome import VERSION_CONFLICT, StoreError, fail
 from store.importer import Importer
 from store.repository import Repository
+from tests.helpers import LoopTicks
 
 
 def bundle(kind: str, *resources: Any) -> dict[str, Any]:
@@ -145,28 +145,19 @@ async def test_a_large_import_lets_the_loop_run_between_entries(
     from store import importer as module
     from store.fhir import edit
 
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
     seen: list[int] = []
     create = edit.create
+    ticks = LoopTicks()
 
     def planned(*args: Any, **kwargs: Any) -> Any:
-        seen.append(ticks)
+        seen.append(ticks.count)
         time.sleep(module.SLICE_SECONDS)  # each entry takes a whole slice
         return create(*args, **kwargs)
     monkeypatch.setattr(edit, "create", planned)
     entries = [{"resourceType": "ImagingStudy", "status": "registered",
                 "subject": {"reference": f"Patient/p{n}"}} for n in range(20)]
-    ticker = asyncio.ensure_future(tick())
-    try:
+    async with ticks:
         results = await Importer(store, dry_run=True).run(bundle("transaction", *entries))
-    finally:
-        ticker.cancel()
     assert statuses(results) == ["created"] * 20
     assert len(seen) == 20
     assert all(later > earlier for earlier, later in itertools.pairwise(seen))
