@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,10 +39,16 @@ def outcome_of(errors: list[Any] | None) -> tuple[str, str]:
     return ("8", serious[0]) if serious else ("4", codes[0])
 
 
+# (study id, patient reference) of every study the current operation touched. Per operation,
+# not per context: a WebSocket keeps one context for all the operations it carries.
+touched_by_operation: ContextVar[list[tuple[str, str | None]] | None] = ContextVar(
+    "touched_by_operation", default=None)
+
+
 def record(operation: str, kind: str, fields: list[str], context: Any, errors: list[Any] | None,
-           ) -> dict[str, Any]:
+           touched: list[tuple[str, str | None]] | None = None) -> dict[str, Any]:
     access = getattr(context, "access", None)
-    touched = getattr(context, "touched", [])
+    touched = touched or []
     code, contract = outcome_of(errors)
     action = "R" if kind != "mutation" else next(
         (_ACTIONS[f] for f in fields if f in _ACTIONS), "U")
@@ -71,7 +78,12 @@ class AuditLog(SchemaExtension):
     """Writes the audit record of each operation when it completes, errors included."""
 
     def on_operation(self) -> Iterator[None]:
-        yield
+        touched: list[tuple[str, str | None]] = []
+        token = touched_by_operation.set(touched)
+        try:
+            yield
+        finally:
+            touched_by_operation.reset(token)
         context = self.execution_context
         kind, fields = root_fields(context.graphql_document)
         result = context.result
@@ -79,7 +91,7 @@ class AuditLog(SchemaExtension):
             context.pre_execution_errors
         operation = context.operation_name or ",".join(fields) or "unparsed"
         try:
-            event = record(operation, kind, fields, context.context, errors)
+            event = record(operation, kind, fields, context.context, errors, touched)
         except Exception:  # the audit never fails a request whose writes are committed
             audit_log.exception("audit record of %s %s incomplete", kind, operation)
             event = record(operation, kind, fields, None, errors)

@@ -7,6 +7,7 @@ from typing import Any
 
 import strawberry
 
+from api.audit import touched_by_operation
 from api.auth import Access, Authenticator
 from api.scoped import ScopedStore
 from api.settings import Settings
@@ -37,8 +38,6 @@ class Context:
     authenticator: Authenticator | None = None
     authorization: str | None = None  # the Authorization header
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init
-    # (study id, patient reference) of every study the operation touched, for the audit.
-    touched: list[tuple[str, str | None]] = field(default_factory=list)
     _access: Access | None = None
     _store: ScopedStore | None = None
 
@@ -54,10 +53,15 @@ class Context:
 
     @property
     def store(self) -> ScopedStore:
-        """The store as this caller may use it (made anew whenever the access changes)."""
+        """The store as this caller may use it in the current operation: made anew for each
+        operation (a WebSocket carries many on one context) and whenever the access changes."""
         access = self.access
-        if self._store is None or self._store.access is not access:
-            self._store = ScopedStore(self._repo, access, self.touched)
+        touched = touched_by_operation.get()
+        if touched is None:  # outside an audited operation (benchmarks run the bare schema)
+            touched = self._store.touched if self._store is not None else []
+        if self._store is None or self._store.access is not access \
+                or self._store.touched is not touched:
+            self._store = ScopedStore(self._repo, access, touched)
         return self._store
 
     def metrics_subscriptions(self, delta: int) -> None:

@@ -234,3 +234,22 @@ async def test_the_legacy_graphql_ws_protocol_is_not_served(store: Repository) -
         with suppress(websockets.ConnectionClosed):
             await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
         assert await close_code(ws) == 4406
+
+
+async def test_each_operation_on_a_socket_is_audited_alone(
+        store: Repository, caplog: pytest.LogCaptureFixture) -> None:
+    """A socket keeps one context for all its operations; the gate and the audit trail are
+    per operation, so an operation's record names only the studies it touched."""
+    for name in ("first", "second"):
+        await store.create(demo.study(name, 1, 1))
+    async with serving(create_app(Settings(seed=False), store)) as address, \
+            socket(address) as ws:
+        await init(ws)
+        with caplog.at_level("INFO", logger="imaging.audit"):
+            for n, name in enumerate(("first", "second")):
+                await subscribe(ws, f"q{n}", f'{{ ImagingStudy(id: "{name}") {{ id }} }}')
+                assert (await receive(ws))["type"] == "next"
+                assert (await receive(ws))["type"] == "complete"
+    records = [r.audit for r in caplog.records if hasattr(r, "audit")]
+    assert [[e["what"]["reference"] for e in r["entity"] if "role" not in e]
+            for r in records] == [["ImagingStudy/first"], ["ImagingStudy/second"]]
