@@ -72,14 +72,12 @@ class Socket(ASGIWebSocketAdapter):
         await self.send_encoded(self.view.encode_json(message))
 
     async def send_encoded(self, data: bytes | str) -> None:
-        """Sends one encoded message, as Strawberry sends what encode_json returns."""
+        """Sends one encoded message as a text frame: graphql-transport-ws is a text protocol,
+        and its clients (graphql-ws, Apollo's GraphQLWsLink, gql) reject binary frames."""
         if self.ws.application_state == WebSocketState.DISCONNECTED:
             return
         try:
-            if isinstance(data, bytes):
-                await self.ws.send_bytes(data)
-            else:
-                await self.ws.send_text(data)
+            await self.ws.send_text(data.decode() if isinstance(data, bytes) else data)
         except (WebSocketDisconnect, WebSocketDisconnected):
             # The client left: the handler's loop sees it too and ends every operation.
             # (Raised from an operation, Strawberry would log it as a fault, with a traceback.)

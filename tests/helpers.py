@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType
@@ -14,6 +15,14 @@ CREATE = """mutation($res: ImagingStudyInput!, $ine: String) {
 STATUS = """mutation($id: ID!, $status: String!, $v: String) {
   ImagingStudySetStatus(id: $id, status: $status, versionId: $v) { status meta { versionId } } }"""
 GET = "query($id: ID!) { ImagingStudy(id: $id) { id status meta { versionId } } }"
+
+
+def text_message(frame: str | bytes) -> dict[str, Any]:
+    """A graphql-transport-ws message, asserting it came as a text frame: the reference
+    clients (graphql-ws, Apollo, gql) reject binary frames, which json.loads would accept."""
+    assert isinstance(frame, str), f"binary WebSocket frame: {frame[:80]!r}"
+    message: dict[str, Any] = json.loads(frame)
+    return message
 
 
 def error(body: dict[str, Any]) -> dict[str, Any]:

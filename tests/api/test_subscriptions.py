@@ -18,7 +18,7 @@ from store import demo
 from store.events import Bus, ChangeStreamFeeder, from_change_stream
 from store.repository import Repository
 from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
-from tests.helpers import CREATE, STATUS
+from tests.helpers import CREATE, STATUS, text_message
 from tests.server import serving
 
 SUBSCRIBE = """subscription($id: ID, $patient: String) { ImagingStudyChanged(id: $id,
@@ -32,13 +32,13 @@ async def subscription(address: str, variables: dict[str, Any],
     async with websockets.connect(f"ws://{address}/graphql",
                                   subprotocols=["graphql-transport-ws"]) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": params or {}}))
-        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        assert text_message(await ws.recv())["type"] == "connection_ack"
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
             "query": SUBSCRIBE, "variables": variables}}))
         await asyncio.sleep(0.2)  # let the server register the subscriber
 
         async def next_event() -> dict[str, Any]:
-            message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            message = text_message(await asyncio.wait_for(ws.recv(), 5))
             assert message["type"] == "next", message
             return message["payload"]
         yield next_event
@@ -94,7 +94,7 @@ async def test_subscribing_needs_read_access(store: Repository) -> None:
         await ws.recv()
         await ws.send(json.dumps({"id": "1", "type": "subscribe",
                                   "payload": {"query": SUBSCRIBE, "variables": {}}}))
-        message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        message = text_message(await asyncio.wait_for(ws.recv(), 5))
     assert message["type"] in ("error", "next")
     errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
     assert errors[0]["extensions"]["code"] == "FORBIDDEN"

@@ -25,7 +25,7 @@ from store.events import Change
 from store.repository import Repository
 from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
 from tests.api.test_subscriptions import SUBSCRIBE, post
-from tests.helpers import CREATE
+from tests.helpers import CREATE, text_message
 from tests.server import serving
 
 # No clock-skew leeway: the expiry tests use tokens that live two or three seconds.
@@ -42,7 +42,7 @@ async def socket(address: str, **options: Any) -> AsyncIterator[ClientConnection
 
 async def init(ws: ClientConnection, payload: dict[str, Any] | None = None) -> dict[str, Any]:
     await ws.send(json.dumps({"type": "connection_init", "payload": payload or {}}))
-    return json.loads(await asyncio.wait_for(ws.recv(), 5))
+    return text_message(await asyncio.wait_for(ws.recv(), 5))
 
 
 async def subscribe(ws: ClientConnection, op: str, query: str = SUBSCRIBE,
@@ -52,7 +52,7 @@ async def subscribe(ws: ClientConnection, op: str, query: str = SUBSCRIBE,
 
 
 async def receive(ws: ClientConnection) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), 5))
+    return text_message(await asyncio.wait_for(ws.recv(), 5))
 
 
 async def close_code(ws: ClientConnection, wait: float = 5) -> int | None:
