@@ -68,8 +68,11 @@ class _Measure(NamedTuple):
 _Context = tuple[int, int]
 
 
-def rejected(what: str, limit: int, measured: int | str) -> GraphQLError:
+def rejected(what: str, limit: int, measured: int | str, advice: str = "") -> GraphQLError:
+    """The QUERY_REJECTED error of one limit; `advice` says what would make the query fit."""
     message = f"query rejected: {what} {measured} exceeds the limit of {limit}"
+    if advice:
+        message += f"; {advice}"
     outcome = {"resourceType": "OperationOutcome", "issue": [
         {"severity": "error", "code": "too-costly", "diagnostics": message}]}
     return GraphQLError(message, extensions={"code": QUERY_REJECTED, "resource": outcome,
@@ -91,6 +94,11 @@ class _Walk:
                          for d in operation.variable_definitions or () if d.default_value}
         self.memo: dict[tuple[str, _Context], _Measure] = {}
         self.open: set[str] = set()  # fragments being measured: a cycle is another rule's
+        # What a refusal's advice names: lists priced at their most for want of a `_count`,
+        # lists whose `_count` could be lower, and whether whole studies (fhirJson) are asked.
+        self.unpaged: set[str] = set()
+        self.counted: set[str] = set()
+        self.whole = False
 
     def measure(self, selection_set: SelectionSetNode | None, context: _Context) -> _Measure:
         depth = aliases = cost = 0
@@ -142,6 +150,11 @@ class _Walk:
         else:
             size, inner = count or DEFAULT_SIZES.get(name, 1), context
         own = self.limits.whole_study if name == "fhirJson" else 1
+        self.whole = self.whole or name == "fhirJson"
+        if name in ("series", "instance") and count is None:
+            self.unpaged.add(name)
+        elif (count or 0) > 1 or (count is None and name in DEFAULT_SIZES):
+            self.counted.add(name)
         child = self.measure(field.selection_set, inner)
         return _Measure(1 + child.depth, (field.alias is not None) + child.aliases,
                         own + size * child.cost)
@@ -163,6 +176,24 @@ class _Walk:
                     return 1  # a wrong type is refused by validation anyway
         return None
 
+    def advice(self) -> str:
+        """What would bring the cost down, in the order a viewer would try it."""
+        steps = []
+        if "instance" in self.unpaged:
+            steps.append("page the instances: instance(_count: 100, _offset: 0), then the next "
+                         "_offset")
+        if "series" in self.unpaged:
+            steps.append("give series a _count")
+        if self.whole:
+            steps.append("ask fhirJson of fewer studies at once")
+        if self.counted:
+            steps.append(f"lower the _count of {', '.join(sorted(self.counted))}")
+        return "to fit, " + "; ".join(steps) if steps else "to fit, select fewer fields"
+
+
+_ADVICE = {"depth": "to fit, nest the selection less deeply",
+           "aliases": "to fit, send fewer aliases in one request (or several requests)"}
+
 
 def limit_errors(limits: Limits, document: DocumentNode, variables: dict[str, Any]
                  ) -> list[GraphQLError]:
@@ -173,13 +204,14 @@ def limit_errors(limits: Limits, document: DocumentNode, variables: dict[str, An
     for operation in document.definitions:
         if not isinstance(operation, OperationDefinitionNode):
             continue
-        measure = _Walk(limits, fragments, variables, operation).measure(
-            operation.selection_set, (1, 1))
+        walk = _Walk(limits, fragments, variables, operation)
+        measure = walk.measure(operation.selection_set, (1, 1))
         checks = [("depth", limits.max_depth, measure.depth),
                   ("aliases", limits.max_aliases, measure.aliases),
                   ("cost", limits.max_cost, measure.cost)]
-        errors += [rejected(what, limit, measured) for what, limit, measured in checks
-                   if measured > limit]
+        errors += [rejected(what, limit, measured,
+                            walk.advice() if what == "cost" else _ADVICE[what])
+                   for what, limit, measured in checks if measured > limit]
     return errors
 
 

@@ -14,13 +14,13 @@ def check_count(value: int | None, default: Any, cap: int, name: str = "_count")
     if value is None:
         return default
     if not 1 <= value <= cap:
-        raise fail(BAD_USER_INPUT, name, f"{name} must be between 1 and {cap} (got {value})")
+        raise fail(BAD_USER_INPUT, name, f"must be between 1 and {cap} (got {value})")
     return value
 
 
 def check_offset(value: int | None) -> int:
     if value is not None and value < 0:
-        raise fail(BAD_USER_INPUT, "_offset", f"_offset must be 0 or more (got {value})")
+        raise fail(BAD_USER_INPUT, "_offset", f"must be 0 or more (got {value})")
     return value or 0
 
 

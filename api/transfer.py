@@ -3,6 +3,7 @@ progress line on a terminal and a summary at the end."""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -13,28 +14,38 @@ from typing import Any, TextIO
 from api.progress import Progress
 from api.targets import RemoteError, Target
 from store import files
-from store.fhir.outcome import BAD_USER_INPUT, StoreError
+from store.fhir.outcome import BAD_USER_INPUT, StoreError, more_issues
+from store.fhir.validate import ROOT
 from store.importer import REJECTED, EntryResult
 from store.search import Params
 
 CHUNK = 200  # NDJSON resources sent in one import call
 
 
+_ENTRY = re.compile(r"^Bundle\.entry\[\d+\]\.resource")
+
+
 @dataclass
 class ImportReport:
     counts: Counter[str] = field(default_factory=Counter)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (source, why)
+    dry_run: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.counts[REJECTED] and not self.counts["unreadable"]
 
-    def add(self, source: str, result: EntryResult) -> None:
+    def add(self, source: str, result: EntryResult, line: bool = False) -> None:
+        """Counts one entry's result; a rejection is listed under `source`. An NDJSON `line`
+        was sent as an entry of a batch Bundle of lines: its source names the line, so its
+        issues name the resource (`ImagingStudy.status`), not that made-up entry."""
         self.counts[result.status] += 1
         if result.status == REJECTED and result.outcome:
-            issue = result.outcome["issue"][0]
-            where = ", ".join(issue.get("expression", ()))
-            self.problems.append((source, f"{where}: {issue['diagnostics']}".lstrip(": ")))
+            issues = result.outcome["issue"]
+            where = ", ".join(_ENTRY.sub(ROOT, path) if line else path
+                              for path in issues[0].get("expression", ()))
+            why = f"{where}: {issues[0]['diagnostics']}".lstrip(": ")
+            self.problems.append((source, why + more_issues(len(issues) - 1)))
 
     def table(self) -> str:
         lines = [f"{'outcome':<12}{'resources':>10}"]
@@ -44,6 +55,9 @@ class ImportReport:
         lines += [f"  {source}: {why}" for source, why in shown]
         if len(self.problems) > len(shown):
             lines.append(f"  ... and {len(self.problems) - len(shown)} more")
+        if self.dry_run:
+            lines.append("dry run: nothing was written; the counts say what an import would "
+                         "have done")
         return "\n".join(lines)
 
 
@@ -70,7 +84,7 @@ def _batch(items: list[files.Item]) -> tuple[list[str], Any, bool]:
 
 async def run_import(target: Target, paths: list[str], dry_run: bool = False,
                      out: TextIO = sys.stderr) -> ImportReport:
-    report = ImportReport()
+    report = ImportReport(dry_run=dry_run)
     progress = Progress("imported" if not dry_run else "checked", out)
 
     def items() -> Iterator[files.Item]:
@@ -91,12 +105,10 @@ async def run_import(target: Target, paths: list[str], dry_run: bool = False,
             report.counts["unreadable"] += len(sources)
             report.problems += [(source, str(error)) for source in sources]
             continue
-        is_bundle = isinstance(payload, dict) and payload.get("resourceType") == "Bundle"
         for result in results:
-            # A batch of NDJSON lines maps back line by line; a Bundle file by entry.
-            source = sources[result.index] if batched else \
-                sources[0] + (f" entry {result.index}" if is_bundle else "")
-            report.add(source, result)
+            # A batch of NDJSON lines maps back line by line; in a Bundle file, the issue
+            # names the entry (Bundle.entry[2].resource.status).
+            report.add(sources[result.index] if batched else sources[0], result, batched)
         progress.step(len(results), sources[-1])
     progress.done()
     return report

@@ -57,8 +57,10 @@ def _parse(text: str, path: str, line: int | None) -> Item:
     try:
         return Item(path, line, json.loads(text))
     except json.JSONDecodeError as error:
-        return Item(path, line, error=f"not JSON: {error.msg} at line {error.lineno} column "
-                    f"{error.colno}")
+        # An NDJSON line is parsed alone: its "line 1" is the file's line `line`.
+        where = f"column {error.colno}" if line is not None else \
+            f"line {error.lineno} column {error.colno}"
+        return Item(path, line, error=f"not JSON: {error.msg} at {where}")
 
 
 def dumps(resource: Any) -> str:

@@ -27,6 +27,7 @@ from store.fhir import edit
 from store.fhir.identity import same_subject, study_uids
 from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, Issue, StoreError, fail
 from store.fhir.primitives import CHECKS
+from store.fhir.validate import ROOT
 from store.repository import Repository, same_content
 
 log = logging.getLogger("imaging.import")
@@ -71,6 +72,15 @@ class _Failed(Exception):
 
 def _rejected(index: int, error: StoreError) -> EntryResult:
     return EntryResult(index, REJECTED, None, error.outcome())
+
+
+def in_entry(result: EntryResult) -> None:
+    """Rewrites the issues of a Bundle entry's outcome to name the entry: the write rules say
+    `ImagingStudy.status`, the client sent `Bundle.entry[2].resource.status`."""
+    entry = f"Bundle.entry[{result.index}].resource"
+    for issue in (result.outcome or {}).get("issue", ()):
+        issue["expression"] = [entry + path[len(ROOT):] if path == ROOT or path.startswith(
+            (f"{ROOT}.", f"{ROOT}[")) else path for path in issue.get("expression", ())]
 
 
 LARGE_ENTRY = 1_000  # instances: above this, an entry's rules run in a worker thread
@@ -126,8 +136,14 @@ class Importer:
     async def run(self, payload: Any) -> list[EntryResult]:
         kind, resources = entries(payload)
         if kind == "transaction":
-            return await self._transaction(resources)
-        return [await self._safely(index, resource) for index, resource in enumerate(resources)]
+            results = await self._transaction(resources)
+        else:
+            results = [await self._safely(index, resource)
+                       for index, resource in enumerate(resources)]
+        if kind is not None:  # a Bundle: each issue names its entry
+            for result in results:
+                in_entry(result)
+        return results
 
     async def _safely(self, index: int, resource: Any) -> EntryResult:
         """One entry of a batch: whatever happens, the entries before it stay reported as

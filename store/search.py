@@ -100,7 +100,7 @@ def _reference(key: str, targets: tuple[str, ...]) -> Build:
         if named is None:
             raise ValueError(f"'{value}' is neither Type/id, an absolute URL nor an id")
         if named not in targets:
-            raise ValueError(f"{name} points at {' | '.join(targets)}, not {named}")
+            raise ValueError(f"searches {' | '.join(targets)} references, not {named}")
         return {"_srv.k": {"$elemMatch": {"p": key, "c": value}}}
     return build
 
@@ -113,8 +113,27 @@ def _reason(name: str, value: str) -> dict[str, Any]:
     return _token("reason")(name, value)
 
 
+# What people type for a comparison, and the FHIR prefix that says it.
+_COMPARATORS = {">=": "ge", "<=": "le", "!=": "ne", "<>": "ne", "=>": "ge", "=<": "le",
+                ">": "gt", "<": "lt", "==": "eq", "=": "eq"}
+
+
+def _comparator_hint(value: str) -> str | None:
+    """`>=2020` -> the advice to write `ge2020`; None when `value` does not start with a
+    comparison sign."""
+    stripped = value.lstrip()
+    for sign, prefix in _COMPARATORS.items():
+        if stripped.startswith(sign):
+            rest = stripped[len(sign):].strip()
+            example = f"{prefix}{rest}" if rest else f"{prefix}2020"
+            return f"'{value}' is not a FHIR date search; use a prefix: {example}"
+    return None
+
+
 def _date(field: str) -> Build:
     def build(_: str, value: str) -> dict[str, Any]:
+        if (hint := _comparator_hint(value)) is not None:
+            raise ValueError(hint)
         prefix = "eq"
         if (match := _PREFIX.match(value)) is not None:
             prefix = match[1]
@@ -182,15 +201,18 @@ def _clause(name: str, raw: str, argument: str) -> dict[str, Any]:
     if build is None:
         raise fail(BAD_USER_INPUT, argument, f"unknown search parameter '{name}'; supported: "
                    f"{', '.join(PARAMETERS)}")
+    # The error's expression is `argument`, which the message leads with: the parameter is
+    # named again only when the argument is another one (ifNoneExist's search string).
+    named = "" if argument == graphql_name(name) else f"{name}: "
     if raw.startswith(":"):
-        raise fail(BAD_USER_INPUT, argument, "search modifiers are not supported")
+        raise fail(BAD_USER_INPUT, argument, f"{named}search modifiers are not supported")
     values = split_unescaped(raw, ",")
     if not all(values):
-        raise fail(BAD_USER_INPUT, argument, f"a {argument} value must not be empty")
+        raise fail(BAD_USER_INPUT, argument, f"{named}a search value must not be empty")
     try:
         ors = [build(argument, value) for value in values]
     except ValueError as error:
-        raise fail(BAD_USER_INPUT, argument, f"{argument}: {error}") from None
+        raise fail(BAD_USER_INPUT, argument, f"{named}{error}") from None
     return ors[0] if len(ors) == 1 else {"$or": ors}
 
 
@@ -219,17 +241,17 @@ def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps) ->
             values = split_unescaped(raw, ",")
             longest = max(len(value) for value in values)
             if longest > caps.length:
-                raise fail(BAD_USER_INPUT, argument, f"a {argument} value may be at most "
+                raise fail(BAD_USER_INPUT, argument, f"a search value may be at most "
                            f"{caps.length} characters; one has {longest}")
             count += len(values)
         if count > caps.per_argument:
-            raise fail(BAD_USER_INPUT, argument, f"{argument} may have at most "
-                       f"{caps.per_argument} search values (comma-separated values and list "
-                       f"items together); it has more")
+            raise fail(BAD_USER_INPUT, argument, f"at most {caps.per_argument} search values "
+                       "are allowed (comma-separated values and list items together); there "
+                       "are more: split the search into several requests")
         total += count
         if total > caps.total:
             raise fail(BAD_USER_INPUT, argument, f"a search may have at most {caps.total} "
-                       f"values over all its arguments; {argument} takes it to {total}")
+                       f"values over all its arguments; this argument takes it to {total}")
 
 
 def to_filter(params: Params, argument: str | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from store.fhir.outcome import INVALID_STATUS_TRANSITION, StoreError, fail
+from store.fhir.outcome import BAD_USER_INPUT, INVALID_STATUS_TRANSITION, StoreError, fail
 from store.fhir.validate import count_instances
 
 _NEEDS_INSTANCE = "available"
@@ -26,11 +26,16 @@ def _refuse(diagnostics: str) -> StoreError:
 
 
 def check_create(study: dict[str, Any]) -> None:
+    """A new study's status: nothing transitions, so a refusal is bad input naming the rule
+    (BAD_USER_INPUT), not INVALID_STATUS_TRANSITION."""
     status = study["status"]
     if status not in CREATABLE:
-        raise _refuse(f"a study cannot be created as '{status}'; create it as one of "
-                      f"{', '.join(sorted(CREATABLE))}")
-    check_instances(study)
+        raise fail(BAD_USER_INPUT, STATUS, f"a study cannot be created as '{status}'; create "
+                   f"it as one of {', '.join(sorted(CREATABLE))}")
+    if status == _NEEDS_INSTANCE and count_instances(study) == 0:
+        raise fail(BAD_USER_INPUT, STATUS, "a study created as 'available' must list at least "
+                   "one instance; create it as 'registered' and set 'available' once it has "
+                   "instances")
 
 
 def check_writable(old: dict[str, Any]) -> None:

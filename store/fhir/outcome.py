@@ -45,11 +45,19 @@ class StoreError(Exception):
     @property
     def message(self) -> str:
         first = self.issues[0]
-        more = f" (and {len(self.issues) - 1} more issues)" if len(self.issues) > 1 else ""
-        return f"{first.expression}: {first.diagnostics}{more}"
+        return f"{first.expression}: {first.diagnostics}{more_issues(len(self.issues) - 1)}"
 
     def outcome(self) -> dict[str, Any]:
         return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in self.issues]}
+
+
+def more_issues(count: int) -> str:
+    """The tail of a message that shows only the first of `count` + 1 issues: all of them
+    are in the OperationOutcome."""
+    if count <= 0:
+        return ""
+    return f" (and {count} more {'issue' if count == 1 else 'issues'}, listed in the " \
+        "OperationOutcome)"
 
 
 def fail(code: str, expression: str, diagnostics: str) -> StoreError:

@@ -42,7 +42,8 @@ async def test_dates_outside_the_stored_instants_are_bad_user_input(gql: Gql,
                                            demo.study("edge", 1, 1, started=value)))
     results = body["data"]["ImagingStudyImport"]
     assert [r["status"] for r in results] == ["rejected", "rejected"]
-    assert results[1]["outcome"]["issue"][0]["expression"] == ["ImagingStudy.started"]
+    assert results[1]["outcome"]["issue"][0]["expression"] == [
+        "Bundle.entry[1].resource.started"]
     body = await gql(LIST, s=[value])
     assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
     assert (await gql(LIST, s=None))["data"]["ImagingStudyList"] == []

@@ -232,7 +232,7 @@ async def test_malformed_import_ids_are_entry_rejections(
     good, bad = body["data"]["ImagingStudyImport"]
     assert good["status"] == "created"
     assert bad["status"] == "rejected"
-    assert bad["outcome"]["issue"][0]["expression"] == ["ImagingStudy.id"]
+    assert bad["outcome"]["issue"][0]["expression"] == ["Bundle.entry[1].resource.id"]
     [record] = [r.audit for r in caplog.records if hasattr(r, "audit")]
     assert {"what": {"reference": f"ImagingStudy/{good['id']}"}} in record["entity"]
 

@@ -62,13 +62,22 @@ async def test_create_statuses(gql: Gql, status: str, allowed: bool) -> None:
     if allowed:
         assert body["data"]["ImagingStudyCreate"]["status"] == status
     else:
-        assert error(body)["extensions"]["code"] == "INVALID_STATUS_TRANSITION"
+        # Nothing transitions on a create: the status is bad input, and the rule is named.
+        assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+        assert error(body)["message"] == (
+            "ImagingStudy.status: a study cannot be created as 'entered-in-error'; create it "
+            "as one of available, cancelled, registered, unknown")
         assert (await gql(GET, id="new"))["data"]["ImagingStudy"] is None
 
 
 async def test_available_create_without_instances_is_refused(gql: Gql) -> None:
     body = await gql(CREATE, res={**demo.study("empty", 1, 0), "status": "available"})
-    assert error(body)["extensions"]["code"] == "INVALID_STATUS_TRANSITION"
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error(body)["message"] == (
+        "ImagingStudy.status: a study created as 'available' must list at least one instance; "
+        "create it as 'registered' and set 'available' once it has instances")
+    assert error(body)["extensions"]["resource"]["issue"][0]["code"] == "invalid"
+    assert (await gql(GET, id="empty"))["data"]["ImagingStudy"] is None
 
 
 UPDATE = """mutation($id: ID!, $res: ImagingStudyInput!) {

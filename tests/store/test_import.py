@@ -71,7 +71,10 @@ async def test_collection_reports_every_entry(store: Repository) -> None:
         demo.example("ImagingStudy-example-xr.json")))
     assert statuses(results) == ["created", "rejected", "rejected", "created"]
     assert "not Patient" in results[1].outcome["issue"][0]["diagnostics"]
-    assert results[2].outcome["issue"][0]["expression"] == ["ImagingStudy.series[0].uid"]
+    # Each issue names its entry, as the client wrote it (issue 11).
+    assert results[2].outcome["issue"][0]["expression"] == [
+        "Bundle.entry[2].resource.series[0].uid"]
+    assert results[1].outcome["issue"][0]["expression"] == ["Bundle.entry[1].resource"]
     assert await store.get("bad") is None
 
 
