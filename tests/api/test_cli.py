@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import os
 import pty
 import re
@@ -123,12 +124,14 @@ def test_a_port_in_use_is_one_line_that_suggests_another(server: Server) -> None
     assert "serving" not in done.stderr
 
 
-def test_serve_on_a_terminal_logs_readable_lines() -> None:
+def serve_on_a_terminal(**env: str) -> list[str]:
+    """The lines `serve` writes to a terminal (a pseudo-terminal) while answering one
+    operation, request id tty-1, whose search value is p-77."""
     port = free_port()
     leader, follower = pty.openpty()
     process = subprocess.Popen([EXE, "serve", "--port", str(port), "--no-seed"],
                                stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
-                               env=environment())
+                               env=environment(**env))
     os.close(follower)
     try:
         wait_until_up(port, process)
@@ -143,13 +146,37 @@ def test_serve_on_a_terminal_logs_readable_lines() -> None:
         process.terminate()
         process.wait(30)
         os.close(leader)
-    lines = output.decode().splitlines()
+    assert "p-77" not in output.decode()  # no variables or search values in the log
+    return output.decode().splitlines()
+
+
+def test_serve_on_a_terminal_logs_readable_lines() -> None:
+    lines = serve_on_a_terminal()
     assert all(not line.startswith("{") for line in lines), lines
     assert any(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO +tty-1 query Worklist OK \d+ ms", line)
                for line in lines), lines
     assert any(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO +tty-1 POST /graphql 200 from "
                             r"127\.0\.0\.1:\d+", line) for line in lines), lines
-    assert "p-77" not in output.decode()
+
+
+def test_log_format_json_is_json_even_on_a_terminal() -> None:
+    lines = [json.loads(line) for line in serve_on_a_terminal(IMAGING_LOG_FORMAT="json")]
+    messages = [line["message"] for line in lines]
+    assert "query Worklist OK" in messages
+    assert any(message.startswith("serving GraphQL on") for message in messages)
+
+
+def test_log_format_text_is_text_anywhere() -> None:
+    from api.logs import TextFormatter, configure
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure(fmt="text", stream=io.StringIO())  # not a terminal
+        assert isinstance(root.handlers[0].formatter, TextFormatter)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
 
 
 def test_a_missing_path_fails_and_is_named(tmp_path: Path) -> None:
