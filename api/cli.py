@@ -264,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     except (RemoteError, StoreError) as error:
         print(f"imaging-api {args.command}: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `imaging-api export | head`: the reader has all it wanted
+        # Python would hit the closed pipe again flushing at exit: point stdout elsewhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -254,3 +254,19 @@ def test_listed_lines_start_clean_under_the_progress_line() -> None:
     assert screen.getvalue().endswith("\r" + " " * 80 + "\r")
     progress.step(1, "b.dcm")
     assert screen.getvalue().rsplit("\r", 1)[1].startswith("files: 2 (")  # and it is back
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(server: Server) -> None:
+    url = f"http://127.0.0.1:{server.port}/graphql"
+    process = subprocess.Popen([EXE, "export", "--url", url], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=environment())
+    assert process.stdout is not None
+    assert process.stderr is not None
+    first = process.stdout.readline()  # `| head -1`: one study, then the pipe closes
+    process.stdout.close()
+    errors = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(60) == 1
+    assert json.loads(first)["resourceType"] == "ImagingStudy"
+    assert errors == ""
