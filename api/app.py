@@ -202,5 +202,6 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
 
 def from_env() -> Starlette:
     """The app as `uvicorn --factory api.app:from_env` (and each of several workers) makes it."""
-    configure_logs()  # a worker process starts with no logging set up
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    configure_logs(fmt=settings.log_format)  # a worker process starts with no logging set up
+    return create_app(settings)

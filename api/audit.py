@@ -5,6 +5,7 @@ Nothing else about a patient is written."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -78,6 +79,7 @@ class AuditLog(SchemaExtension):
     """Writes the audit record of each operation when it completes, errors included."""
 
     def on_operation(self) -> Iterator[None]:
+        start = time.perf_counter()
         touched: list[tuple[str, str | None]] = []
         token = touched_by_operation.set(touched)
         try:
@@ -97,4 +99,5 @@ class AuditLog(SchemaExtension):
             event = record(operation, kind, fields, None, errors)
             event["outcome"]["detail"].append({"text": "audit-incomplete"})
         audit_log.info("%s %s %s", kind, operation, event["outcome"]["detail"][0]["text"],
-                       extra={"audit": event})
+                       extra={"audit": event, "duration_ms": round(
+                           (time.perf_counter() - start) * 1000, 1)})

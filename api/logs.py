@@ -1,26 +1,59 @@
-"""Structured JSON logs, each line carrying the id of the request it belongs to."""
+"""The service's logs, each line carrying the id of the request it belongs to: JSON lines for
+machines, or short readable lines on a terminal."""
 
 from __future__ import annotations
 
 import contextvars
 import json
 import logging
+import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
                                                                         default=None)
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, request id (and the audit
+    record and duration of a GraphQL operation)."""
+
     def format(self, record: logging.LogRecord) -> str:
         line = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(),
                 "level": record.levelname, "logger": record.name,
                 "message": record.getMessage(), "request_id": request_id.get()}
         if hasattr(record, "audit"):
             line["audit"] = record.audit
+        if hasattr(record, "duration_ms"):
+            line["duration_ms"] = record.duration_ms
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """One readable line a record, for a person at a terminal: local time, level, request id
+    ('-' outside a request), then the message; a GraphQL operation's line reads
+    `query ImagingStudyList OK 12 ms` (its kind, operation, outcome and duration)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        clock = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        head = f"{clock}.{int(record.msecs):03d} {record.levelname:<7} {request_id.get() or '-'}"
+        line = f"{head} {self._message(record)}"
+        if hasattr(record, "duration_ms"):
+            line += f" {record.duration_ms:.0f} ms"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+    @staticmethod
+    def _message(record: logging.LogRecord) -> str:
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            # (client, method, path, HTTP version, status): the request first, then who sent it
+            client, method, path, _, status = args
+            return f"{method} {path} {status} from {client}"
+        return record.getMessage()
 
 
 class WithoutQuery(logging.Filter):
@@ -35,10 +68,15 @@ class WithoutQuery(logging.Filter):
         return True
 
 
-def configure(level: int = logging.INFO) -> None:
-    """JSON lines on standard error for every logger, uvicorn's included."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+def configure(level: int = logging.INFO, fmt: str = "auto", stream: TextIO | None = None
+              ) -> None:
+    """Every logger, uvicorn's included, to `stream` (standard error): as `fmt` says
+    ("json" or "text"), or for "auto" readable lines on a terminal and JSON lines elsewhere
+    (a file, a pipe, a log collector)."""
+    stream = stream or sys.stderr
+    text = fmt == "text" or (fmt == "auto" and stream.isatty())
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter() if text else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -8,6 +8,8 @@ from typing import TextIO
 
 
 class Progress:
+    """`label: count (rate/s) note` redrawn in place at most ten times a second."""
+
     def __init__(self, label: str, stream: TextIO = sys.stderr) -> None:
         self.label = label
         self.stream = stream
@@ -24,6 +26,14 @@ class Progress:
             self.stream.write(f"\r{self.label}: {self.count} ({rate:.0f}/s) {note[:40]:<40}")
             self.stream.flush()
             self._shown = now
+
+    def clear(self) -> None:
+        """Blanks the line so that other output starts on a clean one; the next step redraws
+        it."""
+        if self.enabled and self._shown:
+            self.stream.write(f"\r{' ' * 80}\r")
+            self.stream.flush()
+            self._shown = 0.0
 
     def done(self) -> None:
         if self.enabled:

@@ -16,6 +16,7 @@ from typing import Any
 DEFAULT_CURSOR_SECRET = "imaging-api cursors"
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
+LOG_FORMATS = ("auto", "text", "json")  # IMAGING_LOG_FORMAT
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _HOST = re.compile(r"\*|\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 
@@ -51,6 +52,14 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
 
 def _list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _url(value: str) -> str:
+    text = value.strip()
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s]*)?", text):
+        raise ValueError(f"must be an http:// or https:// URL, such as "
+                         f"http://127.0.0.1:8000/graphql, not {value!r}")
+    return text
 
 
 def _hosts(value: str) -> tuple[str, ...]:
@@ -114,12 +123,17 @@ class Settings:
     jwt_leeway_seconds: int = 30  # clock skew allowed on exp, nbf and iat
     # Signs paging cursors. Set the same value on every instance behind a load balancer.
     cursor_secret: str = DEFAULT_CURSOR_SECRET
+    # The server the CLI writes to when MONGODB_URI is unset; None: this host and port.
+    url: str | None = None
+    # "auto": readable lines on a terminal, JSON lines otherwise; "text" or "json" to choose.
+    log_format: str = "auto"
     preload: tuple[str, ...] = ()  # FHIR JSON files imported at start-up (serve --import)
     preload_dicom: tuple[str, ...] = ()  # DICOM files ingested at start-up
 
     def __post_init__(self) -> None:
         # Settings made in code get the same fail-closed reading as the environment's.
-        for name, allowed in (("env", ("development", "production")), ("auth", ("off", "jwt"))):
+        for name, allowed in (("env", ("development", "production")), ("auth", ("off", "jwt")),
+                              ("log_format", LOG_FORMATS)):
             if getattr(self, name) not in allowed:
                 raise SettingsError(f"Settings.{name} must be one of {', '.join(allowed)}, "
                                     f"not {getattr(self, name)!r}")
@@ -131,6 +145,18 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def server_url(self) -> str:
+        """The GraphQL URL the CLI talks to: IMAGING_URL, else where `serve` listens with
+        these settings (a wildcard address is reached on the loopback)."""
+        if self.url:
+            return self.url
+        host = {"0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "::": "[::1]", "[::]": "[::1]",
+                "": "127.0.0.1"}.get(self.host, self.host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/graphql"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -213,4 +239,6 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IMAGING_JWT_ISSUER": ("jwt_issuer", str),
     "IMAGING_JWT_LEEWAY_SECONDS": ("jwt_leeway_seconds", _integer(0, 600)),
     "IMAGING_CURSOR_SECRET": ("cursor_secret", str),
+    "IMAGING_URL": ("url", _url),
+    "IMAGING_LOG_FORMAT": ("log_format", _choice(*LOG_FORMATS)),
 }

@@ -100,8 +100,11 @@ class RemoteTarget:
             response = await self.client.post(self.url, json={"query": query,
                                                               "variables": variables})
         except httpx.HTTPError as error:
-            raise RemoteError(f"cannot reach {self.url}: {error}. Is `make serve` running? "
-                              "(or set MONGODB_URI to write to MongoDB directly)") from None
+            reason = str(error) or type(error).__name__
+            raise RemoteError(f"cannot reach {self.url} ({reason}). Start the server there "
+                              "(`make serve` or `imaging-api serve`), or name the one to use "
+                              "with --url or IMAGING_URL (or set MONGODB_URI to write to "
+                              "MongoDB directly)") from None
         if response.status_code != 200:
             raise RemoteError(f"{self.url} answered HTTP {response.status_code}")
         body = response.json()

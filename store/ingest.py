@@ -10,7 +10,7 @@ server's GraphQL API: the same algorithm either way."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,8 +70,12 @@ class _Pending:
 class Ingest:
     def __init__(self, writer: Writer, *, timezone: str | None = None,
                  endpoint: str | None = None, batch: int = BATCH,
-                 flush_at: int = FLUSH_AT) -> None:
+                 flush_at: int = FLUSH_AT,
+                 on_skip: Callable[[Path, str], None] | None = None) -> None:
+        """`on_skip(path, reason)` hears of each skipped file as it is skipped (the report
+        only counts them by reason: a listing of millions of files is the caller's choice)."""
         self.writer = writer
+        self.on_skip = on_skip
         self.timezone = timezone
         self.endpoint = endpoint
         self.batch = batch
@@ -87,6 +91,8 @@ class Ingest:
                 self._add(dicom.read(path, timezone=self.timezone, endpoint=self.endpoint))
             except dicom.Skip as skip:
                 self.report.skipped[str(skip)] += 1
+                if self.on_skip is not None:
+                    self.on_skip(path, str(skip))
             if progress is not None:
                 progress.step(1, path.name)
             if self._count >= self.flush_at:
