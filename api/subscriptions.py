@@ -65,9 +65,11 @@ class Subscription:
     async def changed(
         self, info: Info,
         id: Annotated[strawberry.ID | None, _arg("Only this study.")] = None,
-        patient: Annotated[str | None, _arg("Only this patient: Patient/123 or 123.")] = None,
-        status: Annotated[str | None, _arg("Only studies now in this status "
-                                           "(comma: any of them).")] = None,
+        patient: Annotated[str | None, _arg("Only this patient: Patient/123 or 123 (a delete: "
+                                            "the subject the study had).")] = None,
+        status: Annotated[str | None, _arg("Only studies now in this status, a delete by "
+                                           "the status the study had (comma: any of "
+                                           "them).")] = None,
         after: Annotated[str | None, _arg(
             "Resume: the `position` of the last event received. The events since then are "
             "sent first, in order, then the live ones. RESUME_UNAVAILABLE when they can no "
