@@ -5,6 +5,7 @@ last position it saw (`after`), through the same access decision. Real WebSocket
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,11 +18,11 @@ from starlette.applications import Starlette
 from api.app import create_app
 from api.settings import Settings
 from store import demo
-from store.events import Bus, Change, change_of, from_change_stream
+from store.events import Bus, Change, ChangeStreamFeeder, change_of, from_change_stream
 from store.fhir.outcome import StoreError
 from store.repository import Repository
 from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
-from tests.api.test_subscriptions import post
+from tests.api.test_subscriptions import _Collection, post
 from tests.api.test_websocket_rules import init, receive, socket, subscribe
 from tests.helpers import CREATE, STATUS
 from tests.server import serving
@@ -338,3 +339,20 @@ async def test_a_deleted_or_undone_study_publishes_the_subject_it_had(
     tombstone = await store._studies.find_one({"_id": "s1"})
     assert change_of("update", tombstone).subject == "Patient/p1"
     assert set(tombstone) == {"_id", "_srv", "id", "meta"}
+
+
+async def test_two_workers_feeders_give_each_event_the_same_position() -> None:
+    """Each worker's change-stream feeder names an event by its resume token: a position a
+    client got from one worker is known to the other (same secret)."""
+    seen: list[list[str]] = []
+    for _ in range(2):
+        bus = Bus(secret=b"s" * 32)
+        task = asyncio.create_task(ChangeStreamFeeder(_Collection(), bus, 0).run())
+        async with bus.subscribe() as changes:
+            seen.append([(await asyncio.wait_for(anext(changes), 5)).position
+                         for _ in range(4)])
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert seen[0] == seen[1]
+    assert len(set(seen[0])) == 4
