@@ -148,7 +148,9 @@ class Bus:
         change = dataclasses.replace(change, position=position, seq=self._seq)
         if self.history > 0:
             if len(self._recent) >= self.history:
-                self._seqs.pop(self._recent.popleft().position, None)
+                gone = self._recent.popleft()
+                if self._seqs.get(gone.position) == gone.seq:  # not a later copy's entry
+                    del self._seqs[gone.position]
             self._recent.append(change)
             self._seqs[position] = change.seq
         for queue in list(self._queues):
