@@ -141,7 +141,9 @@ async def _preload(settings: Settings, repo: Repository) -> None:
 
 def create_app(settings: Settings, store: Repository | None = None) -> Starlette:
     metrics = ops.Metrics()
-    bus = Bus(backlog=settings.subscriber_backlog)
+    # The cursor secret also keys event positions, so all workers give an event the same one.
+    bus = Bus(backlog=settings.subscriber_backlog, history=settings.event_history,
+              secret=settings.cursor_secret.encode())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -18,7 +18,7 @@ audit_log = logging.getLogger("imaging.audit")
 OUTCOME = "http://terminology.hl7.org/CodeSystem/audit-event-outcome"
 _ACTIONS = {"ImagingStudyCreate": "C", "ImagingStudyDelete": "D", "ImagingStudyImport": "E"}
 _CLIENT_CODES = {"BAD_USER_INPUT", "NOT_FOUND", "VERSION_CONFLICT", "INVALID_STATUS_TRANSITION",
-                 "UNAUTHENTICATED", "FORBIDDEN", "QUERY_REJECTED"}
+                 "UNAUTHENTICATED", "FORBIDDEN", "QUERY_REJECTED", "RESUME_UNAVAILABLE"}
 
 
 def root_fields(document: Any) -> tuple[str, list[str]]:

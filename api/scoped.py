@@ -180,10 +180,12 @@ class ScopedStore:
         return versions
 
     def visible(self, operation: str) -> Callable[[Change], bool]:
-        """Which change events this caller may receive (checked once, applied to each)."""
+        """Which change events this caller may receive (checked once, applied to each): a
+        confined caller only those whose subject is its patient, a delete by the subject the
+        study had (a purge, which has none, never)."""
         patient = self.require("r", operation)
-        return lambda change: patient is None or (change.resource is not None
-                                                  and owned(change.resource, patient))
+        return lambda change: patient is None or (change.subject is not None and owned(
+            {"subject": {"reference": change.subject}}, patient))
 
     # -- writes ------------------------------------------------------------------------------
 

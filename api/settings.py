@@ -108,6 +108,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     max_subscriptions: int = 100  # operations in flight on one WebSocket
     subscriber_backlog: int = 1_000  # events a subscriber may fall behind before it is ended
+    # Recent change events each process keeps so a subscriber can resume (`after`) after a
+    # disconnect; each one holds the study version it carries. 0: no resuming.
+    event_history: int = 1_000
     # Host names the server answers to while authentication is off: a page on another site that
     # rebinds its own name to 127.0.0.1 sends its own name as Host (DNS rebinding).
     allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
@@ -227,6 +230,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IMAGING_CORS_ORIGINS": ("cors_origins", _list),
     "IMAGING_MAX_SUBSCRIPTIONS": ("max_subscriptions", _integer(1, 100_000)),
     "IMAGING_SUBSCRIBER_BACKLOG": ("subscriber_backlog", _integer(1, 10_000_000)),
+    "IMAGING_EVENT_HISTORY": ("event_history", _integer(0, 1_000_000)),
     "IMAGING_ALLOWED_HOSTS": ("allowed_hosts", _hosts),
     "IMAGING_HEADER_TIMEOUT_SECONDS": ("header_timeout_seconds", _integer(1, 300)),
     "IMAGING_BODY_TIMEOUT_SECONDS": ("body_timeout_seconds", _integer(1, 3_600)),

@@ -7,7 +7,10 @@ loses nothing and a single write needs no multi-document transaction.
 
 Versions only ever grow: `meta.versionId` of an id increases by one with every write, a delete
 and an undone write included, and a history entry `(id, version)` is written once and never
-replaced (writing a different content under a stored version is a bug, refused loudly)."""
+replaced (writing a different content under a stored version is a bug, refused loudly).
+
+A deleted study stays as a tombstone (`_srv.deleted`), which keeps in `_srv.was` the subject
+and status the study had, so the delete event can say them (store/events.py)."""
 
 from __future__ import annotations
 
@@ -190,7 +193,7 @@ class Repository(Reads):
             return False
         await self._keep(public(doc))
         replacement = self._document(previous or {}, study_id, int(written) + 1,
-                                     deleted=previous is None)
+                                     deleted=previous is None, was=public(doc))
         result = await self._studies.replace_one(
             {"_id": study_id, "meta.versionId": written}, replacement)
         if result.matched_count != 1:
@@ -219,7 +222,8 @@ class Repository(Reads):
             if new is old or same_content(new, old):
                 return old  # an unchanged write keeps its version
             await self._keep(old)
-            replacement = self._document(new, study_id, int(current) + 1, deleted=tombstone)
+            replacement = self._document(new, study_id, int(current) + 1, deleted=tombstone,
+                                         was=old)
             try:
                 result = await self._studies.replace_one(
                     {"_id": study_id, "meta.versionId": current}, replacement)
@@ -289,12 +293,17 @@ class Repository(Reads):
             return await collection.find_one({"_id": doc["_id"]}) or doc
 
     @staticmethod
-    def _document(study: Study, study_id: str, version: int, deleted: bool = False
-                  ) -> dict[str, Any]:
+    def _document(study: Study, study_id: str, version: int, deleted: bool = False,
+                  was: Study | None = None) -> dict[str, Any]:
+        """The stored document of a version; a tombstone (`deleted`) keeps the subject and
+        status of `was`, the version it ends."""
         meta = {**study.get("meta", {}), "versionId": str(version), "lastUpdated": _now()}
         body = {"id": study_id, "meta": meta} if deleted else {**study, "id": study_id,
                                                                "meta": meta}
-        return {"_id": study_id, "_srv": {"deleted": deleted, **search_keys(body)}, **body}
+        srv: dict[str, Any] = {"deleted": deleted, **search_keys(body)}
+        if deleted and was is not None:
+            srv["was"] = {k: was[k] for k in ("subject", "status") if k in was}
+        return {"_id": study_id, "_srv": srv, **body}
 
     async def _insert(self, study: Study) -> Study:
         doc = self._document(study, study["id"], 1)

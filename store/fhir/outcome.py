@@ -11,6 +11,8 @@ NOT_FOUND = "NOT_FOUND"
 VERSION_CONFLICT = "VERSION_CONFLICT"
 INVALID_STATUS_TRANSITION = "INVALID_STATUS_TRANSITION"
 STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+# A subscription's `after` names events that can no longer be replayed: refetch, resubscribe.
+RESUME_UNAVAILABLE = "RESUME_UNAVAILABLE"
 
 _FHIR_ISSUE_CODE = {
     BAD_USER_INPUT: "invalid",
@@ -18,6 +20,7 @@ _FHIR_ISSUE_CODE = {
     VERSION_CONFLICT: "conflict",
     INVALID_STATUS_TRANSITION: "business-rule",
     STORE_UNAVAILABLE: "transient",
+    RESUME_UNAVAILABLE: "not-found",
 }
 
 
