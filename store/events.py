@@ -110,6 +110,16 @@ class Overrun(Exception):
 
 # 16 bytes of HMAC-SHA256 in unpadded base64url: what every position looks like.
 _POSITION = re.compile(r"[A-Za-z0-9_-]{22}")
+# Kept changes hold whole study versions: a bound on their instances as well as their number
+# keeps a burst of additions to one large study (each event carries the whole study) from
+# holding gigabytes. About five studies at the default instance cap.
+HISTORY_INSTANCES = 250_000
+
+
+def _weight(change: Change) -> int:
+    """What a kept change costs, in instances (and 1 for the change itself)."""
+    series = (change.resource or {}).get("series") or ()
+    return 1 + sum(len(s.get("instance") or ()) for s in series if isinstance(s, dict))
 
 
 class Bus:
@@ -118,9 +128,12 @@ class Bus:
     raises Overrun. The last `history` changes are kept for subscribers that resume."""
 
     def __init__(self, backlog: int = 1_000, history: int = 1_000,
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None,
+                 history_instances: int = HISTORY_INSTANCES) -> None:
         self.backlog = backlog
         self.history = history
+        self.history_instances = history_instances
+        self._weight = 0  # of the changes in _recent
         self._queues: set[asyncio.Queue[Change | None]] = set()
         # Without a shared secret, positions are this process's alone (the embedded store).
         self._secret = secret if secret is not None else secrets.token_bytes(32)
@@ -147,12 +160,7 @@ class Bus:
                                   else f"{self._epoch}:{self._seq}")
         change = dataclasses.replace(change, position=position, seq=self._seq)
         if self.history > 0:
-            if len(self._recent) >= self.history:
-                gone = self._recent.popleft()
-                if self._seqs.get(gone.position) == gone.seq:  # not a later copy's entry
-                    del self._seqs[gone.position]
-            self._recent.append(change)
-            self._seqs[position] = change.seq
+            self._keep(change)
         for queue in list(self._queues):
             try:
                 queue.put_nowait(change)
@@ -164,6 +172,19 @@ class Bus:
                     queue.get_nowait()
                 queue.put_nowait(None)
 
+    def _keep(self, change: Change) -> None:
+        """Keeps the change for resuming, dropping the oldest beyond `history` changes or
+        `history_instances` instances (the newest change is always kept)."""
+        self._recent.append(change)
+        self._seqs[change.position] = change.seq
+        self._weight += _weight(change)
+        while len(self._recent) > 1 and (len(self._recent) > self.history
+                                         or self._weight > self.history_instances):
+            gone = self._recent.popleft()
+            self._weight -= _weight(gone)
+            if self._seqs.get(gone.position) == gone.seq:  # not a later copy's entry
+                del self._seqs[gone.position]
+
     def since(self, after: str) -> list[Change]:
         """The kept changes published after the one at position `after`, oldest first. A
         StoreError when `after` is not a position (BAD_USER_INPUT) or is not among the kept
@@ -174,8 +195,9 @@ class Bus:
         seq = self._seqs.get(after)
         if seq is None:
             raise fail(RESUME_UNAVAILABLE, "after", "the events after this position can no "
-                       f"longer be replayed (this server keeps the last {self.history}, since "
-                       "it started): read the studies again, then subscribe without after")
+                       f"longer be replayed (this server keeps the last {self.history}, fewer "
+                       "when they carry large studies, since it started): read the studies "
+                       "again, then subscribe without after")
         return list(islice(self._recent, seq - self._recent[0].seq + 1, None))
 
     @asynccontextmanager
