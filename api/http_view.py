@@ -59,10 +59,11 @@ class GraphQLOverHTTP:
         except Refusal as refusal:
             return _refused(refusal, media)
         except HTTPException as error:  # Strawberry's own refusals (text/plain otherwise)
-            allow = {"allow": "GET, POST"} if error.status_code == 405 else {}
-            return _refused(Refusal(error.status_code, error.reason, issue="not-supported"
-                                    if error.status_code == 405 else "invalid",
-                                    headers=allow), media)
+            if error.status_code == 405:
+                return _refused(Refusal(405, f"method {request.method[:20]} is not served: "
+                                        "GET (queries) and POST only", issue="not-supported",
+                                        headers={"allow": "GET, POST"}), media)
+            return _refused(Refusal(error.status_code, error.reason), media)
         if response.media_type == JSON:  # a GraphQL response (not a stream)
             response.headers["content-type"] = CONTENT_TYPE[media]
             if getattr(request.state, "request_error", False) and media == GRAPHQL_RESPONSE:
