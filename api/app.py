@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -30,8 +29,10 @@ from api import ops
 from api.audit import AuditLog
 from api.auth import Authenticator
 from api.context import Context
+from api.http_view import GraphQLOverHTTP
 from api.logs import configure as configure_logs
-from api.middleware import BodyLimit, BodyTimeout, HostCheck, RequestId
+from api.middleware import BodyLimit, BodyTimeout, Cors, HostCheck, RequestId
+from api.persisted import PersistedQueries
 from api.schema import build_schema
 from api.settings import Settings
 from api.targets import LocalTarget
@@ -57,7 +58,7 @@ def graphiql_page() -> str:
     return get_graphql_ide_html("graphiql").replace("https://unpkg.com/", "/static/vendor/")
 
 
-class _GraphQL(GraphQL[Context, None]):
+class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWS
     websocket_adapter_class = Socket  # type: ignore[assignment]
 
@@ -73,6 +74,7 @@ class _GraphQL(GraphQL[Context, None]):
         self.settings = settings
         self.bus = bus
         self.authenticator = Authenticator(settings)
+        self.persisted = PersistedQueries(settings.persisted_query_bytes)
 
     async def get_context(self, request: Any, response: Any) -> Context:
         return Context(_repo=request.app.state.repo, settings=self.settings, request=request,
@@ -92,7 +94,7 @@ class _GraphQL(GraphQL[Context, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         # orjson refuses what json would crash on (bytes that are not UTF-8) with a
-        # JSONDecodeError, which Strawberry answers with 400.
+        # JSONDecodeError, which api/http_view.py answers with 400.
         return orjson.loads(data)
 
 
@@ -175,7 +177,7 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
         return RedirectResponse("/graphql")
 
     graphql = _GraphQL(settings, metrics, bus)
-    routes = [Route("/graphql", graphql, methods=["GET", "POST"]),
+    routes = [Route("/graphql", graphql),  # other methods: a JSON 405 (api/http_view.py)
               WebSocketRoute("/graphql", graphql),
               Route("/healthz", ops.healthz), Route("/readyz", ops.readyz),
               Route("/metrics", metrics.endpoint)]
@@ -188,11 +190,9 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
                   Middleware(BodyTimeout, seconds=settings.body_timeout_seconds),
                   Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
                   # Level 1: a 2 MB study compresses about as well at a fraction of the CPU.
-                  Middleware(GZipMiddleware, minimum_size=1024, compresslevel=1)]
-    if settings.cors_origins:
-        middleware.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                                     allow_methods=["GET", "POST"],
-                                     allow_headers=["authorization", "content-type"]))
+                  Middleware(GZipMiddleware, minimum_size=1024, compresslevel=1),
+                  # Even with no origin allowed: a refused preflight is then logged.
+                  Middleware(Cors, origins=settings.cors_origins)]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.metrics = metrics
     app.state.events = bus

@@ -18,6 +18,13 @@ from store.fhir.outcome import BAD_USER_INPUT, StoreError
 
 log = logging.getLogger("imaging.api")
 INTERNAL = "INTERNAL_SERVER_ERROR"
+# Refusals of a request that is not a GraphQL request this server runs (api/http_answers.py):
+# the HTTP status says which rule (400, 405, 406, 408, 413, 415).
+BAD_REQUEST = "BAD_REQUEST"
+# Apollo's automatic persisted queries: its link reads these codes (or the messages) and sends
+# the request again with its query (not found) or without the hash (not supported).
+PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
 
 
 def _outcome(code: str, diagnostics: str, expression: str | None = None) -> dict[str, Any]:
@@ -25,6 +32,14 @@ def _outcome(code: str, diagnostics: str, expression: str | None = None) -> dict
     if expression:
         issue["expression"] = [expression]
     return {"resourceType": "OperationOutcome", "issue": [issue]}
+
+
+def refusal(message: str, code: str, issue: str, diagnostics: str | None = None
+            ) -> dict[str, Any]:
+    """The GraphQL response body of a request refused before it ran: one error in contract
+    form, no `data`. `issue` is the FHIR issue type; `diagnostics` defaults to the message."""
+    return {"errors": [{"message": message, "extensions": {
+        "code": code, "resource": _outcome(issue, diagnostics or message)}}]}
 
 
 _VARIABLE = re.compile(r"Variable '\$(?P<var>\w+)' has invalid value at (?P<path>[\w.\[\]]*)")

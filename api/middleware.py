@@ -1,17 +1,25 @@
 """ASGI middleware: a request id on every request and response, the Host allow-list, a cap on
-request bodies and a deadline for reading them."""
+request bodies and a deadline for reading them, and CORS. Their refusals are GraphQL JSON
+bodies (api/http_answers.py), which GraphQL clients can show."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.http_answers import Refusal, answer_media
 from api.logs import request_id
+
+log = logging.getLogger("imaging.api")
 
 
 class RequestId:
@@ -85,13 +93,17 @@ class HostCheck:
                         "reason": "Host not allowed (IMAGING_ALLOWED_HOSTS)"})
         else:
             # The allowed names are not listed: they may be internal ones.
-            await _plain(send, 400, b"Host not allowed: this server answers only to the host "
-                         b"names in IMAGING_ALLOWED_HOSTS")
+            await _refuse(scope, send, Refusal(
+                400, "Host not allowed: this server answers only to the host names in "
+                "IMAGING_ALLOWED_HOSTS", issue="security"))
 
 
-async def _plain(send: Send, status: int, body: bytes, close: bool = False) -> None:
-    headers: list[Any] = [(b"content-type", b"text/plain; charset=utf-8"),
-                          (b"content-length", str(len(body)).encode())]
+async def _refuse(scope: Scope, send: Send, refusal: Refusal, close: bool = False) -> None:
+    """Sends `refusal` as a GraphQL JSON body, in the media type the request accepts."""
+    accept = Headers(scope=scope).get("accept")
+    status, fields, body = refusal.answer(answer_media(accept))
+    headers: list[Any] = [(k.encode(), v.encode()) for k, v in fields.items()]
+    headers.append((b"content-length", str(len(body)).encode()))
     if close:
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -148,8 +160,9 @@ class BodyTimeout:
             return message
 
         async def refuse(send: Send) -> None:
-            await _plain(send, 408, f"request body not received within {self.seconds:g} s"
-                         .encode(), close=True)
+            await _refuse(scope, send, Refusal(
+                408, f"request body not received within {self.seconds:g} s "
+                "(IMAGING_BODY_TIMEOUT_SECONDS)", issue="timeout"), close=True)
         await _refusing(self.app, scope, timed, send, _SlowBody, refuse)
 
 
@@ -170,7 +183,7 @@ class BodyLimit:
             return
         length = dict(scope.get("headers") or ()).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, send)
             return
         seen = 0
 
@@ -181,11 +194,60 @@ class BodyLimit:
             if seen > self.max_bytes:
                 raise _TooLarge
             return message
-        await _refusing(self.app, scope, counted, send, _TooLarge, self._refuse)
+        await _refusing(self.app, scope, counted, send, _TooLarge,
+                        lambda send: self._refuse(scope, send))
 
-    async def _refuse(self, send: Send) -> None:
-        body = f"request body over {self.max_bytes} bytes".encode()
-        headers: list[Any] = [(b"content-type", b"text/plain"),
-                              (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        await _refuse(scope, send, Refusal(413, f"request body over {self.max_bytes} bytes "
+                                           "(IMAGING_MAX_BODY_BYTES)", issue="too-long"))
+
+
+# What browsers may send cross-origin besides the CORS-safelisted headers: a bearer token, a
+# JSON body, Apollo Client's client awareness headers, and a request id to trace a call by.
+CORS_HEADERS = ("authorization", "content-type", "apollographql-client-name",
+                "apollographql-client-version", "x-request-id")
+_EXPLAINED_MAX = 100  # refusals logged once each, up to this many kinds: a log, not a flood
+
+
+class Cors(CORSMiddleware):
+    """Starlette's CORS for the IMAGING_CORS_ORIGINS origins (none: same-origin pages only).
+    A refused preflight fails in the browser with nothing in this server's log, so the first
+    refusal of each origin, method or header is logged with what would allow it."""
+
+    def __init__(self, app: ASGIApp, origins: tuple[str, ...]) -> None:
+        super().__init__(app, allow_origins=list(origins), allow_methods=["GET", "POST"],
+                         allow_headers=CORS_HEADERS, expose_headers=["x-request-id"])
+        self._explained: set[tuple[str, str]] = set()
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 200:
+            self._explain(request_headers)
+        return response
+
+    def _explain(self, request: Headers) -> None:
+        origin = _loggable(request["origin"])
+        if not self.is_allowed_origin(origin=request["origin"]):
+            self._once("origin", origin, "CORS preflight from origin %s refused: add it to "
+                       "IMAGING_CORS_ORIGINS (comma-separated origins) to let its pages call "
+                       "this API", origin)
+        method = _loggable(request["access-control-request-method"])
+        if method not in self.allow_methods:
+            self._once("method", method, "CORS preflight for method %s refused: only GET and "
+                       "POST are served", method)
+        asked = request.get("access-control-request-headers") or ""
+        for header in (h.strip().lower() for h in asked.split(",") if h.strip()):
+            if header not in self.allow_headers:
+                self._once("header", _loggable(header), "CORS preflight refused: header %s is"
+                           " not one a cross-origin page may send (allowed: %s)",
+                           _loggable(header), ", ".join(CORS_HEADERS))
+
+    def _once(self, kind: str, value: str, message: str, *args: Any) -> None:
+        if (kind, value) not in self._explained and len(self._explained) < _EXPLAINED_MAX:
+            self._explained.add((kind, value))
+            log.warning(message, *args)
+
+
+def _loggable(value: str) -> str:
+    """A header value as it may go in a log line: printable ASCII, at most 100 characters."""
+    return "".join(c if " " <= c <= "~" else "?" for c in value[:100])

@@ -52,20 +52,20 @@ class Mutation:
                          " as identifier=urn:dicom:uid|urn:oid:1.2.3) an existing match is "
                          "returned unchanged instead; several matches are an error.")
     async def create(self, info: Info, res: StudyJson,
-                     ifNoneExist: str | None = None) -> ImagingStudy:
+                     ifNoneExist: str | None = None) -> ImagingStudy | None:
         study, _ = await info.context.store.create(res, ifNoneExist)
         return study
 
     @strawberry.mutation(name="ImagingStudyUpdate", description="Replaces a study whole, under "
                          "the status lifecycle.")
     async def update(self, info: Info, id: strawberry.ID, res: StudyJson,
-                     versionId: Version = None) -> ImagingStudy:
+                     versionId: Version = None) -> ImagingStudy | None:
         return await info.context.store.update(id, res, versionId)
 
     @strawberry.mutation(name="ImagingStudyDelete", description="Deletes a study: it leaves "
                          "reads and lists; its history stays.")
     async def delete(self, info: Info, id: strawberry.ID,
-                     versionId: Version = None) -> ImagingStudyDeleteResult:
+                     versionId: Version = None) -> ImagingStudyDeleteResult | None:
         await info.context.store.delete(id, versionId)
         return ImagingStudyDeleteResult(id=id, deleted=True)
 
@@ -73,14 +73,14 @@ class Mutation:
                          "lifecycle (registered, available, cancelled, entered-in-error, "
                          "unknown). Setting the current status changes nothing.")
     async def set_status(self, info: Info, id: strawberry.ID, status: str,
-                         versionId: Version = None) -> ImagingStudy:
+                         versionId: Version = None) -> ImagingStudy | None:
         return await info.context.store.set_status(id, status, versionId)
 
     @strawberry.mutation(name="ImagingStudyAddSeries", description="Appends series; a series "
                          "UID already in the study is refused.")
     async def add_series(self, info: Info, id: strawberry.ID,
                          series: SeriesJson,
-                         versionId: Version = None) -> ImagingStudy:
+                         versionId: Version = None) -> ImagingStudy | None:
         return await info.context.store.add_series(id, _batch(series, "series"), versionId)
 
     @strawberry.mutation(name="ImagingStudyAddInstances", description="Appends up to 10,000 "
@@ -88,19 +88,19 @@ class Mutation:
                          "stored one is a no-op, so retries are safe.")
     async def add_instances(self, info: Info, id: strawberry.ID, seriesUid: str,
                             instances: InstancesJson,
-                            versionId: Version = None) -> ImagingStudy:
+                            versionId: Version = None) -> ImagingStudy | None:
         return await info.context.store.add_instances(
             id, seriesUid, _batch(instances, "instances"), versionId)
 
     @strawberry.mutation(name="ImagingStudyRemoveSeries", description="Removes series by UID.")
     async def remove_series(self, info: Info, id: strawberry.ID, uids: list[str],
-                            versionId: Version = None) -> ImagingStudy:
+                            versionId: Version = None) -> ImagingStudy | None:
         return await info.context.store.remove_series(id, uids, versionId)
 
     @strawberry.mutation(name="ImagingStudyRemoveInstances", description="Removes instances "
                          "of one series by UID.")
     async def remove_instances(self, info: Info, id: strawberry.ID, seriesUid: str,
-                               uids: list[str], versionId: Version = None) -> ImagingStudy:
+                               uids: list[str], versionId: Version = None) -> ImagingStudy | None:
         return await info.context.store.remove_instances(id, seriesUid, uids, versionId)
 
 
@@ -125,7 +125,7 @@ class ImportMutation:
                          "changes nothing); one whose id exists updates it; the rest are "
                          "created. A transaction is all-or-nothing. dryRun validates only.")
     async def import_(self, info: Info, resource: JSON,
-                      dryRun: bool = False) -> list[ImagingStudyImportResult]:
+                      dryRun: bool = False) -> list[ImagingStudyImportResult] | None:
         results = await info.context.store.importer(dry_run=dryRun).run(resource)
         # Plain dicts, which the compiled executor completes in one pass (api/execution.py):
         # graphql-core completing 30,000 result objects one by one held the loop.

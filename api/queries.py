@@ -58,7 +58,7 @@ class Query:
         _count: PageSize = None,
         _offset: Annotated[int | None, _arg("How many matches to skip first.")] = None,
         _sort: Sort = None,
-    ) -> list[ImagingStudy]:
+    ) -> list[ImagingStudy] | None:
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
         selected = _selected(info)
@@ -74,7 +74,7 @@ class Query:
         _cursor: Annotated[str | None, _arg("A cursor (first, previous, next or last) from an "
                                             "earlier page of the same search.")] = None,
         _sort: Sort = None,
-    ) -> ImagingStudyConnection:
+    ) -> ImagingStudyConnection | None:
         store = info.context.store
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
@@ -103,7 +103,7 @@ class Query:
     async def imaging_study_history(
         self, info: Info, id: strawberry.ID,
         _count: Annotated[int | None, _arg("How many versions at most (default 100).")] = None,
-    ) -> list[ImagingStudy]:
+    ) -> list[ImagingStudy] | None:
         count = check_count(_count, 100, info.context.settings.history_max_count)
         selected = _selected(info)
         return await reading(Shape(selected), lambda: info.context.store.history(

@@ -106,6 +106,8 @@ class Settings:
     max_store_seconds: int = 3
     max_body_bytes: int = 8 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
+    # Apollo's automatic persisted queries: query text kept by hash, per worker (0: off).
+    persisted_query_bytes: int = 4 * 1024 * 1024
     max_subscriptions: int = 100  # operations in flight on one WebSocket
     subscriber_backlog: int = 1_000  # events a subscriber may fall behind before it is ended
     # Recent change events each process keeps so a subscriber can resume (`after`) after a
@@ -228,6 +230,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IMAGING_MAX_STORE_SECONDS": ("max_store_seconds", _integer(1, 3_600)),
     "IMAGING_MAX_BODY_BYTES": ("max_body_bytes", _integer(1_024, 2**31)),
     "IMAGING_CORS_ORIGINS": ("cors_origins", _list),
+    "IMAGING_PERSISTED_QUERY_BYTES": ("persisted_query_bytes", _integer(0, 2**31)),
     "IMAGING_MAX_SUBSCRIPTIONS": ("max_subscriptions", _integer(1, 100_000)),
     "IMAGING_SUBSCRIBER_BACKLOG": ("subscriber_backlog", _integer(1, 10_000_000)),
     "IMAGING_EVENT_HISTORY": ("event_history", _integer(0, 1_000_000)),

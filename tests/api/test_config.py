@@ -239,6 +239,7 @@ async def test_a_trickled_body_gets_408_and_the_connection_closes(strict: str) -
     answer = await asyncio.wait_for(reader.read(), BOUND)  # read() returns at the close
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"request body not received within 1 s" in answer
+    assert b'"code":"BAD_REQUEST"' in answer  # a GraphQL JSON body, which clients can show
     writer.close()
 
 

@@ -1,0 +1,92 @@
+"""Apollo's automatic persisted queries: a client sends the SHA-256 of its query instead of the
+query (in `extensions.persistedQuery`, by GET so HTTP caches can keep the answer); an unknown
+hash is answered PERSISTED_QUERY_NOT_FOUND, and the client sends the request again with its query,
+which registers it. A registered query is no privilege: every request runs it through the same
+parsing, limits, access gate and audit as any other."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+from typing import Any
+
+from api.errors import PERSISTED_QUERY_NOT_FOUND, PERSISTED_QUERY_NOT_SUPPORTED
+from api.http_answers import Refusal
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Apollo Server answers these with 200 and this Cache-Control: its link retries on the code
+# (or the exact message), and Apollo Client 3 would turn persisted queries off on a 400.
+_NOT_CACHED = {"cache-control": "private, no-cache, must-revalidate"}
+
+
+class PersistedQueries:
+    """Query texts by SHA-256 (lower-case hex), least recently used evicted first, holding at
+    most `max_bytes` of query text (UTF-8) in all; 0 turns persisted queries off. Per worker
+    process: another worker answers PERSISTED_QUERY_NOT_FOUND once, and the client registers
+    the query there too."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._queries: OrderedDict[str, str] = OrderedDict()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._queries)
+
+    def get(self, sha256: str) -> str | None:
+        query = self._queries.get(sha256)
+        if query is not None:
+            self._queries.move_to_end(sha256)
+        return query
+
+    def put(self, sha256: str, query: str) -> None:
+        """Keeps `query` (whose hash was checked) unless it alone is over the bound."""
+        size = len(query.encode())
+        if sha256 in self._queries or size > self.max_bytes:
+            return
+        self._queries[sha256] = query
+        self._size += size
+        while self._size > self.max_bytes:
+            _, evicted = self._queries.popitem(last=False)
+            self._size -= len(evicted.encode())
+
+    def resolve(self, extensions: dict[str, Any] | None, query: str | None
+                ) -> tuple[str | None, str | None]:
+        """(the query to run, the hash to register it under once it ran) for a request with
+        these `extensions` and `query`; Refusal when its persistedQuery cannot be honoured."""
+        if not extensions or "persistedQuery" not in extensions:
+            return query, None
+        sha256 = _hash_of(extensions["persistedQuery"])
+        if self.max_bytes == 0:
+            raise Refusal(200, "PersistedQueryNotSupported", PERSISTED_QUERY_NOT_SUPPORTED,
+                          "not-supported", headers=_NOT_CACHED, diagnostics=(
+                              "persisted queries are off on this server "
+                              "(IMAGING_PERSISTED_QUERY_BYTES=0): send the query itself"))
+        if query is None:
+            known = self.get(sha256)
+            if known is None:
+                raise Refusal(200, "PersistedQueryNotFound", PERSISTED_QUERY_NOT_FOUND,
+                              "not-found", headers=_NOT_CACHED, diagnostics=(
+                                  "no query is registered under extensions.persistedQuery."
+                                  "sha256Hash: send the request again with its query"))
+            return known, None
+        if hashlib.sha256(query.encode()).hexdigest() != sha256:
+            raise Refusal(400, "extensions.persistedQuery.sha256Hash: provided sha does not "
+                          "match query (it must be the SHA-256 of the query text, as hex)")
+        return query, sha256
+
+
+def _hash_of(persisted: Any) -> str:
+    """The sha256Hash of a version 1 persistedQuery object, lower-cased."""
+    if not isinstance(persisted, dict):
+        raise Refusal(400, "extensions.persistedQuery must be an object with version and "
+                      "sha256Hash")
+    if persisted.get("version") != 1:
+        raise Refusal(400, "extensions.persistedQuery.version: only version 1 is served "
+                      f"(got {str(persisted.get('version'))[:20]!r})")
+    sha256 = persisted.get("sha256Hash")
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256.lower()):
+        raise Refusal(400, "extensions.persistedQuery.sha256Hash must be a SHA-256 in hex "
+                      "(64 characters 0-9, a-f)")
+    return sha256.lower()
