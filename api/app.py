@@ -26,7 +26,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from api import ops
+from api import apollo_cache, ops
 from api.audit import AuditLog
 from api.auth import Authenticator
 from api.context import Context
@@ -178,7 +178,8 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
               Route("/healthz", ops.healthz), Route("/readyz", ops.readyz),
               Route("/metrics", metrics.endpoint)]
     if not settings.production:
-        routes += [Route("/", home), Mount("/static", StaticFiles(directory=STATIC))]
+        routes += [Route("/", home), Mount("/static", StaticFiles(directory=STATIC)),
+                   Route("/apollo-cache.js", apollo_cache.endpoint(graphql.schema))]
     middleware = [Middleware(RequestId),
                   # Without authentication, the Host is what tells a DNS-rebinding page apart.
                   *([Middleware(HostCheck, allowed=settings.allowed_hosts)]

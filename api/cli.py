@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ingest-dicom", dest="preload_dicom", action="append", default=[],
                        metavar="PATH", help="ingest DICOM files or folders at start-up")
     commands.add_parser("schema", help="print the GraphQL schema (SDL)")
+    commands.add_parser("apollo-cache", help="print the Apollo Client cache configuration "
+                        "(an ES module; README \"Using Apollo Client\")")
     scan = commands.add_parser("ingest-dicom", help="ingest DICOM files (headers only) from "
                                "files or folders, recursively")
     scan.add_argument("paths", nargs="+", metavar="PATH")
@@ -165,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         from api.schema import schema
 
         sys.stdout.write(schema.as_str() + "\n")
+        return 0
+    if args.command == "apollo-cache":
+        from api.apollo_cache import module
+        from api.schema import schema
+
+        sys.stdout.write(module(schema._schema))
         return 0
     try:
         settings = Settings.from_env()
