@@ -23,10 +23,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from api import apollo_cache, ops
+from api import apollo_cache, graphiql, ops
 from api.audit import AuditLog
 from api.auth import Authenticator
 from api.context import Context
@@ -51,10 +50,8 @@ INDEX_RETRY_SECONDS = 5.0
 
 
 def graphiql_page() -> str:
-    """Strawberry's GraphiQL page, loading its scripts from this server (api/static/vendor,
-    byte-identical to unpkg's, so the page's integrity hashes still hold) rather than a CDN
-    that a hospital network may not reach."""
-    return get_graphql_ide_html("graphiql").replace("https://unpkg.com/", "/static/vendor/")
+    """The GraphiQL page (api/graphiql.py), its scripts served from api/static/vendor."""
+    return graphiql.page()
 
 
 class _GraphQL(GraphQL[Context, None]):
