@@ -20,6 +20,7 @@ import websockets
 from api.app import create_app
 from api.settings import Settings
 from store import demo
+from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
 from tests.helpers import CREATE
 from tests.server import serving
 
@@ -167,3 +168,30 @@ async def test_graphiql_runs_the_readme_subscription(page: Page) -> None:
             " const t = e && e.innerText; return t && t.includes('seen-in-graphiql') && t; })()")
     assert '"action": "create"' in result
     assert '"versionId": "1"' in result
+
+
+async def test_graphiql_sends_the_headers_token_in_connection_init(page: Page) -> None:
+    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
+                        jwt_issuer=ISSUER)
+    app = create_app(settings)
+    bearer = f"Bearer {token('system/*.*')}"
+    subscription = "subscription { ImagingStudyChanged { action id } }"
+    async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
+        await page.send("Page.navigate", url=f"http://{address}/graphql")
+        await page.wait_for("!!document.querySelector('.graphiql-query-editor .CodeMirror')")
+        # What the Headers pane holds (GraphiQL keeps it in localStorage), then a fresh page.
+        await page.evaluate("localStorage.setItem('graphiql:headers', "
+                            f"{json.dumps(json.dumps({'Authorization': bearer}))})")
+        await page.send("Page.reload")
+        await replace_query(page, subscription)
+        await page.click(".graphiql-execute-button")
+        for _ in range(300):
+            if app.state.events.subscribers:
+                break
+            await asyncio.sleep(0.05)
+        await http.post("/graphql", json={"query": CREATE, "variables": {
+            "res": demo.study("token-in-init", 1, 1)}}, headers={"authorization": bearer})
+        result = await page.wait_for(
+            "(() => { const e = document.querySelector('.result-window');"
+            " const t = e && e.innerText; return t && t.includes('token-in-init') && t; })()")
+    assert '"action": "create"' in result
