@@ -2,6 +2,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The JavaScript clients of tests/clients, from its lockfile; left out where npm is absent
+# (tests/api/test_clients.py is then skipped for want of node, or says what to run).
+CLIENTS := tests/clients
+CLIENTS_STAMP := $(if $(shell command -v npm),$(CLIENTS)/node_modules/.installed)
 
 .PHONY: serve test lint schema bench fuzz load clean
 
@@ -11,10 +15,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+$(CLIENTS)/node_modules/.installed: $(CLIENTS)/package-lock.json
+	npm ci --prefix $(CLIENTS) --no-audit --no-fund --loglevel=error
+	touch $@
+
 serve: $(STAMP)
 	$(BIN)/imaging-api serve
 
-test: $(STAMP)
+test: $(STAMP) $(CLIENTS_STAMP)
 	$(BIN)/ruff check api store tests bench
 	$(BIN)/python -m pytest
 
@@ -33,4 +41,4 @@ load: $(STAMP)
 	$(BIN)/python -m bench.load
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache $(CLIENTS)/node_modules

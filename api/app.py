@@ -22,10 +22,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from strawberry.asgi import GraphQL
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from api import ops
+from api import apollo_cache, graphiql, ops
 from api.audit import AuditLog
 from api.auth import Authenticator
 from api.context import Context
@@ -52,10 +51,8 @@ INDEX_RETRY_SECONDS = 5.0
 
 
 def graphiql_page() -> str:
-    """Strawberry's GraphiQL page, loading its scripts from this server (api/static/vendor,
-    byte-identical to unpkg's, so the page's integrity hashes still hold) rather than a CDN
-    that a hospital network may not reach."""
-    return get_graphql_ide_html("graphiql").replace("https://unpkg.com/", "/static/vendor/")
+    """The GraphiQL page (api/graphiql.py), its scripts served from api/static/vendor."""
+    return graphiql.page()
 
 
 class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
@@ -182,7 +179,8 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
               Route("/healthz", ops.healthz), Route("/readyz", ops.readyz),
               Route("/metrics", metrics.endpoint)]
     if not settings.production:
-        routes += [Route("/", home), Mount("/static", StaticFiles(directory=STATIC))]
+        routes += [Route("/", home), Mount("/static", StaticFiles(directory=STATIC)),
+                   Route("/apollo-cache.js", apollo_cache.endpoint(graphql.schema))]
     middleware = [Middleware(RequestId),
                   # Without authentication, the Host is what tells a DNS-rebinding page apart.
                   *([Middleware(HostCheck, allowed=settings.allowed_hosts)]

@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="PATH", help="ingest DICOM files or folders at start-up")
     _command(commands, "schema", "print the GraphQL schema (SDL)",
              "imaging-api schema > schema.graphql")
+    _command(commands, "apollo-cache", "print the Apollo Client cache configuration (an ES "
+             "module; README \"Using Apollo Client\")",
+             "imaging-api apollo-cache > src/apollo-cache.js")
     scan = _command(commands, "ingest-dicom", "ingest DICOM files (headers only) from files or "
                     "folders, recursively", "imaging-api ingest-dicom --timezone +01:00 "
                     "--verbose ~/dicom/CT")
@@ -250,6 +253,12 @@ def main(argv: list[str] | None = None) -> int:
         from api.schema import schema
 
         sys.stdout.write(schema.as_str() + "\n")
+        return 0
+    if args.command == "apollo-cache":
+        from api.apollo_cache import module
+        from api.schema import schema
+
+        sys.stdout.write(module(schema._schema))
         return 0
     try:
         settings = Settings.from_env()

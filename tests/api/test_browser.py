@@ -19,6 +19,9 @@ import websockets
 
 from api.app import create_app
 from api.settings import Settings
+from store import demo
+from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
+from tests.helpers import CREATE
 from tests.server import serving
 
 CHROMIUM = shutil.which("chromium")
@@ -117,3 +120,78 @@ async def test_graphiql_runs_a_typed_query(page: Page) -> None:
             " const t = e && e.innerText; return t && t.includes('numberOfInstances') && t; })()")
     assert '"id": "example-xr"' in result
     assert '"numberOfInstances": 2' in result
+
+
+async def replace_query(page: Page, text: str, settle: bool = True) -> None:
+    """Types `text` over what GraphiQL's query editor holds (and, if `settle`, waits until
+    the editor shows it)."""
+    editor = "document.querySelector('.graphiql-query-editor .CodeMirror')"
+    # GraphiQL fills the editor with its welcome text once loaded: type only after that.
+    await page.wait_for(f"{editor} && {editor}.CodeMirror.getValue().length > 0")
+    await page.click(".graphiql-query-editor .CodeMirror")
+    await page.key("a", "KeyA", modifiers=2, vk=65)  # select all (Ctrl+A), then type over
+    await page.key("Backspace", "Backspace", vk=8)
+    await page.send("Input.insertText", text=text)
+    if settle:
+        await page.wait_for(f"{editor}.CodeMirror.getValue() === {json.dumps(text)}")
+
+
+async def test_graphiql_opens_on_the_worklist_and_names_the_service(page: Page) -> None:
+    app = create_app(Settings(seed=False))
+    async with serving(app) as address:
+        await page.send("Page.navigate", url=f"http://{address}/graphql")
+        editor = "document.querySelector('.graphiql-query-editor .CodeMirror')"
+        text = await page.wait_for(f"{editor} && {editor}.CodeMirror.getValue()")
+        title = await page.evaluate("document.title")
+    assert 'ImagingStudyList(patient: "Patient/dicom", _count: 10)' in text
+    assert "subscription { ImagingStudyChanged" in text  # what to try next
+    assert "imaging-api" in title
+
+
+async def test_graphiql_runs_the_readme_subscription(page: Page) -> None:
+    app = create_app(Settings(seed=False))
+    subscription = "subscription { ImagingStudyChanged { action id versionId status } }"
+    async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
+        await page.send("Page.navigate", url=f"http://{address}/graphql")
+        # Run as soon as it is typed, as one does after pasting: GraphiQL's own choice of
+        # transport lagged behind the editor and sent this over HTTP.
+        await replace_query(page, subscription, settle=False)
+        await page.click(".graphiql-execute-button")
+        for _ in range(300):  # until the subscription is registered, then write
+            if app.state.events.subscribers:
+                break
+            await asyncio.sleep(0.05)
+        await http.post("/graphql", json={"query": CREATE, "variables": {
+            "res": demo.study("seen-in-graphiql", 1, 1)}})
+        result = await page.wait_for(
+            "(() => { const e = document.querySelector('.result-window');"
+            " const t = e && e.innerText; return t && t.includes('seen-in-graphiql') && t; })()")
+    assert '"action": "create"' in result
+    assert '"versionId": "1"' in result
+
+
+async def test_graphiql_sends_the_headers_token_in_connection_init(page: Page) -> None:
+    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
+                        jwt_issuer=ISSUER)
+    app = create_app(settings)
+    bearer = f"Bearer {token('system/*.*')}"
+    subscription = "subscription { ImagingStudyChanged { action id } }"
+    async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
+        await page.send("Page.navigate", url=f"http://{address}/graphql")
+        await page.wait_for("!!document.querySelector('.graphiql-query-editor .CodeMirror')")
+        # What the Headers pane holds (GraphiQL keeps it in localStorage), then a fresh page.
+        await page.evaluate("localStorage.setItem('graphiql:headers', "
+                            f"{json.dumps(json.dumps({'Authorization': bearer}))})")
+        await page.send("Page.reload")
+        await replace_query(page, subscription)
+        await page.click(".graphiql-execute-button")
+        for _ in range(300):
+            if app.state.events.subscribers:
+                break
+            await asyncio.sleep(0.05)
+        await http.post("/graphql", json={"query": CREATE, "variables": {
+            "res": demo.study("token-in-init", 1, 1)}}, headers={"authorization": bearer})
+        result = await page.wait_for(
+            "(() => { const e = document.querySelector('.result-window');"
+            " const t = e && e.innerText; return t && t.includes('token-in-init') && t; })()")
+    assert '"action": "create"' in result
