@@ -140,3 +140,83 @@ test("after the socket drops, the client reconnects and receives later events", 
     await untilSubscribers(before); // the next test counts from here
   }
 });
+
+const RESUMABLE = `subscription($id: ID, $patient: String, $status: String, $after: String) {
+  ImagingStudyChanged(id: $id, patient: $patient, status: $status, after: $after) {
+    action id versionId status subject position } }`;
+
+test("a delete reaches a subscription filtered by patient and status, with what the study had", async () => {
+  const client = wsClient();
+  const id = newId("ws-delete");
+  const patient = newId("pat");
+  await createStudy(study(id, [["1.2.3.5", 1]], { subject: { reference: `Patient/${patient}` } }));
+  const before = await subscribers();
+  const [byPatient, byStatus] = [inbox(), inbox()];
+  const stops = [
+    client.subscribe({ query: RESUMABLE, variables: { patient } }, byPatient.sink),
+    client.subscribe({ query: RESUMABLE, variables: { id, status: "available" } }, byStatus.sink),
+  ];
+  try {
+    await untilSubscribers(before + 2);
+    await post(DELETE, { id });
+    for (const events of [byPatient, byStatus]) {
+      const event = changed(await events.take());
+      assert.deepEqual([event.action, event.id, event.status, event.subject],
+        ["delete", id, "available", `Patient/${patient}`]);
+    }
+  } finally {
+    stops.forEach((stop) => stop());
+    await client.dispose();
+    await untilSubscribers(before);
+  }
+});
+
+test("after a reconnect, `after` replays exactly what was missed, then goes on live", async () => {
+  const id = newId("ws-resume");
+  const before = await subscribers();
+  const first = wsClient();
+  const events = inbox();
+  const stop = first.subscribe({ query: RESUMABLE, variables: { id } }, events.sink);
+  await untilSubscribers(before + 1);
+  await createStudy(study(id, [["1.2.3.6", 1]]));
+  const seen = changed(await events.take());
+  stop();
+  await first.dispose(); // the viewer goes offline...
+  await untilSubscribers(before);
+  await post(SET_STATUS, { id, status: "cancelled" }); // ...and misses two changes
+  await post(DELETE, { id });
+
+  const second = wsClient();
+  const resumed = inbox();
+  const stopResumed = second.subscribe(
+    { query: RESUMABLE, variables: { id, after: seen.position } }, resumed.sink);
+  try {
+    const missed = [changed(await resumed.take()), changed(await resumed.take())];
+    assert.deepEqual(missed.map((e) => [e.action, e.versionId]), [["update", "2"], ["delete", "3"]]);
+    assert.notEqual(missed[0].position, seen.position);
+    await createStudy(study(id, [["1.2.3.6", 1]])); // the id again: a live event follows
+    const live = changed(await resumed.take());
+    assert.deepEqual([live.action, live.id], ["create", id]);
+    assert.equal(resumed.pending, 0);
+  } finally {
+    stopResumed();
+    await second.dispose();
+    await untilSubscribers(before);
+  }
+});
+
+test("a position the server no longer knows is an error the client can act on", async () => {
+  const client = wsClient();
+  const results = inbox();
+  try {
+    client.subscribe({ query: RESUMABLE, variables: { after: "A".repeat(22) } }, results.sink);
+    // An execution error: a `next` with errors, then the subscription completes.
+    const { next } = await results.take();
+    assert.equal(next?.data?.ImagingStudyChanged ?? null, null);
+    assert.equal(next.errors[0].extensions.code, "RESUME_UNAVAILABLE");
+    assert.match(next.errors[0].message, /subscribe without after/);
+    assert.deepEqual(await results.take(), { complete: true });
+  } finally {
+    await client.dispose();
+  }
+});
