@@ -9,7 +9,7 @@ import { GraphQLWsLink } from "@apollo/client/link/subscriptions";
 import { getMainDefinition } from "@apollo/client/utilities";
 import {
   AUTH, BASE, HTTP_URL, SET_STATUS, createStudy, newId, post, study, subscribers,
-  untilSubscribers, wsClient,
+  readmeViewer, untilSubscribers, wsClient,
 } from "./lib.js";
 
 /** The served cache configuration, imported as the ES module it is. */
@@ -33,20 +33,9 @@ function apollo(cache = new InMemoryCache({ possibleTypes, typePolicies })) {
   return new ApolloClient({ link, cache });
 }
 
-// The README's viewer query, written as a viewer would: variables and fragments.
-const VIEWER = gql`
-  query Viewer($id: ID!) {
-    ImagingStudy(id: $id) { ...StudyHeader series { ...SeriesRow instance { ...InstanceRow } } }
-  }
-  fragment StudyHeader on ImagingStudy {
-    id status subject { reference } meta { versionId lastUpdated }
-  }
-  fragment SeriesRow on ImagingStudySeries {
-    id uid number description modality { coding { code } }
-    bodySite { concept { text coding { display } } }
-  }
-  fragment InstanceRow on ImagingStudySeriesInstance { id uid number title sopClass { code } }
-`;
+// The README's viewer query, with its variables and fragments.
+const README_VIEWER = readmeViewer();
+const VIEWER = gql(README_VIEWER.query);
 
 /** What the server answers, without any client or cache in between. */
 async function direct(document, variables) {
@@ -61,8 +50,9 @@ function plain(data) {
 test("the README viewer query, with variables and fragments", async () => {
   const client = apollo();
   try {
-    const { data } = await client.query({ query: VIEWER, variables: { id: "example-xr" } });
-    assert.deepEqual(plain(data), await direct(VIEWER, { id: "example-xr" }));
+    const { variables } = README_VIEWER;
+    const { data } = await client.query({ query: VIEWER, variables });
+    assert.deepEqual(plain(data), await direct(VIEWER, variables));
     assert.equal(data.ImagingStudy.series[0].instance.length, 2);
   } finally {
     client.stop();

@@ -3,6 +3,7 @@
 // subscriber count so a test writes only once its subscription is registered.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
 import WebSocket from "ws";
 import { createClient } from "graphql-ws";
 
@@ -110,4 +111,13 @@ export function inbox() {
     },
     get pending() { return items.length; },
   };
+}
+
+/** The README's viewer query (its `query Viewer` block) and the variables given after it:
+ * the clients run what the README shows, so the two cannot drift apart. */
+export function readmeViewer() {
+  const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+  const found = readme.match(/```graphql\n(query Viewer[^`]*)```\s*```json\n([^`]*)```/);
+  assert.ok(found, "README.md has no `query Viewer` block followed by its variables");
+  return { query: found[1], variables: JSON.parse(found[2]) };
 }

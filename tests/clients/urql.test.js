@@ -2,20 +2,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Client, cacheExchange, fetchExchange, gql } from "@urql/core";
-import { AUTH, HTTP_URL, post } from "./lib.js";
+import { AUTH, HTTP_URL, post, readmeViewer } from "./lib.js";
 
-const VIEWER = `
-  query Viewer($id: ID!) {
-    ImagingStudy(id: $id) { ...StudyHeader series { ...SeriesRow instance { ...InstanceRow } } }
-  }
-  fragment StudyHeader on ImagingStudy {
-    id status subject { reference } meta { versionId lastUpdated }
-  }
-  fragment SeriesRow on ImagingStudySeries {
-    uid number modality { coding { code } } bodySite { concept { text coding { display } } }
-  }
-  fragment InstanceRow on ImagingStudySeriesInstance { uid number title sopClass { code } }
-`;
+const { query: VIEWER, variables } = readmeViewer();
 
 test("urql runs the README viewer query", async () => {
   const client = new Client({
@@ -24,10 +13,10 @@ test("urql runs the README viewer query", async () => {
     fetchOptions: { headers: { authorization: AUTH } },
     preferGetMethod: false,
   });
-  const result = await client.query(gql(VIEWER), { id: "example-xr" }).toPromise();
+  const result = await client.query(gql(VIEWER), variables).toPromise();
   assert.equal(result.error, undefined, String(result.error));
   const plain = JSON.parse(JSON.stringify(result.data, (k, v) => (k === "__typename" ? undefined : v)));
-  assert.deepEqual(plain, await post(VIEWER, { id: "example-xr" }));
+  assert.deepEqual(plain, await post(VIEWER, variables));
   assert.equal(result.data.ImagingStudy.series[0].instance.length, 2);
 
   const refused = await client.query(gql`{ ImagingStudyList(_count: -1) { id } }`, {}).toPromise();
