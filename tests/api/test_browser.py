@@ -106,14 +106,7 @@ async def test_graphiql_runs_a_typed_query(page: Page) -> None:
     app = create_app(Settings())  # the embedded store, seeded, as `make serve` runs it
     async with serving(app) as address:
         await page.send("Page.navigate", url=f"http://{address}/graphql")
-        editor = "document.querySelector('.graphiql-query-editor .CodeMirror')"
-        # GraphiQL fills the editor with its welcome text once loaded: type only after that.
-        await page.wait_for(f"{editor} && {editor}.CodeMirror.getValue().length > 0")
-        await page.click(".graphiql-query-editor .CodeMirror")
-        await page.key("a", "KeyA", modifiers=2, vk=65)  # select all (Ctrl+A), then type over
-        await page.key("Backspace", "Backspace", vk=8)
-        await page.send("Input.insertText", text=QUERY)
-        await page.wait_for(f"{editor}.CodeMirror.getValue() === {json.dumps(QUERY)}")
+        await replace_query(page, QUERY)
         await page.click(".graphiql-execute-button")
         result = await page.wait_for(
             "(() => { const e = document.querySelector('.result-window');"
