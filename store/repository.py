@@ -30,7 +30,7 @@ from store.fhir import edit
 from store.fhir.identity import study_uid, uid_element
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, fail
 from store.keys import search_keys
-from store.reads import ROOT, Page, Reads, Study, guarded, projection, public
+from store.reads import ROOT, Page, Reads, Study, document, guarded, projection, public
 
 __all__ = ["Guard", "HistoryClash", "Page", "Repository", "projection", "same_content"]
 Guard = Callable[[Study], None] | None
@@ -243,7 +243,7 @@ class Repository(Reads):
     async def check_uid(self, study: Study) -> None:
         """Raises DuplicateUid when another live study carries this study's Study Instance
         UID (a dry run's check; a real write is refused by the unique index itself)."""
-        await self._refuse_duplicate({"_id": study.get("id"), **study})
+        await self._refuse_duplicate({**study, "_id": study.get("id")})
 
     async def _refuse_duplicate(self, doc: dict[str, Any]) -> None:
         """Raises DuplicateUid when another live study holds this document's Study Instance
@@ -268,8 +268,9 @@ class Repository(Reads):
 
     async def _keep(self, old: Study) -> None:
         version = int(old["meta"]["versionId"])
-        doc = {"_id": f"{old['id']}/{version}", "_srv": {"study": old["id"], "version": version},
-               **old}
+        body, private = document(old)
+        doc = {"_id": f"{old['id']}/{version}",
+               "_srv": {"study": old["id"], "version": version, **private}, **body}
         stored = await self._insert_once(self._history, doc)
         # A retry after a crash between keeping and replacing stores the same content again,
         # which is harmless; any other content under a stored version means versions were
@@ -300,7 +301,8 @@ class Repository(Reads):
         meta = {**study.get("meta", {}), "versionId": str(version), "lastUpdated": _now()}
         body = {"id": study_id, "meta": meta} if deleted else {**study, "id": study_id,
                                                                "meta": meta}
-        srv: dict[str, Any] = {"deleted": deleted, **search_keys(body)}
+        body, private = document(body)
+        srv: dict[str, Any] = {"deleted": deleted, **search_keys(body), **private}
         if deleted and was is not None:
             srv["was"] = {k: was[k] for k in ("subject", "status") if k in was}
         return {"_id": study_id, "_srv": srv, **body}

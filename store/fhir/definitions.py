@@ -159,6 +159,26 @@ EXTENSION_VALUE_TYPES = (
 EXTENSION_VALUE_KEYS = {"value" + t[0].upper() + t[1:]: t for t in EXTENSION_VALUE_TYPES}
 EXTENSION_ELEMENTS = {k: v for k, v in DATATYPES["Extension"].items() if k != "value[x]"}
 
+# The R5 primitive types, whose JSON may carry a `_name` sibling with the value's id and
+# extensions (json.html#primitive).
+PRIMITIVE_TYPES = frozenset((
+    "base64Binary boolean canonical code date dateTime decimal id instant integer integer64 "
+    "markdown oid positiveInt string time unsignedInt uri url uuid").split())
+PRIMITIVE_PARTS = {e.name: e for e in (_ELEMENT_ID, _EXTENSION)}
+
+
+def takes_extensions(parent: str, element: Element) -> bool:
+    """Whether `element` of `parent` (a type name or an ImagingStudy path) may have a `_name`
+    sibling in JSON. Not the ids of elements nor Extension.url, which XML writes as
+    attributes and JSON as plain properties (the id of the resource itself is an element and
+    has `_id`); not xhtml, which has no id or extensions in R5."""
+    if element.type not in PRIMITIVE_TYPES:
+        return False
+    if element.name == "id":
+        return parent == "ImagingStudy"
+    return not (parent == "Extension" and element.name == "url")
+
+
 # The official R5 example-xr points `procedure` at a Procedure, which the R5 definition does not
 # list (PlanDefinition | ActivityDefinition). Real data follows the example, so we accept it.
 TARGET_TOLERANCES = {"ImagingStudy.procedure": ("Procedure",)}

@@ -88,18 +88,27 @@ class _Walker:
             return False
         before = len(self.issues)
         for name, value in obj.items():
+            if isinstance(name, str) and name.startswith("_"):
+                self.primitive_sibling(obj, name, value, expr, elements, key)
+                continue
             element = elements.get(name)
             if element is None:
                 self.add(f"{expr}.{name}", f"unknown element '{name}': not part of R5 {key}")
             else:
-                self.element(element, value, f"{expr}.{name}", f"{key}.{name}", targets)
+                self.element(element, value, f"{expr}.{name}", f"{key}.{name}", targets,
+                             obj.get(f"_{name}"))
         for element in elements.values():
             if element.required and obj.get(element.name) is None:
-                self.add(f"{expr}.{element.name}", f"{element.name} is required (cardinality 1..1)")
+                rule = f"{element.name} is required (cardinality 1..1)"
+                if f"_{element.name}" in obj:
+                    # R5 lets an element be present with extensions alone; this server needs
+                    # the values of its required primitives (status, UIDs): see README.
+                    rule += f": an id or extension in _{element.name} does not replace its value"
+                self.add(f"{expr}.{element.name}", rule)
         return len(self.issues) == before
 
     def element(self, element: defs.Element, value: object, expr: str, key: str,
-                targets: tuple[str, ...]) -> None:
+                targets: tuple[str, ...], sibling: object = None) -> None:
         if value is None:
             self.add(expr, "must not be null: leave the element out instead")
         elif element.many:
@@ -109,6 +118,13 @@ class _Walker:
                 self.add(expr, "must not be an empty list: leave the element out instead")
             else:
                 for i, item in enumerate(value):
+                    if item is None and element.type in defs.PRIMITIVE_TYPES:
+                        # A repeating primitive's value may be missing where its _name item
+                        # carries an id or extensions (json.html#primitive).
+                        if _item(sibling, i) is None:
+                            self.add(f"{expr}[{i}]", f"must not be null unless "
+                                     f"_{element.name}[{i}] carries its id or extensions")
+                        continue
                     self.value(element, item, f"{expr}[{i}]", key, targets)
         elif isinstance(value, list):
             self.add(expr, "must be a single value, not a list (cardinality 0..1)")
@@ -148,19 +164,79 @@ class _Walker:
             for sub, problem in reference_problems(value, targets, self.contained):
                 self.add(expr + sub, problem)
 
+    def primitive_sibling(self, obj: dict[str, Any], name: str, value: object, expr: str,
+                          elements: dict[str, defs.Element], key: str) -> None:
+        """`_name`: the id and extensions of primitive element `name` (R5 JSON, "JSON
+        representation of primitive elements"): an object, or for a repeating primitive a
+        list aligned by position with `name`, null where an item has neither."""
+        where = f"{expr}.{name}"
+        base = name[1:]
+        element = elements.get(base)
+        if element is None:
+            self.add(where, f"unknown element '{name}': R5 {key} has no element '{base}' "
+                     f"whose id or extensions it could carry")
+            return
+        if not defs.takes_extensions(key, element):
+            self.add(where, f"unknown element '{name}': {key}.{base} is not a primitive "
+                     "element that carries an id or extensions in R5 JSON")
+            return
+        given = obj.get(base)
+        if not element.many:
+            if isinstance(value, list):
+                self.add(where, "must be a single object, not a list (cardinality 0..1)")
+            else:
+                self.primitive_parts(value, where, base)
+            return
+        if not isinstance(value, list):
+            self.add(where, f"must be a list aligned by position with {base} (a repeating "
+                     "primitive), null where an item has no id or extensions")
+            return
+        if not value:
+            self.add(where, "must not be an empty list: leave the element out instead")
+            return
+        if isinstance(given, list) and len(given) != len(value):
+            self.add(where, f"must have as many items as {base} ({len(given)}), aligned by "
+                     "position, null where an item has no id or extensions")
+            return
+        for i, item in enumerate(value):
+            if item is None:
+                if _item(given, i) is None:
+                    self.add(f"{where}[{i}]", f"null here and in {base}[{i}]: an item needs "
+                             "a value, an id or extensions")
+            else:
+                self.primitive_parts(item, f"{where}[{i}]", base)
+
+    def primitive_parts(self, value: object, expr: str, base: str) -> None:
+        if not isinstance(value, dict):
+            self.add(expr, f"must be an object holding the id and/or extensions of {base}")
+        elif not value:
+            self.add(expr, f"must not be empty: it holds the id and/or extensions of {base}, "
+                     "else leave it out")
+        else:
+            self.object(value, expr, defs.PRIMITIVE_PARTS,
+                        "primitive element (only id and extension)")
+
     def extension(self, value: object, expr: str) -> None:
         if not isinstance(value, dict):
             self.add(expr, "must be an object")
             return
         values = {k: v for k, v in value.items() if k.startswith("value")}
-        rest = {k: v for k, v in value.items() if k not in values}
+        # `_valueCode` and the like: the id and extensions of a primitive value[x].
+        siblings = {k: v for k, v in value.items() if k.startswith("_value")}
+        rest = {k: v for k, v in value.items() if k not in values and k not in siblings}
         if not self.object(rest, expr, defs.EXTENSION_ELEMENTS, "Extension"):
             return
-        if len(values) > 1:
+        for name, item in siblings.items():
+            type_ = defs.EXTENSION_VALUE_KEYS.get(name[1:])
+            self.primitive_sibling(value, name, item, expr,
+                                   {name[1:]: defs.Element(name[1:], type_)} if type_ else {},
+                                   "Extension")
+        present = values.keys() | {k[1:] for k in siblings}
+        if len(present) > 1:
             self.add(expr, "an Extension carries at most one value[x]")
-        if values and "extension" in value:
+        if present and "extension" in value:
             self.add(expr, "an Extension has either a value[x] or nested extensions, not both")
-        if not values and "extension" not in value:
+        if not present and "extension" not in value:
             self.add(expr, "an Extension needs a value[x] or nested extensions")
         for name, item in values.items():
             type_ = defs.EXTENSION_VALUE_KEYS.get(name)
@@ -203,6 +279,11 @@ class _Walker:
 
 def _none(_: object) -> None:
     return None
+
+
+def _item(items: object, index: int) -> object:
+    """Item `index` of `items` when it is a list that long, else None."""
+    return items[index] if isinstance(items, list) and index < len(items) else None
 
 
 def _contained_ids(study: dict[str, Any]) -> dict[str, str]:
