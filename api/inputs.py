@@ -42,7 +42,10 @@ def _convert(type_: Any) -> str:
     if isinstance(type_, StrawberryOptional):
         return _convert(type_.of_type)
     if isinstance(type_, StrawberryList):
-        return f"list[{_convert(type_.of_type)}]"
+        # Items stay nullable where the output's are: a repeating primitive and its `_name`
+        # list carry nulls to stay aligned (R5 JSON).
+        optional = " | None" if isinstance(type_.of_type, StrawberryOptional) else ""
+        return f"list[{_convert(type_.of_type)}{optional}]"
     if has_object_definition(type_):
         mirror(type_)
         return _input_name(type_)

@@ -48,7 +48,9 @@ class ImagingSchema(strawberry.Schema):
 
 
 def _width(type_: Any) -> int:
-    return len(type_.__strawberry_definition__.fields)
+    # A primitive's `_name` field (its id and extensions) is part of the same FHIR element,
+    # priced once with it, as its extensions are elsewhere (the budget counts what is read).
+    return sum(not f.name.startswith("_") for f in type_.__strawberry_definition__.fields)
 
 
 def whole_study(settings: Settings) -> int:

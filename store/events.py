@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from store import reads
 from store.client import DriverError
 from store.fhir.outcome import BAD_USER_INPUT, RESUME_UNAVAILABLE, fail
 
@@ -78,7 +77,7 @@ def _reference(study: dict[str, Any]) -> str | None:
 def change_of(action: str, doc: dict[str, Any]) -> Change:
     """The Change a stored document stands for (a tombstone is a delete, with the subject and
     status the study had)."""
-    public = reads.public(doc)
+    public = {k: v for k, v in doc.items() if k not in ("_id", "_srv")}
     srv = doc.get("_srv", {})
     if srv.get("deleted"):
         was = srv.get("was") or {}  # absent on tombstones written before it was kept

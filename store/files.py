@@ -98,7 +98,6 @@ def _uuid(study_id: str) -> str:
 
 
 def canonical(study: dict[str, Any]) -> dict[str, Any]:
-    """A stored study as FHIR R5 JSON: resourceType, id (and `_id`) and meta first, then as
-    stored."""
-    head = {k: study[k] for k in ("resourceType", "id", "_id", "meta") if k in study}
+    """A stored study as FHIR R5 JSON: resourceType, id and meta first, then as stored."""
+    head = {k: study[k] for k in ("resourceType", "id", "meta") if k in study}
     return {**head, **{k: v for k, v in study.items() if k not in head}}

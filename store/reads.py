@@ -43,28 +43,8 @@ def guarded(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     return call
 
 
-# FHIR's `_id` (the id and extensions of the resource's `id` element) has the name of
-# MongoDB's document key, which holds the study id: it is kept under this private key instead.
-FHIR_ID_SIBLING = "_srv.idElement"
-
-
-def document(study: Study) -> tuple[Study, dict[str, Any]]:
-    """A study as stored: its FHIR JSON without `_id`, and the private `_srv` entries that
-    keep what was taken out (merge them into the document's `_srv`)."""
-    if "_id" not in study:
-        return study, {}
-    body = {k: v for k, v in study.items() if k != "_id"}
-    return body, {FHIR_ID_SIBLING.split(".")[1]: study["_id"]}
-
-
 def public(doc: dict[str, Any]) -> Study:
-    """The FHIR JSON of a stored document: private keys out, FHIR's `_id` back in place."""
-    study = {k: v for k, v in doc.items() if k not in ("_id", "_srv")}
-    sibling = (doc.get("_srv") or {}).get(FHIR_ID_SIBLING.split(".")[1])
-    if sibling is None:
-        return study
-    head = {k: study[k] for k in ("resourceType", "id") if k in study}
-    return {**head, "_id": sibling, **study}
+    return {k: v for k, v in doc.items() if k not in ("_id", "_srv")}
 
 
 def projection(fields: Iterable[str] | None, *extra: str) -> dict[str, int] | None:
@@ -72,8 +52,6 @@ def projection(fields: Iterable[str] | None, *extra: str) -> dict[str, int] | No
     A path under another selected path is dropped: MongoDB refuses the pair."""
     if fields is None:
         return None
-    # FHIR's `_id` is stored privately (see `document`); MongoDB's `_id` always comes.
-    fields = (FHIR_ID_SIBLING if f == "_id" else f for f in fields)
     chosen = sorted({"id", "resourceType", *fields, *extra})
     kept = [p for p in chosen if not any(p.startswith(q + ".") for q in chosen)]
     return dict.fromkeys(kept, 1)

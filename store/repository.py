@@ -30,7 +30,7 @@ from store.fhir import edit
 from store.fhir.identity import study_uid, uid_element
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, fail
 from store.keys import search_keys
-from store.reads import ROOT, Page, Reads, Study, document, guarded, projection, public
+from store.reads import ROOT, Page, Reads, Study, guarded, projection, public
 
 __all__ = ["Guard", "HistoryClash", "Page", "Repository", "projection", "same_content"]
 Guard = Callable[[Study], None] | None
@@ -268,9 +268,9 @@ class Repository(Reads):
 
     async def _keep(self, old: Study) -> None:
         version = int(old["meta"]["versionId"])
-        body, private = document(old)
-        doc = {"_id": f"{old['id']}/{version}",
-               "_srv": {"study": old["id"], "version": version, **private}, **body}
+        # The private keys come last, so no key of the study can ever stand in for them.
+        doc = {**old, "_id": f"{old['id']}/{version}",
+               "_srv": {"study": old["id"], "version": version}}
         stored = await self._insert_once(self._history, doc)
         # A retry after a crash between keeping and replacing stores the same content again,
         # which is harmless; any other content under a stored version means versions were
@@ -301,11 +301,10 @@ class Repository(Reads):
         meta = {**study.get("meta", {}), "versionId": str(version), "lastUpdated": _now()}
         body = {"id": study_id, "meta": meta} if deleted else {**study, "id": study_id,
                                                                "meta": meta}
-        body, private = document(body)
-        srv: dict[str, Any] = {"deleted": deleted, **search_keys(body), **private}
+        srv: dict[str, Any] = {"deleted": deleted, **search_keys(body)}
         if deleted and was is not None:
             srv["was"] = {k: was[k] for k in ("subject", "status") if k in was}
-        return {"_id": study_id, "_srv": srv, **body}
+        return {**body, "_id": study_id, "_srv": srv}  # private keys last, as in _keep
 
     async def _insert(self, study: Study) -> Study:
         doc = self._document(study, study["id"], 1)

@@ -3,12 +3,15 @@ FHIR JSON dict it is given; the schema's default resolver does the dict look-ups
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
 
 from api.types.describe import dt
+from store.fhir import definitions as defs
 from store.fhir.definitions import DATATYPE_DEFINITIONS as D
 from store.fhir.definitions import EXTENSION_VALUE_KEYS
 
@@ -18,7 +21,37 @@ def extension_value(root: dict[str, Any]) -> Any:
     return next((v for k, v in root.items() if k in EXTENSION_VALUE_KEYS), None)
 
 
+@strawberry.type(description="The id and extensions of a primitive value: what R5 JSON writes "
+                 "in `_name` beside primitive element `name` (json.html#primitive).")
+class ElementBase:
+    id: str | None = strawberry.field(description=defs.PRIMITIVE_PARTS["id"].definition)
+    extension: list[Extension] | None = strawberry.field(
+        description=defs.PRIMITIVE_PARTS["extension"].definition)
+
+
+def primitive_siblings(parent: str, elements: Mapping[str, defs.Element] | None = None
+                       ) -> Callable[[type], type]:
+    """Gives a type, before `strawberry.type` makes it one, a `_name` field for each of its
+    primitive fields `name` that may carry an id or extensions in R5 (a list aligned with
+    `name` for a repeating one), as FHIR GraphQL names them. `parent` is the R5 datatype or
+    ImagingStudy path whose definitions say which fields those are."""
+    def add(cls: type) -> type:
+        table = elements if elements is not None else (
+            defs.DATATYPES.get(parent) or defs.imaging_study()[parent])
+        for name in list(inspect.get_annotations(cls)):
+            element = table.get(name)
+            if element is None or not defs.takes_extensions(parent, element):
+                continue
+            cls.__annotations__[f"_{name}"] = (list[ElementBase | None] | None if element.many
+                                               else ElementBase | None)
+            setattr(cls, f"_{name}", strawberry.field(description=f"The id and extensions of "
+                                                      f"{name} (R5 JSON _{name})."))
+        return cls
+    return add
+
+
 @strawberry.type(description=D["Extension"])
+@primitive_siblings("Extension", {k: defs.Element(k, t) for k, t in EXTENSION_VALUE_KEYS.items()})
 class Extension:
     url: str = dt("Extension", "url")
     extension: list[Extension] | None = dt("Extension", "extension")
@@ -56,6 +89,7 @@ class Extension:
 
 
 @strawberry.type(description=D["Coding"])
+@primitive_siblings("Coding")
 class Coding:
     id: str | None = dt("Coding", "id")
     extension: list[Extension] | None = dt("Coding", "extension")
@@ -67,6 +101,7 @@ class Coding:
 
 
 @strawberry.type(description=D["CodeableConcept"])
+@primitive_siblings("CodeableConcept")
 class CodeableConcept:
     id: str | None = dt("CodeableConcept", "id")
     extension: list[Extension] | None = dt("CodeableConcept", "extension")
@@ -75,6 +110,7 @@ class CodeableConcept:
 
 
 @strawberry.type(description=D["Period"])
+@primitive_siblings("Period")
 class Period:
     id: str | None = dt("Period", "id")
     extension: list[Extension] | None = dt("Period", "extension")
@@ -83,6 +119,7 @@ class Period:
 
 
 @strawberry.type(description=D["Identifier"])
+@primitive_siblings("Identifier")
 class Identifier:
     id: str | None = dt("Identifier", "id")
     extension: list[Extension] | None = dt("Identifier", "extension")
@@ -95,6 +132,7 @@ class Identifier:
 
 
 @strawberry.type(description=D["Reference"])
+@primitive_siblings("Reference")
 class Reference:
     id: str | None = dt("Reference", "id")
     extension: list[Extension] | None = dt("Reference", "extension")
@@ -113,6 +151,7 @@ class CodeableReference:
 
 
 @strawberry.type(description=D["Annotation"])
+@primitive_siblings("Annotation")
 class Annotation:
     id: str | None = dt("Annotation", "id")
     extension: list[Extension] | None = dt("Annotation", "extension")
@@ -123,18 +162,20 @@ class Annotation:
 
 
 @strawberry.type(description=D["Meta"])
+@primitive_siblings("Meta")
 class Meta:
     id: str | None = dt("Meta", "id")
     extension: list[Extension] | None = dt("Meta", "extension")
     versionId: str | None = dt("Meta", "versionId")
     lastUpdated: str | None = dt("Meta", "lastUpdated")
     source: str | None = dt("Meta", "source")
-    profile: list[str] | None = dt("Meta", "profile")
+    profile: list[str | None] | None = dt("Meta", "profile")
     security: list[Coding] | None = dt("Meta", "security")
     tag: list[Coding] | None = dt("Meta", "tag")
 
 
 @strawberry.type(description=D["Narrative"])
+@primitive_siblings("Narrative")
 class Narrative:
     id: str | None = dt("Narrative", "id")
     extension: list[Extension] | None = dt("Narrative", "extension")

@@ -20,6 +20,7 @@ from api.types.datatypes import (
     Meta,
     Narrative,
     Reference,
+    primitive_siblings,
 )
 from api.types.describe import element, field
 from store.fhir.definitions import resource_definition
@@ -39,6 +40,7 @@ def _has_code(concept: dict[str, Any], token: str) -> bool:
 
 
 @strawberry.type(description=element("ImagingStudy.series.instance"))
+@primitive_siblings("ImagingStudy.series.instance")
 class ImagingStudySeriesInstance:
     id: str | None = field("ImagingStudy.series.instance.id")
     extension: list[Extension] | None = field("ImagingStudy.series.instance.extension")
@@ -77,6 +79,7 @@ def series_instances(
 
 
 @strawberry.type(description=element("ImagingStudy.series"))
+@primitive_siblings("ImagingStudy.series")
 class ImagingStudySeries:
     id: str | None = field("ImagingStudy.series.id")
     extension: list[Extension] | None = field("ImagingStudy.series.extension")
@@ -120,6 +123,7 @@ def study_series(
 
 
 @strawberry.type(description=resource_definition())
+@primitive_siblings("ImagingStudy")
 class ImagingStudy:
     resourceType: str = strawberry.field(description="The FHIR resource type: ImagingStudy.")
     id: strawberry.ID | None = strawberry.field(

@@ -169,13 +169,12 @@ PRIMITIVE_PARTS = {e.name: e for e in (_ELEMENT_ID, _EXTENSION)}
 
 def takes_extensions(parent: str, element: Element) -> bool:
     """Whether `element` of `parent` (a type name or an ImagingStudy path) may have a `_name`
-    sibling in JSON. Not the ids of elements nor Extension.url, which XML writes as
-    attributes and JSON as plain properties (the id of the resource itself is an element and
-    has `_id`); not xhtml, which has no id or extensions in R5."""
-    if element.type not in PRIMITIVE_TYPES:
+    sibling in JSON. Not any `id`: R5 types the resource's id and the ids of elements as
+    System.String (the id of an element is an XML attribute), which carry no id or
+    extensions, so `_id` is not R5 JSON anywhere; nor Extension.url, an attribute too; nor
+    xhtml, which has no id or extensions in R5."""
+    if element.type not in PRIMITIVE_TYPES or element.name == "id":
         return False
-    if element.name == "id":
-        return parent == "ImagingStudy"
     return not (parent == "Extension" and element.name == "url")
 
 

@@ -121,7 +121,8 @@ BREAKABLE = [
     ("series", 0, "instance", 0, "uid"), ("series", 0, "instance", 0, "sopClass"),
     ("series", 0, "instance", 0, "number"), ("identifier",), ("identifier", 0),
     ("meta", "versionId"), ("extension", 0, "url"), ("extension", 0, "valueDecimal"),
-    ("numberOfSeries",), ("id",)]
+    ("numberOfSeries",), ("id",), ("_status",), ("_status", "extension"),
+    ("meta", "profile"), ("meta", "_profile"), ("series", 0, "_uid")]
 
 
 def broken(study: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
@@ -146,6 +147,11 @@ def studies(draw: st.DrawFn) -> dict[str, Any]:
     study["meta"] = {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"}
     study["extension"] = [{"url": "http://e", "valueDecimal": draw(
         st.sampled_from([1.5, 2, float("nan"), True, "x"]))}]
+    if draw(st.booleans()):  # ids and extensions of primitives (`_name`), a list aligned
+        study["_status"] = {"id": "s", "extension": [{"url": "http://e", "valueCode": "x"}]}
+        study["meta"].update(profile=["http://p", None], _profile=[None, {"id": "p"}])
+        for series in study.get("series") or ():
+            series["_uid"] = {"id": "u"}
     for _ in range(draw(st.integers(0, 3))):  # break something, somewhere
         study = broken(study, draw(st.sampled_from(BREAKABLE)), draw(st.sampled_from(ODD_VALUES)))
     return study
@@ -182,9 +188,10 @@ def test_compiled_results_equal_graphql_core(query: str, docs: list[dict[str, An
 
 
 WIDE = """query($n: Int) { ROOT { __typename id status numberOfSeries subject { reference }
-  meta { versionId } identifier { system value } extension { url value valueDecimal }
-  series { uid number modality { coding { code } } instance(_count: $n) { uid number
-  sopClass { code } } } } }"""
+  meta { versionId profile _profile { id } } identifier { system value }
+  extension { url value valueDecimal } _status { id extension { url valueCode } }
+  series { uid _uid { id } number modality { coding { code } } instance(_count: $n) { uid
+  number sopClass { code } } } } }"""
 
 
 def test_every_odd_value_in_every_position() -> None:
@@ -192,6 +199,9 @@ def test_every_odd_value_in_every_position() -> None:
     base = demo.study("x", 2, 2)
     base["meta"] = {"versionId": "1"}
     base["extension"] = [{"url": "http://e", "valueDecimal": 1.5}]
+    base["_status"] = {"id": "s", "extension": [{"url": "http://e", "valueCode": "x"}]}
+    base["meta"].update(profile=["http://p", None], _profile=[None, {"id": "p"}])
+    base["series"][0]["_uid"] = {"id": "u"}
 
     async def run() -> None:
         for path in BREAKABLE:
