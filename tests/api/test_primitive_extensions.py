@@ -249,3 +249,15 @@ async def test_started_extensions_do_not_touch_the_started_search(store: Reposit
     assert [s["id"] for s in found] == [dated["id"]]
     newest_first = await store.search([], 10, sort="-started")
     assert [s["id"] for s in newest_first] == [dated["id"], undated["id"]]
+
+
+def test_no_study_key_can_replace_the_private_document_keys() -> None:
+    """`_id` and `_srv` are the document key and the search keys. The rules refuse them as
+    FHIR elements (above); the stored document puts its own last all the same, so a study that
+    carried them could never overwrite the study id or its search keys."""
+    study = {**demo.study("doc", 1, 1), "_id": {"id": "x"}, "_srv": {"uid": "stolen"}}
+    study["meta"] = {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"}
+    doc = Repository._document(study, "doc", 2)
+    assert doc["_id"] == "doc"
+    assert doc["_srv"]["uid"] != "stolen"
+    assert doc["_srv"]["deleted"] is False
