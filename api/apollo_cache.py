@@ -147,7 +147,23 @@ for (const [name, fields] of Object.entries(generated.listsByUid)) {
   }
 }
 
-export default { possibleTypes, typePolicies };
+// The cache ids of every cached version of a resource (say, the study a delete event names):
+// cache.identify needs the versionId as well, which an event or a route may not have.
+export function cachedVersions(cache, typename, id) {
+  const exact = `${typename}:${JSON.stringify({ id })}`;
+  const versioned = `${exact.slice(0, -1)},`;
+  return Object.keys(cache.extract()).filter((k) => k === exact || k.startsWith(versioned));
+}
+
+// Evicts every cached version of a resource and what only they held; how many were cached.
+export function evictResource(cache, typename, id) {
+  const ids = cachedVersions(cache, typename, id);
+  for (const cacheId of ids) cache.evict({ id: cacheId });
+  if (ids.length) cache.gc();
+  return ids.length;
+}
+
+export default { possibleTypes, typePolicies, cachedVersions, evictResource };
 """
 
 

@@ -30,7 +30,14 @@ from api.auth import Authenticator
 from api.context import Context
 from api.http_view import GraphQLOverHTTP
 from api.logs import configure as configure_logs
-from api.middleware import BodyLimit, BodyTimeout, Cors, HostCheck, RequestId
+from api.middleware import (
+    BodyLimit,
+    BodyTimeout,
+    Cors,
+    Explainer,
+    HostCheck,
+    RequestId,
+)
 from api.persisted import PersistedQueries
 from api.schema import build_schema
 from api.settings import Settings
@@ -55,11 +62,23 @@ def graphiql_page() -> str:
     return graphiql.page()
 
 
+class _OwnOriginLine(logging.Filter):
+    """Drops Strawberry's line for a refused WebSocket origin, which names its own parameter
+    (`allowed_origins`): this service logs its own, naming IMAGING_CORS_ORIGINS."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Rejected WebSocket connection from origin")
+
+
+logging.getLogger("strawberry.ws").addFilter(_OwnOriginLine())
+
+
 class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWS
     websocket_adapter_class = Socket  # type: ignore[assignment]
 
-    def __init__(self, settings: Settings, metrics: ops.Metrics, bus: Bus) -> None:
+    def __init__(self, settings: Settings, metrics: ops.Metrics, bus: Bus,
+                 explain: Explainer) -> None:
         schema = build_schema(settings, extra=[AuditLog, metrics.extension])
         # Only graphql-transport-ws: the legacy graphql-ws protocol would bypass the token's
         # checks at connection_init and at exp (api/websocket.py). Browsers get the Origin
@@ -71,12 +90,19 @@ class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
         self.settings = settings
         self.bus = bus
         self.authenticator = Authenticator(settings)
+        self.explain = explain
         self.persisted = PersistedQueries(settings.persisted_query_bytes)
 
     async def get_context(self, request: Any, response: Any) -> Context:
         return Context(_repo=request.app.state.repo, settings=self.settings, request=request,
                        response=response, events=self.bus, authenticator=self.authenticator,
                        authorization=request.headers.get("authorization"))
+
+    def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
+        allowed = super().is_websocket_origin_allowed(request, origin)
+        if not allowed:
+            self.explain.refused_origin(origin, "a WebSocket")
+        return allowed
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(graphiql_page())
@@ -173,7 +199,8 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
     async def home(_: Request) -> Response:
         return RedirectResponse("/graphql")
 
-    graphql = _GraphQL(settings, metrics, bus)
+    explain = Explainer()  # one log of refused origins for CORS and WebSockets alike
+    graphql = _GraphQL(settings, metrics, bus, explain)
     routes = [Route("/graphql", graphql),  # other methods: a JSON 405 (api/http_view.py)
               WebSocketRoute("/graphql", graphql),
               Route("/healthz", ops.healthz), Route("/readyz", ops.readyz),
@@ -190,7 +217,7 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
                   # Level 1: a 2 MB study compresses about as well at a fraction of the CPU.
                   Middleware(GZipMiddleware, minimum_size=1024, compresslevel=1),
                   # Even with no origin allowed: a refused preflight is then logged.
-                  Middleware(Cors, origins=settings.cors_origins)]
+                  Middleware(Cors, origins=settings.cors_origins, explain=explain)]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.metrics = metrics
     app.state.events = bus

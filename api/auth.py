@@ -94,6 +94,16 @@ def grants(scopes: str) -> tuple[set[str], set[str]]:
     return open_, confined - open_
 
 
+def _why(error: Exception) -> str:
+    """What was wrong with a token, in the caller's terms: PyJWT's own words where they are
+    (expired, wrong audience...), not a decoder's internals for a token that is not a JWT."""
+    if isinstance(error, jwt.DecodeError) and not isinstance(error, jwt.InvalidSignatureError):
+        return "not a well-formed JWT (header.payload.signature, each base64url-encoded JSON)"
+    if not isinstance(error, jwt.PyJWTError):
+        return "its algorithm does not fit the configured key"
+    return str(error)
+
+
 class Authenticator:
     """Verifies bearer JWTs with the configured key and turns them into Access."""
 
@@ -119,7 +129,7 @@ class Authenticator:
         try:
             claims = self._decode(authorization[7:].strip())
         except (jwt.PyJWTError, TypeError, ValueError) as error:  # a key of the wrong kind too
-            return Access(error=refuse(UNAUTHENTICATED, f"invalid token: {error}"))
+            return Access(error=refuse(UNAUTHENTICATED, f"invalid token: {_why(error)}"))
         open_, confined = grants(str(claims.get("scope", "")))
         patient = claims.get("patient") if isinstance(claims.get("patient"), str) else None
         return Access(subject=str(claims.get("sub")) if claims.get("sub") else None,

@@ -124,7 +124,7 @@ async def target(settings: Settings, url: str | None) -> AsyncIterator[Target]:
         finally:
             client.close(handle)
     else:
-        remote = RemoteTarget(url or settings.server_url)
+        remote = RemoteTarget(url or settings.server_url, token=settings.token)
         try:
             yield remote
         finally:
@@ -191,20 +191,31 @@ def _missing(command: str, paths: list[str]) -> bool:
     return bool(missing)
 
 
-def _cannot_listen(host: str, port: int) -> str | None:
-    """Why `serve` cannot listen on host:port, tried the way uvicorn binds (SO_REUSEADDR), so
-    the answer comes before anything claims to be serving; None when it can."""
+def _bind_error(host: str, port: int) -> OSError | None:
+    """The error binding host:port the way uvicorn binds (SO_REUSEADDR); None when it can."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host.strip("[]"), port))
         except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                return (f"port {port} on {host} is already in use (another server?); choose "
-                        f"another with --port {port + 1}, or set IMAGING_PORT")
-            return f"cannot listen on {host}:{port}: {error.strerror or error}"
+            return error
     return None
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why `serve` cannot listen on host:port, so the answer comes before anything claims to
+    be serving; None when it can. A port in use gets the next one that is free suggested."""
+    error = _bind_error(host, port)
+    if error is None:
+        return None
+    if error.errno != errno.EADDRINUSE:
+        return f"cannot listen on {host}:{port}: {error.strerror or error}"
+    free = next((p for p in range(port + 1, min(port + 100, 65536))
+                 if _bind_error(host, p) is None), None)
+    suggestion = f"choose another with --port {free}, or" if free else "choose another with"
+    return (f"port {port} on {host} is already in use (another server?); {suggestion} "
+            "set IMAGING_PORT")
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -86,16 +86,31 @@ _EDITS = (
           wsClients[authorization] = graphqlWs.createClient({
             url: subscriptionUrl,
             connectionParams: authorization ? { Authorization: authorization } : {},
+            // 4403 (no, a bad or an expired token) is not retried: the same headers would
+            // be refused again, and the page would hang on "Stop query" meanwhile.
+            shouldRetry: (closed) => !(closed && closed.code === 4403),
           });
         }
         return wsClients[authorization];
+      }
+
+      // A closed socket is thrown as a CloseEvent: shown as its code and reason instead.
+      async function* subscribed(results) {
+        try {
+          yield* results;
+        } catch (error) {
+          if (error && typeof error.code === "number" && "reason" in error) {
+            throw new Error(`the server closed the WebSocket (${error.code}): ${error.reason}`);
+          }
+          throw error;
+        }
       }
 
       const httpFetcher = GraphiQL.createFetcher({ url: fetchURL, headers: defaultHeaders });
 
       function fetcher(params, options) {
         if (operationKind(params.query, params.operationName) === "subscription") {
-          return wsClientFor(options && options.headers).iterate(params);
+          return subscribed(wsClientFor(options && options.headers).iterate(params));
         }
         return httpFetcher(params, options);
       }"""),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -206,7 +207,45 @@ class BodyLimit:
 # JSON body, Apollo Client's client awareness headers, and a request id to trace a call by.
 CORS_HEADERS = ("authorization", "content-type", "apollographql-client-name",
                 "apollographql-client-version", "x-request-id")
-_EXPLAINED_MAX = 100  # refusals logged once each, up to this many kinds: a log, not a flood
+
+
+class Explainer:
+    """Logs what would allow a refused request: each (kind, value) at most once per `every`
+    seconds, and at most `burst` lines per `every` seconds in all, so an anonymous flood of
+    made-up origins neither floods the log nor silences it for good: what was left out is
+    counted, and the next line says how many."""
+
+    def __init__(self, every: float = 600.0, burst: int = 20, remembered: int = 1_000) -> None:
+        self.every, self.burst, self.remembered = every, burst, remembered
+        self._last: dict[tuple[str, str], float] = {}  # oldest first
+        self._window, self._lines, self._left_out = 0.0, 0, 0
+
+    def __call__(self, kind: str, value: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get((kind, value), -self.every) < self.every:
+            return
+        if now - self._window >= self.every:
+            self._window, self._lines = now, 0
+        if self._lines >= self.burst:
+            self._left_out += 1
+            return
+        self._lines += 1
+        self._last.pop((kind, value), None)
+        self._last[(kind, value)] = now
+        while len(self._last) > self.remembered:
+            del self._last[next(iter(self._last))]
+        if self._left_out:
+            message += " (%d similar refusals before this one were not logged)"
+            args = (*args, self._left_out)
+            self._left_out = 0
+        log.warning(message, *args)
+
+    def refused_origin(self, origin: str, what: str) -> None:
+        """Logs that `what` from a page on `origin` was refused, and the setting that would
+        allow it."""
+        shown = _loggable(origin)
+        self("origin", shown, "%s from origin %s refused: add it to IMAGING_CORS_ORIGINS "
+             "(comma-separated origins) to let its pages call this API", what, shown)
 
 
 class Cors(CORSMiddleware):
@@ -214,10 +253,10 @@ class Cors(CORSMiddleware):
     A refused preflight fails in the browser with nothing in this server's log, so the first
     refusal of each origin, method or header is logged with what would allow it."""
 
-    def __init__(self, app: ASGIApp, origins: tuple[str, ...]) -> None:
+    def __init__(self, app: ASGIApp, origins: tuple[str, ...], explain: Explainer) -> None:
         super().__init__(app, allow_origins=list(origins), allow_methods=["GET", "POST"],
                          allow_headers=CORS_HEADERS, expose_headers=["x-request-id"])
-        self._explained: set[tuple[str, str]] = set()
+        self.explain = explain
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
@@ -226,26 +265,18 @@ class Cors(CORSMiddleware):
         return response
 
     def _explain(self, request: Headers) -> None:
-        origin = _loggable(request["origin"])
         if not self.is_allowed_origin(origin=request["origin"]):
-            self._once("origin", origin, "CORS preflight from origin %s refused: add it to "
-                       "IMAGING_CORS_ORIGINS (comma-separated origins) to let its pages call "
-                       "this API", origin)
+            self.explain.refused_origin(request["origin"], "CORS preflight")
         method = _loggable(request["access-control-request-method"])
         if method not in self.allow_methods:
-            self._once("method", method, "CORS preflight for method %s refused: only GET and "
+            self.explain("method", method, "CORS preflight for method %s refused: only GET and "
                        "POST are served", method)
         asked = request.get("access-control-request-headers") or ""
         for header in (h.strip().lower() for h in asked.split(",") if h.strip()):
             if header not in self.allow_headers:
-                self._once("header", _loggable(header), "CORS preflight refused: header %s is"
+                self.explain("header", _loggable(header), "CORS preflight refused: header %s is"
                            " not one a cross-origin page may send (allowed: %s)",
                            _loggable(header), ", ".join(CORS_HEADERS))
-
-    def _once(self, kind: str, value: str, message: str, *args: Any) -> None:
-        if (kind, value) not in self._explained and len(self._explained) < _EXPLAINED_MAX:
-            self._explained.add((kind, value))
-            log.warning(message, *args)
 
 
 def _loggable(value: str) -> str:

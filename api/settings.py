@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 DEFAULT_CURSOR_SECRET = "imaging-api cursors"
@@ -130,6 +130,9 @@ class Settings:
     cursor_secret: str = DEFAULT_CURSOR_SECRET
     # The server the CLI writes to when MONGODB_URI is unset; None: this host and port.
     url: str | None = None
+    # The bearer token the CLI sends to that server (auth on). From the environment only: a
+    # command-line option would show it in every process listing. Kept out of the repr.
+    token: str | None = field(default=None, repr=False)
     # "auto": readable lines on a terminal, JSON lines otherwise; "text" or "json" to choose.
     log_format: str = "auto"
     preload: tuple[str, ...] = ()  # FHIR JSON files imported at start-up (serve --import)
@@ -247,5 +250,6 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IMAGING_JWT_LEEWAY_SECONDS": ("jwt_leeway_seconds", _integer(0, 600)),
     "IMAGING_CURSOR_SECRET": ("cursor_secret", str),
     "IMAGING_URL": ("url", _url),
+    "IMAGING_TOKEN": ("token", str),
     "IMAGING_LOG_FORMAT": ("log_format", _choice(*LOG_FORMATS)),
 }

@@ -91,27 +91,35 @@ ADD_INSTANCES = """mutation($id: ID!, $u: String!, $i: [ImagingStudySeriesInstan
 class RemoteTarget:
     """A running server, through the same GraphQL API every client uses."""
 
-    def __init__(self, url: str = DEFAULT_URL, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, url: str = DEFAULT_URL, client: httpx.AsyncClient | None = None,
+                 token: str | None = None) -> None:
         self.url = url
         self.client = client or httpx.AsyncClient(timeout=120)
+        self.headers = {"authorization": f"Bearer {token}"} if token else {}
 
     async def call(self, query: str, **variables: Any) -> dict[str, Any]:
         try:
-            response = await self.client.post(self.url, json={"query": query,
-                                                              "variables": variables})
+            response = await self.client.post(self.url, headers=self.headers,
+                                              json={"query": query, "variables": variables})
         except httpx.HTTPError as error:
             reason = str(error) or type(error).__name__
             raise RemoteError(f"cannot reach {self.url} ({reason}). Start the server there "
                               "(`make serve` or `imaging-api serve`), or name the one to use "
                               "with --url or IMAGING_URL (or set MONGODB_URI to write to "
                               "MongoDB directly)") from None
+        if response.status_code in (404, 405) and not self.url.rstrip("/").endswith("/graphql"):
+            raise RemoteError(f"{self.url} answered HTTP {response.status_code}: the GraphQL "
+                              "endpoint is the URL's /graphql path (--url "
+                              f"{self.url.rstrip('/')}/graphql)")
         if response.status_code != 200:
             raise RemoteError(f"{self.url} answered HTTP {response.status_code}")
         body = response.json()
         if body.get("errors"):
             error = body["errors"][0]
             code = error.get("extensions", {}).get("code")
-            raise RemoteError(f"{code}: {error['message']}", code)
+            hint = " (set IMAGING_TOKEN to a bearer token for this server)" \
+                if code == "UNAUTHENTICATED" and not self.headers else ""
+            raise RemoteError(f"{code}: {error['message']}{hint}", code)
         return body["data"]
 
     async def import_payload(self, payload: Any, dry_run: bool) -> list[EntryResult]:

@@ -182,6 +182,19 @@ async def test_bad_tokens_are_unauthenticated(client: httpx.AsyncClient, case: s
     assert codes(body) == {"UNAUTHENTICATED"}
 
 
+@pytest.mark.parametrize(("bearer", "said"), [
+    ("abc.def.ghi", "not a well-formed JWT"), ("not-a-jwt", "not a well-formed JWT"),
+    (token("system/*.*", key="another-secret-of-32-bytes-or-more"), "Signature verification"),
+    (token("system/*.*", exp=int(time.time()) - 60), "expired")])
+async def test_a_bad_token_is_told_in_the_callers_terms(client: httpx.AsyncClient, bearer: str,
+                                                        said: str) -> None:
+    """Not a decoder's internals ('utf-8' codec can't decode byte 0xb7...)."""
+    message = (await call(client, bearer, "{ ImagingStudyList { id } }"))["errors"][0]["message"]
+    assert said in message
+    assert "codec" not in message
+    assert "byte" not in message
+
+
 def _pem(private: Any, tmp_path: Path) -> str:
     path = tmp_path / "key.pem"
     path.write_bytes(private.public_key().public_bytes(

@@ -188,3 +188,21 @@ async def test_graphiql_sends_the_headers_token_in_connection_init(page: Page) -
             "(() => { const e = document.querySelector('.result-window');"
             " const t = e && e.innerText; return t && t.includes('token-in-init') && t; })()")
     assert '"action": "create"' in result
+
+
+async def test_graphiql_shows_a_refused_subscription_instead_of_retrying(page: Page) -> None:
+    """With authentication on and no token in the Headers pane, the socket is closed with 4403:
+    GraphiQL says so at once (graphql-ws would otherwise retry it, showing nothing)."""
+    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
+                        jwt_issuer=ISSUER)
+    async with serving(create_app(settings)) as address:
+        await page.send("Page.navigate", url=f"http://{address}/graphql")
+        await page.wait_for("!!document.querySelector('.graphiql-query-editor .CodeMirror')")
+        await page.evaluate("localStorage.removeItem('graphiql:headers')")
+        await page.send("Page.reload")
+        await replace_query(page, "subscription { ImagingStudyChanged { action id } }")
+        await page.click(".graphiql-execute-button")
+        result = await page.wait_for(
+            "(() => { const e = document.querySelector('.result-window');"
+            " const t = e && e.innerText; return t && t.includes('4403') && t; })()")
+    assert "bearer token is required" in result

@@ -5,6 +5,7 @@ to do, exit codes tell a script what happened, and `serve` logs read well where 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -12,6 +13,7 @@ import os
 import pty
 import re
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -116,11 +118,21 @@ def test_serve_logs_json_lines_when_not_on_a_terminal(server: Server) -> None:
 
 
 def test_a_port_in_use_is_one_line_that_suggests_another(server: Server) -> None:
-    done = run("serve", "--port", str(server.port))
-    assert done.returncode != 0
-    assert done.stderr.splitlines() == [
-        f"imaging-api serve: port {server.port} on 127.0.0.1 is already in use (another "
-        f"server?); choose another with --port {server.port + 1}, or set IMAGING_PORT"]
+    # The next port is taken too: the one suggested must be one that is free.
+    with socket.socket() as taken:
+        with contextlib.suppress(OSError):  # taken already, by someone else: as good
+            taken.bind(("127.0.0.1", server.port + 1))
+            taken.listen()
+        done = run("serve", "--port", str(server.port))
+        assert done.returncode != 0
+        [line] = done.stderr.splitlines()
+        suggested = int(re.fullmatch(
+            rf"imaging-api serve: port {server.port} on 127\.0\.0\.1 is already in use "
+            r"\(another server\?\); choose another with --port (\d+), or set IMAGING_PORT",
+            line)[1])  # type: ignore[index]
+        assert suggested > server.port + 1
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", suggested))  # free indeed
     assert "serving" not in done.stderr
 
 

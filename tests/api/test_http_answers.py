@@ -377,3 +377,26 @@ async def test_a_refused_preflight_says_once_which_setting_allows_it(
     assert any("http://localhost:5173" in line and "IMAGING_CORS_ORIGINS" in line
                for line in lines)
     assert any("x-custom" in line for line in lines)
+
+
+def test_a_flood_of_refused_origins_neither_floods_nor_silences_the_log(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """At most `burst` lines a window; once the window has passed, a new origin is logged
+    again, saying how many refusals were left out meanwhile."""
+    from api import middleware
+
+    now = [1_000.0]
+    monkeypatch.setattr(middleware.time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="imaging.api")
+    explain = middleware.Explainer(every=600, burst=3)
+    for n in range(100):  # an anonymous flood of made-up origins
+        explain.refused_origin(f"http://e{n}.example", "CORS preflight")
+    assert len(caplog.records) == 3
+    explain.refused_origin("http://e0.example", "CORS preflight")  # logged already
+    now[0] += 601
+    explain.refused_origin("http://viewer.example:3000", "CORS preflight")
+    last = caplog.records[-1].getMessage()
+    assert len(caplog.records) == 4
+    assert "http://viewer.example:3000" in last
+    assert "IMAGING_CORS_ORIGINS" in last
+    assert "97 similar refusals" in last

@@ -137,3 +137,29 @@ def test_cli_ingest_dicom(monkeypatch: pytest.MonkeyPatch,
     assert "studies created" in out
     assert "not a DICOM file" in out
     assert cli.main(["ingest-dicom", "--timezone", "noon", "x"]) == 2
+
+
+async def test_the_cli_sends_imaging_token_to_a_server_with_auth_on(store: Repository) -> None:
+    from api.app import create_app
+    from api.settings import Settings
+    from api.targets import RemoteError
+    from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
+
+    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
+                        jwt_issuer=ISSUER)
+    await store.create(demo.study("s1", 1, 1))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, store)),
+                                 base_url="http://test") as http:
+        with pytest.raises(RemoteError) as refused:
+            await RemoteTarget("http://test/graphql", client=http).count({})
+        assert "set IMAGING_TOKEN" in str(refused.value)  # what to do about it
+        allowed = RemoteTarget("http://test/graphql", client=http, token=token("system/*.*"))
+        assert await allowed.count({}) == 1
+
+
+async def test_a_url_without_the_graphql_path_says_so(http: httpx.AsyncClient) -> None:
+    from api.targets import RemoteError
+
+    with pytest.raises(RemoteError) as refused:
+        await RemoteTarget("http://test/", client=http).count({})
+    assert "--url http://test/graphql" in str(refused.value)

@@ -152,7 +152,9 @@ async def test_a_message_within_the_body_limit_is_served(store: Repository) -> N
         assert (await receive(ws))["payload"] == {"data": {"__typename": "Query"}}
 
 
-async def test_the_origin_check_follows_the_cors_origins(store: Repository) -> None:
+async def test_the_origin_check_follows_the_cors_origins(
+        store: Repository, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
     app = create_app(Settings(seed=False, cors_origins=("https://viewer.example",)), store)
     async with serving(app) as address:
         async with socket(address, origin="https://viewer.example") as ws:
@@ -161,6 +163,10 @@ async def test_the_origin_check_follows_the_cors_origins(store: Repository) -> N
             async with socket(address, origin="https://evil.example"):
                 pass
     assert refused.value.response.status_code == 403
+    # The log names this service's setting, not the library's parameter.
+    [line] = [r.getMessage() for r in caplog.records if "evil.example" in r.getMessage()]
+    assert "IMAGING_CORS_ORIGINS" in line
+    assert "allowed_origins" not in line
 
 
 # --- bounds: subscriptions per socket, backlog per subscriber, one encoding per event ---------

@@ -21,7 +21,7 @@ async function served() {
   return import(`data:text/javascript,${encodeURIComponent(source)}`);
 }
 
-const { possibleTypes, typePolicies } = await served();
+const { possibleTypes, typePolicies, cachedVersions, evictResource } = await served();
 
 function apollo(cache = new InMemoryCache({ possibleTypes, typePolicies })) {
   const http = new HttpLink({ uri: HTTP_URL, headers: { authorization: AUTH } });
@@ -214,5 +214,26 @@ test("history shows each version", async () => {
   } finally {
     client.stop();
     naive.stop();
+  }
+});
+
+test("every cached version of a study is found and evicted by id alone", async () => {
+  const id = newId("apollo-evict");
+  const other = newId("apollo-evict-other");
+  await createStudy(study(id, [["1.2.7.2", 1]]));
+  await createStudy(study(other, [["1.2.7.3", 1]]));
+  await post(SET_STATUS, { id, status: "cancelled" });
+  const client = apollo();
+  try {
+    await client.query({ query: HISTORY, variables: { id } });
+    await client.query({ query: SERIES, variables: { id: other } });
+    // cache.identify with the id alone names no entry: the entries carry their versionId.
+    assert.equal(client.cache.evict({ id: client.cache.identify({ __typename: "ImagingStudy", id }) }), false);
+    assert.equal(cachedVersions(client.cache, "ImagingStudy", id).length, 2);
+    assert.equal(evictResource(client.cache, "ImagingStudy", id), 2); // after a delete event, say
+    assert.deepEqual(cachedVersions(client.cache, "ImagingStudy", id), []);
+    assert.equal(cachedVersions(client.cache, "ImagingStudy", other).length, 1); // the other stays
+  } finally {
+    client.stop();
   }
 });
