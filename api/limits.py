@@ -10,8 +10,6 @@ returns, a whole study at those caps. Introspection is not counted."""
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -26,11 +24,7 @@ from graphql import (
     SelectionSetNode,
     VariableNode,
 )
-from graphql.language import parse
 from graphql.utilities import value_from_ast_untyped
-from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import SchemaExtension
-from strawberry.schema.schema import validate_document
 
 QUERY_REJECTED = "QUERY_REJECTED"
 
@@ -52,9 +46,6 @@ class Limits:
 DEFAULT_SIZES = {"ImagingStudyList": 20, "ImagingStudyConnection": 20,
                  "ImagingStudyHistory": 100, "ImagingStudyImport": 1}
 PAGED = {"ImagingStudyConnection"}  # a connection's size applies to its edges
-# The text of the parsed documents kept; a parsed document takes about three times its text.
-CACHE_CHARACTERS = 8 * 1024 * 1024
-CACHE_ENTRIES = 256
 
 
 class _Measure(NamedTuple):
@@ -248,111 +239,3 @@ def token_rejection(message: str) -> GraphQLError | None:
     """The QUERY_REJECTED form of the parser's own token-limit error, if that is what it is."""
     match = _TOKENS.search(message)
     return rejected("tokens", int(match[1]), f"more than {match[1]}") if match else None
-
-
-class _Cache(OrderedDict[Any, Any]):
-    """A small LRU map bounded by entries and by the characters of query text it keeps (what
-    a parsed document's size follows). Keys are query texts, or tuples led by one: the same
-    text always means the same document."""
-
-    def __init__(self, size: int = CACHE_ENTRIES, characters: int = CACHE_CHARACTERS) -> None:
-        super().__init__()
-        self.size = size
-        self.characters = characters
-        self.kept = 0
-
-    @staticmethod
-    def _weight(key: Any) -> int:
-        return len(key[0] if isinstance(key, tuple) else key)
-
-    def remember(self, key: Any, make: Any) -> Any:
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        value = make()
-        weight = self._weight(key)
-        if weight > self.characters:
-            return value  # larger than the whole cache: not kept
-        self[key] = value
-        self.kept += weight
-        while len(self) > self.size or self.kept > self.characters:
-            old, _ = self.popitem(last=False)
-            self.kept -= self._weight(old)
-        return value
-
-
-class QueryLimits(SchemaExtension):
-    """Parses with the token limit, validates, and refuses documents over the depth, alias and
-    cost limits. Parsed documents and their (variable-independent) validation results are
-    cached by query text, since a viewer sends the same few documents over and over; the
-    limits, which depend on variables (a `$count`), are measured on every request."""
-
-    def __init__(self, limits: Limits, documents: _Cache, validations: _Cache) -> None:
-        self.limits = limits
-        self.documents = documents
-        self.validations = validations
-        self.length: int | None = None  # set when the query text is over the limit
-
-    def on_operation(self) -> Iterator[None]:
-        self.execution_context.parse_options["max_tokens"] = self.limits.max_tokens
-        yield
-
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        if context.query is not None and len(context.query) > self.limits.max_length:
-            # Not parsed at all: a stand-in document carries the refusal to on_validate.
-            self.length = len(context.query)
-            context.graphql_document = _STAND_IN
-        elif context.query is not None and context.graphql_document is None:
-            try:
-                context.graphql_document = self.documents.remember(
-                    context.query, lambda: parse(context.query, max_tokens=self.limits.max_tokens))
-            except GraphQLError:
-                pass  # Strawberry parses again and reports the error the usual way
-        yield
-
-    def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
-        document = context.graphql_document
-        if self.length is not None:
-            context.pre_execution_errors = [
-                rejected("query length", self.limits.max_length, self.length)]
-        elif document is not None and context.query is not None:
-            rules = context.validation_rules + (
-                () if self.limits.introspection else (NoSchemaIntrospectionCustomRule,))
-            errors = self.validations.remember(
-                (context.query, rules),
-                lambda: validate_document(context.schema._schema, document, rules))
-            if not errors and not _only_mutations(document):
-                # A mutation's variables are coerced in a worker thread (api/execution.py):
-                # walking a 50,000-instance input here would hold the loop ~60 ms for nothing.
-                errors = variable_errors(context.variables)
-            if not errors:
-                errors = limit_errors(self.limits, document, context.variables or {})
-            if not errors and _subscription_over_http(document, context.context):
-                errors = [GraphQLError("subscriptions are served over a WebSocket "
-                                       "(graphql-transport-ws) at /graphql, not over HTTP")]
-            context.pre_execution_errors = list(errors)  # Strawberry then skips validating
-        yield
-
-
-_STAND_IN = parse("{ __typename }")
-
-
-def _only_mutations(document: Any) -> bool:
-    return all(d.operation.value == "mutation" for d in document.definitions
-               if isinstance(d, OperationDefinitionNode))
-
-
-def _subscription_over_http(document: Any, context: Any) -> bool:
-    request = getattr(context, "request", None)
-    over_http = getattr(request, "scope", {}).get("type") == "http"
-    return over_http and any(isinstance(d, OperationDefinitionNode)
-                             and d.operation.value == "subscription"
-                             for d in document.definitions)
-
-
-def query_limits(limits: Limits) -> Any:
-    """A factory of QueryLimits extensions sharing one document cache."""
-    documents, validations = _Cache(), _Cache()
-    return lambda: QueryLimits(limits, documents, validations)

@@ -15,10 +15,11 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from api.budget import ResultBudget
+from api.documents import query_limits
 from api.errors import ErrorMapper, log
 from api.execution import CompiledExecutionContext
 from api.inputs import fhir_json_inputs
-from api.limits import Limits, query_limits
+from api.limits import Limits
 from api.mutations import ImportMutation, Mutation
 from api.operation_choice import OperationChoice
 from api.queries import Query

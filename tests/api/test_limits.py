@@ -14,14 +14,15 @@ from graphql import parse
 from graphql.language import SelectionSetNode, Visitor, visit
 
 from api.app import create_app, open_repository
-from api.limits import Limits, _Cache, limit_errors
+from api.documents import DocumentCache, tokens
+from api.limits import Limits, limit_errors
 from api.schema import limits
 from api.settings import Settings
 from store import demo
 from store.fhir import edit
 from store.repository import Repository
 from tests.conftest import Gql
-from tests.helpers import CREATE, error, expressions
+from tests.helpers import CREATE, LoopTicks, error, expressions
 
 LIMITS = limits(Settings())
 
@@ -127,17 +128,19 @@ async def test_an_over_long_query_is_refused_unparsed(gql: Gql, untouched: list[
     assert untouched == []
 
 
-def test_the_document_cache_is_bounded_by_the_text_it_keeps() -> None:
-    cache = _Cache(size=100, characters=10)
-    for text in ("aaaa", "bbbb", "cccc"):
-        cache.remember(text, lambda text=text: text.upper())
-    assert list(cache) == ["bbbb", "cccc"]
-    assert cache.kept == 8
-    assert cache.remember(("dddd", "rules"), lambda: 1) == 1
-    assert list(cache) == ["cccc", ("dddd", "rules")]
-    assert cache.kept == 8
-    assert cache.remember("x" * 11, lambda: 2) == 2  # larger than the cache: not kept
-    assert list(cache) == ["cccc", ("dddd", "rules")]
+def test_the_document_cache_is_bounded_by_the_tokens_it_keeps() -> None:
+    cache = DocumentCache(size=100, budget=10)
+    one, two, three = (parse(f"{{ {name} }}") for name in ("a", "b", "c"))
+    assert tokens("{ a }") == 3
+    for text, document in (("{ a }", one), ("{ b }", two), ("{ c }", three)):
+        cache.keep(text, document)
+    assert list(cache) == ["{ a }", "{ b }", "{ c }"]
+    assert cache.kept == 9
+    assert cache.get_document("{ a }") is one  # and now the most recently used
+    cache.keep("{ d }", parse("{ d }"))  # 12 tokens would pass the budget: the LRU goes
+    assert list(cache) == ["{ c }", "{ a }", "{ d }"]
+    cache.keep("{ " + "x " * 20 + "}", parse("{ x }"))  # larger than the cache: not kept
+    assert list(cache) == ["{ c }", "{ a }", "{ d }"]
 
 
 def test_the_limits_come_from_the_settings() -> None:
@@ -277,3 +280,44 @@ async def test_thirty_large_variables_are_refused_before_authentication(
             n: ["1"] * 49_999 for n in names}})).json()
     assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED"
     assert body["errors"][0]["extensions"]["limit"] == 1_000
+
+
+# --- parsing and validating a new document: off the loop, bounded, cached only when valid ---
+
+REPEATED = "{ ImagingStudyList { " + "id " * 4000 + "} }"  # 12 KB: quadratic to check
+
+
+async def test_a_document_of_repeated_fields_is_refused_with_a_reason(gql: Gql) -> None:
+    body = await gql(REPEATED)
+    rejected(body, "field comparisons")
+    assert "select each field once" in body["errors"][0]["message"]
+
+
+def _documents(app: Any) -> DocumentCache:
+    """The app's cache of parsed documents."""
+    from api.documents import QueryLimitsFactory
+
+    [view] = [r.endpoint for r in app.routes if getattr(r, "path", "") == "/graphql"
+              and hasattr(r.endpoint, "schema")][:1]
+    [factory] = [e for e in view.schema.extensions if isinstance(e, QueryLimitsFactory)]
+    return factory.documents
+
+
+async def test_only_documents_that_validated_are_cached(app: Any, gql: Gql) -> None:
+    documents = _documents(app)
+    before = set(documents)
+    for n in range(3):  # made-up texts, as a flood varies a comment
+        await gql(f"# {n}\n{{ ImagingStudyList {{ nosuchfield }} }}")
+        await gql(f"# {n}\n" + REPEATED)
+    assert set(documents) == before
+    await gql("# kept\n{ ImagingStudyList(_count: 1) { id } }")
+    assert "# kept\n{ ImagingStudyList(_count: 1) { id } }" in documents
+
+
+async def test_a_new_heavy_document_leaves_the_event_loop_free(gql: Gql) -> None:
+    """Parsing and validating thousands of fields takes a tenth of a second or more: on a
+    worker thread, the loop goes on turning (held by it, the loop does not turn once while
+    the document is parsed and checked)."""
+    async with LoopTicks() as ticks:
+        await gql("# heavy\n{ " + "__typename " * 8000 + "}")
+    assert ticks.count > 100
