@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+import orjson
+
 from store.client import DriverError
 from store.fhir.outcome import BAD_USER_INPUT, RESUME_UNAVAILABLE, fail
 
@@ -110,16 +112,17 @@ class Overrun(Exception):
 
 # 16 bytes of HMAC-SHA256 in unpadded base64url: what every position looks like.
 _POSITION = re.compile(r"[A-Za-z0-9_-]{22}")
-# Kept changes hold whole study versions: a bound on their instances as well as their number
-# keeps a burst of additions to one large study (each event carries the whole study) from
-# holding gigabytes. About five studies at the default instance cap.
-HISTORY_INSTANCES = 250_000
+# Kept changes hold whole study versions: a bound on their encoded size as well as their
+# number keeps a burst of writes to large studies (each event carries the whole study, and a
+# study's bulk may be anywhere: instances, contained resources, extensions) from holding
+# gigabytes. About four studies at the default instance cap.
+HISTORY_BYTES = 64 * 1024 * 1024
 
 
 def _weight(change: Change) -> int:
-    """What a kept change costs, in instances (and 1 for the change itself)."""
-    series = (change.resource or {}).get("series") or ()
-    return 1 + sum(len(s.get("instance") or ()) for s in series if isinstance(s, dict))
+    """What a kept change costs: the bytes of its study as JSON (8 ms for a 50,000-instance
+    study, next to the hundreds its write took), and 1 for the change itself."""
+    return 1 + (len(orjson.dumps(change.resource)) if change.resource else 0)
 
 
 class Bus:
@@ -129,10 +132,10 @@ class Bus:
 
     def __init__(self, backlog: int = 1_000, history: int = 1_000,
                  secret: bytes | None = None,
-                 history_instances: int = HISTORY_INSTANCES) -> None:
+                 history_bytes: int = HISTORY_BYTES) -> None:
         self.backlog = backlog
         self.history = history
-        self.history_instances = history_instances
+        self.history_bytes = history_bytes
         self._weight = 0  # of the changes in _recent
         self._queues: set[asyncio.Queue[Change | None]] = set()
         # Without a shared secret, positions are this process's alone (the embedded store).
@@ -174,12 +177,12 @@ class Bus:
 
     def _keep(self, change: Change) -> None:
         """Keeps the change for resuming, dropping the oldest beyond `history` changes or
-        `history_instances` instances (the newest change is always kept)."""
+        `history_bytes` bytes of studies (the newest change is always kept)."""
         self._recent.append(change)
         self._seqs[change.position] = change.seq
         self._weight += _weight(change)
         while len(self._recent) > 1 and (len(self._recent) > self.history
-                                         or self._weight > self.history_instances):
+                                         or self._weight > self.history_bytes):
             gone = self._recent.popleft()
             self._weight -= _weight(gone)
             if self._seqs.get(gone.position) == gone.seq:  # not a later copy's entry

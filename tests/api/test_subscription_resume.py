@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from starlette.applications import Starlette
 
@@ -282,21 +283,26 @@ async def test_the_bus_keeps_only_its_bound_and_replays_in_order() -> None:
         assert refused.value.code == "RESUME_UNAVAILABLE"
 
 
-def test_kept_changes_are_bounded_by_the_instances_they_hold() -> None:
-    """A burst of additions to one large study (each event carries the whole study) cannot
-    pile up in memory: the oldest go once the kept instances pass the bound."""
-    bus = Bus(history=1_000, history_instances=2_500)
-    big = demo.study("big", 1, 1_000)  # 1,000 instances per version
-    positions = []
-    for version in range(4):
-        bus.publish(Change("update", "big", str(version), "available", big,
-                           subject="Patient/p"))
-        positions.append(bus._recent[-1].position)
-    assert [c.version_id for c in bus._recent] == ["2", "3"]
-    assert [c.version_id for c in bus.since(positions[2])] == ["3"]
-    with pytest.raises(StoreError) as refused:
-        bus.since(positions[1])
-    assert refused.value.code == "RESUME_UNAVAILABLE"
+def test_kept_changes_are_bounded_by_the_bytes_they_hold() -> None:
+    """A burst of writes to large studies (each event carries the whole study, its bulk
+    in instances or anywhere else) cannot pile up in memory: the oldest go once the kept
+    studies pass the bound."""
+    big = demo.study("big", 1, 1_000)
+    bulky = {**demo.study("bulky", 1, 1), "contained": [{"resourceType": "Basic", "id": "c",
+             "extension": [{"url": "u", "valueString": "v" * 100}] * 1_000}]}
+    for study in (big, bulky):  # instances, or contained extensions: both are counted
+        size = len(orjson.dumps(study))
+        bus = Bus(history=1_000, history_bytes=int(size * 2.5))
+        positions = []
+        for version in range(4):
+            bus.publish(Change("update", study["id"], str(version), "available", study,
+                               subject="Patient/p"))
+            positions.append(bus._recent[-1].position)
+        assert [c.version_id for c in bus._recent] == ["2", "3"]
+        assert [c.version_id for c in bus.since(positions[2])] == ["3"]
+        with pytest.raises(StoreError) as refused:
+            bus.since(positions[1])
+        assert refused.value.code == "RESUME_UNAVAILABLE"
     bus.publish(Change("update", "huge", "1", "available", demo.study("huge", 1, 3_000)))
     assert [c.id for c in bus._recent] == ["huge"]  # the newest is kept, even alone
 
