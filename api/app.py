@@ -28,6 +28,7 @@ from api import apollo_cache, graphiql, ops
 from api.audit import AuditLog
 from api.auth import Authenticator
 from api.context import Context
+from api.http_answers import Refusal, answer_media
 from api.http_view import GraphQLOverHTTP
 from api.logs import configure as configure_logs
 from api.middleware import (
@@ -119,6 +120,15 @@ class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
         # orjson refuses what json would crash on (bytes that are not UTF-8) with a
         # JSONDecodeError, which api/http_view.py answers with 400.
         return orjson.loads(data)
+
+
+async def _not_found(request: Request, _: Exception) -> Response:
+    """An unknown path answers in the body every other refusal has (a client that posts to a
+    wrong URL shows the message, not a bare network error)."""
+    refused = Refusal(404, f"no such endpoint: {request.url.path[:100]}; GraphQL is served at "
+                      "/graphql (and /$graphql)", issue="not-found")
+    status, headers, body = refused.answer(answer_media(request.headers.get("accept")))
+    return Response(body, status_code=status, headers=headers)
 
 
 def open_repository(settings: Settings, events: Bus | None = None) -> tuple[Any, Repository]:
@@ -218,7 +228,8 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
                   Middleware(GZipMiddleware, minimum_size=1024, compresslevel=1),
                   # Even with no origin allowed: a refused preflight is then logged.
                   Middleware(Cors, origins=settings.cors_origins, explain=explain)]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                    exception_handlers={404: _not_found})
     app.state.metrics = metrics
     app.state.events = bus
     if store is not None:

@@ -4,6 +4,7 @@ JSON (api/http_answers.py), raw application/graphql bodies and Apollo's persiste
 
 from __future__ import annotations
 
+import hashlib
 from contextvars import ContextVar
 from typing import Any
 
@@ -28,7 +29,14 @@ _register: ContextVar[tuple[str, str] | None] = ContextVar("persisted_register",
 
 def _refused(refusal: Refusal, media: str) -> Response:
     status, headers, body = refusal.answer(media)
-    return Response(body, status_code=status, headers=headers)
+    return _not_stored(Response(body, status_code=status, headers=headers))
+
+
+def _not_stored(response: Response) -> Response:
+    """Every answer is about patients (or about a request for them): no shared cache (a CDN
+    in front of GET persisted queries, say) may keep one and serve it to another caller."""
+    response.headers.setdefault("cache-control", "no-store")
+    return response
 
 
 class GraphQLOverHTTP:
@@ -66,6 +74,7 @@ class GraphQLOverHTTP:
             return _refused(Refusal(error.status_code, error.reason), media)
         if response.media_type == JSON:  # a GraphQL response (not a stream)
             response.headers["content-type"] = CONTENT_TYPE[media]
+            _not_stored(response)
             if getattr(request.state, "request_error", False) and media == GRAPHQL_RESPONSE:
                 response.status_code = 400  # refused by parsing or validation: nothing ran
             if register is not None and not getattr(request.state, "request_error", False):
@@ -97,10 +106,25 @@ class GraphQLOverHTTP:
             raise Refusal(415, f"Content-Type: a POST body must be {JSON} (a GraphQL request "
                           "object) or application/graphql (the query text), not "
                           f"{content_type[:100] or 'none'}", issue="not-supported")
-        data.query, register = self.persisted.resolve(data.extensions, data.query)
+        persisted = isinstance(data.extensions, dict) and "persistedQuery" in data.extensions
+        data.query, register = self.persisted.resolve(
+            data.extensions, data.query, self._caller(request) if persisted else "")
         if register is not None:
             _register.set((register, data.query))
         return data
+
+    def _caller(self, request: AsyncHTTPRequestAdapter) -> str | None:
+        """Whose persisted queries a request sees: the token's subject, client and patient
+        with authentication on, None for a request without a valid token (it may not register);
+        everyone's alike with authentication off."""
+        authorization = request.headers.get("authorization")
+        access = self.authenticator.access(authorization)  # type: ignore[attr-defined]
+        if access.error is not None:
+            return None
+        who = "|".join((access.subject or "", access.client or "", access.patient or ""))
+        if who == "||" and authorization:  # a token naming no one: it is its own caller
+            who = hashlib.sha256(authorization.encode()).hexdigest()
+        return who
 
     def _request_data(self, data: Any) -> GraphQLRequestData:
         """The request parameters of a JSON object (a POST body, a GET's parameters)."""

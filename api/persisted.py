@@ -2,7 +2,9 @@
 query (in `extensions.persistedQuery`, by GET so HTTP caches can keep the answer); an unknown
 hash is answered PERSISTED_QUERY_NOT_FOUND, and the client sends the request again with its query,
 which registers it. A registered query is no privilege: every request runs it through the same
-parsing, limits, access gate and audit as any other."""
+parsing, limits, access gate and audit as any other. With authentication on, only a caller with
+a valid token registers, and each caller (token subject) has its own registrations: no one can
+push out another's, nor learn by its hash whether another sent some text."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Apollo Server answers these with 200 and this Cache-Control: its link retries on the code
 # (or the exact message), and Apollo Client 3 would turn persisted queries off on a 400.
 _NOT_CACHED = {"cache-control": "private, no-cache, must-revalidate"}
+_ENTRY_BYTES = 200  # what an entry costs besides its text (key, dict slot, string headers)
 
 
 class PersistedQueries:
@@ -34,37 +37,44 @@ class PersistedQueries:
     def __len__(self) -> int:
         return len(self._queries)
 
-    def get(self, sha256: str) -> str | None:
-        query = self._queries.get(sha256)
+    def get(self, key: str) -> str | None:
+        query = self._queries.get(key)
         if query is not None:
-            self._queries.move_to_end(sha256)
+            self._queries.move_to_end(key)
         return query
 
-    def put(self, sha256: str, query: str) -> None:
+    def put(self, key: str, query: str) -> None:
         """Keeps `query` (whose hash was checked) unless it alone is over the bound."""
-        size = len(query.encode())
-        if sha256 in self._queries or size > self.max_bytes:
+        size = self._cost(key, query)
+        if key in self._queries or size > self.max_bytes:
             return
-        self._queries[sha256] = query
+        self._queries[key] = query
         self._size += size
         while self._size > self.max_bytes:
-            _, evicted = self._queries.popitem(last=False)
-            self._size -= len(evicted.encode())
+            old, evicted = self._queries.popitem(last=False)
+            self._size -= self._cost(old, evicted)
 
-    def resolve(self, extensions: dict[str, Any] | None, query: str | None
-                ) -> tuple[str | None, str | None]:
-        """(the query to run, the hash to register it under once it ran) for a request with
-        these `extensions` and `query`; Refusal when its persistedQuery cannot be honoured."""
+    @staticmethod
+    def _cost(key: str, query: str) -> int:
+        return len(query.encode()) + len(key) + _ENTRY_BYTES
+
+    def resolve(self, extensions: dict[str, Any] | None, query: str | None,
+                caller: str | None = "") -> tuple[str | None, str | None]:
+        """(the query to run, the key to register it under once it ran) for a request of
+        `caller` (whose registrations it sees; None: a caller who may not register, a bad
+        token) with these `extensions` and `query`; Refusal when its persistedQuery cannot be
+        honoured."""
         if not extensions or "persistedQuery" not in extensions:
             return query, None
         sha256 = _hash_of(extensions["persistedQuery"])
+        key = f"{caller or ''}\0{sha256}"
         if self.max_bytes == 0:
             raise Refusal(200, "PersistedQueryNotSupported", PERSISTED_QUERY_NOT_SUPPORTED,
                           "not-supported", headers=_NOT_CACHED, diagnostics=(
                               "persisted queries are off on this server "
                               "(IMAGING_PERSISTED_QUERY_BYTES=0): send the query itself"))
         if query is None:
-            known = self.get(sha256)
+            known = self.get(key) if caller is not None else None
             if known is None:
                 raise Refusal(200, "PersistedQueryNotFound", PERSISTED_QUERY_NOT_FOUND,
                               "not-found", headers=_NOT_CACHED, diagnostics=(
@@ -74,7 +84,7 @@ class PersistedQueries:
         if hashlib.sha256(query.encode()).hexdigest() != sha256:
             raise Refusal(400, "extensions.persistedQuery.sha256Hash: provided sha does not "
                           "match query (it must be the SHA-256 of the query text, as hex)")
-        return query, sha256
+        return query, (key if caller is not None else None)
 
 
 def _hash_of(persisted: Any) -> str:

@@ -289,17 +289,19 @@ async def test_a_query_that_does_not_validate_is_not_registered(
 
 
 def test_the_store_is_bounded_least_recently_used_first() -> None:
-    queries = PersistedQueries(max_bytes=100)
-    texts = [f"query Q{i} {{ __typename }}" for i in range(3)]  # 24 bytes each
-    for text in texts:
+    texts = [f"query Q{i} {{ __typename }}" for i in range(5)]
+    cost = PersistedQueries._cost(sha(texts[0]), texts[0])  # text, key and the entry itself
+    assert cost > len(texts[0]) + 200
+    queries = PersistedQueries(max_bytes=4 * cost + 10)
+    for text in texts[:3]:
         queries.put(sha(text), text)
     assert queries.get(sha(texts[0])) == texts[0]  # now the most recently used
-    for i in range(3, 5):
-        queries.put(sha(f"query Q{i} {{ __typename }}"), f"query Q{i} {{ __typename }}")
-    assert len(queries) == 4  # 96 bytes: one had to go, the least recently used
+    for text in texts[3:]:
+        queries.put(sha(text), text)
+    assert len(queries) == 4  # one had to go, the least recently used
     assert queries.get(sha(texts[1])) is None
     assert queries.get(sha(texts[0])) == texts[0]
-    huge = "{ __typename }" + " " * 100
+    huge = "{ __typename }" + " " * 4 * cost
     queries.put(sha(huge), huge)  # over the whole bound alone: not kept, nothing evicted
     assert queries.get(sha(huge)) is None
     assert len(queries) == 4
@@ -317,20 +319,49 @@ async def test_persisted_queries_can_be_turned_off(store: Repository) -> None:
 
 
 async def test_a_registered_query_is_no_privilege(client: httpx.AsyncClient) -> None:
-    # Registered by a caller who may read: another without a token, or confined to another
-    # patient, gets what it would get sending the query itself.
+    """With authentication on, each caller has its own registrations: another caller (or
+    one without a token) cannot run, probe or push out what a reader registered, and a
+    caller without a valid token registers nothing."""
     query = '{ ImagingStudy(id: "mine") { id } }'
     reader = {"authorization": f"Bearer {token('system/ImagingStudy.rs')}"}
     registered = await client.post("/graphql", headers=reader, json={
         "query": query, "extensions": {"persistedQuery": {"version": 1,
                                                           "sha256Hash": sha(query)}}})
     assert registered.json() == {"data": {"ImagingStudy": {"id": "mine"}}}
-    anonymous = (await client.get("/graphql", params=hashed(query))).json()
-    assert anonymous["data"] == {"ImagingStudy": None}
-    assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    again = await client.get("/graphql", params=hashed(query), headers=reader)
+    assert again.json() == {"data": {"ImagingStudy": {"id": "mine"}}}
     other = {"authorization": f"Bearer {token('patient/ImagingStudy.rs', patient='p2')}"}
-    confined = await client.get("/graphql", params=hashed(query), headers=other)
-    assert confined.json() == {"data": {"ImagingStudy": None}}
+    for headers in ({}, other):  # not theirs to see: as if never registered
+        probed = await client.get("/graphql", params=hashed(query), headers=headers)
+        assert refusal_code(probed) == "PERSISTED_QUERY_NOT_FOUND"
+    confined = await client.post("/graphql", headers=other, json={
+        "query": query, "extensions": {"persistedQuery": {"version": 1,
+                                                          "sha256Hash": sha(query)}}})
+    assert confined.json() == {"data": {"ImagingStudy": None}}  # run as itself
+    anonymous = await client.post("/graphql", json={
+        "query": "{ __typename }", "extensions": {"persistedQuery": {
+            "version": 1, "sha256Hash": sha("{ __typename }")}}})
+    assert anonymous.json() == {"data": {"__typename": "Query"}}
+    still = await client.get("/graphql", params=hashed("{ __typename }"))
+    assert refusal_code(still) == "PERSISTED_QUERY_NOT_FOUND"  # a bad token registers nothing
+
+
+async def test_every_graphql_answer_forbids_shared_caches(client: httpx.AsyncClient) -> None:
+    """A CDN in front of GET persisted queries must never keep one caller's answer for
+    another: every answer, refusals included, says no-store."""
+    reader = {"authorization": f"Bearer {token('system/ImagingStudy.rs')}"}
+    answers = [
+        await client.get("/graphql", params={"query": "{ ImagingStudyList { id } }"},
+                         headers=reader),
+        await client.post("/graphql", json={"query": "{ ImagingStudyList { id } }"},
+                          headers=reader),
+        await client.get("/graphql", params={"query": "{ nosuchfield }"}, headers=reader),
+        await client.post("/graphql", content=b"[1]", headers={
+            **reader, "content-type": "application/json"}),
+        await client.get("/graphql", params={"query": "{ __typename }"},
+                         headers={**reader, "accept": "text/csv"}),
+    ]
+    assert [a.headers.get("cache-control") for a in answers] == ["no-store"] * len(answers)
 
 
 # --- CORS ---
@@ -400,3 +431,10 @@ def test_a_flood_of_refused_origins_neither_floods_nor_silences_the_log(
     assert "http://viewer.example:3000" in last
     assert "IMAGING_CORS_ORIGINS" in last
     assert "97 similar refusals" in last
+
+
+async def test_an_unknown_path_answers_graphql_json(http: httpx.AsyncClient) -> None:
+    missing = await http.post("/graphq1", json={"query": "{ __typename }"})
+    assert missing.status_code == 404
+    assert refusal_code(missing) == "BAD_REQUEST"
+    assert "/graphql" in missing.json()["errors"][0]["message"]
