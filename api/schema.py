@@ -63,7 +63,8 @@ def limits(settings: Settings) -> Limits:
     return Limits(max_tokens=settings.max_tokens, max_depth=settings.max_depth,
                   max_aliases=settings.max_aliases, max_cost=settings.max_cost,
                   max_length=settings.max_query_length, max_series=settings.max_series,
-                  max_instances=settings.max_instances, whole_study=whole_study(settings),
+                  max_instances=settings.max_instances, max_list=settings.list_max_count,
+                  whole_study=whole_study(settings),
                   introspection=not settings.production)
 
 
