@@ -32,7 +32,7 @@ from api.http_view import GraphQLOverHTTP
 from api.logs import configure as configure_logs
 from api.middleware import BodyLimit, BodyTimeout, Cors, HostCheck, RequestId
 from api.persisted import PersistedQueries
-from api.schema import build_schema
+from api.schema import build_schema, limits
 from api.settings import Settings
 from api.targets import LocalTarget
 from api.transfer import run_import
@@ -72,6 +72,7 @@ class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
         self.bus = bus
         self.authenticator = Authenticator(settings)
         self.persisted = PersistedQueries(settings.persisted_query_bytes)
+        self.limits = limits(settings)
 
     async def get_context(self, request: Any, response: Any) -> Context:
         return Context(_repo=request.app.state.repo, settings=self.settings, request=request,
@@ -176,6 +177,10 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
     graphql = _GraphQL(settings, metrics, bus)
     routes = [Route("/graphql", graphql),  # other methods: a JSON 405 (api/http_view.py)
               WebSocketRoute("/graphql", graphql),
+              # FHIR's $graphql: the system endpoint is /graphql by its FHIR name; one study's
+              # runs its query with that study as the root (api/instance.py).
+              Route("/$graphql", graphql), WebSocketRoute("/$graphql", graphql),
+              Route("/ImagingStudy/{id}/$graphql", graphql),
               Route("/healthz", ops.healthz), Route("/readyz", ops.readyz),
               Route("/metrics", metrics.endpoint)]
     if not settings.production:

@@ -40,14 +40,30 @@ def _paths(selections: list[Any]) -> set[str] | None:
     return None if paths is None else paths | {"subject"}
 
 
+def _one_id(id: str | None, alias: str | None) -> str:
+    """The study id of `ImagingStudy(id:)` or its alias `_id:`, exactly one of them."""
+    if (id is None) == (alias is None) and id != alias:
+        raise fail(BAD_USER_INPUT, "id", "give the study id as id or as _id, not both")
+    found = id if id is not None else alias
+    if found is None:
+        raise fail(BAD_USER_INPUT, "id", "the study id is required (id, or its alias _id)")
+    return found
+
+
 @strawberry.type
 class Query:
     @strawberry.field(name="ImagingStudy", description="One study by id, or null when there is "
                       "none (or it was deleted).")
-    async def imaging_study(self, info: Info, id: strawberry.ID) -> ImagingStudy | None:
+    async def imaging_study(
+        self, info: Info, id: strawberry.ID | None = None,
+        _id: Annotated[strawberry.ID | None, _arg(
+            "The same as id (FHIR's search name for it, as some of the FHIR GraphQL page's "
+            "examples write it); give one of the two.")] = None,
+    ) -> ImagingStudy | None:
+        study_id = _one_id(id, _id)
         selected = _selected(info)
         return await reading(Shape(selected), lambda: info.context.store.get(
-            id, _paths(selected)))
+            study_id, _paths(selected)))
 
     @strawberry.field(name="ImagingStudyList", description="Studies matching FHIR search "
                       "arguments (all 17 R5 ImagingStudy parameters, _id and _lastUpdated), "

@@ -148,3 +148,13 @@ async def test_a_cursor_never_widens_another_tokens_search(store: Repository) ->
                            k=cursor)
         assert codes(as_p2) == {"BAD_USER_INPUT"}
         assert as_p2["data"]["ImagingStudyConnection"] is None
+
+
+async def test_id_and_its_alias(store: Repository, gql: Gql) -> None:
+    await _load(store, 1)
+    body = await gql('{ a: ImagingStudy(_id: "s00") { id } b: ImagingStudy(id: "s00") { id } }')
+    assert body["data"] == {"a": {"id": "s00"}, "b": {"id": "s00"}}
+    for query in ('{ ImagingStudy { id } }', '{ ImagingStudy(id: "s00", _id: "x") { id } }'):
+        body = await gql(query)
+        assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+        assert error(body)["extensions"]["resource"]["issue"][0]["expression"] == ["id"]
