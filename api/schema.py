@@ -31,6 +31,8 @@ def read_element(source: Any, name: str) -> Any:
     """Default resolver: the FHIR JSON element of a dict, or an attribute of an object."""
     if type(source) is dict:
         return source.get(name)
+    if isinstance(source, dict):  # a resolved reference, marked for its union's type
+        return source.get(name)
     return getattr(source, name, None)
 
 
@@ -83,7 +85,8 @@ def build_schema(settings: Settings | None = None,
         # Factories, not instances: every operation gets its own extension objects.
         extensions=[*extra, query_limits(limits(settings)), OperationChoice,
                     functools.partial(ResultBudget, settings.max_result_values,
-                                      settings.max_store_seconds),
+                                      settings.max_store_seconds,
+                                      settings.max_reference_reads),
                     functools.partial(ErrorMapper, settings.production)],
         execution_context_class=CompiledExecutionContext if compiled else None,
     )
