@@ -40,7 +40,7 @@ from api.middleware import (
     RequestId,
 )
 from api.persisted import PersistedQueries
-from api.schema import build_schema
+from api.schema import build_schema, limits
 from api.settings import Settings
 from api.targets import LocalTarget
 from api.transfer import run_import
@@ -93,6 +93,7 @@ class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
         self.authenticator = Authenticator(settings)
         self.explain = explain
         self.persisted = PersistedQueries(settings.persisted_query_bytes)
+        self.limits = limits(settings)
 
     async def get_context(self, request: Any, response: Any) -> Context:
         return Context(_repo=request.app.state.repo, settings=self.settings, request=request,
@@ -213,6 +214,10 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
     graphql = _GraphQL(settings, metrics, bus, explain)
     routes = [Route("/graphql", graphql),  # other methods: a JSON 405 (api/http_view.py)
               WebSocketRoute("/graphql", graphql),
+              # FHIR's $graphql: the system endpoint is /graphql by its FHIR name; one study's
+              # runs its query with that study as the root (api/instance.py).
+              Route("/$graphql", graphql), WebSocketRoute("/$graphql", graphql),
+              Route("/ImagingStudy/{id}/$graphql", graphql),
               Route("/healthz", ops.healthz), Route("/readyz", ops.readyz),
               Route("/metrics", metrics.endpoint)]
     if not settings.production:

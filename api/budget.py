@@ -31,12 +31,17 @@ JSON_PER_INSTANCE, JSON_PER_SERIES, JSON_PER_STUDY = 12, 12, 40
 class Budget:
     """One operation's allowance: values returned, and seconds spent waiting on the store."""
 
-    def __init__(self, limit: int, store_seconds: float = float("inf")) -> None:
+    def __init__(self, limit: int, store_seconds: float = float("inf"),
+                 reference_reads: int = 100) -> None:
         self.limit = limit
         self.spent = 0
         self.store_limit = store_seconds
         self.store_spent = 0.0
         self.lock = asyncio.Lock()  # the reads of one operation go one at a time
+        # The studies read so far (a `#id` reference resolves in the study holding it), and
+        # how many studies references may read (api/types/references.py).
+        self.read: list[dict[str, Any]] = []
+        self.reference_reads = reference_reads
 
     def check(self) -> None:
         if self.spent > self.limit:
@@ -61,12 +66,14 @@ current: ContextVar[Budget | None] = ContextVar("result_budget", default=None)
 class ResultBudget(SchemaExtension):
     """Gives each operation its budget (a factory makes one extension per operation)."""
 
-    def __init__(self, limit: int, store_seconds: float = float("inf")) -> None:
+    def __init__(self, limit: int, store_seconds: float = float("inf"),
+                 reference_reads: int = 100) -> None:
         self.limit = limit
         self.store_seconds = store_seconds
+        self.reference_reads = reference_reads
 
     def on_execute(self) -> Iterator[None]:
-        token = current.set(Budget(self.limit, self.store_seconds))
+        token = current.set(Budget(self.limit, self.store_seconds, self.reference_reads))
         try:
             yield
         finally:
@@ -144,6 +151,8 @@ async def reading(shape: Shape, read: Callable[[], Awaitable[T]],
             found = await read()
         finally:
             budget.store_spent += time.monotonic() - started
+        read = studies(found)
+        budget.read += (study for study in read if isinstance(study, dict))
         if shape.heavy:
-            budget.charge(sum(shape.units(study) for study in studies(found)))
+            budget.charge(sum(shape.units(study) for study in read))
     return found

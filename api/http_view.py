@@ -17,14 +17,18 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
+from api import instance
 from api.errors import BAD_USER_INPUT
 from api.http_answers import CONTENT_TYPE, GRAPHQL_RESPONSE, JSON, Refusal, negotiate
+from api.limits import Limits
 from api.persisted import PersistedQueries
 
 _ACCEPTED = f"{GRAPHQL_RESPONSE} or {JSON}"
 # The (hash, query) a request asked to register: kept once the query has run without a request
 # error, so a document that does not even parse or validate takes no room in the store.
 _register: ContextVar[tuple[str, str] | None] = ContextVar("persisted_register", default=None)
+# The study of an instance-level $graphql request (/ImagingStudy/{id}/$graphql), else None.
+_study: ContextVar[str | None] = ContextVar("instance_study", default=None)
 
 
 def _refused(refusal: Refusal, media: str) -> Response:
@@ -44,11 +48,19 @@ class GraphQLOverHTTP:
     Every refusal is a GraphQL JSON body with `extensions.code` and an OperationOutcome."""
 
     persisted: PersistedQueries
+    limits: Limits
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         view: Any = super()
         if self.is_websocket_request(request):  # type: ignore[attr-defined]
             return await view.run(request, context, root_value)
+        study = _study.set(request.path_params.get("id"))
+        try:
+            return await self._run_http(view, request, context, root_value)
+        finally:
+            _study.reset(study)
+
+    async def _run_http(self, view: Any, request: Any, context: Any, root_value: Any) -> Any:
         adapter = self.request_adapter_class(request)  # type: ignore[attr-defined]
         media = JSON
         try:
@@ -83,8 +95,9 @@ class GraphQLOverHTTP:
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A GET of a persisted query has no `query` either; Apollo Client 3 sends Accept: */*.
+        # The IDE is the system endpoint's: one study's $graphql answers queries only.
         return (super().should_render_graphql_ide(request)  # type: ignore[misc]
-                and "extensions" not in request.query_params)
+                and "extensions" not in request.query_params and _study.get() is None)
 
     def parse_json(self, data: str | bytes) -> Any:
         try:
@@ -110,7 +123,9 @@ class GraphQLOverHTTP:
         data.query, register = self.persisted.resolve(
             data.extensions, data.query, self._caller(request) if persisted else "")
         if register is not None:
-            _register.set((register, data.query))
+            _register.set((register, data.query))  # the caller's own text, as it hashed it
+        if (study := _study.get()) is not None:
+            data.query = instance.rooted(data.query, study, self.limits)
         return data
 
     def _caller(self, request: AsyncHTTPRequestAdapter) -> str | None:
@@ -194,4 +209,6 @@ class GraphQLOverHTTP:
             state.request_error = True
             if getattr(state, "media", JSON) == GRAPHQL_RESPONSE:
                 answer.pop("data", None)
+        if (study := _study.get()) is not None:
+            answer = instance.unwrapped(answer, study)  # type: ignore[assignment,arg-type]
         return answer

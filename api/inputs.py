@@ -28,7 +28,7 @@ from api.types.imaging_study import ImagingStudy, ImagingStudySeries, ImagingStu
 _MODULE = sys.modules[__name__]
 _SCALARS = {str: "str", int: "int", bool: "bool", float: "float", JSON: "JSON", ID: "ID"}
 # Output-only fields: computed views that have no place in a write.
-_SKIP = {"Extension": {"value"}}
+_SKIP = {"Extension": {"value"}, "Reference": {"resource"}}
 _MIRRORED: list[str] = []  # the GraphQL names of the input types made by `mirror`
 
 

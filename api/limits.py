@@ -38,6 +38,7 @@ class Limits:
     max_length: int = 100_000  # characters of query text, refused before parsing
     max_series: int = 1_000  # per study, as the store enforces
     max_instances: int = 50_000  # per study, as the store enforces
+    max_list: int = 1_000  # what ImagingStudyList returns without _count, at most
     whole_study: int = 1  # the cost of one fhirJson: every element of the largest study
     introspection: bool = True
 
@@ -138,13 +139,18 @@ class _Walk:
             size = min(count or self.limits.max_instances,
                        -(-self.limits.max_instances // series))
             inner = context
+        elif name == "ImagingStudyList" and count is None:
+            # Without _count a list returns every match, up to the list cap.
+            size, inner = self.limits.max_list, context
+            self.unpaged.add(name)
         else:
             size, inner = count or DEFAULT_SIZES.get(name, 1), context
         own = self.limits.whole_study if name == "fhirJson" else 1
         self.whole = self.whole or name == "fhirJson"
         if name in ("series", "instance") and count is None:
             self.unpaged.add(name)
-        elif (count or 0) > 1 or (count is None and name in DEFAULT_SIZES):
+        elif ((count or 0) > 1 or (count is None and name in DEFAULT_SIZES)) \
+                and name not in self.unpaged:
             self.counted.add(name)
         child = self.measure(field.selection_set, inner)
         return _Measure(1 + child.depth, (field.alias is not None) + child.aliases,
@@ -175,6 +181,9 @@ class _Walk:
                          "_offset")
         if "series" in self.unpaged:
             steps.append("give series a _count")
+        if "ImagingStudyList" in self.unpaged:
+            steps.append("give ImagingStudyList a _count (without one it is priced at the "
+                         "list cap, what it may return)")
         if self.whole:
             steps.append("ask fhirJson of fewer studies at once")
         if self.counted:

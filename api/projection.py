@@ -34,6 +34,8 @@ def study_paths(selections: Iterable[Any], prefix: str = "") -> set[str] | None:
         needs = _CONTAINERS.get((prefix, field.name))
         if needs is None:
             paths.add(path)  # a whole element: a datatype or a primitive
+            if _follows(field.selections):
+                paths.add("contained")  # where a #id reference resolves
             continue
         paths.update(f"{path}.{name}" for name in needs)
         below = study_paths(field.selections, path)
@@ -41,6 +43,12 @@ def study_paths(selections: Iterable[Any], prefix: str = "") -> set[str] | None:
             return None
         paths |= below
     return paths
+
+
+def _follows(selections: Iterable[Any]) -> bool:
+    """Whether a selection below a datatype follows a reference (Reference.resource)."""
+    return any(field.name == "resource" or _follows(field.selections)
+               for field in selected(selections))
 
 
 def child(selections: Iterable[Any], name: str) -> list[Any] | None:

@@ -8,12 +8,14 @@ from typing import Annotated, Any
 import strawberry
 
 from api.budget import Shape, reading
+from api.carried import continues
 from api.context import Info
 from api.paging import check_count, check_offset
 from api.projection import child, study_paths
 from api.search_args import searchable
 from api.types.connection import ImagingStudyConnection
 from api.types.imaging_study import ImagingStudy
+from store.fhir.outcome import BAD_USER_INPUT, fail
 from store.search import Params
 
 SORT = ("Sort order: started, _lastUpdated, _id or status, comma-separated, '-' for "
@@ -24,8 +26,6 @@ def _arg(description: str) -> Any:
     return strawberry.argument(description=description)
 
 
-PageSize = Annotated[int | None, _arg("Page size: default 20, at most the configured cap "
-                                      "(1,000 by default).")]
 Sort = Annotated[str | None, _arg(SORT)]
 
 
@@ -40,58 +40,97 @@ def _paths(selections: list[Any]) -> set[str] | None:
     return None if paths is None else paths | {"subject"}
 
 
+def _one_id(id: str | None, alias: str | None) -> str:
+    """The study id of `ImagingStudy(id:)` or its alias `_id:`, exactly one of them."""
+    if (id is None) == (alias is None) and id != alias:
+        raise fail(BAD_USER_INPUT, "id", "give the study id as id or as _id, not both")
+    found = id if id is not None else alias
+    if found is None:
+        raise fail(BAD_USER_INPUT, "id", "the study id is required (id, or its alias _id)")
+    return found
+
+
 @strawberry.type
 class Query:
     @strawberry.field(name="ImagingStudy", description="One study by id, or null when there is "
                       "none (or it was deleted).")
-    async def imaging_study(self, info: Info, id: strawberry.ID) -> ImagingStudy | None:
+    async def imaging_study(
+        self, info: Info, id: strawberry.ID | None = None,
+        _id: Annotated[strawberry.ID | None, _arg(
+            "The same as id (FHIR's search name for it, as some of the FHIR GraphQL page's "
+            "examples write it); give one of the two.")] = None,
+    ) -> ImagingStudy | None:
+        study_id = _one_id(id, _id)
         selected = _selected(info)
         return await reading(Shape(selected), lambda: info.context.store.get(
-            id, _paths(selected)))
+            study_id, _paths(selected)))
 
     @strawberry.field(name="ImagingStudyList", description="Studies matching FHIR search "
                       "arguments (all 17 R5 ImagingStudy parameters, _id and _lastUpdated), "
-                      "newest first by default.")
+                      "newest first by default. Without _count: every match, or an error when "
+                      "more match than the list cap (use _count or ImagingStudyConnection).")
     @searchable
     async def imaging_study_list(
         self, info: Info, params: Params,
-        _count: PageSize = None,
+        _count: Annotated[int | None, _arg(
+            "At most this many (1 to the list cap, 1,000 by default). Absent: every match, "
+            "or an error when more than the cap match.")] = None,
         _offset: Annotated[int | None, _arg("How many matches to skip first.")] = None,
         _sort: Sort = None,
     ) -> list[ImagingStudy] | None:
-        settings = info.context.settings
-        count = check_count(_count, settings.list_default_count, settings.list_max_count)
+        store = info.context.store
+        cap = info.context.settings.list_max_count
+        offset = check_offset(_offset)
+        count = check_count(_count, cap, cap)
+        if _count is None:
+            # "Everything, or an error" (FHIR GraphQL): a count that stops at cap + 1 tells
+            # which, however many match.
+            matched = await reading(Shape(()), lambda: store.count(
+                params, "ImagingStudyList", offset, cap + 1))
+            if matched > cap:
+                raise fail(BAD_USER_INPUT, "_count", f"more than {cap} studies match (the list "
+                           "cap, IMAGING_LIST_MAX_COUNT) and a list without _count returns "
+                           "every match: give _count (and _offset) for a page, or use "
+                           "ImagingStudyConnection")
         selected = _selected(info)
-        return await reading(Shape(selected), lambda: info.context.store.search(
-            params, count, check_offset(_offset), _sort, _paths(selected)))
+        return await reading(Shape(selected), lambda: store.search(
+            params, count, offset, _sort, _paths(selected)))
 
     @strawberry.field(name="ImagingStudyConnection", description="Studies matching FHIR search "
                       "arguments as a connection with total count and keyset cursors.")
+    @continues
     @searchable
     async def imaging_study_connection(
         self, info: Info, params: Params,
-        _count: PageSize = None,
-        _cursor: Annotated[str | None, _arg("A cursor (first, previous, next or last) from an "
-                                            "earlier page of the same search.")] = None,
+        _count: Annotated[int | None, _arg(
+            "Page size: default 20, at most the configured cap (1,000 by default); 0 asks "
+            "for the count only.")] = None,
+        _cursor: Annotated[str | None, _arg(
+            "A cursor (first, previous, next or last) from an earlier page: it carries its "
+            "search, so it may be sent alone; arguments sent with it must be the same.")] = None,
         _sort: Sort = None,
+        search: dict[str, Any] | None = None,
     ) -> ImagingStudyConnection | None:
         store = info.context.store
         settings = info.context.settings
-        count = check_count(_count, settings.list_default_count, settings.list_max_count)
+        count = 0 if _count == 0 else check_count(_count, settings.list_default_count,
+                                                   settings.list_max_count)
         selected = _selected(info)
         edges = child(selected, "edges")
         resource = child(edges, "resource") if edges is not None else None
         wanted = {f.name for f in selected if hasattr(f, "name")}
-        if wanted <= {"count", "pagesize", "__typename"}:
+        if count == 0 or wanted <= {"count", "pagesize", "__typename"}:
             # A count-only query reads no documents at all (but a bad cursor is still bad).
             if _cursor is not None:
                 store.check_cursor(params, _cursor, _sort)
             total = await reading(Shape(()), lambda: store.count(params)) \
                 if "count" in wanted else None
-            return {"count": total, "pagesize": count}  # type: ignore[return-value]
+            # `_count: 0` is FHIR's way to ask for the total: no edges, no cursors.
+            return {"count": total, "pagesize": count,  # type: ignore[return-value]
+                    **({"edges": []} if count == 0 else {})}
         page = await reading(Shape(resource or ()), lambda: store.page(
             params, count, _cursor, _sort, _paths(resource) if resource is not None else (),
-            total="count" in wanted), lambda page: page.studies)
+            total="count" in wanted, carry=search), lambda page: page.studies)
         return {  # type: ignore[return-value]
             "count": page.total, "offset": page.offset, "pagesize": count,
             "first": page.first, "previous": page.previous, "next": page.next,

@@ -32,6 +32,8 @@ def read_element(source: Any, name: str) -> Any:
     """Default resolver: the FHIR JSON element of a dict, or an attribute of an object."""
     if type(source) is dict:
         return source.get(name)
+    if isinstance(source, dict):  # a resolved reference, marked for its union's type
+        return source.get(name)
     return getattr(source, name, None)
 
 
@@ -66,7 +68,8 @@ def limits(settings: Settings) -> Limits:
     return Limits(max_tokens=settings.max_tokens, max_depth=settings.max_depth,
                   max_aliases=settings.max_aliases, max_cost=settings.max_cost,
                   max_length=settings.max_query_length, max_series=settings.max_series,
-                  max_instances=settings.max_instances, whole_study=whole_study(settings),
+                  max_instances=settings.max_instances, max_list=settings.list_max_count,
+                  whole_study=whole_study(settings),
                   introspection=not settings.production)
 
 
@@ -85,7 +88,8 @@ def build_schema(settings: Settings | None = None,
         # Factories, not instances: every operation gets its own extension objects.
         extensions=[*extra, query_limits(limits(settings)), OperationChoice,
                     functools.partial(ResultBudget, settings.max_result_values,
-                                      settings.max_store_seconds),
+                                      settings.max_store_seconds,
+                                      settings.max_reference_reads),
                     functools.partial(ErrorMapper, settings.production)],
         execution_context_class=CompiledExecutionContext if compiled else None,
     )

@@ -146,18 +146,29 @@ class ScopedStore:
             self._touch(study)
         return studies
 
-    async def count(self, params: Params, operation: str = "ImagingStudyConnection") -> int:
+    async def count(self, params: Params, operation: str = "ImagingStudyConnection",
+                    skip: int = 0, limit: int | None = None) -> int:
         within = self._within(self.require("rs", operation))
-        return await self._repo.count([*params, *within])
+        bounds = {"skip": skip, "limit": limit} if skip or limit is not None else {}
+        return await self._repo.count([*params, *within], **bounds)
 
     async def page(self, params: Params, count: int, cursor: str | None = None,
                    sort: str | None = None, fields: set[str] | None = (),  # type: ignore[assignment]
-                   total: bool = True, operation: str = "ImagingStudyConnection") -> Page:
+                   total: bool = True, operation: str = "ImagingStudyConnection",
+                   carry: Any = None) -> Page:
+        # The cursors carry the caller's own search (`carry`), never the patient the gate
+        # adds; they stay bound to it all the same (the query digest covers `within`), so a
+        # cursor made for one caller cannot continue under another's confinement.
         within = self._within(self.require("rs", operation))
-        page = await self._repo.page([*params, *within], count, cursor, sort, fields, total)
+        page = await self._repo.page([*params, *within], count, cursor, sort, fields, total,
+                                     carry)
         for study in page.studies:
             self._touch(study)
         return page
+
+    def carried(self, cursor: str) -> Any:
+        """The search a cursor carries (the arguments its maker sent); no study is read."""
+        return self._repo.carried(cursor)
 
     def check_cursor(self, params: Params, cursor: str, sort: str | None = None,
                      operation: str = "ImagingStudyConnection") -> None:

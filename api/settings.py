@@ -104,6 +104,9 @@ class Settings:
     # Seconds one operation may wait on the store in all (its reads run one after another):
     # bounds aliases of slow searches, which the embedded store answers by scanning.
     max_store_seconds: int = 3
+    # Studies one operation may read by resolving references (Reference.resource): a list of
+    # references must not multiply the reads of one query without bound.
+    max_reference_reads: int = 100
     max_body_bytes: int = 8 * 1024 * 1024
     cors_origins: tuple[str, ...] = ()
     # Apollo's automatic persisted queries: query text kept by hash, per worker (0: off).
@@ -231,6 +234,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IMAGING_MAX_COST": ("max_cost", _integer(1, 10**15)),
     "IMAGING_MAX_RESULT_VALUES": ("max_result_values", _integer(1, 10**12)),
     "IMAGING_MAX_STORE_SECONDS": ("max_store_seconds", _integer(1, 3_600)),
+    "IMAGING_MAX_REFERENCE_READS": ("max_reference_reads", _integer(0, 100_000)),
     "IMAGING_MAX_BODY_BYTES": ("max_body_bytes", _integer(1_024, 2**31)),
     "IMAGING_CORS_ORIGINS": ("cors_origins", _list),
     "IMAGING_PERSISTED_QUERY_BYTES": ("persisted_query_bytes", _integer(0, 2**31)),

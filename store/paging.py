@@ -1,5 +1,8 @@
-"""Sorting and keyset paging. A cursor is the sort key of a boundary row, signed so that a
-tampered cursor, or one from another query, is refused rather than silently misread."""
+"""Sorting and keyset paging. A cursor is the sort key of a boundary row and the search it
+continues, encrypted and authenticated (AES-GCM) so that a tampered cursor, or one from another
+query, is refused rather than silently misread, and so that what it carries (the caller's own
+search values, a boundary row's sort keys) is not readable where cursors end up: URLs, proxy
+and browser logs."""
 
 from __future__ import annotations
 
@@ -7,8 +10,12 @@ import base64
 import hashlib
 import hmac
 import json
+import zlib
 from datetime import UTC, datetime
 from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from store.fhir.outcome import BAD_USER_INPUT, fail
 
@@ -86,37 +93,74 @@ def _decode_value(item: Any) -> Any:
     raise ValueError("bad cursor value")
 
 
-class Cursors:
-    """Makes and reads the opaque cursors of one query (its parameters and sort)."""
+_NONCE = 12
+# What a cursor's body may inflate to: far more than any search a query can carry.
+_MOST_BODY = 1024 * 1024
 
-    def __init__(self, secret: bytes, query: str) -> None:
+
+def _refused() -> Exception:
+    return fail(BAD_USER_INPUT, "_cursor", "the cursor is not one this server made (it was "
+                "changed or truncated)")
+
+
+class Cursors:
+    """Makes and reads the opaque cursors of one query (its parameters and sort). A cursor may
+    carry `carry`, JSON the caller's search arguments as sent, so that it continues that search
+    alone; `opened` reads it back without knowing the query."""
+
+    def __init__(self, secret: bytes, query: str, carry: Any = None) -> None:
         self._secret = secret
         self._query = hashlib.sha256(query.encode()).hexdigest()[:16]
+        self._carry = carry
+
+    @staticmethod
+    def _keys(secret: bytes) -> tuple[AESGCM, bytes]:
+        # Separate keys for encryption and for the nonce, both derived from the one secret.
+        return (AESGCM(hmac.new(secret, b"cursor encryption", hashlib.sha256).digest()),
+                hmac.new(secret, b"cursor nonce", hashlib.sha256).digest())
 
     def make(self, direction: str, keys: list[Any] | None = None, offset: int = 0) -> str:
         body = json.dumps({"q": self._query, "d": direction, "o": offset,
-                           "k": [_encode_value(v) for v in keys or ()]},
+                           "k": [_encode_value(v) for v in keys or ()], "s": self._carry},
                           separators=(",", ":")).encode()
-        mac = hmac.new(self._secret, body, hashlib.sha256).digest()[:16]
-        return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
+        cipher, nonce_key = self._keys(self._secret)
+        # A synthetic nonce (a keyed digest of the body): the same page always gets the same
+        # cursor (clients may cache by it), and two different bodies share a nonce only by a
+        # 96-bit collision.
+        nonce = hmac.new(nonce_key, body, hashlib.sha256).digest()[:_NONCE]
+        sealed = cipher.encrypt(nonce, zlib.compress(body), None)
+        return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+
+    @classmethod
+    def opened(cls, secret: bytes, cursor: str) -> dict[str, Any]:
+        """The body of a cursor this server made (whatever its query), else BAD_USER_INPUT."""
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            cipher, _ = cls._keys(secret)
+            packed = cipher.decrypt(raw[:_NONCE], raw[_NONCE:], None)
+            inflate = zlib.decompressobj()
+            body = inflate.decompress(packed, _MOST_BODY)
+            if inflate.unconsumed_tail:
+                raise ValueError("too large")
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise ValueError("shape")
+        except (ValueError, InvalidTag, zlib.error, TypeError):
+            raise _refused() from None
+        return data
 
     def read(self, cursor: str) -> tuple[str, list[Any], int]:
         """(direction, boundary keys, offset) of a cursor made by `make` for this query."""
+        data = self.opened(self._secret, cursor)
         try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-            mac, body = raw[:16], raw[16:]
-            if not hmac.compare_digest(mac, hmac.new(self._secret, body,
-                                                     hashlib.sha256).digest()[:16]):
-                raise ValueError("signature")
-            data = json.loads(body)
             direction, offset = data["d"], data["o"]
             keys = [_decode_value(v) for v in data["k"]]
             if direction not in ("first", "last", "after", "before") or type(offset) is not int:
                 raise ValueError("shape")
         except (ValueError, KeyError, TypeError):
-            raise fail(BAD_USER_INPUT, "_cursor", "the cursor is not one this server made "
-                       "(it was changed or truncated)") from None
-        if data["q"] != self._query:
-            raise fail(BAD_USER_INPUT, "_cursor", "the cursor belongs to another query: "
-                       "send the same search arguments and _sort as the page it came from")
+            raise _refused() from None
+        if data.get("q") != self._query:
+            raise fail(BAD_USER_INPUT, "_cursor", "the cursor belongs to another query (another "
+                       "search, _sort or caller): send it alone, or with the same search "
+                       "arguments and _sort as the page it came from")
         return direction, keys, offset

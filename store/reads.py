@@ -102,18 +102,25 @@ class Reads:
         return [public(doc) for doc in docs]
 
     @guarded
-    async def count(self, params: search.Params) -> int:
-        return await self._studies.count_documents(search.to_filter(params))
+    async def count(self, params: search.Params, skip: int = 0, limit: int | None = None
+                    ) -> int:
+        """How many studies match, after the first `skip`; with `limit`, counting stops
+        there (a bounded count: cheap however many match)."""
+        bounds = {"skip": skip} if skip else {}
+        if limit is not None:
+            bounds["limit"] = limit
+        return await self._studies.count_documents(search.to_filter(params), **bounds)
 
     @guarded
     async def page(self, params: search.Params, count: int, cursor: str | None = None,
                    sort: str | None = None, fields: Iterable[str] | None = (),
-                   total: bool = True) -> Page:
+                   total: bool = True, carry: Any = None) -> Page:
         """A keyset page: walking `next` to the end returns every study that matched
         throughout exactly once, whatever is inserted or deleted meanwhile. `fields=()` reads
-        only sort keys (enough for cursors); `total=False` skips counting."""
+        only sort keys (enough for cursors); `total=False` skips counting; the cursors made
+        carry `carry` (see `carried`)."""
         spec = paging.sort_spec(sort)
-        cursors = paging.Cursors(self._cursor_secret, repr((sorted(params), spec)))
+        cursors = paging.Cursors(self._cursor_secret, repr((sorted(params), spec)), carry)
         direction, keys, offset = cursors.read(cursor) if cursor else ("first", [], 0)
         if len(keys) != (len(spec) if direction in ("after", "before") else 0):
             raise fail(BAD_USER_INPUT, "_cursor", "the cursor does not fit this query's sort")
@@ -145,6 +152,11 @@ class Reads:
             if has_next and docs else None,
             previous=cursors.make("before", paging.boundary(docs[0], spec), offset)
             if has_prev and docs else None)
+
+    def carried(self, cursor: str) -> Any:
+        """What a cursor this store made carries (the search it continues), else
+        BAD_USER_INPUT. The cursor still fits only the query it was made for (`page`)."""
+        return paging.Cursors.opened(self._cursor_secret, cursor).get("s")
 
     def check_cursor(self, params: search.Params, cursor: str, sort: str | None = None) -> None:
         """Refuses a cursor this query did not make, even where the page is not read."""

@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType
+from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLUnionType
 
 from api.schema import schema
 
@@ -54,6 +54,8 @@ def selection(type_name: str, depth: int = 0) -> str:
             if depth > 5 or (inner.name == "Extension" and depth > 1):
                 continue  # FHIR types nest cyclically (Reference -> Identifier -> Reference)
             parts.append(f"{name} {{ {selection(inner.name, depth + 1)} }}")
+        elif isinstance(inner, GraphQLUnionType):
+            continue  # Reference.resource follows a reference: not an element of the study
         else:
             parts.append(name)
     return " ".join(parts)

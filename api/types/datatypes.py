@@ -11,6 +11,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api.types.describe import dt
+from api.types.references import resource_field
 from store.fhir import definitions as defs
 from store.fhir.definitions import DATATYPE_DEFINITIONS as D
 from store.fhir.definitions import EXTENSION_VALUE_KEYS
@@ -140,6 +141,7 @@ class Reference:
     type: str | None = dt("Reference", "type")
     identifier: Identifier | None = dt("Reference", "identifier")
     display: str | None = dt("Reference", "display")
+    resource = resource_field  # FHIR GraphQL's resource(optional:, type:): references.py
 
 
 @strawberry.type(description=D["CodeableReference"])

@@ -60,7 +60,8 @@ async def test_paged_instances_count_as_paged(client: httpx.AsyncClient) -> None
 async def test_a_worklist_that_reads_no_instances_is_not_counted(
         client: httpx.AsyncClient) -> None:
     body = (await client.post("/graphql", json={"query": "{ " + " ".join(
-        f"a{n}: ImagingStudyList {{ id status series {{ uid }} }}" for n in range(20)) + " }"}
+        f"a{n}: ImagingStudyList(_count: 20) {{ id status series {{ uid }} }}"
+        for n in range(20)) + " }"}
                               )).json()
     assert "errors" not in body
 

@@ -18,6 +18,7 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLScalarType,
+    GraphQLUnionType,
     get_named_type,
 )
 from hypothesis import HealthCheck, given, settings
@@ -47,6 +48,9 @@ class _Repo:
 
     async def search(self, *_: Any, **__: Any) -> list[Any]:
         return copy.deepcopy(self.studies)
+
+    async def count(self, *_: Any, **__: Any) -> int:
+        return len(self.studies)
 
 
 # -- queries -----------------------------------------------------------------------------------
@@ -86,6 +90,8 @@ def selection(draw: st.DrawFn, type_name: str, depth: int = 0,
             if depth >= 3:
                 continue
             head += f" {{ {draw(selection(inner.name, depth + 1))} }}"
+        elif isinstance(inner, GraphQLUnionType):  # Reference.resource: what it resolved to
+            head += " { __typename }"
         parts.append(head)
     if draw(st.booleans()):
         parts.append("__typename")
