@@ -51,14 +51,31 @@ class _Repo:
 
 # -- queries -----------------------------------------------------------------------------------
 
+# Values the field filters are drawn from: some match the generated studies, some do not.
+FILTER_VALUES = {"String": ['"urn:dicom:uid"', '"http://e"', '"CT"', '"1.2.3"', '"no"'],
+                 "Int": ["1", "2"], "Boolean": ["true"]}
+FHIRPATHS = ['"number = 1"', '"exists()"', '"code = \'CT\'"', '"system.startsWith(\'urn\')"',
+             '"url.exists() and value.empty()"', '"(("', '"uid.length() > 3"']
+
+
+def _scalar(argument: Any) -> str:
+    return get_named_type(argument.type).name
+
+
 @st.composite
-def arguments(draw: st.DrawFn, field: str) -> str:
-    if field not in ("series", "instance") or not draw(st.booleans()):
+def arguments(draw: st.DrawFn, field: Any) -> str:
+    """Arguments of a repeating element (any of them: every list of objects takes paging,
+    `fhirpath` and field filters), valid or not."""
+    if "_count" not in field.args or not draw(st.booleans()):
         return ""
     count = draw(st.sampled_from(["", "_count: 2", "_count: 0", "_count: $n"]))
-    offset = draw(st.sampled_from(["", "_offset: 1", "_offset: -1"]))
-    uid = draw(st.sampled_from(["", 'uid: "1.2.3"']))
-    inner = ", ".join(a for a in (count, offset, uid) if a)
+    offset = draw(st.sampled_from(["", "", "_offset: 1", "_offset: -1"]))
+    fhirpath = draw(st.sampled_from(["", "", *(f"fhirpath: {f}" for f in FHIRPATHS)]))
+    filters = sorted(a for a in field.args if a not in ("_count", "_offset", "fhirpath"))
+    chosen = draw(st.lists(st.sampled_from(filters), max_size=2, unique=True)) if filters else []
+    filtered = [f"{name}: {draw(st.sampled_from(FILTER_VALUES[_scalar(field.args[name])]))}"
+                for name in chosen]
+    inner = ", ".join(a for a in (count, offset, fhirpath, *filtered) if a)
     return f"({inner})" if inner else ""
 
 
@@ -74,7 +91,7 @@ def selection(draw: st.DrawFn, type_name: str, depth: int = 0,
     # must agree on their arguments.
     args = {} if args is None else args
     for name in sorted(set(chosen)):
-        args.setdefault(name, draw(arguments(name)))
+        args.setdefault(name, draw(arguments(type_.fields[name])))
     for name in chosen:
         inner = get_named_type(type_.fields[name].type)
         # Aliases unique to their field, so repeats merge (same field, same arguments).
