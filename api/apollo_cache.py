@@ -15,8 +15,8 @@ resource, and the change event's `id` is the study's. So:
   another (and a study copied under another id would share them too). Inside their study's
   version they cannot mix;
 - a list paged with `_count`/`_offset` whose items have a `uid` and hold no such paged list
-  (a series' instances) keeps one list per filter: each page is written at its offset, and a page is read back from
-  the cache once all of it is there (or the end of the list is known);
+  (a series' instances) keeps one list per filter: each page is written at its offset, and a
+  page is read back from the cache once all of it is there (or the end of the list is known);
 - a list of items with a `uid` that hold paged lists (a study's series) is merged item by item
   on `uid`, so that writing the study again (the next page of instances) keeps the pages
   already fetched. Apollo itself never merges list items (it cannot know which are the same).
