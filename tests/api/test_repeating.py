@@ -11,7 +11,7 @@ from graphql import parse
 
 from api.limits import FHIRPATH_COST, Limits, limit_errors
 from api.settings import Settings
-from store import demo
+from store import demo, reads
 from tests.conftest import Gql
 from tests.helpers import CREATE, error, expressions
 
@@ -90,6 +90,26 @@ async def test_filters_read_elements_the_query_does_not_select(gql: Gql) -> None
     assert data["byPath"] == [{"number": 3}]
     assert data["keys"] == [{"instance": [{"number": 2}]}]
     assert data["titled"] == [{"instance": [{"number": 2}]}]
+
+
+async def test_the_store_is_asked_for_the_elements_the_filters_read(
+        gql: Gql, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real MongoDB returns only the projected elements (the embedded store may return
+    more), so the projection itself is checked."""
+    asked: list[dict[str, int] | None] = []
+    original = reads.projection
+
+    def spy(fields: Any, *extra: str) -> dict[str, int] | None:
+        asked.append(original(fields, *extra))
+        return asked[-1]
+    monkeypatch.setattr(reads, "projection", spy)
+    await read(gql, """a: series(description: "x") { number }
+      b: series(_count: 1) { instance(fhirpath: "title.exists() and sopClass.code = 'c'") {
+        number } }""")
+    assert {"series.description", "series.instance.title", "series.instance.sopClass"} <= set(
+        asked[-1] or ())
+    await gql(QUERY.replace("BODY", 'series(fhirpath: "descendants().count() > 1") { number }'))
+    assert "series" in (asked[-1] or ())  # descendants() reads every element of the series
 
 
 async def test_series_and_instance_keep_their_own_filters(gql: Gql) -> None:
