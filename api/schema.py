@@ -14,7 +14,9 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from api import directives
 from api.budget import ResultBudget
+from api.directives import Reshape
 from api.errors import ErrorMapper, log
 from api.execution import CompiledExecutionContext
 from api.inputs import fhir_json_inputs
@@ -38,6 +40,7 @@ class ImagingSchema(strawberry.Schema):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         fhir_json_inputs(self._schema)  # write inputs reach the resolvers as FHIR JSON
+        directives.declare(self._schema)  # @flatten, @first, @singleton, @slice
 
     def process_errors(self, errors: list[GraphQLError],
                        execution_context: ExecutionContext | None = None) -> None:
@@ -83,7 +86,7 @@ def build_schema(settings: Settings | None = None,
         extensions=[*extra, query_limits(limits(settings)), OperationChoice,
                     functools.partial(ResultBudget, settings.max_result_values,
                                       settings.max_store_seconds),
-                    functools.partial(ErrorMapper, settings.production)],
+                    functools.partial(ErrorMapper, settings.production), Reshape],
         execution_context_class=CompiledExecutionContext if compiled else None,
     )
 
