@@ -76,7 +76,8 @@ async def test_flatten_singleton2_is_an_error(gql: Gql) -> None:
     assert body["data"] is None
     found = error(body)
     assert found["extensions"]["code"] == "BAD_USER_INPUT"
-    assert "@singleton" in found["message"] and "description" in found["message"]
+    assert "@singleton" in found["message"]
+    assert "description" in found["message"]
 
 
 async def test_flatten_singleton3(gql: Gql) -> None:
