@@ -54,9 +54,9 @@ Build = Callable[[Any], Any]
 _MAX_INT = 2**31
 # Non-default resolvers the plans may call directly: pure functions of the parent and the
 # field's arguments. Any other resolver keeps its object on graphql-core's path.
-# Every repeating element's (api/types/repeating.py) is one.
+# Every repeating element's is one too: REPEATING (api/types/repeating.py), read when a plan
+# is built, as the types register them when they are defined (after this module may load).
 PURE_RESOLVERS: dict[tuple[str, str], Callable[..., Any]] = {
-    **REPEATING,
     ("ImagingStudy", "fhirJson"): canonical,
     ("Extension", "value"): extension_value,
 }
@@ -172,7 +172,7 @@ class _Codegen:
             read = [f"{var} = {source}[{name!r}]" if required else
                     f"{var} = {source}.get({name!r})"]
         else:
-            pure = PURE_RESOLVERS.get((parent.name, name))
+            pure = PURE_RESOLVERS.get((parent.name, name)) or REPEATING.get((parent.name, name))
             if pure is None:
                 return None
             try:

@@ -274,3 +274,38 @@ def test_import_results_equal_graphql_core() -> None:
     compiled, reference = asyncio.run(run())
     assert compiled == reference
     assert json.loads(compiled)["data"]["ImagingStudyImport"][1]["id"] is None
+
+
+def test_repeating_elements_compile_whatever_the_import_order() -> None:
+    """The schema module loads the executor before the types register their list resolvers:
+    a plan must still find them (it once fell back to graphql-core for every series)."""
+    import subprocess
+    import sys
+
+    script = """
+import asyncio
+from api.schema import build_schema
+from api import execution
+from store import demo
+from api.context import Context
+from api.settings import Settings
+missing = []
+original = execution._Codegen.field
+def field(self, parent, details, source, var):
+    found = original(self, parent, details, source, var)
+    if found is None:
+        missing.append(details[0].node.name.value)
+    return found
+execution._Codegen.field = field
+class Repo:
+    async def get(self, *_, **__): return demo.study("x", 2, 2)
+schema = build_schema()
+query = '{ ImagingStudy(id: "x") { series { uid instance(_count: 1) { uid } } } }'
+result = asyncio.run(schema.execute(query, context_value=Context(_repo=Repo(),
+                                                                  settings=Settings())))
+assert result.errors is None, result.errors
+print(missing)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
