@@ -87,22 +87,22 @@ def selection(draw: st.DrawFn, type_name: str, depth: int = 0,
     names = sorted(type_.fields)
     chosen = draw(st.lists(st.sampled_from(names), min_size=1, max_size=5))
     parts = []
-    # One set of arguments per field at this level, fragments included: fields that merge
-    # must agree on their arguments.
+    # One set of arguments per field of a type in the whole query, fragments and nested
+    # repeats included: fields that merge (at any depth) must agree on their arguments.
     args = {} if args is None else args
     for name in sorted(set(chosen)):
-        args.setdefault(name, draw(arguments(type_.fields[name])))
+        args.setdefault(f"{type_name}.{name}", draw(arguments(type_.fields[name])))
     for name in chosen:
         inner = get_named_type(type_.fields[name].type)
         # Aliases unique to their field, so repeats merge (same field, same arguments).
         alias = draw(st.sampled_from(["", "", f"{name}_1: ", f"{name}_2: "]))
         directive = draw(st.sampled_from(["", "", " @include(if: $yes)",
                                           " @skip(if: $yes)", " @include(if: false)"]))
-        head = f"{alias}{name}{args[name]}{directive}"
+        head = f"{alias}{name}{args[f'{type_name}.{name}']}{directive}"
         if isinstance(inner, GraphQLObjectType):
             if depth >= 3:
                 continue
-            head += f" {{ {draw(selection(inner.name, depth + 1))} }}"
+            head += f" {{ {draw(selection(inner.name, depth + 1, args))} }}"
         parts.append(head)
     if draw(st.booleans()):
         parts.append("__typename")
