@@ -14,12 +14,16 @@ resource, and the change event's `id` is the study's. So:
   from version to version, so keying them by `uid` would show one version's instances under
   another (and a study copied under another id would share them too). Inside their study's
   version they cannot mix;
-- a list paged with `_count`/`_offset` whose items hold no paged list (a series' instances)
-  keeps one list per filter: each page is written at its offset, and a page is read back from
-  the cache once all of it is there (or the end of the list is known);
+- a list paged with `_count`/`_offset` whose items have a `uid` and hold no such paged list
+  (a series' instances) keeps one list per filter: each page is written at its offset, and a
+  page is read back from the cache once all of it is there (or the end of the list is known);
 - a list of items with a `uid` that hold paged lists (a study's series) is merged item by item
   on `uid`, so that writing the study again (the next page of instances) keeps the pages
-  already fetched. Apollo itself never merges list items (it cannot know which are the same)."""
+  already fetched. Apollo itself never merges list items (it cannot know which are the same).
+
+The other repeating elements (identifier, coding, extension, ...) take `_count`/`_offset` too,
+but their items have no identity to merge pages on: Apollo keeps one list per argument set,
+its default, which is right for them."""
 
 from __future__ import annotations
 
@@ -187,7 +191,8 @@ def config(schema: GraphQLSchema) -> dict[str, Any]:
     resources = [t.name for t in objects if all(f in t.fields for f in RESOURCE_FIELDS)]
     pages = [(type_.name, name, field) for type_ in objects
              for name, field in type_.fields.items()
-             if _is_list(field.type) and all(a in field.args for a in PAGE_ARGS)]
+             if _is_list(field.type) and all(a in field.args for a in PAGE_ARGS)
+             and "uid" in getattr(get_named_type(field.type), "fields", {})]
     holders: dict[str, list[str]] = {}
     for owner, name, _ in pages:
         holders.setdefault(owner, []).append(name)

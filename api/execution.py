@@ -47,16 +47,16 @@ from graphql.execution.values import get_argument_values
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from api.types.datatypes import extension_value
-from api.types.imaging_study import series_instances, study_series
+from api.types.repeating import REPEATING
 from store.files import canonical
 
 Build = Callable[[Any], Any]
 _MAX_INT = 2**31
 # Non-default resolvers the plans may call directly: pure functions of the parent and the
 # field's arguments. Any other resolver keeps its object on graphql-core's path.
+# Every repeating element's is one too: REPEATING (api/types/repeating.py), read when a plan
+# is built, as the types register them when they are defined (after this module may load).
 PURE_RESOLVERS: dict[tuple[str, str], Callable[..., Any]] = {
-    ("ImagingStudy", "series"): study_series,
-    ("ImagingStudySeries", "instance"): series_instances,
     ("ImagingStudy", "fhirJson"): canonical,
     ("Extension", "value"): extension_value,
 }
@@ -172,7 +172,7 @@ class _Codegen:
             read = [f"{var} = {source}[{name!r}]" if required else
                     f"{var} = {source}.get({name!r})"]
         else:
-            pure = PURE_RESOLVERS.get((parent.name, name))
+            pure = PURE_RESOLVERS.get((parent.name, name)) or REPEATING.get((parent.name, name))
             if pure is None:
                 return None
             try:
@@ -180,6 +180,12 @@ class _Codegen:
                                            details[0].fragment_variable_values)
             except Exception:  # a bad argument: graphql-core reports it with its path
                 return None
+            if (parent.name, name) in REPEATING and all(v is None for v in args.values()):
+                # A repeating element without arguments is its stored list as it is: read
+                # inline, as a default field (its resolver would return the same value).
+                read = [f"{var} = {source}.get({name!r})"]
+                complete = self.complete(field.type, var, details)
+                return None if complete is None else read + complete
             # A resolver error (a _count out of range, ...) is reported by the reference path.
             read = ["try:", f"    {var} = {self.bind(pure)}({source}, **{self.bind(args)})",
                     "except Exception:", "    raise F from None"]

@@ -5,7 +5,11 @@ Cost counts every selected field once per object it will be resolved on: a list 
 children are multiplied by its `_count` argument (or its variable, or the variable's default)
 when given, else by the most the list can hold: the list default, the series cap per study,
 and the instance cap per study spread over the series asked for. `fhirJson` costs what it
-returns, a whole study at those caps. Introspection is not counted."""
+returns, a whole study at those caps. The other repeating elements (identifier, coding, ...)
+have no cap to bound them, and their `_count` can only shorten them: they are priced at one
+item whatever their arguments, so an argument never raises or lowers their price. A `fhirpath`
+argument runs on every item of its list before any paging: it costs FHIRPATH_COST per item the
+list can hold (its `_count` does not lower that). Introspection is not counted."""
 
 from __future__ import annotations
 
@@ -47,6 +51,9 @@ class Limits:
 DEFAULT_SIZES = {"ImagingStudyList": 20, "ImagingStudyConnection": 20,
                  "ImagingStudyHistory": 100, "ImagingStudyImport": 1}
 PAGED = {"ImagingStudyConnection"}  # a connection's size applies to its edges
+# One FHIRPath evaluation, in selected fields: fhirpathpy takes about 50 us an item, as long
+# as completing some fifty fields does.
+FHIRPATH_COST = 50
 
 
 class _Measure(NamedTuple):
@@ -91,6 +98,7 @@ class _Walk:
         self.unpaged: set[str] = set()
         self.counted: set[str] = set()
         self.whole = False
+        self.fhirpaths: set[str] = set()  # lists filtered by a FHIRPath on every item
 
     def measure(self, selection_set: SelectionSetNode | None, context: _Context) -> _Measure:
         depth = aliases = cost = 0
@@ -129,32 +137,48 @@ class _Walk:
         count = self.count(field)
         if name in PAGED:  # the connection is one object; its size applies to its edges
             size, inner = 1, (series, count or DEFAULT_SIZES[name])
+            most = inner[1]
         elif name == "edges":
             size, inner = page, context
+            most = size
         elif name == "series":
-            size = min(count or self.limits.max_series, self.limits.max_series)
+            most = self.limits.max_series
+            size = min(count or most, most)
             inner = (size, page)
         elif name == "instance":
             # A study holds at most max_instances however they are spread over its series.
-            size = min(count or self.limits.max_instances,
-                       -(-self.limits.max_instances // series))
+            most = -(-self.limits.max_instances // series)
+            size = min(count or self.limits.max_instances, most)
             inner = context
         elif name == "ImagingStudyList" and count is None:
             # Without _count a list returns every match, up to the list cap.
-            size, inner = self.limits.max_list, context
+            size = most = self.limits.max_list
+            inner = context
             self.unpaged.add(name)
-        else:
-            size, inner = count or DEFAULT_SIZES.get(name, 1), context
+        elif name in DEFAULT_SIZES:
+            size = most = count or DEFAULT_SIZES[name]
+            inner = context
+        else:  # a single element, or a repeating one: see the module's docstring
+            size = most = 1
+            inner = context
         own = self.limits.whole_study if name == "fhirJson" else 1
+        if self.argument(field, "fhirpath"):
+            own += FHIRPATH_COST * most
+            self.fhirpaths.add(name)
         self.whole = self.whole or name == "fhirJson"
         if name in ("series", "instance") and count is None:
             self.unpaged.add(name)
-        elif ((count or 0) > 1 or (count is None and name in DEFAULT_SIZES)) \
-                and name not in self.unpaged:
+        elif (((count or 0) > 1 and name in (*DEFAULT_SIZES, "series", "instance"))
+              or (count is None and name in DEFAULT_SIZES)) and name not in self.unpaged:
             self.counted.add(name)
         child = self.measure(field.selection_set, inner)
         return _Measure(1 + child.depth, (field.alias is not None) + child.aliases,
                         own + size * child.cost)
+
+    @staticmethod
+    def argument(field: FieldNode, name: str) -> bool:
+        """Whether `field` is given argument `name` (a variable counts, even if null)."""
+        return any(a.name.value == name for a in field.arguments or ())
 
     def count(self, field: FieldNode) -> int | None:
         """The `_count` argument, from the query, its variable or the variable's default."""
@@ -186,6 +210,10 @@ class _Walk:
                          "list cap, what it may return)")
         if self.whole:
             steps.append("ask fhirJson of fewer studies at once")
+        if self.fhirpaths:
+            steps.append(f"use a field filter instead of fhirpath on "
+                         f"{', '.join(sorted(self.fhirpaths))} (a FHIRPath runs on every item, "
+                         "whatever the _count), or give the lists around it a _count")
         if self.counted:
             steps.append(f"lower the _count of {', '.join(sorted(self.counted))}")
         return "to fit, " + "; ".join(steps) if steps else "to fit, select fewer fields"

@@ -8,8 +8,12 @@ from typing import Any
 
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
+from api.types.repeating import names_read
+from store.fhir.definitions import imaging_study
+
 _WHOLE = {"fhirJson"}  # fields that read the whole stored study
-# Lists that page or filter in their resolver: they need their ordering and filter elements.
+# Lists that page or filter in their resolver: they need their ordering and filter elements
+# (and those their arguments read: see _filtered).
 _CONTAINERS = {("", "series"): ("uid", "number", "modality"), ("series", "instance"): ("uid",
                                                                                        "number")}
 
@@ -38,6 +42,11 @@ def study_paths(selections: Iterable[Any], prefix: str = "") -> set[str] | None:
                 paths.add("contained")  # where a #id reference resolves
             continue
         paths.update(f"{path}.{name}" for name in needs)
+        read = _filtered(field.arguments or {}, path)
+        if read is None:
+            paths.add(path)  # a FHIRPath that may read anything: the whole list
+            continue
+        paths |= read
         below = study_paths(field.selections, path)
         if below is None:
             return None
@@ -49,6 +58,21 @@ def _follows(selections: Iterable[Any]) -> bool:
     """Whether a selection below a datatype follows a reference (Reference.resource)."""
     return any(field.name == "resource" or _follows(field.selections)
                for field in selected(selections))
+
+
+def _filtered(arguments: dict[str, Any], path: str) -> set[str] | None:
+    """The elements a container's filters read (field filters, the names its `fhirpath`
+    mentions), so the items are filtered on their stored values; None: all of them."""
+    elements = imaging_study()[f"ImagingStudy.{path}"]
+    read = {f"{path}.{name}" for name, value in arguments.items()
+            if value is not None and name in elements}
+    expression = arguments.get("fhirpath")
+    if expression is not None:
+        names = names_read(str(expression), elements)
+        if names is None:
+            return None
+        read |= {f"{path}.{name}" for name in names}
+    return read
 
 
 def child(selections: Iterable[Any], name: str) -> list[Any] | None:

@@ -14,7 +14,9 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from api import directives
 from api.budget import ResultBudget
+from api.directives import Reshape
 from api.documents import query_limits
 from api.errors import ErrorMapper, log
 from api.execution import CompiledExecutionContext
@@ -41,6 +43,7 @@ class ImagingSchema(strawberry.Schema):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         fhir_json_inputs(self._schema)  # write inputs reach the resolvers as FHIR JSON
+        directives.declare(self._schema)  # @flatten, @first, @singleton, @slice
 
     def process_errors(self, errors: list[GraphQLError],
                        execution_context: ExecutionContext | None = None) -> None:
@@ -90,7 +93,7 @@ def build_schema(settings: Settings | None = None,
                     functools.partial(ResultBudget, settings.max_result_values,
                                       settings.max_store_seconds,
                                       settings.max_reference_reads),
-                    functools.partial(ErrorMapper, settings.production)],
+                    functools.partial(ErrorMapper, settings.production), Reshape],
         execution_context_class=CompiledExecutionContext if compiled else None,
     )
 

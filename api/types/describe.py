@@ -6,6 +6,7 @@ from typing import Any
 
 import strawberry
 
+from api.types import repeating
 from store.fhir import definitions as defs
 
 
@@ -21,11 +22,30 @@ def datatype_element(type_: str, name: str) -> str:
     return found.definition + (" Required." if found.required else "")
 
 
-def field(path: str, **kwargs: Any) -> Any:
-    """A strawberry field described by the ImagingStudy element at `path`."""
+def _items(found: defs.Element, path: str) -> dict[str, defs.Element] | None:
+    """The elements of the items of a repeating complex element (None: not one)."""
+    if not found.many or repeating.is_primitive(found.type):
+        return None
+    if found.type == "BackboneElement":
+        return defs.imaging_study()[path]
+    return defs.DATATYPES.get(found.type, {})
+
+
+def field(path: str, custom: Any = None, **kwargs: Any) -> Any:
+    """A strawberry field described by the ImagingStudy element at `path`; a repeating complex
+    element gets the list arguments (api/types/repeating.py), `custom` ones first."""
+    parent, _, name = path.rpartition(".")
+    items = _items(defs.imaging_study()[parent][name], path)
+    if items is not None and "resolver" not in kwargs:
+        kwargs["resolver"] = repeating.repeating(repeating.type_name(parent), name, path, items,
+                                                 custom)
     return strawberry.field(description=element(path), **kwargs)
 
 
 def dt(type_: str, name: str, **kwargs: Any) -> Any:
-    """A strawberry field described by element `name` of R5 datatype `type_`."""
+    """A strawberry field described by element `name` of R5 datatype `type_`; a repeating
+    complex element gets the list arguments (api/types/repeating.py)."""
+    items = _items(defs.DATATYPES[type_][name], f"{type_}.{name}")
+    if items is not None and "resolver" not in kwargs:
+        kwargs["resolver"] = repeating.repeating(type_, name, f"{type_}.{name}", items)
     return strawberry.field(description=datatype_element(type_, name), **kwargs)

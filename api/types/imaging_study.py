@@ -1,6 +1,7 @@
-"""ImagingStudy and its backbone elements as GraphQL types over the stored FHIR JSON. Nested
-`series` and `instance` take filters and paging so a viewer can open a large study, or one page
-of a large series, in the same request. All of it is synchronous dict access."""
+"""ImagingStudy and its backbone elements as GraphQL types over the stored FHIR JSON. Every
+repeating element takes filters and paging (api/types/repeating.py), so a viewer can open a
+large study, or one page of a large series, in the same request. All of it is synchronous dict
+access."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
-from api.paging import page
 from api.types.datatypes import (
     Annotation,
     CodeableConcept,
@@ -23,14 +23,12 @@ from api.types.datatypes import (
     primitive_siblings,
 )
 from api.types.describe import element, field
+from api.types.repeating import REPEATING
 from store.fhir.definitions import resource_definition
 from store.files import canonical
 from store.search import split_unescaped
 
 Root = strawberry.Parent[dict[str, Any]]
-COUNT = "How many to return at most (paging inside the study; default: all)."
-OFFSET = "How many to skip first (default 0)."
-NESTED_CAP = 100_000  # above any study the store accepts: a bigger _count is a mistake
 
 
 def _has_code(concept: dict[str, Any], token: str) -> bool:
@@ -62,20 +60,15 @@ class ImagingStudySeriesPerformer:
     actor: Reference = field("ImagingStudy.series.performer.actor")
 
 
-def series_instances(
-    root: Root,
+def _instance_filters(
+    items: list[Any],
     uid: Annotated[str | None, strawberry.argument(
         description="Only instances with this SOP Instance UID (comma-separated: any).")] = None,
-    _count: Annotated[int | None, strawberry.argument(description=COUNT)] = None,
-    _offset: Annotated[int | None, strawberry.argument(description=OFFSET)] = None,
-) -> list[ImagingStudySeriesInstance] | None:
-    instances = root.get("instance")
-    if instances is None:
-        return None
+) -> list[Any]:
     if uid is not None:
         wanted = set(uid.split(","))
-        instances = [i for i in instances if i["uid"] in wanted]
-    return page(instances, _count, _offset, NESTED_CAP)
+        items = [i for i in items if i["uid"] in wanted]
+    return items
 
 
 @strawberry.type(description=element("ImagingStudy.series"))
@@ -97,29 +90,24 @@ class ImagingStudySeries:
     performer: list[ImagingStudySeriesPerformer] | None = field(
         "ImagingStudy.series.performer")
     instance: list[ImagingStudySeriesInstance] | None = field(
-        "ImagingStudy.series.instance", resolver=series_instances)
+        "ImagingStudy.series.instance", custom=_instance_filters)
 
 
-def study_series(
-    root: Root,
+def _series_filters(
+    items: list[Any],
     uid: Annotated[str | None, strawberry.argument(
         description="Only the series with this Series UID (comma-separated: any).")] = None,
     modality: Annotated[str | None, strawberry.argument(
         description="Only series of this modality, as a token: `code` or `system|code` "
         "(comma-separated: any).")] = None,
-    _count: Annotated[int | None, strawberry.argument(description=COUNT)] = None,
-    _offset: Annotated[int | None, strawberry.argument(description=OFFSET)] = None,
-) -> list[ImagingStudySeries] | None:
-    series = root.get("series")
-    if series is None:
-        return None
+) -> list[Any]:
     if uid is not None:
         wanted = set(uid.split(","))
-        series = [s for s in series if s["uid"] in wanted]
+        items = [s for s in items if s["uid"] in wanted]
     if modality is not None:
         tokens = split_unescaped(modality, ",")
-        series = [s for s in series if any(_has_code(s["modality"], t) for t in tokens)]
-    return page(series, _count, _offset, NESTED_CAP)
+        items = [s for s in items if any(_has_code(s["modality"], t) for t in tokens)]
+    return items
 
 
 @strawberry.type(description=resource_definition())
@@ -154,9 +142,14 @@ class ImagingStudy:
     note: list[Annotation] | None = field("ImagingStudy.note")
     description: str | None = field("ImagingStudy.description")
     series: list[ImagingStudySeries] | None = field("ImagingStudy.series",
-                                                     resolver=study_series)
+                                                     custom=_series_filters)
 
     @strawberry.field(description="The stored version as canonical FHIR R5 JSON "
                       "(resourceType, id, meta, then every element as stored).")
     def fhirJson(self, root: Root) -> JSON:
         return canonical(root)
+
+
+# The generated resolvers of the two lists a viewer pages (api/execution.py, bench).
+study_series = REPEATING[("ImagingStudy", "series")]
+series_instances = REPEATING[("ImagingStudySeries", "instance")]

@@ -50,7 +50,8 @@ def test_the_configuration_follows_the_schema() -> None:
     assert facts["resources"] == ["ImagingStudy"]
     assert {"ImagingStudySeries", "ImagingStudySeriesInstance", "Coding",
             "ImagingStudyChangeEvent"} <= set(facts["unkeyed"])
-    assert facts["pagedFields"] == {"ImagingStudySeries": {"instance": ["uid"]}}
+    assert facts["pagedFields"] == {"ImagingStudySeries": {"instance": [
+        "fhirpath", "id", "number", "title", "uid"]}}
     assert facts["listsByUid"] == {"ImagingStudy": {"series": ["instance"]}}
     objects = {name for name, t in schema._schema.type_map.items()
                if hasattr(t, "fields") and not name.startswith("__")
