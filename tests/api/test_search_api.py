@@ -1,4 +1,4 @@
-"""Search through GraphQL: list arguments as AND, the Connection shape and its cursors,
+"""Search through GraphQL: list arguments as OR, the Connection shape and its cursors,
 projection from the selection set, and the indexes behind it all."""
 
 from __future__ import annotations
@@ -50,11 +50,12 @@ def recorder(store: Repository, monkeypatch: pytest.MonkeyPatch) -> Recorder:
     return spy
 
 
-async def test_list_arguments_are_and_and_commas_or(loaded: Repository, gql: Gql) -> None:
-    body = await gql('{ ImagingStudyList(modality: ["CT,MR"], patient: "p2") { id } }')
+async def test_list_items_are_or_and_arguments_and(loaded: Repository, gql: Gql) -> None:
+    # HL7's graphql.html: "Values in an array are ORed".
+    body = await gql('{ ImagingStudyList(_id: ["a", "b"]) { id } }')
+    assert body["data"]["ImagingStudyList"] == [{"id": "a"}, {"id": "b"}]
+    body = await gql('{ ImagingStudyList(modality: ["CT", "MR"], patient: "p2") { id } }')
     assert body["data"]["ImagingStudyList"] == [{"id": "b"}]
-    body = await gql('{ ImagingStudyList(modality: ["CT", "MR"]) { id } }')
-    assert body["data"]["ImagingStudyList"] == []
     body = await gql('{ ImagingStudyList(based_on: "sr1", body_site: "T-1", dicom_class: '
                      '"urn:oid:1.2.840.10008.5.1.4.1.1.2", _lastUpdated: "ge2000") { id } }')
     assert body["data"]["ImagingStudyList"] == [{"id": "a"}]
@@ -107,7 +108,7 @@ async def test_viewer_page_reads_only_what_it_shows(loaded: Repository, gql: Gql
 
 async def test_count_only_connection_reads_no_documents(loaded: Repository, gql: Gql,
                                                         recorder: Recorder) -> None:
-    body = await gql('{ ImagingStudyConnection(modality: "CT,MR") { count } }')
+    body = await gql('{ ImagingStudyConnection(modality: ["CT", "MR"]) { count } }')
     assert body["data"]["ImagingStudyConnection"] == {"count": 2}
     assert [call for call, _ in recorder.calls] == ["count_documents"]
 
@@ -140,3 +141,25 @@ async def test_every_index_exists_with_a_reason(store: Repository) -> None:
         wanted = {e["name"] for e in plan if e["collection"] == collection}
         assert wanted <= present
     await store.ensure_indexes()  # idempotent
+
+
+async def test_a_comma_is_part_of_the_value(loaded: Repository, gql: Gql) -> None:
+    # The REST composite syntax is not GraphQL's: "CT,MR" is one (unknown) code.
+    body = await gql('{ ImagingStudyList(modality: "CT,MR") { id } }')
+    assert body["data"]["ImagingStudyList"] == []
+    body = await gql('{ ImagingStudyList(_id: ["a,b", "c"]) { id } }')
+    assert body["data"]["ImagingStudyList"] == [{"id": "c"}]
+    # A token's bar keeps its meaning inside a list item.
+    body = await gql('{ ImagingStudyList(identifier: ["urn:acc|ACC1", "x"]) { id } }')
+    assert body["data"]["ImagingStudyList"] == [{"id": "a"}]
+
+
+async def test_list_items_count_against_the_value_caps(loaded: Repository, gql: Gql) -> None:
+    body = await gql("query($ids: [String!]) { ImagingStudyList(_id: $ids) { id } }",
+                     ids=[f"x{n}" for n in range(101)])
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error(body)["extensions"]["resource"]["issue"][0]["expression"] == ["_id"]
+    # One item with 200 commas is one value, not 201.
+    body = await gql("query($ids: [String!]) { ImagingStudyList(_id: $ids) { id } }",
+                     ids=["," * 200])
+    assert body["data"]["ImagingStudyList"] == []
