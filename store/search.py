@@ -261,7 +261,7 @@ PRESENT: dict[str, dict[str, Any]] = {
 DATE_FIELDS = {"started": "_srv.started", "_lastUpdated": "_srv.lu"}
 
 
-def _filter_test(test: fhir_filter.Test) -> dict[str, Any]:
+def _filter_test(test: fhir_filter.Comparison) -> dict[str, Any]:
     """One `_filter` comparison -> the store filter the plain argument makes for it."""
     def refuse(rule: str) -> ValueError:
         return fhir_filter.FilterError(test.at + 1, f"'{test.name} {test.op}': {rule}")

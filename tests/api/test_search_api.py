@@ -163,3 +163,22 @@ async def test_list_items_count_against_the_value_caps(loaded: Repository, gql: 
     body = await gql("query($ids: [String!]) { ImagingStudyList(_id: $ids) { id } }",
                      ids=["," * 200])
     assert body["data"]["ImagingStudyList"] == []
+
+
+async def test_filter_argument(loaded: Repository, gql: Gql) -> None:
+    query = "query($f: String) { ImagingStudyList(_filter: $f) { id } }"
+    found = await gql(query, f='(modality eq CT or modality eq "MR") and not (_id eq b)')
+    assert found["data"]["ImagingStudyList"] == [{"id": "a"}]
+    found = await gql(query, f="started ge 2024-01-01 or status eq cancelled")
+    assert found["data"]["ImagingStudyList"] == [{"id": "a"}, {"id": "c"}]
+    # AND with the other arguments; a cursor made with it works with it, and only with it.
+    body = await gql('{ ImagingStudyConnection(_filter: "status ne available", _count: 1, '
+                     'patient: "p2") { count next edges { resource { id } } } }')
+    page = body["data"]["ImagingStudyConnection"]
+    assert (page["count"], page["edges"]) == (1, [{"resource": {"id": "b"}}])
+    bad = await gql(query, f="modality eq CT and started gt")
+    assert error(bad)["extensions"]["code"] == "BAD_USER_INPUT"
+    issue = error(bad)["extensions"]["resource"]["issue"][0]
+    assert issue["expression"] == ["_filter"]
+    assert issue["diagnostics"] == ("at character 30: expected a space and a value after "
+                                    "'started gt'")
