@@ -9,6 +9,8 @@ import strawberry
 
 from api.budget import Shape, reading
 from api.context import Info
+from api.fhirpath import DESCRIPTION as FHIRPATH
+from api.fhirpath import FhirPath
 from api.paging import check_count, check_offset
 from api.projection import child, study_paths
 from api.search_args import searchable
@@ -27,6 +29,7 @@ def _arg(description: str) -> Any:
 PageSize = Annotated[int | None, _arg("Page size: default 20, at most the configured cap "
                                       "(1,000 by default).")]
 Sort = Annotated[str | None, _arg(SORT)]
+FhirPathArg = Annotated[str | None, _arg(FHIRPATH)]
 
 
 def _selected(info: Info) -> list[Any]:
@@ -58,12 +61,16 @@ class Query:
         _count: PageSize = None,
         _offset: Annotated[int | None, _arg("How many matches to skip first.")] = None,
         _sort: Sort = None,
+        fhirpath: FhirPathArg = None,
     ) -> list[ImagingStudy] | None:
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
         selected = _selected(info)
-        return await reading(Shape(selected), lambda: info.context.store.search(
-            params, count, check_offset(_offset), _sort, _paths(selected)))
+        # The expression may read any element: the whole study is read when it is given.
+        keep = FhirPath.given(fhirpath, settings.search_max_value_length)
+        found = await reading(Shape(selected), lambda: info.context.store.search(
+            params, count, check_offset(_offset), _sort, None if keep else _paths(selected)))
+        return keep.filter(found) if keep else found
 
     @strawberry.field(name="ImagingStudyConnection", description="Studies matching FHIR search "
                       "arguments as a connection with total count and keyset cursors.")
@@ -74,10 +81,12 @@ class Query:
         _cursor: Annotated[str | None, _arg("A cursor (first, previous, next or last) from an "
                                             "earlier page of the same search.")] = None,
         _sort: Sort = None,
+        fhirpath: FhirPathArg = None,
     ) -> ImagingStudyConnection | None:
         store = info.context.store
         settings = info.context.settings
         count = check_count(_count, settings.list_default_count, settings.list_max_count)
+        keep = FhirPath.given(fhirpath, settings.search_max_value_length)
         selected = _selected(info)
         edges = child(selected, "edges")
         resource = child(edges, "resource") if edges is not None else None
@@ -90,8 +99,10 @@ class Query:
                 if "count" in wanted else None
             return {"count": total, "pagesize": count}  # type: ignore[return-value]
         page = await reading(Shape(resource or ()), lambda: store.page(
-            params, count, _cursor, _sort, _paths(resource) if resource is not None else (),
-            total="count" in wanted), lambda page: page.studies)
+            params, count, _cursor, _sort, None if keep else _paths(resource)
+            if resource is not None else (), total="count" in wanted), lambda page: page.studies)
+        if keep:  # the page's cursors stay the store's: a page may come out shorter
+            page.studies = keep.filter(page.studies)
         return {  # type: ignore[return-value]
             "count": page.total, "offset": page.offset, "pagesize": count,
             "first": page.first, "previous": page.previous, "next": page.next,

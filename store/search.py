@@ -382,7 +382,8 @@ def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps) ->
             count += len(values)
         if count > caps.per_argument:
             raise fail(BAD_USER_INPUT, argument, f"at most {caps.per_argument} search values "
-                       "are allowed (comma-separated values and list items together); there "
+                       "are allowed (list items, _filter comparisons or comma-separated values "
+                       "of a search string); there "
                        "are more: split the search into several requests")
         total += count
         if total > caps.total:

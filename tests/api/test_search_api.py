@@ -4,10 +4,12 @@ projection from the selection set, and the indexes behind it all."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 
+from api import fhirpath
 from store import demo, indexes
 from store.repository import Repository
 from tests.conftest import Gql
@@ -182,3 +184,66 @@ async def test_filter_argument(loaded: Repository, gql: Gql) -> None:
     assert issue["expression"] == ["_filter"]
     assert issue["diagnostics"] == ("at character 30: expected a space and a value after "
                                     "'started gt'")
+
+
+FHIRPATH_LIST = "query($e: String) { ImagingStudyList(fhirpath: $e) { id } }"
+
+
+@pytest.mark.parametrize(("expression", "kept"), [
+    ("series.where(modality.coding.code = 'CT').exists()", ["a"]),
+    ("status = 'available' or subject.reference.startsWith('Group/')", ["a", "c"]),
+    ("identifier.value", ["a", "b"]),  # not a boolean: kept when not empty
+    ("series.count() > 5", []),
+    ("reason.concept.coding.where(system = 'http://snomed.info/sct').code", ["a"]),
+])
+async def test_fhirpath_keeps_the_studies_it_holds_on(loaded: Repository, gql: Gql,
+                                                      expression: str, kept: list[str]) -> None:
+    # The selection asks for `id` only: the expression still sees the whole study.
+    body = await gql(FHIRPATH_LIST, e=expression)
+    assert body["data"]["ImagingStudyList"] == [{"id": i} for i in kept]
+
+
+async def test_fhirpath_connection_pages_may_come_out_shorter(loaded: Repository,
+                                                              gql: Gql) -> None:
+    query = """query($c: String) { ImagingStudyConnection(_count: 2, _cursor: $c,
+      fhirpath: "status != 'registered'") { count next edges { resource { id status } } } }"""
+    first = (await gql(query))["data"]["ImagingStudyConnection"]
+    assert first["count"] == 3  # the search's count, before fhirpath
+    assert [e["resource"]["id"] for e in first["edges"]] == ["a"]  # b was read, then dropped
+    second = (await gql(query, c=first["next"]))["data"]["ImagingStudyConnection"]
+    assert [e["resource"]["id"] for e in second["edges"]] == ["c"]
+    assert second["next"] is None
+
+
+@pytest.mark.parametrize(("expression", "message"), [
+    ("series.where(", "not a FHIRPath expression this server can evaluate: where wrong arity"),
+    ("nosuchfunction(1)", "Not implemented: nosuchfunction"),
+    ("  ", "the expression must not be empty"),
+    ("x" * 1025, "at most 1024 characters"),
+])
+async def test_a_bad_fhirpath_is_refused_before_the_search(
+        loaded: Repository, gql: Gql, recorder: Recorder, expression: str, message: str) -> None:
+    body = await gql(FHIRPATH_LIST, e=expression)
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+    issue = error(body)["extensions"]["resource"]["issue"][0]
+    assert issue["expression"] == ["fhirpath"]
+    assert message in issue["diagnostics"]
+    assert recorder.calls == []
+
+
+async def test_a_fhirpath_failing_on_a_study_names_none_of_its_values(loaded: Repository,
+                                                                      gql: Gql) -> None:
+    # The engine's own messages would quote the values: "Cannot ['urn:oid:1.2.3'] + [1]".
+    for expression in ("identifier.value.single()", "identifier.value.first() + 1"):
+        body = await gql(FHIRPATH_LIST, e=expression)  # a has two identifiers
+        assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+        assert "fails on a study the search found" in error(body)["message"]
+        assert "urn:oid" not in json.dumps(body)
+
+
+async def test_fhirpath_evaluation_is_bounded_in_time(loaded: Repository, gql: Gql,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fhirpath, "MAX_SECONDS", -1.0)  # spent before the first study
+    body = await gql(FHIRPATH_LIST, e="true")
+    assert error(body)["extensions"]["code"] == "QUERY_REJECTED"
+    assert "fhirpath evaluation" in error(body)["message"]
