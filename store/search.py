@@ -10,6 +10,7 @@ in value positions of equality matches, never in an operator or field name, so a
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -317,6 +318,14 @@ def parse_filter(text: str, caps: ValueCaps | None = None) -> fhir_filter.Node:
         return fhir_filter.parse(text, caps.per_argument, caps.length)
     except fhir_filter.FilterError as error:
         raise fail(BAD_USER_INPUT, FILTER, str(error)) from None
+
+
+def filter_comparison(name: str, value: str) -> str:
+    """One REST search value as a `_filter` comparison (a date's prefix is its operator)."""
+    op = "eq"
+    if name in DATE_FIELDS and (match := _PREFIX.match(value)) and match[1] in PREFIXES:
+        op, value = match[1], value[2:]
+    return f"{name} {op} {json.dumps(value)}"
 
 
 def filter_clause(text: str) -> dict[str, Any]:
