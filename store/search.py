@@ -328,17 +328,19 @@ def filter_comparison(name: str, value: str) -> str:
     return f"{name} {op} {json.dumps(value)}"
 
 
-def filter_clause(text: str) -> dict[str, Any]:
-    """A `_filter` expression -> a store filter built from the plain arguments' filters."""
+def filter_clause(text: str, argument: str = FILTER) -> dict[str, Any]:
+    """A `_filter` expression -> a store filter built from the plain arguments' filters.
+    Errors name `argument` (ifNoneExist's search string may hold a _filter too)."""
+    named = "" if argument == FILTER else f"{FILTER}: "
     try:
-        return _compile(parse_filter(text))
+        return _compile(fhir_filter.parse(text))
     except fhir_filter.FilterError as error:
-        raise fail(BAD_USER_INPUT, FILTER, str(error)) from None
+        raise fail(BAD_USER_INPUT, argument, f"{named}{error}") from None
 
 
 def _clause(name: str, raw: str, argument: str) -> dict[str, Any]:
     if name == FILTER:
-        return filter_clause(raw)
+        return filter_clause(raw, argument)
     build = PARAMETERS.get(name)
     if build is None:
         raise fail(BAD_USER_INPUT, argument, f"unknown search parameter '{name}'; supported: "

@@ -13,7 +13,7 @@ from store import filter as fhir_filter
 from store.fhir.outcome import BAD_USER_INPUT, StoreError
 from store.filter import Comparison, Logic, Not
 from store.repository import Repository
-from store.search import ValueCaps, check_values, to_filter
+from store.search import ValueCaps, check_values, parse_query, to_filter
 from tests.store.search_data import STUDIES, TABLE
 
 
@@ -194,3 +194,15 @@ async def test_date_contains_and_overlaps(loaded: Repository) -> None:
     assert await _ids(loaded, "started po 2023-12-31T23:00:00Z") == ["b"]
     assert await _ids(loaded, "started po 2024-03") == ["a"]
     assert await _ids(loaded, "started po 2022 or started co 2024-03-05T09:00:00Z") == ["a"]
+
+
+def test_a_filter_in_a_search_string_is_named_by_that_argument() -> None:
+    params = parse_query("_filter=status eq", "ifNoneExist")
+    with pytest.raises(StoreError) as caught:
+        to_filter(params, "ifNoneExist")
+    [issue] = caught.value.issues
+    assert issue.expression == "ifNoneExist"
+    assert issue.diagnostics == ("_filter: at character 10: expected a space and a value "
+                                 "after 'status eq'")
+    assert to_filter(parse_query("_filter=status ne available", "ifNoneExist")) == \
+        to_filter([("_filter", "status ne available")])

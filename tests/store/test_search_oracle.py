@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from store import client
 from store.repository import Repository
+from store.search import filter_comparison, split_unescaped, to_filter
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 PATIENTS = ["p1", "p2", "p3"]
@@ -234,3 +235,17 @@ def test_filter_agrees_with_a_brute_force_filter(data: list[dict[str, Any]],
     dates = st.one_of(partial_dates, st.sampled_from(near)) if near else partial_dates
     asyncio.run(_check_filters(data, draw.draw(st.lists(filter_trees(dates), min_size=1,
                                                         max_size=6))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(params=queries(partial_dates))
+def test_a_filter_comparison_compiles_to_the_plain_arguments_filter(
+        params: list[tuple[str, str]]) -> None:
+    # Each REST value, as a `_filter` expression (OR of its comma values, AND of the pairs),
+    # is the very same store filter.
+    text = " and ".join("(" + " or ".join(filter_comparison(name, value)
+                                          for value in split_unescaped(raw, ",")) + ")"
+                        for name, raw in params)
+    plain = to_filter(params)["$and"][1:]
+    [compiled] = to_filter([("_filter", text)])["$and"][1:]
+    assert compiled == ({"$and": plain} if len(plain) > 1 else plain[0])
