@@ -75,13 +75,12 @@ def searchable(resolver: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
     async def wrapper(*args: Any, **kwargs: Any) -> T:
         # The items of a list are ORed, each one whole value: one REST value (escaped commas)
         # per argument, so the store ANDs the arguments and ORs within each.
-        given = [(name, [or_value(values)]) for name in _BY_ARGUMENT
-                 if (values := kwargs.pop(name, None))]
+        given = [(name, values) for name in _BY_ARGUMENT if (values := kwargs.pop(name, None))]
         if (expression := kwargs.pop(FILTER, None)) is not None:
             given.append((FILTER, [expression]))
-        check_values(given, _caps(kwargs["info"]))
-        params = [(_BY_ARGUMENT.get(name, name), value) for name, values in given
-                  for value in values]
+        check_values(given, _caps(kwargs["info"]), split=False)
+        params = [(_BY_ARGUMENT[name], or_value(values)) if name in _BY_ARGUMENT
+                  else (name, values[0]) for name, values in given]
         return await resolver(*args, params=params, **kwargs)
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]

@@ -371,7 +371,8 @@ class ValueCaps:
     length: int = 1_024
 
 
-def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps) -> None:
+def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps,
+                 split: bool = True) -> None:
     """Refuses, naming the argument, search values over `caps`; `arguments` are (argument,
     raw values) pairs. Cheap: a raw value too long to hold few short values is refused
     unsplit."""
@@ -381,6 +382,11 @@ def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps) ->
         if argument == FILTER:  # each comparison is a value
             raws, count = [], sum(len(fhir_filter.tests(parse_filter(raw, caps)))
                                   for raw in raws)
+        elif not split:  # GraphQL list items: each one value, commas and all
+            if (longest := max(map(len, raws), default=0)) > caps.length:
+                raise fail(BAD_USER_INPUT, argument, f"a search value may be at most "
+                           f"{caps.length} characters; one has {longest}")
+            raws, count = [], len(raws)
         for raw in raws:
             if len(raw) > caps.per_argument * (caps.length + 1):
                 count = caps.per_argument + 1  # too many or too long values, whichever
