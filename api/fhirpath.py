@@ -2,8 +2,9 @@
 FHIRPath expression, evaluated by fhirpathpy (a maintained engine, with the R5 model) on each
 study the search found. A study is kept when the result is `true` or, when it is not a single
 boolean, not empty. The work is bounded: the candidates are one page of the search (at most
-the list cap), the expression at most one search value long, and the evaluation of one field
-at most `MAX_SECONDS` before the query is rejected."""
+the list cap), read whole and charged to the operation's budget as fhirJson is, the expression
+at most one search value long, and the evaluation of one field at most `MAX_SECONDS` before
+the query is rejected."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import fhirpathpy
 from fhirpathpy.models import models
 
+from api.budget import Shape
 from api.limits import rejected
 from store.fhir.outcome import BAD_USER_INPUT, fail
 
@@ -69,6 +71,13 @@ class FhirPath:
                        "found (a function or operator given a value of the wrong type or too "
                        "many values); guard it, e.g. with exists() or first()")
         return result != [False] and bool(result)
+
+    @staticmethod
+    def priced(shape: Shape, keep: FhirPath | None) -> Shape:
+        """`shape`, priced as whole studies when an expression reads them: the operation's
+        budget of returned values then bounds the evaluation work as it bounds fhirJson."""
+        shape.json = shape.json or keep is not None
+        return shape
 
     def filter(self, studies: list[Study]) -> list[Study]:
         """The studies the expression keeps, in order."""

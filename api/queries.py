@@ -68,8 +68,9 @@ class Query:
         selected = _selected(info)
         # The expression may read any element: the whole study is read when it is given.
         keep = FhirPath.given(fhirpath, settings.search_max_value_length)
-        found = await reading(Shape(selected), lambda: info.context.store.search(
-            params, count, check_offset(_offset), _sort, None if keep else _paths(selected)))
+        found = await reading(FhirPath.priced(Shape(selected), keep), lambda: (
+            info.context.store.search(params, count, check_offset(_offset), _sort,
+                                      None if keep else _paths(selected))))
         return keep.filter(found) if keep else found
 
     @strawberry.field(name="ImagingStudyConnection", description="Studies matching FHIR search "
@@ -98,7 +99,7 @@ class Query:
             total = await reading(Shape(()), lambda: store.count(params)) \
                 if "count" in wanted else None
             return {"count": total, "pagesize": count}  # type: ignore[return-value]
-        page = await reading(Shape(resource or ()), lambda: store.page(
+        page = await reading(FhirPath.priced(Shape(resource or ()), keep), lambda: store.page(
             params, count, _cursor, _sort, None if keep else _paths(resource)
             if resource is not None else (), total="count" in wanted), lambda page: page.studies)
         if keep:  # the page's cursors stay the store's: a page may come out shorter
