@@ -10,6 +10,8 @@ import strawberry
 from api.budget import Shape, reading
 from api.carried import continues
 from api.context import Info
+from api.fhirpath import DESCRIPTION as FHIRPATH
+from api.fhirpath import FhirPath
 from api.paging import check_count, check_offset
 from api.projection import child, study_paths
 from api.search_args import searchable
@@ -27,6 +29,7 @@ def _arg(description: str) -> Any:
 
 
 Sort = Annotated[str | None, _arg(SORT)]
+FhirPathArg = Annotated[str | None, _arg(FHIRPATH)]
 
 
 def _selected(info: Info) -> list[Any]:
@@ -77,11 +80,14 @@ class Query:
             "or an error when more than the cap match.")] = None,
         _offset: Annotated[int | None, _arg("How many matches to skip first.")] = None,
         _sort: Sort = None,
+        fhirpath: FhirPathArg = None,
     ) -> list[ImagingStudy] | None:
         store = info.context.store
         cap = info.context.settings.list_max_count
         offset = check_offset(_offset)
         count = check_count(_count, cap, cap)
+        # The expression may read any element: the whole study is read when it is given.
+        keep = FhirPath.given(fhirpath, info.context.settings.search_max_value_length)
         if _count is None:
             # "Everything, or an error" (FHIR GraphQL): a count that stops at cap + 1 tells
             # which, however many match.
@@ -93,8 +99,9 @@ class Query:
                            "every match: give _count (and _offset) for a page, or use "
                            "ImagingStudyConnection")
         selected = _selected(info)
-        return await reading(Shape(selected), lambda: store.search(
-            params, count, offset, _sort, _paths(selected)))
+        found = await reading(FhirPath.priced(Shape(selected), keep), lambda: store.search(
+            params, count, offset, _sort, None if keep else _paths(selected)))
+        return keep.filter(found) if keep else found
 
     @strawberry.field(name="ImagingStudyConnection", description="Studies matching FHIR search "
                       "arguments as a connection with total count and keyset cursors.")
@@ -109,12 +116,14 @@ class Query:
             "A cursor (first, previous, next or last) from an earlier page: it carries its "
             "search, so it may be sent alone; arguments sent with it must be the same.")] = None,
         _sort: Sort = None,
+        fhirpath: FhirPathArg = None,
         search: dict[str, Any] | None = None,
     ) -> ImagingStudyConnection | None:
         store = info.context.store
         settings = info.context.settings
         count = 0 if _count == 0 else check_count(_count, settings.list_default_count,
                                                    settings.list_max_count)
+        keep = FhirPath.given(fhirpath, settings.search_max_value_length)
         selected = _selected(info)
         edges = child(selected, "edges")
         resource = child(edges, "resource") if edges is not None else None
@@ -128,9 +137,12 @@ class Query:
             # `_count: 0` is FHIR's way to ask for the total: no edges, no cursors.
             return {"count": total, "pagesize": count,  # type: ignore[return-value]
                     **({"edges": []} if count == 0 else {})}
-        page = await reading(Shape(resource or ()), lambda: store.page(
-            params, count, _cursor, _sort, _paths(resource) if resource is not None else (),
-            total="count" in wanted, carry=search), lambda page: page.studies)
+        page = await reading(FhirPath.priced(Shape(resource or ()), keep), lambda: store.page(
+            params, count, _cursor, _sort, None if keep else _paths(resource)
+            if resource is not None else (), total="count" in wanted, carry=search),
+            lambda page: page.studies)
+        if keep:  # the page's cursors stay the store's: a page may come out shorter
+            page.studies = keep.filter(page.studies)
         return {  # type: ignore[return-value]
             "count": page.total, "offset": page.offset, "pagesize": count,
             "first": page.first, "previous": page.previous, "next": page.next,

@@ -12,7 +12,7 @@ import strawberry
 
 from api.context import Info
 from store.fhir.definitions import search_parameters
-from store.search import ValueCaps, check_values, graphql_name
+from store.search import FILTER, ValueCaps, check_values, graphql_name, or_value
 
 T = TypeVar("T")
 
@@ -40,13 +40,22 @@ def _description(code: str) -> str:
 
 
 CODES = [*search_parameters(), "_id", "_lastUpdated"]
-_REPEAT = " A comma means OR; a list of values means AND."
+_REPEAT = (" A list of values means any of them (OR); a comma is part of the value. For AND, "
+           "modifiers and more, use _filter.")
 _PARAMETERS = [
     inspect.Parameter(graphql_name(code), inspect.Parameter.KEYWORD_ONLY, default=None,
                       annotation=Annotated[list[str] | None, strawberry.argument(
                           description=_description(code) + _REPEAT)])
     for code in CODES
 ]
+_FILTER = inspect.Parameter(FILTER, inspect.Parameter.KEYWORD_ONLY, default=None,
+                            annotation=Annotated[str | None, strawberry.argument(description=(
+                                "FHIR's _filter language (R5 search_filter.html) over these "
+                                "parameters (names as in FHIR: body-site, _lastUpdated): "
+                                "comparisons such as `started ge 2024-01-01` or `modality ne "
+                                "CT`, joined by and/or (left to right, no precedence), not "
+                                "(...), parentheses and quoted values. AND with the other "
+                                "arguments."))])
 _BY_ARGUMENT = {graphql_name(code): code for code in CODES}
 
 
@@ -57,19 +66,24 @@ def _caps(info: Info) -> ValueCaps:
 
 
 def searchable(resolver: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Gives `resolver` every search argument; they reach it as `params`, a list of
-    (FHIR parameter, value) pairs in FHIR's AND-of-ORs form."""
+    """Gives `resolver` every search argument and `_filter`; they reach it as `params`, a
+    list of (FHIR parameter, value) pairs in FHIR's REST AND-of-ORs form."""
     signature = inspect.signature(resolver)
     own = [p for p in signature.parameters.values() if p.name != "params"]
 
     @functools.wraps(resolver)
     async def wrapper(*args: Any, **kwargs: Any) -> T:
+        # The items of a list are ORed, each one whole value: one REST value (escaped commas)
+        # per argument, so the store ANDs the arguments and ORs within each.
         given = [(name, values) for name in _BY_ARGUMENT if (values := kwargs.pop(name, None))]
-        check_values(given, _caps(kwargs["info"]))
-        params = [(_BY_ARGUMENT[name], value) for name, values in given for value in values]
+        if (expression := kwargs.pop(FILTER, None)) is not None:
+            given.append((FILTER, [expression]))
+        check_values(given, _caps(kwargs["info"]), split=False)
+        params = [(_BY_ARGUMENT[name], or_value(values)) if name in _BY_ARGUMENT
+                  else (name, values[0]) for name, values in given]
         return await resolver(*args, params=params, **kwargs)
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*own[:2], *_PARAMETERS,
+        parameters=[*own[:2], *_PARAMETERS, _FILTER,
                     *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own[2:])])
     return wrapper

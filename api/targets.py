@@ -16,7 +16,7 @@ from store.files import canonical
 from store.importer import EntryResult
 from store.ingest import Writer
 from store.repository import Repository
-from store.search import Params, graphql_name
+from store.search import Params, filter_comparison, graphql_name, split_unescaped
 
 DEFAULT_URL = "http://127.0.0.1:8000/graphql"
 
@@ -65,8 +65,9 @@ _PASS = ", ".join(f"{graphql_name(c)}: ${graphql_name(c)}" for c in CODES)
 
 
 def _connection(selection: str) -> str:
-    return (f"query($c: Int, $cur: String, $sort: String, {_ARGS}) {{ ImagingStudyConnection("
-            f"_count: $c, _cursor: $cur, _sort: $sort, {_PASS}) {{ {selection} }} }}")
+    return (f"query($c: Int, $cur: String, $sort: String, $f: String, {_ARGS}) {{ "
+            f"ImagingStudyConnection(_count: $c, _cursor: $cur, _sort: $sort, _filter: $f, "
+            f"{_PASS}) {{ {selection} }} }}")
 
 
 PAGE = _connection("next edges { resource { fhirJson } }")
@@ -127,10 +128,20 @@ class RemoteTarget:
         return [EntryResult(r["index"], r["status"], r["id"], r["outcome"])
                 for r in data["ImagingStudyImport"]]
 
-    def _variables(self, params: Params) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
+    def _variables(self, params: Params) -> dict[str, Any]:
+        """The CLI's REST pairs (a repeated name is AND, a comma OR) as GraphQL arguments,
+        where a list is OR and a comma is literal: a name's first value becomes its list, a
+        repeat of the name goes through `_filter`."""
+        found: dict[str, Any] = {}
+        ands: list[str] = []
         for name, value in params:
-            found.setdefault(graphql_name(name), []).append(value)
+            items = split_unescaped(value, ",")
+            if graphql_name(name) in found:
+                ands.append(f"({' or '.join(filter_comparison(name, i) for i in items)})")
+            else:
+                found[graphql_name(name)] = items
+        if ands:
+            found["f"] = " and ".join(ands)
         return found
 
     async def export(self, params: Params, sort: str | None) -> AsyncIterator[dict[str, Any]]:

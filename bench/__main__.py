@@ -122,8 +122,8 @@ class Bench:
         projected summaries, the naive service whole documents (instances included); the
         store reads are measured apart, as mongomock's linear scan would drown the rest."""
         query = QUERIES["C"]
-        variables = {"m": ["CT"], "d": ["ge2020-01-01", "lt2025-01-01"]}
-        params = [("modality", "CT"), ("started", "ge2020-01-01"), ("started", "lt2025-01-01")]
+        variables = {"m": ["CT"], "d": ["ge2020-01-01"]}
+        params = [("modality", "CT"), ("started", "ge2020-01-01")]
         projections: list[Any] = []
 
         class Spy:

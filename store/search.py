@@ -1,13 +1,16 @@
 """FHIR search parameters -> a MongoDB filter. Pure: no I/O.
 
-The 17 R5 ImagingStudy parameters plus `_id` and `_lastUpdated`. Parameters are (name, value)
-pairs: repeated names are AND, a comma inside one value is OR. User text only ever lands in
-value positions of equality matches, never in an operator or field name, so a value such as
+The 17 R5 ImagingStudy parameters plus `_id` and `_lastUpdated`, and `_filter` (an expression
+over them, store/filter.py). Parameters are (name, value) pairs in FHIR's REST form: repeated
+names are AND, a comma inside one value is OR (GraphQL lists arrive here as one value, their
+items joined by `or_value`, so a comma inside an item stays literal). User text only ever lands
+in value positions of equality matches, never in an operator or field name, so a value such as
 `{"$ne": 1}` is matched literally."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from store import filter as fhir_filter
 from store.fhir.dates import DateError, date_range, shift
 from store.fhir.outcome import BAD_USER_INPUT, fail
 from store.fhir.primitives import CHECKS
@@ -43,6 +47,13 @@ def split_unescaped(value: str, separator: str) -> list[str]:
             current.append(char)
     parts.append("".join(current))
     return parts
+
+
+def or_value(values: Iterable[str]) -> str:
+    """Items that are each one value (a GraphQL list, where a comma is part of the value) ->
+    one REST value that means any of them. Only `\\` and `,` are escaped: a token's `|` (and
+    its `\\|`) keep their meaning."""
+    return ",".join(value.replace("\\", "\\\\").replace(",", "\\,") for value in values)
 
 
 def escape(value: str) -> str:
@@ -161,6 +172,9 @@ def date_filter(field: str, prefix: str, low: datetime, high: datetime) -> dict[
         "le": {"$or": [{lo: {"$lt": low}}, eq]},
         "sa": {lo: {"$gte": high}},
         "eb": {hi: {"$lte": low}},
+        # Only in _filter: the stored range contains the value's (co) or overlaps it (po).
+        "co": {lo: {"$lte": low}, hi: {"$gte": high}},
+        "po": {lo: {"$lt": high}, hi: {"$gt": low}},
     }
     if prefix == "ap":
         # Approximately: overlaps the value widened by 10% of its distance from now.
@@ -169,6 +183,7 @@ def date_filter(field: str, prefix: str, low: datetime, high: datetime) -> dict[
     return rules[prefix]
 
 
+FILTER = "_filter"
 REASON_TARGETS = ("Condition", "Observation", "DiagnosticReport", "DocumentReference")
 PERFORMER_TARGETS = ("Practitioner", "PractitionerRole", "Organization", "CareTeam", "Patient",
                      "Device", "RelatedPerson", "HealthcareService")
@@ -196,11 +211,140 @@ PARAMETERS: dict[str, Build] = {
 }
 
 
+# The type of each parameter, which decides the `_filter` operators it takes. `reason` is a
+# token or a reference by the look of the value, as in the plain argument.
+KINDS: dict[str, str] = {
+    "_id": "token", "_lastUpdated": "date", "based-on": "reference", "body-site": "token",
+    "body-structure": "reference", "dicom-class": "token", "encounter": "reference",
+    "endpoint": "reference", "identifier": "token", "instance": "token", "modality": "token",
+    "patient": "reference", "performer": "reference", "reason": "token or reference",
+    "referrer": "reference", "series": "token", "started": "date", "status": "token",
+    "subject": "reference",
+}
+FILTER_OPERATORS: dict[str, tuple[str, ...]] = {
+    "token": ("eq", "ne", "pr"),
+    "reference": ("eq", "re", "ne", "pr"),
+    "token or reference": ("eq", "re", "ne", "pr"),
+    "date": ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap", "co", "po", "pr"),
+}
+# What the grammar has that no parameter here can honestly answer, and why.
+_REFUSED = {
+    "ss": "needs a terminology server (subsumption), which this server does not have",
+    "sb": "needs a terminology server (subsumption), which this server does not have",
+    "in": "needs a terminology server (value set expansion), which this server does not have",
+    "ni": "needs a terminology server (value set expansion), which this server does not have",
+    "co": "applies to string, number and date parameters",
+    "sw": "applies to string parameters; ImagingStudy has none",
+    "ew": "applies to string parameters; ImagingStudy has none",
+}
+
+
+def _has_key(key: str, code: dict[str, Any] | None = None) -> dict[str, Any]:
+    match: dict[str, Any] = {"p": key}
+    if code is not None:
+        match["c"] = code
+    return {"_srv.k": {"$elemMatch": match}}
+
+
+# `name pr true`: the study has a value for the parameter.
+PRESENT: dict[str, dict[str, Any]] = {
+    "_id": {"_id": {"$exists": True}},
+    "_lastUpdated": {"_srv.lu": {"$exists": True}},
+    "instance": {"series.instance.uid": {"$exists": True}},
+    "patient": _has_key("subject", {"$regex": "^Patient/"}),
+    "series": {"series.uid": {"$exists": True}},
+    "started": {"_srv.started": {"$exists": True}},
+    "status": {"status": {"$exists": True}},
+    **{name: _has_key(name) for name, kind in KINDS.items()
+       if ("reference" in kind and name != "patient") or name in (
+           "body-site", "dicom-class", "identifier", "modality")},
+}
+DATE_FIELDS = {"started": "_srv.started", "_lastUpdated": "_srv.lu"}
+
+
+def _filter_test(test: fhir_filter.Comparison) -> dict[str, Any]:
+    """One `_filter` comparison -> the store filter the plain argument makes for it."""
+    def refuse(rule: str) -> ValueError:
+        return fhir_filter.FilterError(test.at + 1, f"'{test.name} {test.op}': {rule}")
+
+    kind = KINDS.get(test.name)
+    if kind is None:
+        raise refuse(f"unknown search parameter '{test.name}'; supported: {', '.join(KINDS)}")
+    allowed = FILTER_OPERATORS[kind]
+    if test.op not in allowed:
+        why = _REFUSED.get(test.op, f"'{test.op}' does not apply to {kind} parameters")
+        raise refuse(f"{why}; a {kind} parameter takes {' '.join(allowed)}")
+    if test.op == "pr":
+        if test.value not in ("true", "false"):
+            raise refuse("the value of 'pr' is true or false")
+        present = PRESENT[test.name]
+        return present if test.value == "true" else {"$nor": [present]}
+    try:
+        if kind == "date":
+            if test.op in ("co", "po"):
+                try:
+                    low, high = date_range(test.value)
+                except DateError as error:
+                    raise ValueError(str(error)) from None
+                return date_filter(DATE_FIELDS[test.name], test.op, low, high)
+            if _PREFIX.match(test.value) or _comparator_hint(test.value):
+                raise ValueError("the operator is the prefix: write the date alone")
+            return PARAMETERS[test.name](FILTER, f"{test.op}{test.value}")
+        if not test.value:
+            raise ValueError("a search value must not be empty")
+        equal = PARAMETERS[test.name](FILTER, test.value)
+        return {"$nor": [equal]} if test.op == "ne" else equal
+    except ValueError as error:
+        raise refuse(str(error)) from None
+
+
+def _compile(node: fhir_filter.Node) -> dict[str, Any]:
+    if isinstance(node, fhir_filter.Not):
+        return {"$nor": [_compile(node.part)]}
+    if isinstance(node, fhir_filter.Logic):
+        return {f"${node.op}": [_compile(part) for part in node.parts]}
+    return _filter_test(node)
+
+
+def parse_filter(text: str, caps: ValueCaps | None = None) -> fhir_filter.Node:
+    """A `_filter` expression's tree, within `caps` (its comparisons count as search values);
+    BAD_USER_INPUT naming `_filter`, the position and the rule otherwise."""
+    try:
+        if caps is None:
+            return fhir_filter.parse(text)
+        if len(text) > caps.per_argument * (caps.length + 1):
+            raise fhir_filter.FilterError(1, f"the expression may be at most "
+                                          f"{caps.per_argument * (caps.length + 1)} characters")
+        return fhir_filter.parse(text, caps.per_argument, caps.length)
+    except fhir_filter.FilterError as error:
+        raise fail(BAD_USER_INPUT, FILTER, str(error)) from None
+
+
+def filter_comparison(name: str, value: str) -> str:
+    """One REST search value as a `_filter` comparison (a date's prefix is its operator)."""
+    op = "eq"
+    if name in DATE_FIELDS and (match := _PREFIX.match(value)) and match[1] in PREFIXES:
+        op, value = match[1], value[2:]
+    return f"{name} {op} {json.dumps(value)}"
+
+
+def filter_clause(text: str, argument: str = FILTER) -> dict[str, Any]:
+    """A `_filter` expression -> a store filter built from the plain arguments' filters.
+    Errors name `argument` (ifNoneExist's search string may hold a _filter too)."""
+    named = "" if argument == FILTER else f"{FILTER}: "
+    try:
+        return _compile(fhir_filter.parse(text))
+    except fhir_filter.FilterError as error:
+        raise fail(BAD_USER_INPUT, argument, f"{named}{error}") from None
+
+
 def _clause(name: str, raw: str, argument: str) -> dict[str, Any]:
+    if name == FILTER:
+        return filter_clause(raw, argument)
     build = PARAMETERS.get(name)
     if build is None:
         raise fail(BAD_USER_INPUT, argument, f"unknown search parameter '{name}'; supported: "
-                   f"{', '.join(PARAMETERS)}")
+                   f"{', '.join([*PARAMETERS, FILTER])}")
     # The error's expression is `argument`, which the message leads with: the parameter is
     # named again only when the argument is another one (ifNoneExist's search string).
     named = "" if argument == graphql_name(name) else f"{name}: "
@@ -227,13 +371,22 @@ class ValueCaps:
     length: int = 1_024
 
 
-def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps) -> None:
+def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps,
+                 split: bool = True) -> None:
     """Refuses, naming the argument, search values over `caps`; `arguments` are (argument,
     raw values) pairs. Cheap: a raw value too long to hold few short values is refused
     unsplit."""
     total = 0
     for argument, raws in arguments:
         count = 0
+        if argument == FILTER:  # each comparison is a value
+            raws, count = [], sum(len(fhir_filter.tests(parse_filter(raw, caps)))
+                                  for raw in raws)
+        elif not split:  # GraphQL list items: each one value, commas and all
+            if (longest := max(map(len, raws), default=0)) > caps.length:
+                raise fail(BAD_USER_INPUT, argument, f"a search value may be at most "
+                           f"{caps.length} characters; one has {longest}")
+            raws, count = [], len(raws)
         for raw in raws:
             if len(raw) > caps.per_argument * (caps.length + 1):
                 count = caps.per_argument + 1  # too many or too long values, whichever
@@ -246,7 +399,8 @@ def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps) ->
             count += len(values)
         if count > caps.per_argument:
             raise fail(BAD_USER_INPUT, argument, f"at most {caps.per_argument} search values "
-                       "are allowed (comma-separated values and list items together); there "
+                       "are allowed (list items, _filter comparisons or comma-separated values "
+                       "of a search string); there "
                        "are more: split the search into several requests")
         total += count
         if total > caps.total:

@@ -96,3 +96,14 @@ async def test_an_operations_reads_stop_after_its_store_time(
     # that after 4 x 0.3 s had passed 1 s, the fifth and later aliases were never read.
     assert len(calls) == 4
     assert {e["extensions"]["code"] for e in body["errors"]} == {"QUERY_REJECTED"}
+
+
+async def test_fhirpath_is_priced_as_the_whole_studies_it_reads(
+        client: httpx.AsyncClient) -> None:
+    """An expression reads every element of every candidate: `{ id }` with fhirpath costs what
+    fhirJson does, so the budget bounds the evaluation too."""
+    query = '{ ImagingStudyList(_id: "big"%s) { id } }'
+    plain = (await client.post("/graphql", json={"query": query % ""})).json()
+    assert plain["data"]["ImagingStudyList"] == [{"id": "big"}]
+    body = (await client.post("/graphql", json={"query": query % ', fhirpath: "true"'})).json()
+    assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED"  # 200 x 12 > 1,000

@@ -258,3 +258,27 @@ async def test_another_patients_study_is_never_loaded(client: httpx.AsyncClient,
                       'mutation { ImagingStudyDelete(id: "theirs") { deleted } }'):
         assert codes(await call(client, bearer, operation)) <= {"NOT_FOUND"}
     assert "theirs" not in loaded
+
+
+@pytest.mark.parametrize("expression", [
+    "_id eq theirs or _id eq mine",
+    "patient eq p2 or not (patient eq p2)",
+    "not (patient eq p1)",
+    "patient ne p1 or (status pr true and not (_id eq nothing))",
+    "(patient eq p2) or (patient eq p1 and patient eq p2)",
+    "subject re Patient/p2 or _lastUpdated pr true",
+])
+async def test_a_filter_never_widens_a_confined_search(client: httpx.AsyncClient,
+                                                       expression: str) -> None:
+    """`_filter` is one more AND clause beside the patient confinement: or/not inside it
+    cannot reach past it, on a list, a connection or a count."""
+    bearer = token("patient/ImagingStudy.rs", patient="p1")
+    body = await call(client, bearer, "query($f: String) { ImagingStudyList(_filter: $f) { id }"
+                      " ImagingStudyConnection(_filter: $f) { count edges { resource { id } } }"
+                      " c: ImagingStudyConnection(_filter: $f) { count } }", f=expression)
+    assert "errors" not in body, body
+    data = body["data"]
+    assert {s["id"] for s in data["ImagingStudyList"]} <= {"mine"}
+    assert {e["resource"]["id"] for e in data["ImagingStudyConnection"]["edges"]} <= {"mine"}
+    assert data["c"]["count"] == len(data["ImagingStudyList"])
+    assert leaks(body) == [], body

@@ -92,7 +92,7 @@ async def test_list_filters_pages_and_orders_newest_first(gql: Gql) -> None:
     assert ids(await gql(LIST, patient="p1")) == ["l1", "l0"]
     assert ids(await gql(LIST, patient="Patient/p2")) == ["l2"]
     assert ids(await gql(LIST, c=1, o=1)) == ["l2"]
-    assert ids(await gql(LIST, status="registered,available", c=2)) == ["l1", "l2"]
+    assert ids(await gql(LIST, status=["registered", "available"], c=2)) == ["l1", "l2"]
     uid = f"urn:dicom:uid|urn:oid:{demo.uid('l2')}"
     assert ids(await gql(LIST, identifier=uid)) == ["l2"]
 

@@ -82,6 +82,23 @@ async def test_export_over_both_routes_is_identical(folder: Path, remote: Remote
     assert direct.getvalue() == over_http.getvalue()
 
 
+async def test_a_remote_export_keeps_the_cli_search_rules(folder: Path, remote: RemoteTarget,
+                                                           store: Repository) -> None:
+    """The CLI's options are REST strings (a comma is OR, a repeated option AND); GraphQL's
+    lists are OR with literal commas, so the remote route must translate, not pass through."""
+    await run_import(LocalTarget(store), [str(folder)], out=io.StringIO())
+    for params in ([("modality", "CT,DX")], [("started", "ge2000"), ("started", "lt2011")],
+                   [("modality", "CT"), ("modality", "DX")], [("_id", "example,example-xr"),
+                                                             ("modality", "DX,MR")]):
+        direct, over_http = io.StringIO(), io.StringIO()
+        count = await run_export(LocalTarget(store), params, "ndjson", direct)
+        assert await run_export(remote, params, "ndjson", over_http) == count, params
+        assert direct.getvalue() == over_http.getvalue()
+    assert await LocalTarget(store).count([("modality", "CT,DX")]) == 249
+    assert await LocalTarget(store).count([("_id", "example,example-xr"),
+                                           ("modality", "DX,MR")]) == 1
+
+
 def test_cli_exit_status_and_summary(folder: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     _, db = client.open_embedded("cli")  # sync test: the CLI runs its own event loop

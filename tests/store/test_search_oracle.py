@@ -1,5 +1,6 @@
 """Property: search agrees with a brute-force filter written here, independently of the store,
-over generated studies and queries (patient, status, modality, started, identifier, series)."""
+over generated studies and queries (patient, status, modality, started, identifier, series),
+and `_filter` trees of the same comparisons under and/or/not."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from store import client
 from store.repository import Repository
+from store.search import filter_comparison, split_unescaped, to_filter
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 PATIENTS = ["p1", "p2", "p3"]
@@ -171,3 +173,79 @@ def test_search_agrees_with_a_brute_force_filter(data: list[dict[str, Any]],
     dates = st.one_of(partial_dates, st.sampled_from(near)) if near else partial_dates
     query_sets = draw.draw(st.lists(queries(dates), min_size=1, max_size=8))
     asyncio.run(_check(data, query_sets))
+
+
+# -- _filter: random and/or/not trees, each compiled by the store and read by the oracle -------
+
+_FILTER_OPS = {"started": ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]}
+
+
+def filter_trees(dates: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+    """Trees of ("test", name, op, value), ("and"|"or", [parts]) and ("not", part)."""
+    comparisons = queries(dates).map(lambda pairs: pairs[0]).filter(
+        lambda pair: "," not in pair[1]).flatmap(lambda pair: (
+            st.sampled_from(_FILTER_OPS["started"]).map(
+                lambda op: ("test", "started", op, pair[1].lstrip("abcdefghijklmnopqrstuvwxyz")))
+            if pair[0] == "started" else st.sampled_from(["eq", "ne"]).map(
+                lambda op: ("test", pair[0], op, pair[1]))))
+    return st.recursive(comparisons, lambda inner: st.one_of(
+        st.tuples(st.sampled_from(["and", "or"]), st.lists(inner, min_size=2, max_size=3)),
+        st.tuples(st.just("not"), inner)), max_leaves=6)
+
+
+def render(tree: Any) -> str:
+    if tree[0] == "test":
+        return f"{tree[1]} {tree[2]} {tree[3]}"
+    if tree[0] == "not":
+        return f"not ({render(tree[1])})"
+    return f" {tree[0]} ".join(f"({render(part)})" for part in tree[1])
+
+
+def holds(study: dict[str, Any], tree: Any) -> bool:
+    if tree[0] == "test":
+        _, name, op, value = tree
+        if name == "started":
+            return oracle(study, name, f"{op}{value}")
+        return oracle(study, name, value) != (op == "ne")
+    if tree[0] == "not":
+        return not holds(study, tree[1])
+    found = [holds(study, part) for part in tree[1]]
+    return all(found) if tree[0] == "and" else any(found)
+
+
+async def _check_filters(data: list[dict[str, Any]], trees: list[Any]) -> None:
+    handle, db = client.open_embedded("oracle")
+    repo = Repository(db)
+    try:
+        for study in data:
+            await repo.create(study)
+        for tree in trees:
+            text = render(tree)
+            found = {s["id"] for s in await repo.search([("_filter", text)], 1000)}
+            assert found == {s["id"] for s in data if holds(s, tree)}, text
+    finally:
+        client.close(handle)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=studies(), draw=st.data())
+def test_filter_agrees_with_a_brute_force_filter(data: list[dict[str, Any]],
+                                                 draw: st.DataObject) -> None:
+    near = _near(data)
+    dates = st.one_of(partial_dates, st.sampled_from(near)) if near else partial_dates
+    asyncio.run(_check_filters(data, draw.draw(st.lists(filter_trees(dates), min_size=1,
+                                                        max_size=6))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(params=queries(partial_dates))
+def test_a_filter_comparison_compiles_to_the_plain_arguments_filter(
+        params: list[tuple[str, str]]) -> None:
+    # Each REST value, as a `_filter` expression (OR of its comma values, AND of the pairs),
+    # is the very same store filter.
+    text = " and ".join("(" + " or ".join(filter_comparison(name, value)
+                                          for value in split_unescaped(raw, ",")) + ")"
+                        for name, raw in params)
+    plain = to_filter(params)["$and"][1:]
+    [compiled] = to_filter([("_filter", text)])["$and"][1:]
+    assert compiled == ({"$and": plain} if len(plain) > 1 else plain[0])
