@@ -14,6 +14,7 @@ from api.fhirpath import DESCRIPTION as FHIRPATH
 from api.fhirpath import FhirPath
 from api.paging import check_count, check_offset
 from api.projection import child, study_paths
+from api.projection import selected as fields_of
 from api.search_args import searchable
 from api.types.connection import ImagingStudyConnection
 from api.types.imaging_study import ImagingStudy
@@ -127,8 +128,8 @@ class Query:
         selected = _selected(info)
         edges = child(selected, "edges")
         resource = child(edges, "resource") if edges is not None else None
-        wanted = {f.name for f in selected if hasattr(f, "name")}
-        if count == 0 or wanted <= {"count", "pagesize", "__typename"}:
+        wanted = {f.name for f in fields_of(selected)}  # fragments expanded
+        if count == 0 or wanted <= {"count", "pagesize"}:
             # A count-only query reads no documents at all (but a bad cursor is still bad).
             if _cursor is not None:
                 store.check_cursor(params, _cursor, _sort)

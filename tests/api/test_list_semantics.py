@@ -158,3 +158,20 @@ async def test_id_and_its_alias(store: Repository, gql: Gql) -> None:
         body = await gql(query)
         assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
         assert error(body)["extensions"]["resource"]["issue"][0]["expression"] == ["id"]
+
+
+@pytest.mark.parametrize("query", [
+    "{ ImagingStudyConnection { ...F } } fragment F on ImagingStudyConnection { count }",
+    "{ ImagingStudyConnection { ... on ImagingStudyConnection { count } } }",
+    "{ ImagingStudyConnection { ...F } } fragment F on ImagingStudyConnection "
+    "{ count edges { resource { id } } }",
+])
+async def test_fragments_on_the_connection_are_answered(store: Repository, gql: Gql,
+                                                        query: str) -> None:
+    """The fields a fragment selects on a Connection are read like the same fields written
+    out (they were answered null: the resolver looked at the selection shallowly)."""
+    await _load(store, 3)
+    connection = (await gql(query))["data"]["ImagingStudyConnection"]
+    assert connection["count"] == 3
+    if "edges" in query:
+        assert len(connection["edges"]) == 3
