@@ -11,7 +11,13 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from graphql import OperationDefinitionNode
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+)
 from strawberry.extensions import SchemaExtension
 
 audit_log = logging.getLogger("imaging.audit")
@@ -22,12 +28,27 @@ _CLIENT_CODES = {"BAD_USER_INPUT", "NOT_FOUND", "VERSION_CONFLICT", "INVALID_STA
 
 
 def root_fields(document: Any) -> tuple[str, list[str]]:
-    """(operation type, root field names) of the operation in `document`."""
+    """(operation type, root field names) of the operation in `document`, those selected
+    through fragments included (a record must name every root field that ran)."""
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)} if document else {}
+
+    def names(selection_set: Any, seen: frozenset[str]) -> list[str]:
+        found: list[str] = []
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                found.append(selection.name.value)
+            elif isinstance(selection, InlineFragmentNode):
+                found += names(selection.selection_set, seen)
+            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen \
+                    and selection.name.value in fragments:
+                fragment = fragments[selection.name.value]
+                found += names(fragment.selection_set, seen | {selection.name.value})
+        return found
+
     for definition in document.definitions if document else ():
         if isinstance(definition, OperationDefinitionNode):
-            names = [s.name.value for s in definition.selection_set.selections
-                     if hasattr(s, "name")]
-            return definition.operation.value, names
+            return definition.operation.value, names(definition.selection_set, frozenset())
     return "unknown", []
 
 

@@ -55,6 +55,15 @@ async def test_one_audit_record_per_operation(gql: Gql,
     assert "Secret-Description-42" not in caplog.text
 
 
+async def test_the_record_names_root_fields_selected_through_fragments(
+        gql: Gql, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="imaging.audit")
+    await gql("query { ...Q ... on Query { ImagingStudyHistory(id: \"x\") { id } } } "
+              "fragment Q on Query { ImagingStudyList(_count: 1) { id } }")
+    [record] = audit_records(caplog)
+    assert record["code"]["text"] == "ImagingStudyList,ImagingStudyHistory"
+
+
 async def test_health_readiness_and_metrics(http: httpx.AsyncClient, gql: Gql) -> None:
     assert (await http.get("/healthz")).json() == {"status": "ok"}
     assert (await http.get("/readyz")).status_code == 200
