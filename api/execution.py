@@ -254,7 +254,7 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._plans: dict[tuple[str, int], Build | None] = {}
+        self._plans: dict[tuple[str, int], tuple[Any, Build | None]] = {}
 
     @classmethod
     def build(cls, schema: Any, document: DocumentNode, root_value: Any = None,
@@ -273,10 +273,14 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
         middleware = self.middleware_manager
         if middleware is not None and middleware.middlewares:
             return None
+        # Keyed by the list's id, and holding the list: an id is unique only while its object
+        # lives, and a list freed mid-request could hand its id to another selection.
         key = (type_.name, id(field_details_list))
-        if key not in self._plans:
-            self._plans[key] = _Codegen(self).build(type_, field_details_list)
-        return self._plans[key]
+        found = self._plans.get(key)
+        if found is None or found[0] is not field_details_list:
+            found = self._plans[key] = (field_details_list,
+                                        _Codegen(self).build(type_, field_details_list))
+        return found[1]
 
     def complete_object_value(self, return_type: GraphQLObjectType, field_details_list: Any,
                               info: Any, path: Any, result: Any,

@@ -78,11 +78,12 @@ def limits(settings: Settings) -> Limits:
 
 def build_schema(settings: Settings | None = None,
                  extra: Sequence[Callable[[], SchemaExtension]] = (),
-                 compiled: bool = True) -> strawberry.Schema:
+                 compiled: bool | None = None) -> strawberry.Schema:
     """The schema for `settings`; `extra` extensions (audit, metrics) run around the rest, so
     they see every operation's final, mapped errors. `compiled=False` executes with plain
     graphql-core (the reference the compiled path is tested and measured against)."""
     settings = settings or Settings()
+    compiled = settings.compiled if compiled is None else compiled
     return ImagingSchema(
         query=Query,
         mutation=strawberry.tools.merge_types("Mutation", (Mutation, ImportMutation)),

@@ -82,6 +82,9 @@ class Settings:
     mongodb_write_concern: str = "majority"
     mongodb_retry_writes: bool = True
     seed: bool = True
+    # The compiled execution of plain-data subtrees (api/execution.py); off: plain graphql-core,
+    # the reference it is tested against, for ruling it out when something looks wrong.
+    compiled: bool = True
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -218,6 +221,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MONGODB_WRITE_CONCERN": ("mongodb_write_concern", str),
     "MONGODB_RETRY_WRITES": ("mongodb_retry_writes", _flag),
     "IMAGING_SEED": ("seed", _flag),
+    "IMAGING_COMPILED": ("compiled", _flag),
     "IMAGING_HOST": ("host", str),
     "IMAGING_PORT": ("port", _integer(1, 65_535)),
     "IMAGING_WORKERS": ("workers", _integer(1, 256)),

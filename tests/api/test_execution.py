@@ -13,6 +13,7 @@ import json
 import re
 from typing import Any
 
+import pytest
 from graphql import (
     GraphQLList,
     GraphQLNonNull,
@@ -325,3 +326,32 @@ print(missing)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_a_plan_is_found_only_for_the_selection_it_was_made_for(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plans are keyed by the id of graphql-core's selection list; an id is unique only while
+    its object lives, so a plan must never be handed to another list that got the same id."""
+    from api import execution
+
+    monkeypatch.setattr(execution._Codegen, "build", lambda self, type_, fields: fields[0])
+    context = execution.CompiledExecutionContext.__new__(execution.CompiledExecutionContext)
+    context.middleware_manager = None
+    context._plans = {}
+    study = COMPILED._schema.type_map["ImagingStudy"]
+    first, second = ["first"], ["second"]
+    assert context._plan(study, first) == "first"
+    assert context._plan(study, first) == "first"  # made once, then found
+    # As if `first` had been freed and `second` allocated where it was:
+    context._plans[(study.name, id(second))] = context._plans.pop((study.name, id(first)))
+    assert context._plan(study, second) == "second"
+
+
+def test_imaging_compiled_0_switches_the_compiled_engine_off() -> None:
+    from api import execution
+    from api.settings import Settings
+
+    assert build_schema(Settings()).execution_context_class is \
+        execution.CompiledExecutionContext
+    plain = build_schema(Settings.from_env({"IMAGING_COMPILED": "0"}))
+    assert plain.execution_context_class is not execution.CompiledExecutionContext
