@@ -105,7 +105,7 @@ def map_error(error: GraphQLError, variables: dict[str, str] | None = None,
 
 
 class ErrorMapper(SchemaExtension):
-    """Rewrites every error of an operation into the contract form (DESIGN.md section 4)."""
+    """Rewrites every error of an operation into the contract form (README "Errors")."""
 
     def __init__(self, production: bool = False) -> None:
         self.production = production

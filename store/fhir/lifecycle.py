@@ -1,4 +1,4 @@
-"""The status lifecycle (DESIGN.md section 5): which status changes a write may make, and what
+"""The status lifecycle (README "Status lifecycle"): which status changes a write may make, and what
 each status lets a study still take."""
 
 from __future__ import annotations

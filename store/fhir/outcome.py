@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# The machine-readable codes of the GraphQL error contract (DESIGN.md section 4).
+# The machine-readable codes of the GraphQL error contract (README "Errors").
 BAD_USER_INPUT = "BAD_USER_INPUT"
 NOT_FOUND = "NOT_FOUND"
 VERSION_CONFLICT = "VERSION_CONFLICT"

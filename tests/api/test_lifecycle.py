@@ -1,4 +1,4 @@
-"""Every cell of the 5x5 status table (DESIGN.md section 5), through GraphQL: allowed moves
+"""Every cell of the 5x5 status table (README "Status lifecycle"), through GraphQL: allowed moves
 change the status and bump the version; refused ones change nothing."""
 
 from __future__ import annotations

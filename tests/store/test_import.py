@@ -136,7 +136,7 @@ async def test_export_validates_as_r5_and_round_trips(store: Repository, fmt: st
     by_id = {s["id"]: s for s in exported}
     for source in sources:
         back = {k: v for k, v in by_id[source["id"]].items() if k != "meta"}
-        if "modality" not in source:  # filled in on write (DESIGN.md section 6)
+        if "modality" not in source:  # filled in on write (README "Rules every write checks")
             back.pop("modality")
         assert back == source
 

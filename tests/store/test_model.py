@@ -17,7 +17,7 @@ from store.fhir.outcome import StoreError
 from store.repository import Repository
 
 IDS = ["s0", "s1", "s2"]
-# DESIGN.md section 5, written out here rather than imported: the model must not share the
+# README "Status lifecycle", written out here rather than imported: the model must not share the
 # store's table, or a wrong table would pass.
 TRANSITIONS = {
     "registered": {"available", "cancelled", "entered-in-error"},
