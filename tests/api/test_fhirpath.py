@@ -58,6 +58,8 @@ LIST = "query($e: String) { ImagingStudyList(fhirpath: $e, _sort: \"_id\") { id 
     # An expression that reads extensions or ids still sees them.
     (f"status.extension('{NOTE}').exists()", ["ext"]),
     ("started.id = 's-1'", ["ext"]),
+    # ... as fhirpathpy does: the value, then the sibling, so first() is the value.
+    ("status.extension.exists() and status.first() = 'available'", ["ext"]),
     ("series.description.extension.value = 'as told by the patient'", ["ext"]),
 ])
 async def test_primitives_with_extensions_compare_by_their_value(
