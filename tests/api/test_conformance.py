@@ -24,7 +24,9 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import GraphQLObjectType, get_named_type
 
+from api.schema import schema
 from store import demo
 from store.repository import Repository
 from tests.conftest import Gql
@@ -112,6 +114,20 @@ async def test_search_full(examples: Repository, gql: Gql) -> None:
 
 
 # -- field selection and list navigation -------------------------------------------------------
+
+def test_primitive_fields_take_no_arguments() -> None:
+    """The page's List Navigation: "Primitive fields SHALL NOT have any arguments at all"
+    (no case file): no field of a FHIR primitive's scalar takes one, below the root types.
+    (`contained`, resources as JSON, is no primitive: it pages as a list.)"""
+    primitive = {"String", "Int", "Float", "Boolean", "ID"}
+    with_arguments = [
+        f"{type_.name}.{name}" for type_ in schema._schema.type_map.values()
+        if isinstance(type_, GraphQLObjectType) and not type_.name.startswith("__")
+        and type_.name not in ("Query", "Mutation", "Subscription")
+        for name, field in type_.fields.items()
+        if get_named_type(field.type).name in primitive and field.args]
+    assert with_arguments == []
+
 
 async def test_list_sub(store: Repository, gql: Gql) -> None:
     """list-sub: on List/example-long, `entry(_count: 5, _offset: 5) { deleted item {
@@ -407,3 +423,23 @@ async def test_flatten_slice2_by_index(gql: Gql) -> None:
         "reference.0": eps("Peter", "James"), "description.0": "Chalmers",
         "reference.1": eps("Jim"), "reference.2": eps("Peter", "James"),
         "description.2": "Windsor"}
+
+
+# -- mutations (the page's "Mutations"; no fhir-test-cases case) -------------------------------
+
+async def test_mutations_by_the_pages_names(gql: Gql) -> None:
+    """`[Type]Create(res)`, `[Type]Update(id, res)`, `[Type]Delete(id)` as the page names them.
+    Two documented differences: a Create that carries an `id` keeps it (the page: "overwritten
+    by the server"; here a client may choose the id, e.g. to re-import), and Delete returns
+    `{ id deleted }` (the page: no return), since a GraphQL field needs a type."""
+    study = demo.study("chosen", 1, 1)
+    created = await gql(CREATE, res=study)
+    assert created["data"]["ImagingStudyCreate"]["id"] == "chosen"
+    study["description"] = "changed"
+    updated = await gql('mutation($r: ImagingStudyInput!) { ImagingStudyUpdate(id: "chosen", '
+                        "res: $r) { description meta { versionId } } }", r=study)
+    assert updated["data"]["ImagingStudyUpdate"] == {"description": "changed",
+                                                     "meta": {"versionId": "2"}}
+    deleted = await gql('mutation { ImagingStudyDelete(id: "chosen") { id deleted } }')
+    assert deleted == {"data": {"ImagingStudyDelete": {"id": "chosen", "deleted": True}}}
+    assert await gql('{ ImagingStudy(id: "chosen") { id } }') == {"data": {"ImagingStudy": None}}
