@@ -54,7 +54,7 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 
-from api.types.repeating import compiled
+from api.fhirpath import compiled
 from store.fhir.outcome import BAD_USER_INPUT, fail
 
 NAMES = ("flatten", "first", "singleton", "slice")

@@ -8,7 +8,7 @@ from typing import Any
 
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
-from api.types.repeating import names_read
+from api.fhirpath import names_read
 from store.fhir.definitions import imaging_study
 
 _WHOLE = {"fhirJson"}  # fields that read the whole stored study

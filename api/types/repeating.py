@@ -11,18 +11,15 @@ functions of the parent dict and the arguments, so the compiled execution plans
 
 from __future__ import annotations
 
-import functools
 import inspect
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Annotated, Any
 
-import fhirpathpy
 import strawberry
 
+from api.fhirpath import evaluate, truth
 from api.paging import page
 from store.fhir.definitions import Element
-from store.fhir.outcome import BAD_USER_INPUT, fail
 
 Root = strawberry.Parent[dict[str, Any]]
 Resolver = Callable[..., Any]
@@ -52,41 +49,6 @@ def filter_elements(elements: dict[str, Element]) -> dict[str, type]:
     left to `fhirpath`; decimals, which compare inexactly, too.)"""
     return {name: _SCALARS.get(element.type, str) for name, element in elements.items()
             if is_primitive(element.type) and not element.many and element.type != "decimal"}
-
-
-class FhirPathError(Exception):
-    """A FHIRPath expression that does not parse or cannot be evaluated."""
-
-
-@functools.lru_cache(maxsize=256)
-def compiled(expression: str) -> Callable[[Any], list[Any]]:
-    """The FHIRPath expression compiled once per text (fhirpathpy parses on every evaluate)."""
-    try:
-        return fhirpathpy.compile(expression, None)  # type: ignore[no-any-return]
-    except Exception as error:  # fhirpathpy raises its parser's own exception types
-        raise FhirPathError(str(error) or type(error).__name__) from None
-
-
-def truth(result: list[Any]) -> bool:
-    """FHIRPath's boolean reading of a result, as HAPI's evaluateToBoolean: a single boolean is
-    itself, an empty collection is false, any other collection is true."""
-    if len(result) == 1 and isinstance(result[0], bool):
-        return result[0]
-    return bool(result)
-
-
-def evaluate(expression: str, item: Any, where: str) -> list[Any]:
-    """The value of `expression` on `item`; an error is BAD_USER_INPUT naming `where`."""
-    try:
-        run = compiled(expression)
-    except FhirPathError:
-        raise fail(BAD_USER_INPUT, where, f"{expression!r} is not a valid FHIRPath "
-                   "expression") from None
-    try:
-        return run(item)
-    except Exception as error:  # fhirpathpy's evaluation errors have no common base
-        raise fail(BAD_USER_INPUT, where, f"the FHIRPath expression {expression!r} failed: "
-                   f"{str(error) or type(error).__name__}") from None
 
 
 def select(items: Any, where: str, filters: dict[str, Any], fhirpath: str | None,
@@ -153,19 +115,3 @@ def type_name(path: str) -> str:
     """The GraphQL type of an element path: ImagingStudy.series -> ImagingStudySeries."""
     first, *rest = path.split(".")
     return first + "".join(part[:1].upper() + part[1:] for part in rest)
-
-
-_IDENTIFIER = re.compile(r"'(?:[^'\\]|\\.)*'|`[^`]*`|[$%]?[A-Za-z_][A-Za-z0-9_]*")
-_WHOLE = {"descendants", "children", "repeat", "$this", "ofType", "conformsTo"}
-
-
-def names_read(expression: str, elements: Iterable[str]) -> set[str] | None:
-    """The sub-elements a FHIRPath expression on an item may read (for the projection), or
-    None when it may read any (`descendants()`, `$this`, an environment variable)."""
-    known, found = set(elements), set()
-    for token in _IDENTIFIER.findall(expression):
-        if token in _WHOLE or token.startswith("%") or token.startswith("`"):
-            return None
-        if token in known:
-            found.add(token)
-    return found
