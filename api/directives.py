@@ -329,8 +329,10 @@ class Reshaper:
         try:
             result = compiled(path)(item)
         except Exception as error:
-            raise ReshapeError(key, f"the @slice path {path!r} failed: "
-                               f"{str(error) or type(error).__name__}") from None
+            # Not the engine's own text: it may quote the stored values it failed on.
+            raise ReshapeError(key, f"the @slice path {path!r} fails on an item "
+                               f"({type(error).__name__}): check it against the elements "
+                               "the field selects") from None
         return "".join(str(v).lower() if isinstance(v, bool) else str(v) for v in result)
 
 
