@@ -18,13 +18,15 @@ expression at most one search value long, and the evaluation of one field at mos
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import fhirpathpy
+from fhirpathpy import parser as fhirpath_parser
 from fhirpathpy.models import models
 
 from api.limits import rejected
@@ -50,17 +52,72 @@ _WHOLE = {"descendants", "children", "repeat", "$this", "ofType", "conformsTo"}
 _SIBLINGS = {"extension", "id", "descendants", "children", "repeat"}
 
 
+# The functions served: those whose cost follows the data they are given. Left out, each for
+# a reason an anonymous caller could use: repeat() and aggregate() loop without bound (a string
+# doubled thirty times), matches() and replaceMatches() backtrack exponentially, trace() writes
+# the data to the log, descendants() walks every node of a 50,000-instance study, and
+# replace(), combine(), encode() and power() grow their result at every call.
+ALLOWED_FUNCTIONS = frozenset({
+    "empty", "exists", "all", "allTrue", "anyTrue", "allFalse", "anyFalse", "subsetOf",
+    "supersetOf", "count", "distinct", "isDistinct", "where", "select", "ofType", "single",
+    "first", "last", "tail", "skip", "take", "intersect", "exclude", "union", "iif", "not",
+    "toBoolean", "convertsToBoolean", "toInteger", "convertsToInteger", "toDecimal",
+    "convertsToDecimal", "toString", "convertsToString", "toDate", "convertsToDate",
+    "toDateTime", "convertsToDateTime", "toTime", "convertsToTime", "toQuantity",
+    "convertsToQuantity", "indexOf", "substring", "startsWith", "endsWith", "contains", "upper",
+    "lower", "length", "children", "extension", "hasValue", "is", "as", "today", "now",
+    "abs", "ceiling", "floor", "round", "truncate", "sqrt", "ln", "log", "exp",
+})
+# Functions that evaluate their argument once per item: each nests a loop over a collection.
+ITERATIVE = frozenset({"where", "select", "all", "exists"})
+MOST_ITERATIVE = 4  # so a chain of select($this & $this) grows a value at most 16-fold
+
+
 class FhirPathError(Exception):
-    """A FHIRPath expression that does not parse."""
+    """A FHIRPath expression that does not parse, or that this server does not serve."""
+
+
+def _refusals(node: Any) -> Iterator[str]:
+    """Why the parsed expression is not served, if it is not: functions outside the allowed
+    set, environment variables (%context and the like reach past the item), more than
+    MOST_ITERATIVE per-item functions."""
+    iterative = 0
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, dict):
+            continue
+        kind = current.get("type")
+        children = current.get("children") or []
+        if kind == "ExternalConstantTerm":
+            yield "environment variables (%name) are not served: navigate from the item"
+        elif kind == "Functn" and children and isinstance(children[0], dict):
+            name = str(children[0].get("text", ""))
+            if name not in ALLOWED_FUNCTIONS:
+                yield (f"{name}() is not served here (it can take unbounded time or memory, "
+                       "or write the data to the log)")
+            elif name in ITERATIVE and len(children) > 1:
+                iterative += 1
+        stack.extend(children)
+    if iterative > MOST_ITERATIVE:
+        yield (f"at most {MOST_ITERATIVE} where(), select(), all() or exists(criteria) in one "
+               f"expression (this one has {iterative})")
 
 
 @functools.lru_cache(maxsize=256)
 def compiled(expression: str) -> Compiled:
     """The expression compiled once per text (fhirpathpy parses on every evaluate), with the
-    R5 model (choice types: an extension's `value`)."""
+    R5 model (choice types: an extension's `value`), once it is known to be served."""
+    try:
+        tree = fhirpath_parser.parse(expression)
+    except Exception as error:  # fhirpathpy raises its parser's own exception types
+        raise FhirPathError(str(error) or type(error).__name__) from None
+    refused = sorted(set(_refusals(tree)))
+    if refused:
+        raise FhirPathError("; ".join(refused))
     try:
         return fhirpathpy.compile(expression, models["r5"])  # type: ignore[no-any-return]
-    except Exception as error:  # fhirpathpy raises its parser's own exception types
+    except Exception as error:
         raise FhirPathError(str(error) or type(error).__name__) from None
 
 
@@ -123,9 +180,9 @@ def evaluate(expression: str, item: Any, where: str) -> list[Any]:
     """The value of `expression` on `item`; an error is BAD_USER_INPUT naming `where`."""
     try:
         run = compiled(expression)
-    except FhirPathError:
-        raise fail(BAD_USER_INPUT, where, f"{expression!r} is not a valid FHIRPath "
-                   "expression") from None
+    except FhirPathError as error:
+        raise fail(BAD_USER_INPUT, where, f"{expression!r} is not a FHIRPath expression this "
+                   f"server evaluates: {error}") from None
     result = _run(expression, run, item)
     if result is None:
         raise _failed(where, "an item")
@@ -189,6 +246,11 @@ class FhirPath:
         budget of returned values then bounds the evaluation work as it bounds fhirJson."""
         shape.json = shape.json or keep is not None
         return shape
+
+    async def filtered(self, studies: list[Study]) -> list[Study]:
+        """The studies the expression keeps, evaluated on a worker thread: the event loop
+        goes on serving others meanwhile."""
+        return await asyncio.to_thread(self.filter, studies)
 
     def filter(self, studies: list[Study]) -> list[Study]:
         """The studies the expression keeps, in order."""

@@ -29,10 +29,14 @@ class PersistedQueries:
     process: another worker answers PERSISTED_QUERY_NOT_FOUND once, and the client registers
     the query there too."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, shares: int = 8) -> None:
         self.max_bytes = max_bytes
+        # One caller may hold at most this much: filling the store with its own texts, it
+        # pushes out its own, not everyone else's.
+        self.per_caller = max_bytes // shares
         self._queries: OrderedDict[str, str] = OrderedDict()
         self._size = 0
+        self._held: dict[str, int] = {}  # bytes per caller
 
     def __len__(self) -> int:
         return len(self._queries)
@@ -44,15 +48,33 @@ class PersistedQueries:
         return query
 
     def put(self, key: str, query: str) -> None:
-        """Keeps `query` (whose hash was checked) unless it alone is over the bound."""
+        """Keeps `query` (whose hash was checked) unless it alone is over a caller's share;
+        the caller's own least recently used go first when its share is full, then anyone's
+        when the whole store is."""
         size = self._cost(key, query)
-        if key in self._queries or size > self.max_bytes:
+        caller = _caller_of(key)
+        if key in self._queries or size > self.per_caller:
             return
+        if self._held.get(caller, 0) + size > self.per_caller:
+            own = [k for k in self._queries if _caller_of(k) == caller]
+            for old in own:
+                self._evict(old)
+                if self._held.get(caller, 0) + size <= self.per_caller:
+                    break
         self._queries[key] = query
         self._size += size
+        self._held[caller] = self._held.get(caller, 0) + size
         while self._size > self.max_bytes:
-            old, evicted = self._queries.popitem(last=False)
-            self._size -= self._cost(old, evicted)
+            self._evict(next(iter(self._queries)))
+
+    def _evict(self, key: str) -> None:
+        query = self._queries.pop(key)
+        size = self._cost(key, query)
+        self._size -= size
+        caller = _caller_of(key)
+        self._held[caller] -= size
+        if not self._held[caller]:
+            del self._held[caller]
 
     @staticmethod
     def _cost(key: str, query: str) -> int:
@@ -85,6 +107,10 @@ class PersistedQueries:
             raise Refusal(400, "extensions.persistedQuery.sha256Hash: provided sha does not "
                           "match query (it must be the SHA-256 of the query text, as hex)")
         return query, (key if caller is not None else None)
+
+
+def _caller_of(key: str) -> str:
+    return key.rpartition("\0")[0]
 
 
 def _hash_of(persisted: Any) -> str:

@@ -102,7 +102,7 @@ class Query:
         selected = _selected(info)
         found = await reading(FhirPath.priced(Shape(selected), keep), lambda: store.search(
             params, count, offset, _sort, None if keep else _paths(selected)))
-        return keep.filter(found) if keep else found
+        return await keep.filtered(found) if keep else found
 
     @strawberry.field(name="ImagingStudyConnection", description="Studies matching FHIR search "
                       "arguments as a connection with total count and keyset cursors.")
@@ -143,7 +143,7 @@ class Query:
             if resource is not None else (), total="count" in wanted, carry=search),
             lambda page: page.studies)
         if keep:  # the page's cursors stay the store's: a page may come out shorter
-            page.studies = keep.filter(page.studies)
+            page.studies = await keep.filtered(page.studies)
         return {  # type: ignore[return-value]
             "count": page.total, "offset": page.offset, "pagesize": count,
             "first": page.first, "previous": page.previous, "next": page.next,

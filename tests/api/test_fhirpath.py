@@ -117,3 +117,38 @@ def test_the_projection_of_an_item_fhirpath_reads_the_siblings_it_needs() -> Non
     assert fhirpath.names_read("description = 'x'", elements) == {"description"}
     assert fhirpath.names_read("description.extension.exists()", elements) == {
         "description", "_description", "extension", "_extension"}
+
+
+# The attacks of a black-box tester: each held the server for seconds to minutes, or grew it to
+# gigabytes, or wrote a study to the log. Each is refused before it runs, naming the reason.
+UNBOUNDED = [
+    ("'a'.repeat($this & 'a').count() > 0", "repeat() is not served"),
+    ("(1|2|3).aggregate($total & $total, 'ab').length() > 0", "aggregate() is not served"),
+    ("'aaaaaaaaaaaaaaaaaaaaaaaaaaa!'.matches('^(a+)+$')", "matches() is not served"),
+    ("'a'.replaceMatches('(a+)+$', 'b') = 'b'", "replaceMatches() is not served"),
+    ("trace('LEAK', description).exists()", "trace() is not served"),
+    ("descendants().count() > 0", "descendants() is not served"),
+    ("'a'.replace('a', 'aa').replace('a', 'aa') = 'aaaa'", "replace() is not served"),
+    ("%context.series.exists()", "environment variables"),
+    ("series.select($this).select($this).select($this).select($this).select($this).exists()",
+     "at most 4 where()"),
+]
+
+
+@pytest.mark.parametrize(("expression", "reason"), UNBOUNDED)
+async def test_an_expression_that_could_run_without_bound_is_refused(
+        stored: Repository, gql: Gql, caplog: pytest.LogCaptureFixture, expression: str,
+        reason: str) -> None:
+    for query in (LIST, 'query($e: String) { ImagingStudy(id: "ext") { series(fhirpath: $e) '
+                  "{ number } } }"):
+        body = await gql(query, e=expression)
+        found = error(body)
+        assert found["extensions"]["code"] == "BAD_USER_INPUT"
+        assert reason in found["message"]
+    assert "LEAK" not in caplog.text
+
+
+async def test_an_unbounded_slice_path_is_refused(stored: Repository, gql: Gql) -> None:
+    body = await gql('{ ImagingStudy(id: "ext") { series @flatten { instance @flatten '
+                     '@slice(path: "(1|2).aggregate($total & $total, uid)") { uid } } } }')
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"

@@ -292,7 +292,7 @@ def test_the_store_is_bounded_least_recently_used_first() -> None:
     texts = [f"query Q{i} {{ __typename }}" for i in range(5)]
     cost = PersistedQueries._cost(sha(texts[0]), texts[0])  # text, key and the entry itself
     assert cost > len(texts[0]) + 200
-    queries = PersistedQueries(max_bytes=4 * cost + 10)
+    queries = PersistedQueries(max_bytes=4 * cost + 10, shares=1)  # one caller, all of it
     for text in texts[:3]:
         queries.put(sha(text), text)
     assert queries.get(sha(texts[0])) == texts[0]  # now the most recently used
@@ -305,6 +305,20 @@ def test_the_store_is_bounded_least_recently_used_first() -> None:
     queries.put(sha(huge), huge)  # over the whole bound alone: not kept, nothing evicted
     assert queries.get(sha(huge)) is None
     assert len(queries) == 4
+
+
+def test_one_caller_filling_the_store_pushes_out_its_own_queries_only() -> None:
+    """X3: a token registered 70 texts of 99 KB and pushed out another caller's query."""
+    text = "query Mine { __typename }"
+    queries = PersistedQueries(max_bytes=1_000_000, shares=8)  # 125,000 bytes a caller
+    queries.put(f"reader\0{sha(text)}", text)
+    padded = [f"query Q{i} {{ __typename }} # {'x' * 20_000}" for i in range(70)]
+    for flood in padded:
+        queries.put(f"flooder\0{sha(flood)}", flood)
+    assert queries.get(f"reader\0{sha(text)}") == text
+    kept = [f for f in padded if queries.get(f"flooder\0{sha(f)}") is not None]
+    assert 0 < len(kept) <= 6  # its own share, its most recent texts
+    assert kept == padded[-len(kept):]
 
 
 async def test_persisted_queries_can_be_turned_off(store: Repository) -> None:

@@ -217,7 +217,7 @@ async def test_fhirpath_connection_pages_may_come_out_shorter(loaded: Repository
 
 @pytest.mark.parametrize(("expression", "message"), [
     ("series.where(", "not a FHIRPath expression this server can evaluate: where wrong arity"),
-    ("nosuchfunction(1)", "Not implemented: nosuchfunction"),
+    ("nosuchfunction(1)", "nosuchfunction() is not served here"),
     ("  ", "the expression must not be empty"),
     ("x" * 1025, "at most 1024 characters"),
 ])
