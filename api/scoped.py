@@ -15,13 +15,13 @@ from typing import Any, TypeVar
 
 from api.auth import FORBIDDEN, Access, owned
 from store.events import Change
+from store.fhir import Study
 from store.fhir.outcome import NOT_FOUND, VERSION_CONFLICT, DuplicateUid, Issue, StoreError, fail
 from store.importer import Importer
 from store.reads import Page
 from store.repository import Guard, Repository
 from store.search import Params, escape
 
-Study = dict[str, Any]
 T = TypeVar("T")
 ROOT = "ImagingStudy"
 

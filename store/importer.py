@@ -23,7 +23,7 @@ from typing import Any
 
 from store.bundle import entries, study_uid_condition, study_uid_token
 from store.client import transient
-from store.fhir import edit
+from store.fhir import Study, edit
 from store.fhir.identity import same_subject, study_uids
 from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, Issue, StoreError, fail
 from store.fhir.primitives import CHECKS
@@ -32,7 +32,6 @@ from store.repository import Repository, same_content
 
 log = logging.getLogger("imaging.import")
 INTERNAL = "INTERNAL_SERVER_ERROR"
-Study = dict[str, Any]
 # (resource, scope letter, operation, new) -> the caller's patient, or raises: the access gate.
 Admit = Callable[[Study, str, str, bool], Any]
 # Planning an entry runs the write rules on the event loop: a fraction of a millisecond for a
