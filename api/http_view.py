@@ -18,10 +18,10 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from api import instance
-from api.errors import BAD_USER_INPUT
 from api.http_answers import CONTENT_TYPE, GRAPHQL_RESPONSE, JSON, Refusal, negotiate
 from api.limits import Limits
 from api.persisted import PersistedQueries
+from store.fhir.outcome import BAD_USER_INPUT
 
 _ACCEPTED = f"{GRAPHQL_RESPONSE} or {JSON}"
 # The (hash, query) a request asked to register: kept once the query has run without a request
@@ -122,7 +122,7 @@ class GraphQLOverHTTP:
         persisted = isinstance(data.extensions, dict) and "persistedQuery" in data.extensions
         data.query, register = self.persisted.resolve(
             data.extensions, data.query, self._caller(request) if persisted else "")
-        if register is not None:
+        if register is not None and data.query is not None:  # a key comes with its query
             _register.set((register, data.query))  # the caller's own text, as it hashed it
         if (study := _study.get()) is not None:
             data.query = instance.rooted(data.query, study, self.limits)

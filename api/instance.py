@@ -15,10 +15,9 @@ from typing import Any
 from graphql import GraphQLError, OperationDefinitionNode, parse
 from graphql.language.print_string import print_string
 
-from api.errors import BAD_USER_INPUT
 from api.http_answers import Refusal
 from api.limits import Limits
-from store.fhir.outcome import NOT_FOUND, fail
+from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, fail
 
 ROOT = "ImagingStudy"
 
