@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from strawberry import Schema
 from strawberry.asgi import GraphQL
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
@@ -76,7 +77,8 @@ logging.getLogger("strawberry.ws").addFilter(_OwnOriginLine())
 
 class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWS
-    websocket_adapter_class = Socket  # type: ignore[assignment]
+    websocket_adapter_class = Socket
+    schema: Schema  # what build_schema makes; the ASGI view declares only its base class
 
     def __init__(self, settings: Settings, metrics: ops.Metrics, bus: Bus,
                  explain: Explainer) -> None:

@@ -77,9 +77,9 @@ def record(operation: str, kind: str, fields: list[str], context: Any, errors: l
     agents = [{"type": {"text": "user"}, "requestor": True,
                "who": {"identifier": {"value": getattr(access, "subject", None) or
                                       "anonymous"}}}]
-    if getattr(access, "client", None):
+    if client := getattr(access, "client", None):
         agents.append({"type": {"text": "client"}, "requestor": False,
-                       "who": {"identifier": {"value": access.client}}})
+                       "who": {"identifier": {"value": client}}})
     studies = sorted({study for study, _ in touched})
     patients = sorted({patient for _, patient in touched if patient})
     return {

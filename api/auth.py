@@ -67,7 +67,8 @@ def owned(study: dict[str, Any] | None, patient: str | None) -> bool:
     """Whether a study's subject is `patient` (always true when there is no confinement)."""
     if patient is None:
         return True
-    return (study or {}).get("subject", {}).get("reference") == f"Patient/{patient}"
+    reference: object = (study or {}).get("subject", {}).get("reference")
+    return reference == f"Patient/{patient}"
 
 
 def guard(patient: str | None, operation: str) -> Any:

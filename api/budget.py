@@ -22,6 +22,7 @@ from strawberry.extensions import SchemaExtension
 
 from api.limits import rejected
 from api.projection import selected
+from store.fhir import Study
 
 T = TypeVar("T")
 # Values per instance and per series of a study's FHIR JSON, as fhirJson returns them.
@@ -124,6 +125,8 @@ class Shape:
 def _count(field: Any) -> int | None:
     # Strawberry gives a literal argument as its source text ("10"), a variable as its value.
     value = (field.arguments or {}).get("_count")
+    if value is None:
+        return None
     try:
         count = int(value)
     except (TypeError, ValueError):
@@ -135,9 +138,15 @@ def _size(selections: Iterable[Any]) -> int:
     return sum(1 + _size(field.selections) for field in selected(selections))
 
 
+def _studies_in(found: object) -> list[Study]:
+    """The studies a read returned: a list of them, one, or none (a count returns none)."""
+    if isinstance(found, list):
+        return found
+    return [found] if isinstance(found, dict) and found else []
+
+
 async def reading(shape: Shape, read: Callable[[], Awaitable[T]],
-                  studies: Callable[[T], list[dict[str, Any]]] = lambda found: (
-                      found if isinstance(found, list) else [found] if found else [])) -> T:
+                  studies: Callable[[T], list[Study]] = _studies_in) -> T:
     """Runs `read` and charges it to the operation's budget: the time it waited on the store,
     and for a heavy selection the values of the studies it returned. The reads of one
     operation run one after another, and none starts once either allowance is spent."""
@@ -151,8 +160,8 @@ async def reading(shape: Shape, read: Callable[[], Awaitable[T]],
             found = await read()
         finally:
             budget.store_spent += time.monotonic() - started
-        read = studies(found)
-        budget.read += (study for study in read if isinstance(study, dict))
+        returned = studies(found)
+        budget.read += (study for study in returned if isinstance(study, dict))
         if shape.heavy:
-            budget.charge(sum(shape.units(study) for study in read))
+            budget.charge(sum(shape.units(study) for study in returned))
     return found

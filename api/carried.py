@@ -53,6 +53,8 @@ def continues(resolver: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[
             sent = {**carried, **sent}
         return await resolver(*args, search=sent, **kwargs)
 
+    # inspect.signature honours __signature__ (PEP 362), which typeshed does not declare on
+    # functions.
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[p for p in signature.parameters.values() if p.name != "search"])
     return wrapper

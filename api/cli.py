@@ -38,9 +38,9 @@ def _version() -> str:
 def _command(commands: Any, name: str, summary: str, example: str) -> argparse.ArgumentParser:
     """A command whose help ends with an example and which answers --version, as every
     command does."""
-    parser = commands.add_parser(name, help=summary, description=summary,
-                                 epilog=f"example:\n  {example}",
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=summary, epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version(),
                         help="print the version and exit")
     return parser

@@ -21,8 +21,8 @@ def bearer(params: dict[str, Any] | None) -> str | None:
     headers = (params or {}).get("headers")
     for where in (params or {}, headers if isinstance(headers, dict) else {}):
         for name in ("Authorization", "authorization"):
-            if isinstance(where.get(name), str):
-                return where[name]
+            if isinstance(value := where.get(name), str):
+                return value
     return None
 
 

@@ -314,7 +314,7 @@ class Reshaper:
     def _path(directive: DirectiveNode | None, key: str) -> str | None:
         if directive is None:
             return None
-        argument = next((a for a in directive.arguments if a.name.value == "path"), None)
+        argument = next((a for a in directive.arguments or () if a.name.value == "path"), None)
         if argument is None or not isinstance(argument.value, StringValueNode):
             raise ReshapeError(key, "@slice needs a path: a FHIRPath string or \"$index\"")
         return argument.value.value
@@ -389,8 +389,8 @@ def with_slice_elements(schema: GraphQLSchema, document: DocumentNode) -> Docume
 
 def _hidden(node: FieldNode, item_type: GraphQLObjectType) -> list[FieldNode]:
     directive = next((d for d in node.directives or () if d.name.value == "slice"), None)
-    argument = next((a for a in directive.arguments if a.name.value == "path"), None) \
-        if directive else None
+    argument = next((a for a in directive.arguments or () if a.name.value == "path"),
+                    None) if directive else None
     if argument is None or not isinstance(argument.value, StringValueNode) \
             or argument.value.value == "$index":
         return []
@@ -423,17 +423,18 @@ class Reshape(SchemaExtension):
             assert document is not None
             context.graphql_document = with_slice_elements(context.schema._schema, document)
         yield
-        if not active or context.result is None:
+        if not active or document is None or context.result is None:
             return
         context.graphql_document = document
         result = context.result
-        operation = _operation(document, context.operation_name)  # type: ignore[arg-type]
+        operation = _operation(document, context.operation_name)
         if result.data is None or operation is None:
             return
         schema = context.schema._schema
         root = schema.get_root_type(operation.operation)
+        assert root is not None  # the operation ran, so the schema has its root type
         try:
-            result.data = Reshaper(schema, document, context.variables or {}).run(  # type: ignore
+            result.data = Reshaper(schema, document, context.variables or {}).run(
                 root, operation, result.data)
         except ReshapeError as error:
             result.data = None

@@ -131,7 +131,8 @@ class _Codegen:
                             "  except KeyError:", "    raise F from None", "  return d"])
         env = dict(self.env)
         exec(_compiled(source), env)
-        return env["plan"]
+        plan: Build = env["plan"]
+        return plan
 
     def object(self, type_: GraphQLObjectType, field_details_list: Any,
                var: str) -> list[str] | None:

@@ -30,6 +30,7 @@ from fhirpathpy import parser as fhirpath_parser
 from fhirpathpy.models import models
 
 from api.limits import rejected
+from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, fail
 
 if TYPE_CHECKING:  # api.budget reads the projection, which reads names_read here
@@ -41,7 +42,6 @@ DESCRIPTION = ("A FHIRPath expression evaluated on each study the search finds; 
                "kept when it gives true (or, not a boolean, anything at all). Applied after the "
                "store's page is read, so a page may hold fewer than _count studies; counts are "
                "of the search before it.")
-Study = dict[str, Any]
 Compiled = Callable[..., list[Any]]
 # A study with a failure only an expression can cause: what the search-level probe runs on.
 _EMPTY_STUDY = {"resourceType": "ImagingStudy"}
@@ -109,14 +109,15 @@ def compiled(expression: str) -> Compiled:
     """The expression compiled once per text (fhirpathpy parses on every evaluate), with the
     R5 model (choice types: an extension's `value`), once it is known to be served."""
     try:
-        tree = fhirpath_parser.parse(expression)
+        tree: Any = fhirpath_parser.parse(expression)  # type: ignore[no-untyped-call]
     except Exception as error:  # fhirpathpy raises its parser's own exception types
         raise FhirPathError(str(error) or type(error).__name__) from None
     refused = sorted(set(_refusals(tree)))
     if refused:
         raise FhirPathError("; ".join(refused))
     try:
-        return fhirpathpy.compile(expression, models["r5"])  # type: ignore[no-any-return]
+        run: Compiled = fhirpathpy.compile(expression, models["r5"])
+        return run
     except Exception as error:
         raise FhirPathError(str(error) or type(error).__name__) from None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.responses import Response
@@ -18,10 +18,10 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from api import instance
-from api.errors import BAD_USER_INPUT
 from api.http_answers import CONTENT_TYPE, GRAPHQL_RESPONSE, JSON, Refusal, negotiate
 from api.limits import Limits
 from api.persisted import PersistedQueries
+from store.fhir.outcome import BAD_USER_INPUT
 
 _ACCEPTED = f"{GRAPHQL_RESPONSE} or {JSON}"
 # The (hash, query) a request asked to register: kept once the query has run without a request
@@ -43,16 +43,28 @@ def _not_stored(response: Response) -> Response:
     return response
 
 
-class GraphQLOverHTTP:
+if TYPE_CHECKING:  # the class this mixes into (api/app.py), so its methods are checked
+    from strawberry.asgi import GraphQL
+
+    from api.auth import Authenticator
+    from api.context import Context
+
+    _View = GraphQL[Context, None]
+else:
+    _View = object
+
+
+class GraphQLOverHTTP(_View):
     """Overrides of Strawberry's AsyncBaseHTTPView for HTTP requests; WebSockets pass through.
     Every refusal is a GraphQL JSON body with `extensions.code` and an OperationOutcome."""
 
     persisted: PersistedQueries
     limits: Limits
+    authenticator: Authenticator
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         view: Any = super()
-        if self.is_websocket_request(request):  # type: ignore[attr-defined]
+        if self.is_websocket_request(request):
             return await view.run(request, context, root_value)
         study = _study.set(request.path_params.get("id"))
         try:
@@ -61,7 +73,7 @@ class GraphQLOverHTTP:
             _study.reset(study)
 
     async def _run_http(self, view: Any, request: Any, context: Any, root_value: Any) -> Any:
-        adapter = self.request_adapter_class(request)  # type: ignore[attr-defined]
+        adapter = self.request_adapter_class(request)
         media = JSON
         try:
             if self.should_render_graphql_ide(adapter):
@@ -96,12 +108,12 @@ class GraphQLOverHTTP:
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A GET of a persisted query has no `query` either; Apollo Client 3 sends Accept: */*.
         # The IDE is the system endpoint's: one study's $graphql answers queries only.
-        return (super().should_render_graphql_ide(request)  # type: ignore[misc]
+        return (super().should_render_graphql_ide(request)
                 and "extensions" not in request.query_params and _study.get() is None)
 
     def parse_json(self, data: str | bytes) -> Any:
         try:
-            return self.decode_json(data)  # type: ignore[attr-defined]
+            return self.decode_json(data)
         except ValueError:
             raise Refusal(400, "not JSON: a POST body of application/json, and the variables "
                           "and extensions parameters of a GET, must be JSON") from None
@@ -109,7 +121,7 @@ class GraphQLOverHTTP:
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
         content_type, _ = parse_content_type(request.content_type or "")
         if request.method == "GET":
-            data = self._request_data(self.parse_query_params(  # type: ignore[attr-defined]
+            data = self._request_data(self.parse_query_params(
                 request.query_params))
         elif content_type == JSON:
             data = self._request_data(self.parse_json(await request.get_body()))
@@ -122,7 +134,7 @@ class GraphQLOverHTTP:
         persisted = isinstance(data.extensions, dict) and "persistedQuery" in data.extensions
         data.query, register = self.persisted.resolve(
             data.extensions, data.query, self._caller(request) if persisted else "")
-        if register is not None:
+        if register is not None and data.query is not None:  # a key comes with its query
             _register.set((register, data.query))  # the caller's own text, as it hashed it
         if (study := _study.get()) is not None:
             data.query = instance.rooted(data.query, study, self.limits)
@@ -133,7 +145,7 @@ class GraphQLOverHTTP:
         with authentication on, None for a request without a valid token (it may not register);
         everyone's alike with authentication off."""
         authorization = request.headers.get("authorization")
-        access = self.authenticator.access(authorization)  # type: ignore[attr-defined]
+        access = self.authenticator.access(authorization)
         if access.error is not None:
             return None
         who = "|".join((access.subject or "", access.client or "", access.patient or ""))
@@ -167,7 +179,7 @@ class GraphQLOverHTTP:
             query = (await request.get_body()).decode()
         except UnicodeDecodeError:
             raise Refusal(400, "an application/graphql body must be UTF-8 text") from None
-        params = self.parse_query_params(request.query_params)  # type: ignore[attr-defined]
+        params = self.parse_query_params(request.query_params)
         variables, extensions = params.get("variables"), params.get("extensions")
         if not isinstance(variables, dict | None) or not isinstance(extensions, dict | None):
             raise Refusal(400, "the variables and extensions parameters must be JSON objects")
@@ -180,7 +192,7 @@ class GraphQLOverHTTP:
                              context: Any, root_value: Any,
                              request_data: GraphQLRequestData) -> ExecutionResult:
         try:
-            return await super().execute_single(  # type: ignore[misc,no-any-return]
+            return await super().execute_single(
                 request=request, request_adapter=request_adapter, sub_response=sub_response,
                 context=context, root_value=root_value, request_data=request_data)
         except HTTPException as error:
@@ -200,8 +212,7 @@ class GraphQLOverHTTP:
 
     async def process_result(self, request: Any, result: ExecutionResult
                              ) -> GraphQLHTTPResponse:
-        answer: GraphQLHTTPResponse = await super().process_result(  # type: ignore[misc]
-            request, result)
+        answer: GraphQLHTTPResponse = await super().process_result(request, result)
         if result.data is None and result.errors and all(e.path is None for e in result.errors):
             # Parsing or validation refused it before execution: a request error, whose
             # response has no `data` entry (GraphQL spec, Response).
@@ -210,5 +221,5 @@ class GraphQLOverHTTP:
             if getattr(state, "media", JSON) == GRAPHQL_RESPONSE:
                 answer.pop("data", None)
         if (study := _study.get()) is not None:
-            answer = instance.unwrapped(answer, study)  # type: ignore[assignment,arg-type]
+            answer = instance.unwrapped(answer, study)
         return answer

@@ -17,10 +17,15 @@ import sys
 from typing import Any
 
 import strawberry
-from graphql import GraphQLSchema
+from graphql import GraphQLInputObjectType, GraphQLSchema
 from strawberry import ID
 from strawberry.scalars import JSON
-from strawberry.types.base import StrawberryList, StrawberryOptional, has_object_definition
+from strawberry.types.base import (
+    StrawberryList,
+    StrawberryOptional,
+    get_object_definition,
+    has_object_definition,
+)
 
 from api.types.datatypes import Extension
 from api.types.imaging_study import ImagingStudy, ImagingStudySeries, ImagingStudySeriesInstance
@@ -33,7 +38,7 @@ _MIRRORED: list[str] = []  # the GraphQL names of the input types made by `mirro
 
 
 def _input_name(cls: type) -> str:
-    return cls.__strawberry_definition__.name + "Input"
+    return get_object_definition(cls, strict=True).name + "Input"
 
 
 def _convert(type_: Any) -> str:
@@ -56,8 +61,9 @@ def mirror(cls: type) -> type:
     """The input type of output type `cls` (`Coding` -> `CodingInput`), made once."""
     name = _input_name(cls)
     if hasattr(_MODULE, name):
-        return getattr(_MODULE, name)
-    definition = cls.__strawberry_definition__
+        made_before: type = getattr(_MODULE, name)
+        return made_before
+    definition = get_object_definition(cls, strict=True)
     namespace: dict[str, Any] = {"__module__": __name__, "__annotations__": {}}
     made = type(name, (), namespace)
     setattr(_MODULE, name, made)  # registered first: recursive types refer to themselves
@@ -71,7 +77,7 @@ def mirror(cls: type) -> type:
     result = strawberry.input(made, name=name, description=definition.description)
     # Strawberry passes the value of an input of this type, coerced by graphql-core, to this
     # hook instead of building an object: the value is already FHIR JSON (see fhir_json_inputs).
-    result.__strawberry_definition__.from_input = _as_coerced
+    get_object_definition(result, strict=True).from_input = _as_coerced
     _MIRRORED.append(name)
     setattr(_MODULE, name, result)
     return result
@@ -90,7 +96,11 @@ def without_nulls(value: dict[str, Any]) -> dict[str, Any]:
 def fhir_json_inputs(schema: GraphQLSchema) -> None:
     """Makes graphql-core coerce the values of the mirrored input types to FHIR JSON."""
     for name in _MIRRORED:
-        schema.type_map[name].out_type = without_nulls  # type: ignore[union-attr]
+        input_type = schema.type_map[name]
+        assert isinstance(input_type, GraphQLInputObjectType)  # `mirror` made it an input
+        # graphql-core takes out_type as a constructor argument and stores it the same way,
+        # but declares the default as a method, so its own assignment is unchecked too.
+        input_type.out_type = without_nulls  # type: ignore[method-assign]
 
 
 ImagingStudyInput = mirror(ImagingStudy)

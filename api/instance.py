@@ -10,15 +10,13 @@ since the gate answers both alike."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from graphql import GraphQLError, OperationDefinitionNode, parse
 from graphql.language.print_string import print_string
+from strawberry.http import GraphQLHTTPResponse
 
-from api.errors import BAD_USER_INPUT
 from api.http_answers import Refusal
 from api.limits import Limits
-from store.fhir.outcome import NOT_FOUND, fail
+from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, fail
 
 ROOT = "ImagingStudy"
 
@@ -46,10 +44,12 @@ def rooted(query: str | None, study_id: str, limits: Limits) -> str | None:
     return query
 
 
-def unwrapped(answer: dict[str, Any], study_id: str) -> dict[str, Any]:
+def unwrapped(answer: GraphQLHTTPResponse, study_id: str) -> GraphQLHTTPResponse:
     """The response of a rooted query as the caller's query on the study would have it."""
     errors = answer.get("errors") or []
     for error in errors:
+        if not isinstance(error, dict):  # formatted errors are objects; the type says less
+            continue
         path = error.get("path")
         if path and path[0] == ROOT:
             if len(path) > 1:
@@ -58,7 +58,8 @@ def unwrapped(answer: dict[str, Any], study_id: str) -> dict[str, Any]:
                 del error["path"]
     data = answer.get("data")
     if isinstance(data, dict):
-        answer["data"] = data.get(ROOT)
+        study = data.get(ROOT)  # the rooted field answers one study, or null
+        answer["data"] = study if isinstance(study, dict) else None
         if answer["data"] is None and not errors:
             missing = fail(NOT_FOUND, ROOT, f"no ImagingStudy with id '{study_id}'")
             answer["errors"] = [{"message": missing.message, "extensions": {

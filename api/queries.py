@@ -18,6 +18,7 @@ from api.projection import selected as fields_of
 from api.search_args import searchable
 from api.types.connection import ImagingStudyConnection
 from api.types.imaging_study import ImagingStudy
+from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, fail
 from store.search import Params
 
@@ -54,25 +55,30 @@ def _one_id(id: str | None, alias: str | None) -> str:
     return found
 
 
+# Each resolver returns FHIR JSON (the one data shape): its Python annotation says so, and
+# `graphql_type` names the GraphQL type that reads it. `@strawberry.field(...)` with arguments is
+# typed as returning Any (strawberry-graphql/strawberry#1929), hence ignore[untyped-decorator].
 @strawberry.type
 class Query:
-    @strawberry.field(name="ImagingStudy", description="One study by id, or null when there is "
-                      "none (or it was deleted).")
+    @strawberry.field(name="ImagingStudy", graphql_type=ImagingStudy | None,  # type: ignore[untyped-decorator]
+                      description="One study by id, or null when there is none (or it was "
+                      "deleted).")
     async def imaging_study(
         self, info: Info, id: strawberry.ID | None = None,
         _id: Annotated[strawberry.ID | None, _arg(
             "The same as id (FHIR's search name for it, as some of the FHIR GraphQL page's "
             "examples write it); give one of the two.")] = None,
-    ) -> ImagingStudy | None:
+    ) -> Study | None:
         study_id = _one_id(id, _id)
         selected = _selected(info)
         return await reading(Shape(selected), lambda: info.context.store.get(
             study_id, _paths(selected)))
 
-    @strawberry.field(name="ImagingStudyList", description="Studies matching FHIR search "
-                      "arguments (all 17 R5 ImagingStudy parameters, _id and _lastUpdated), "
-                      "newest first by default. Without _count: every match, or an error when "
-                      "more match than the list cap (use _count or ImagingStudyConnection).")
+    @strawberry.field(name="ImagingStudyList", graphql_type=list[ImagingStudy] | None,  # type: ignore[untyped-decorator]
+                      description="Studies matching FHIR search arguments (all 17 R5 "
+                      "ImagingStudy parameters, _id and _lastUpdated), newest first by default. "
+                      "Without _count: every match, or an error when more match than the list "
+                      "cap (use _count or ImagingStudyConnection).")
     @searchable
     async def imaging_study_list(
         self, info: Info, params: Params,
@@ -82,7 +88,7 @@ class Query:
         _offset: Annotated[int | None, _arg("How many matches to skip first.")] = None,
         _sort: Sort = None,
         fhirpath: FhirPathArg = None,
-    ) -> list[ImagingStudy] | None:
+    ) -> list[Study] | None:
         store = info.context.store
         cap = info.context.settings.list_max_count
         offset = check_offset(_offset)
@@ -104,8 +110,10 @@ class Query:
             params, count, offset, _sort, None if keep else _paths(selected)))
         return await keep.filtered(found) if keep else found
 
-    @strawberry.field(name="ImagingStudyConnection", description="Studies matching FHIR search "
-                      "arguments as a connection with total count and keyset cursors.")
+    @strawberry.field(name="ImagingStudyConnection",  # type: ignore[untyped-decorator]
+                      graphql_type=ImagingStudyConnection | None,
+                      description="Studies matching FHIR search arguments as a connection with "
+                      "total count and keyset cursors.")
     @continues
     @searchable
     async def imaging_study_connection(
@@ -119,7 +127,7 @@ class Query:
         _sort: Sort = None,
         fhirpath: FhirPathArg = None,
         search: dict[str, Any] | None = None,
-    ) -> ImagingStudyConnection | None:
+    ) -> dict[str, Any] | None:
         store = info.context.store
         settings = info.context.settings
         count = 0 if _count == 0 else check_count(_count, settings.list_default_count,
@@ -136,7 +144,7 @@ class Query:
             total = await reading(Shape(()), lambda: store.count(params)) \
                 if "count" in wanted else None
             # `_count: 0` is FHIR's way to ask for the total: no edges, no cursors.
-            return {"count": total, "pagesize": count,  # type: ignore[return-value]
+            return {"count": total, "pagesize": count,
                     **({"edges": []} if count == 0 else {})}
         page = await reading(FhirPath.priced(Shape(resource or ()), keep), lambda: store.page(
             params, count, _cursor, _sort, None if keep else _paths(resource)
@@ -144,18 +152,19 @@ class Query:
             lambda page: page.studies)
         if keep:  # the page's cursors stay the store's: a page may come out shorter
             page.studies = await keep.filtered(page.studies)
-        return {  # type: ignore[return-value]
+        return {
             "count": page.total, "offset": page.offset, "pagesize": count,
             "first": page.first, "previous": page.previous, "next": page.next,
             "last": page.last,
             "edges": [{"mode": "match", "score": None, "resource": s} for s in page.studies]}
 
-    @strawberry.field(name="ImagingStudyHistory", description="Every stored version of a "
-                      "study, newest first. A deleted study keeps its history.")
+    @strawberry.field(name="ImagingStudyHistory", graphql_type=list[ImagingStudy] | None,  # type: ignore[untyped-decorator]
+                      description="Every stored version of a study, newest first. A deleted "
+                      "study keeps its history.")
     async def imaging_study_history(
         self, info: Info, id: strawberry.ID,
         _count: Annotated[int | None, _arg("How many versions at most (default 100).")] = None,
-    ) -> list[ImagingStudy] | None:
+    ) -> list[Study] | None:
         count = check_count(_count, 100, info.context.settings.history_max_count)
         selected = _selected(info)
         return await reading(Shape(selected), lambda: info.context.store.history(

@@ -10,18 +10,18 @@ or gives its version."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from api.auth import FORBIDDEN, Access, owned
 from store.events import Change
+from store.fhir import Study
 from store.fhir.outcome import NOT_FOUND, VERSION_CONFLICT, DuplicateUid, Issue, StoreError, fail
 from store.importer import Importer
 from store.reads import Page
-from store.repository import Guard, Repository
+from store.repository import Repository
 from store.search import Params, escape
 
-Study = dict[str, Any]
 T = TypeVar("T")
 ROOT = "ImagingStudy"
 
@@ -101,7 +101,7 @@ class ScopedStore:
                              "out and the server assigns one", "security")])
         return patient
 
-    def _guard(self, study_id: str, letters: str, operation: str) -> Guard:
+    def _guard(self, study_id: str, letters: str, operation: str) -> Callable[[Study], None]:
         """The precondition each write checks on the stored study, inside its compare-and-set
         and before anything else: a study the caller may not `letters` is a missing id."""
         patients = {self.require(letter, operation) for letter in letters}
@@ -149,11 +149,13 @@ class ScopedStore:
     async def count(self, params: Params, operation: str = "ImagingStudyConnection",
                     skip: int = 0, limit: int | None = None) -> int:
         within = self._within(self.require("rs", operation))
-        bounds = {"skip": skip, "limit": limit} if skip or limit is not None else {}
+        # The bounds go as keywords, and only those given (the store's defaults stand).
+        bounds: dict[str, Any] = {"skip": skip, "limit": limit} \
+            if skip or limit is not None else {}
         return await self._repo.count([*params, *within], **bounds)
 
     async def page(self, params: Params, count: int, cursor: str | None = None,
-                   sort: str | None = None, fields: set[str] | None = (),  # type: ignore[assignment]
+                   sort: str | None = None, fields: Iterable[str] | None = (),
                    total: bool = True, operation: str = "ImagingStudyConnection",
                    carry: Any = None) -> Page:
         # The cursors carry the caller's own search (`carry`), never the patient the gate
@@ -263,7 +265,7 @@ class ScopedStore:
             raise fail(VERSION_CONFLICT, f"{ROOT}.meta.versionId", f"versionId '{version_id}'"
                        " is not the stored version") from None
 
-    async def _write(self, method: Callable[..., Any], study_id: str, letters: str,
+    async def _write(self, method: Callable[..., Awaitable[Study]], study_id: str, letters: str,
                      operation: str, *args: Any) -> Study:
         """A write that answers with the study: the caller must be able to read it too."""
         await self._visible(study_id, letters, operation)
@@ -278,7 +280,7 @@ class ScopedStore:
     def importer(self, dry_run: bool = False) -> Importer:
         """The import path, matching and writing through this gate."""
         self.require("crus", "ImagingStudyImport")
-        return Importer(self, dry_run=dry_run, admit=self.admit)  # type: ignore[arg-type]
+        return Importer(self, dry_run=dry_run, admit=self.admit)
 
     async def match(self, params: Params) -> Study | None:
         """The one study matching `params` among those the caller may search and update."""

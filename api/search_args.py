@@ -83,6 +83,8 @@ def searchable(resolver: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
                   else (name, values[0]) for name, values in given]
         return await resolver(*args, params=params, **kwargs)
 
+    # inspect.signature honours __signature__ (PEP 362), which typeshed does not declare on
+    # functions.
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[*own[:2], *_PARAMETERS, _FILTER,
                     *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own[2:])])

@@ -29,6 +29,8 @@ class HeaderDeadline(H11Protocol):
         self.header_timeout = header_timeout
         self._deadline: asyncio.TimerHandle | None = None
 
+    # uvicorn's H11Protocol narrows asyncio's BaseTransport to Transport (under an ignore of its
+    # own); this override keeps uvicorn's signature.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()

@@ -17,6 +17,7 @@ from api.context import Info
 from api.limits import rejected
 from api.types.imaging_study import ImagingStudy
 from store.events import Change, Overrun
+from store.fhir import Study
 
 # The change whose event the current operation task is about to send: lets the WebSocket
 # encode it once for every subscriber with the same operation (api/websocket.py).
@@ -33,8 +34,9 @@ class ImagingStudyChangeEvent:
     subject: str | None = strawberry.field(description="The study's subject reference "
                                            "(Patient/123); for a delete, the subject the "
                                            "study had.")
-    resource: ImagingStudy | None = strawberry.field(description="The study after the write "
-                                                     "(null for a delete).")
+    resource: Study | None = strawberry.field(graphql_type=ImagingStudy | None,
+                                              description="The study after the write (null "
+                                              "for a delete).")
     position: str = strawberry.field(description="Where this event stands in the change "
                                      "stream, an opaque string: pass the last one received "
                                      "as `after` when subscribing again to get what was "
@@ -57,9 +59,12 @@ def _arg(description: str) -> Any:
     return strawberry.argument(description=description)
 
 
+# `@strawberry.subscription(...)` with arguments is typed as returning Any
+# (strawberry-graphql/strawberry#1929), hence ignore[untyped-decorator].
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(name="ImagingStudyChanged", description="Events after each "
+    @strawberry.subscription(name="ImagingStudyChanged",  # type: ignore[untyped-decorator]
+                             description="Events after each "
                              "committed write, optionally only for one study, patient or "
                              "status.")
     async def changed(
@@ -83,7 +88,7 @@ class Subscription:
                 async for change in changes:
                     if _matches(change, id, patient, status, visible):
                         delivering.set(change)
-                        yield ImagingStudyChangeEvent(  # type: ignore[call-arg]
+                        yield ImagingStudyChangeEvent(
                             action=change.action, id=strawberry.ID(change.id),
                             versionId=change.version_id, status=change.status,
                             subject=change.subject, resource=change.resource,

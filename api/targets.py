@@ -12,6 +12,7 @@ from api.auth import Access
 from api.scoped import ScopedStore
 from api.search_args import CODES
 from store.bundle import study_uid_token
+from store.fhir import Study
 from store.files import canonical
 from store.importer import EntryResult
 from store.ingest import Writer
@@ -116,12 +117,13 @@ class RemoteTarget:
             raise RemoteError(f"{self.url} answered HTTP {response.status_code}")
         body = response.json()
         if body.get("errors"):
-            error = body["errors"][0]
-            code = error.get("extensions", {}).get("code")
+            first = body["errors"][0]
+            code = first.get("extensions", {}).get("code")
             hint = " (set IMAGING_TOKEN to a bearer token for this server)" \
                 if code == "UNAUTHENTICATED" and not self.headers else ""
-            raise RemoteError(f"{code}: {error['message']}{hint}", code)
-        return body["data"]
+            raise RemoteError(f"{code}: {first['message']}{hint}", code)
+        data: dict[str, Any] = body["data"]
+        return data
 
     async def import_payload(self, payload: Any, dry_run: bool) -> list[EntryResult]:
         data = await self.call(IMPORT, r=payload, d=dry_run)
@@ -164,7 +166,8 @@ class RemoteTarget:
 
     async def count(self, params: Params) -> int:
         data = await self.call(COUNT, **self._variables(params))
-        return data["ImagingStudyConnection"]["count"]
+        total: int = data["ImagingStudyConnection"]["count"]
+        return total
 
     async def create(self, resource: dict[str, Any], if_none_exist: str | None = None
                      ) -> tuple[dict[str, Any], bool]:
@@ -180,13 +183,15 @@ class RemoteTarget:
     async def add_series(self, study_id: str, series: list[dict[str, Any]],
                          version_id: str | None) -> dict[str, Any]:
         data = await self.call(ADD_SERIES, id=study_id, s=series, v=version_id)
-        return data["ImagingStudyAddSeries"]
+        study: Study = data["ImagingStudyAddSeries"]
+        return study
 
     async def add_instances(self, study_id: str, series_uid: str,
                             instances: list[dict[str, Any]], version_id: str | None
                             ) -> dict[str, Any]:
         data = await self.call(ADD_INSTANCES, id=study_id, u=series_uid, i=instances,
                                v=version_id)
-        return data["ImagingStudyAddInstances"]
+        study: Study = data["ImagingStudyAddInstances"]
+        return study
 
 

@@ -44,7 +44,9 @@ class Socket(ASGIWebSocketAdapter):
     """Strawberry's socket adapter, refusing a message over the body limit, and sending
     nothing once the socket is closed (an operation still running then has no one to tell)."""
 
-    view: _GraphQL
+    # Strawberry annotates the adapter's view as a bare AsyncBaseHTTPView, whose context type
+    # then defaults to None; the view here is the app's, with api.context.Context.
+    view: _GraphQL  # type: ignore[assignment]
 
     async def iter_json(self, *, ignore_parsing_errors: bool = False
                         ) -> AsyncGenerator[object, None]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from store.fhir import Study
 from store.fhir.definitions import DICOM_UID_SYSTEM
 from store.fhir.outcome import BAD_USER_INPUT, fail
 from store.search import escape
 
-Study = dict[str, Any]
 BUNDLE_TYPES = ("collection", "batch", "transaction", "searchset")
 BUNDLE_ELEMENTS = {"resourceType", "id", "meta", "implicitRules", "language", "identifier",
                    "type", "timestamp", "total", "link", "entry", "signature", "issues"}

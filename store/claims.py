@@ -6,16 +6,16 @@ taken over."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from store import search
 from store.client import Database, DuplicateKey
+from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, fail
 
 CLAIM_TTL = timedelta(seconds=5)  # how long a claim may wait for its study
-Study = dict[str, Any]
 
 
 class Claims:
@@ -26,7 +26,7 @@ class Claims:
 
     async def create_once(self, study_id: str, condition: str,
                           insert: Callable[[], Awaitable[Study]],
-                          within: search.Params = ()) -> tuple[Study | None, bool]:
+                          within: Sequence[tuple[str, str]] = ()) -> tuple[Study | None, bool]:
         """(existing match, False), or (the study `insert` made, True). `within` narrows the
         search to what the caller may see (a patient): nothing else can match."""
         params = [*search.parse_query(condition, "ifNoneExist"), *within]

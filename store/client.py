@@ -185,7 +185,8 @@ async def in_transaction(db: Database, work: Callable[[Database | None], Awaitab
     if any(cls.__module__.startswith("mongomock") for cls in type(driver).__mro__):
         return await work(None)
     async with await driver.client.start_session() as session:
-        return await session.with_transaction(lambda bound: work(_InSession(db, bound)))
+        result: T = await session.with_transaction(lambda bound: work(_InSession(db, bound)))
+        return result
 
 
 def transient(error: BaseException) -> bool:
@@ -199,7 +200,8 @@ def open_embedded(db_name: str) -> tuple[Any, Database]:
     """An in-process store (mongomock-motor): no server, gone when the process ends."""
     from mongomock_motor import AsyncMongoMockClient
 
-    client = AsyncMongoMockClient()
+    # mongomock-motor's stub presents its client as motor's, which is generic in the document.
+    client: AsyncMongoMockClient[dict[str, Any]] = AsyncMongoMockClient()
     return client, _Yielding(client[db_name])
 
 

@@ -177,7 +177,7 @@ def _header(ds: Any, timezone: str | None, endpoint: str | None) -> Header:
         "resourceType": "ImagingStudy", "status": "available",
         "identifier": [{"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{study_uid}"}],
         "subject": _subject(ds)}
-    optional = {
+    study_optional = {
         "started": date_time(_text(ds, "StudyDate"), _text(ds, "StudyTime"), zone),
         "description": _text(ds, "StudyDescription"),
         "referrer": {"display": n} if (n := person(ds.get("ReferringPhysicianName"))) else None,
@@ -185,11 +185,11 @@ def _header(ds: Any, timezone: str | None, endpoint: str | None) -> Header:
         if (a := _text(ds, "AccessionNumber")) else None,
         "endpoint": [{"reference": endpoint}] if endpoint else None,
     }
-    study.update({k: v for k, v in optional.items() if v is not None})
+    study.update({k: v for k, v in study_optional.items() if v is not None})
     series: dict[str, Any] = {"uid": series_uid, "modality": _modality(modality)}
     performers = [person(p) for p in _values(ds.get("PerformingPhysicianName"))]
     laterality = LATERALITY.get(_text(ds, "Laterality") or "")
-    optional = {
+    series_optional = {
         "number": _int(ds, "SeriesNumber"), "description": _text(ds, "SeriesDescription"),
         "bodySite": _body_site(b) if (b := _text(ds, "BodyPartExamined")) else None,
         "laterality": {"coding": [{"system": SCT, "code": laterality[0],
@@ -198,7 +198,7 @@ def _header(ds: Any, timezone: str | None, endpoint: str | None) -> Header:
         "performer": [{"function": PERFORMER, "actor": {"display": p}} for p in performers if p]
         or None,
     }
-    series.update({k: v for k, v in optional.items() if v is not None})
+    series.update({k: v for k, v in series_optional.items() if v is not None})
     sop_class = _text(ds, "SOPClassUID")
     if not sop_class:
         raise Skip("no SOPClassUID (ImagingStudy.series.instance.sopClass is required)")
@@ -206,9 +206,9 @@ def _header(ds: Any, timezone: str | None, endpoint: str | None) -> Header:
     if (name := UID(sop_class).name) != sop_class:
         coding["display"] = name
     instance: dict[str, Any] = {"uid": sop_uid, "sopClass": coding}
-    optional = {"number": _int(ds, "InstanceNumber"),
-                "title": _text(ds, "ContentLabel") or _text(ds, "DocumentTitle")}
-    instance.update({k: v for k, v in optional.items() if v is not None})
+    instance_optional = {"number": _int(ds, "InstanceNumber"),
+                         "title": _text(ds, "ContentLabel") or _text(ds, "DocumentTitle")}
+    instance.update({k: v for k, v in instance_optional.items() if v is not None})
     return Header(study_uid, series_uid, study, series, instance)
 
 

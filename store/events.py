@@ -42,10 +42,10 @@ from typing import Any
 import orjson
 
 from store.client import DriverError
+from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, RESUME_UNAVAILABLE, fail
 
 log = logging.getLogger("imaging.events")
-Study = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -216,11 +216,11 @@ class Bus:
         self._queues.add(queue)
 
         async def changes() -> AsyncIterator[Change]:
-            for change in replay:
-                yield change
-            while (change := await queue.get()) is not None:
-                if change.seq > last:
-                    yield change
+            for replayed in replay:
+                yield replayed
+            while (live := await queue.get()) is not None:
+                if live.seq > last:
+                    yield live
             raise Overrun(self.backlog)
         try:
             yield changes()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from store.fhir import Study
+
 SUFFIXES = (".json", ".ndjson")
 
 
@@ -97,7 +99,7 @@ def _uuid(study_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ImagingStudy/{study_id}"))
 
 
-def canonical(study: dict[str, Any]) -> dict[str, Any]:
+def canonical(study: Study) -> Study:
     """A stored study as FHIR R5 JSON: resourceType, id and meta first, then as stored."""
-    head = {k: study[k] for k in ("resourceType", "id", "meta") if k in study}
+    head: Study = {k: study[k] for k in ("resourceType", "id", "meta") if k in study}
     return {**head, **{k: v for k, v in study.items() if k not in head}}

@@ -17,22 +17,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, Self, TypeVar
 
 from store.bundle import entries, study_uid_condition, study_uid_token
 from store.client import transient
-from store.fhir import edit
+from store.fhir import Study, edit
 from store.fhir.identity import same_subject, study_uids
 from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, Issue, StoreError, fail
 from store.fhir.primitives import CHECKS
 from store.fhir.validate import ROOT
-from store.repository import Repository, same_content
+from store.repository import same_content
+from store.search import Params
 
 log = logging.getLogger("imaging.import")
 INTERNAL = "INTERNAL_SERVER_ERROR"
-Study = dict[str, Any]
 # (resource, scope letter, operation, new) -> the caller's patient, or raises: the access gate.
 Admit = Callable[[Study, str, str, bool], Any]
 # Planning an entry runs the write rules on the event loop: a fraction of a millisecond for a
@@ -114,10 +114,34 @@ def _refuse_repeats(plans: list[_Plan]) -> None:
             first[key] = plan.index
 
 
+T = TypeVar("T")
+
+
+class Target(Protocol):
+    """What an import reads and writes through: the repository, or the caller-scoped store
+    that wraps it (api/scoped.py)."""
+
+    @property
+    def max_instances(self) -> int: ...
+    @property
+    def max_series(self) -> int: ...
+    @property
+    def in_transaction(self) -> bool: ...
+
+    async def check_uid(self, study: Study) -> None: ...
+    async def match(self, params: Params) -> Study | None: ...
+    async def match_id(self, study_id: str) -> Study | None: ...
+    async def create(self, resource: Study,
+                     if_none_exist: str | None = None) -> tuple[Study, bool]: ...
+    async def update(self, study_id: str, resource: Study, version_id: str | None) -> Study: ...
+    async def atomically(self, work: Callable[[Self | None], Awaitable[T]]) -> T: ...
+    async def undo(self, study_id: str, written: str, previous: Study | None) -> bool: ...
+
+
 class Importer:
     """Imports resources and Bundles into one repository."""
 
-    def __init__(self, repo: Repository, dry_run: bool = False, attempts: int = 5,
+    def __init__(self, repo: Target, dry_run: bool = False, attempts: int = 5,
                  admit: Admit | None = None) -> None:
         # The repository, or the caller-scoped store that wraps it: then matching sees only
         # the studies the caller may update, and `admit` checks each incoming resource.
@@ -213,7 +237,7 @@ class Importer:
         study_id = resource.get("id")
         return await self.repo.match_id(study_id) if isinstance(study_id, str) else None
 
-    async def _apply(self, plan: _Plan, repo: Repository | None = None) -> EntryResult:
+    async def _apply(self, plan: _Plan, repo: Target | None = None) -> EntryResult:
         repo = repo or self.repo
         if plan.target is None:
             # Inside a server transaction its snapshot stands in for the claim on the Study
@@ -257,7 +281,7 @@ class Importer:
                             "transaction; nothing was imported; retry")
             return [_rejected(p.index, conflict) for p in plans]
 
-    async def _write_all(self, plans: list[_Plan], bound: Repository | None
+    async def _write_all(self, plans: list[_Plan], bound: Target | None
                          ) -> list[EntryResult]:
         """Writes every entry, through `bound` inside a server transaction (whose abort takes
         every write back) or through the repository (undoing each write on failure). Raises

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from store.fhir import Study
 from store.fhir.dates import date_range
 from store.fhir.identity import study_uid
 from store.fhir.references import reference_type
 
 NO_DATE = datetime(1, 1, 1, tzinfo=UTC)  # the sort value of a missing `started`
-Study = dict[str, Any]
 
 
 def _codings(concept: dict[str, Any] | None) -> Iterator[dict[str, Any]]:

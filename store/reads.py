@@ -10,9 +10,10 @@ from typing import Any, ParamSpec, TypeVar
 
 from store import paging, search
 from store.client import StoreDown
+from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, STORE_UNAVAILABLE, fail
+from store.search import Params
 
-Study = dict[str, Any]
 P = ParamSpec("P")
 T = TypeVar("T")
 ROOT = "ImagingStudy"
@@ -83,7 +84,7 @@ class Reads:
         return public(doc) if doc else None
 
     @guarded
-    async def match(self, params: search.Params) -> Study | None:
+    async def match(self, params: Params) -> Study | None:
         """The first study matching `params`, whole (import matching)."""
         found = await self.search(params, 1)
         return found[0] if found else None
@@ -93,7 +94,7 @@ class Reads:
         return await self.get(study_id)
 
     @guarded
-    async def search(self, params: search.Params, count: int, offset: int = 0,
+    async def search(self, params: Params, count: int, offset: int = 0,
                      sort: str | None = None, fields: Iterable[str] | None = None
                      ) -> list[Study]:
         spec = paging.sort_spec(sort)
@@ -102,17 +103,18 @@ class Reads:
         return [public(doc) for doc in docs]
 
     @guarded
-    async def count(self, params: search.Params, skip: int = 0, limit: int | None = None
+    async def count(self, params: Params, skip: int = 0, limit: int | None = None
                     ) -> int:
         """How many studies match, after the first `skip`; with `limit`, counting stops
         there (a bounded count: cheap however many match)."""
         bounds = {"skip": skip} if skip else {}
         if limit is not None:
             bounds["limit"] = limit
-        return await self._studies.count_documents(search.to_filter(params), **bounds)
+        matched: int = await self._studies.count_documents(search.to_filter(params), **bounds)
+        return matched
 
     @guarded
-    async def page(self, params: search.Params, count: int, cursor: str | None = None,
+    async def page(self, params: Params, count: int, cursor: str | None = None,
                    sort: str | None = None, fields: Iterable[str] | None = (),
                    total: bool = True, carry: Any = None) -> Page:
         """A keyset page: walking `next` to the end returns every study that matched
@@ -158,12 +160,12 @@ class Reads:
         BAD_USER_INPUT. The cursor still fits only the query it was made for (`page`)."""
         return paging.Cursors.opened(self._cursor_secret, cursor).get("s")
 
-    def check_cursor(self, params: search.Params, cursor: str, sort: str | None = None) -> None:
+    def check_cursor(self, params: Params, cursor: str, sort: str | None = None) -> None:
         """Refuses a cursor this query did not make, even where the page is not read."""
         spec = paging.sort_spec(sort)
         paging.Cursors(self._cursor_secret, repr((sorted(params), spec))).read(cursor)
 
-    async def stream(self, params: search.Params, sort: str | None = None,
+    async def stream(self, params: Params, sort: str | None = None,
                      page_size: int = 500) -> AsyncIterator[Study]:
         """Every matching study, whole, a keyset page at a time (for export)."""
         cursor: str | None = None

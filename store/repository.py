@@ -18,19 +18,20 @@ import asyncio
 import copy
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from store import client, indexes, search
 from store.claims import Claims
 from store.client import Database, DuplicateKey
 from store.events import Bus, Change, change_of
-from store.fhir import edit
+from store.fhir import Study, edit
 from store.fhir.identity import study_uid, uid_element
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, fail
+from store.fhir.validate import MAX_SERIES
 from store.keys import search_keys
-from store.reads import ROOT, Page, Reads, Study, guarded, projection, public
+from store.reads import ROOT, Page, Reads, guarded, projection, public
 
 __all__ = ["Guard", "HistoryClash", "Page", "Repository", "projection", "same_content"]
 Guard = Callable[[Study], None] | None
@@ -40,6 +41,12 @@ T = TypeVar("T")
 class HistoryClash(RuntimeError):
     """A version of a study was about to be stored twice with different contents: versions
     were reused, which the write path must never do."""
+
+
+class Publisher(Protocol):
+    """Where a write's change event goes: the event bus, or a transaction's deferred list."""
+
+    def publish(self, change: Change) -> None: ...
 
 
 class _Deferred:
@@ -69,13 +76,13 @@ class Repository(Reads):
     """Versioned ImagingStudy storage. All writes run the pure rules in `store.fhir.edit`."""
 
     def __init__(self, db: Database, *, max_instances: int = 50_000,
-                 max_series: int = edit.MAX_SERIES, max_attempts: int = 200,
+                 max_series: int = MAX_SERIES, max_attempts: int = 200,
                  cursor_secret: bytes = b"imaging-api cursors", events: Bus | None = None
                  ) -> None:
         self._db = db
         # Set for the embedded store; with MongoDB a change stream feeds the bus instead, so
         # writes made by other processes are seen too.
-        self.events = events
+        self.events: Publisher | None = events
         self._studies = db[indexes.STUDIES]
         self._history = db[indexes.HISTORY]
         self._claims = Claims(db, self._studies, max_attempts)
@@ -93,7 +100,7 @@ class Repository(Reads):
 
     @guarded
     async def create(self, resource: Study, if_none_exist: str | None = None,
-                     within: search.Params = ()) -> tuple[Study, bool]:
+                     within: Sequence[tuple[str, str]] = ()) -> tuple[Study, bool]:
         """Creates a study; returns it and whether it was created (False: `if_none_exist`
         matched an existing study, returned unchanged). `within` adds search parameters that
         every match must also meet (the caller's patient)."""
@@ -283,7 +290,7 @@ class Repository(Reads):
         """Inserts `doc`, or returns the document already stored under its `_id`. Inside a
         server transaction it looks first: a refused insert there aborts the transaction."""
         if self.in_transaction:
-            stored = await collection.find_one({"_id": doc["_id"]})
+            stored: dict[str, Any] | None = await collection.find_one({"_id": doc["_id"]})
             if stored is not None:
                 return stored
         try:

@@ -83,9 +83,12 @@ class Extension:
     valueReference: Reference | None = strawberry.field(
         description="Value of extension (Reference).")
 
-    @strawberry.field(description="The value[x] of the extension, whatever its type, as JSON "
+    # (graphql_type: the value is any JSON value; ignore: strawberry-graphql/strawberry#1929,
+    # the decorator with arguments is typed as returning Any.)
+    @strawberry.field(graphql_type=JSON | None,  # type: ignore[untyped-decorator]
+                      description="The value[x] of the extension, whatever its type, as JSON "
                       "(covers the R5 types that have no typed field here).")
-    def value(self, root: strawberry.Parent[dict[str, Any]]) -> JSON | None:
+    def value(self, root: strawberry.Parent[dict[str, Any]]) -> Any:
         return extension_value(root)
 
 

@@ -24,6 +24,7 @@ from api.types.datatypes import (
 )
 from api.types.describe import element, field
 from api.types.repeating import REPEATING
+from store.fhir import Study
 from store.fhir.definitions import resource_definition
 from store.files import canonical
 from store.search import split_unescaped
@@ -144,9 +145,12 @@ class ImagingStudy:
     series: list[ImagingStudySeries] | None = field("ImagingStudy.series",
                                                      custom=_series_filters)
 
-    @strawberry.field(description="The stored version as canonical FHIR R5 JSON "
+    # (graphql_type: the value is FHIR JSON; ignore: strawberry-graphql/strawberry#1929, the
+    # decorator with arguments is typed as returning Any.)
+    @strawberry.field(graphql_type=JSON,  # type: ignore[untyped-decorator]
+                      description="The stored version as canonical FHIR R5 JSON "
                       "(resourceType, id, meta, then every element as stored).")
-    def fhirJson(self, root: Root) -> JSON:
+    def fhirJson(self, root: Root) -> Study:
         return canonical(root)
 
 

@@ -46,8 +46,11 @@ class OtherResource:
     resourceType: str = strawberry.field(description="Its FHIR resource type.")
     id: str | None = strawberry.field(description="Its id (the # part of a local reference).")
 
-    @strawberry.field(description="The whole resource as FHIR JSON.")
-    def fhirJson(self, root: strawberry.Parent[dict[str, Any]]) -> JSON:
+    # (graphql_type: the value is FHIR JSON; ignore: strawberry-graphql/strawberry#1929, the
+    # decorator with arguments is typed as returning Any.)
+    @strawberry.field(graphql_type=JSON,  # type: ignore[untyped-decorator]
+                      description="The whole resource as FHIR JSON.")
+    def fhirJson(self, root: strawberry.Parent[dict[str, Any]]) -> dict[str, Any]:
         return dict(root)
 
 
@@ -119,10 +122,7 @@ async def resolve(
         "error.")] = None,
     type: Annotated[str | None, strawberry.argument(
         description="Only a resource of this type (e.g. ImagingStudy); else null.")] = None,
-) -> Annotated[Annotated[ImagingStudy, strawberry.lazy("api.types.imaging_study")]
-               | OtherResource, RESOURCE] | None:
-    # (The union is spelled out here: Strawberry resolves a lazy type only where the
-    # annotation itself names it.)
+) -> _Resolved | None:
     from api.types.imaging_study import ImagingStudy  # the types import each other
 
     reference = root.get("reference")
@@ -148,7 +148,10 @@ async def resolve(
     return strawberry.cast(typed, _Resolved(found))
 
 
+# The value is a marked dict (`_Resolved`); the GraphQL type is the union it is read as.
 resource_field: Any = strawberry.field(
-    resolver=resolve, description="The resource the reference points to (FHIR GraphQL): #id "
+    resolver=resolve, graphql_type=Annotated[
+        Annotated["ImagingStudy", strawberry.lazy("api.types.imaging_study")] | OtherResource,
+        RESOURCE] | None, description="The resource the reference points to (FHIR GraphQL): #id "
     "resolves to a contained resource, ImagingStudy/<id> to the stored study if the caller may "
     "read it; anything else is an error, or null with optional: true.")

@@ -8,15 +8,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from store.fhir import Study
+
 HERE = Path(__file__).parent
 EXAMPLES = ("ImagingStudy-example.json", "ImagingStudy-example-xr.json")
 CT_IMAGE_STORAGE = "urn:oid:1.2.840.10008.5.1.4.1.1.2"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 
 
-def example(name: str) -> dict[str, Any]:
+def example(name: str) -> Study:
     """One official R5 example as FHIR JSON."""
-    return json.loads((HERE / name).read_text())
+    study: Study = json.loads((HERE / name).read_text())
+    return study
 
 
 def uid(*parts: object) -> str:

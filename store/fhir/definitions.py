@@ -209,7 +209,8 @@ def imaging_study() -> dict[str, dict[str, Element]]:
 @cache
 def resource_definition() -> str:
     sd = json.loads((R5_DIR / "StructureDefinition-ImagingStudy.json").read_text())
-    return sd["snapshot"]["element"][0]["definition"]
+    definition: str = sd["snapshot"]["element"][0]["definition"]
+    return definition
 
 
 @cache

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from store.fhir import derive, lifecycle
+from store.fhir import Study, derive, lifecycle
 from store.fhir.definitions import status_codes
 from store.fhir.identity import identity_issues
 from store.fhir.outcome import BAD_USER_INPUT, Issue, fail, invalid
@@ -20,7 +20,6 @@ from store.fhir.validate import (
     validate,
 )
 
-Study = dict[str, Any]
 SERIES_KEY = "ImagingStudy.series"
 INSTANCE_KEY = "ImagingStudy.series.instance"
 

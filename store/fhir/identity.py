@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from store.fhir import Study
 from store.fhir.definitions import DICOM_UID_SYSTEM
 from store.fhir.outcome import Issue
 from store.fhir.uid import OID_PREFIX
 
-Study = dict[str, Any]
 ROOT = "ImagingStudy"
 
 

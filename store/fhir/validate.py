@@ -81,7 +81,7 @@ class _Walker:
     def add(self, expression: str, rule: str) -> None:
         self.issues.append(Issue(expression, rule))
 
-    def object(self, obj: object, expr: str, elements: dict[str, defs.Element], key: str,
+    def fields(self, obj: object, expr: str, elements: dict[str, defs.Element], key: str,
                targets: tuple[str, ...] = ()) -> bool:
         if not isinstance(obj, dict):
             self.add(expr, "must be an object")
@@ -153,7 +153,7 @@ class _Walker:
 
     def checked(self, value: object, expr: str, elements: dict[str, defs.Element], type_: str,
                 key: str, targets: tuple[str, ...] = ()) -> None:
-        if not self.object(value, expr, elements, type_, targets):
+        if not self.fields(value, expr, elements, type_, targets):
             return
         assert isinstance(value, dict)
         rules = [_OBJECT_RULES.get(key), _OBJECT_RULES.get(type_)]
@@ -213,7 +213,7 @@ class _Walker:
             self.add(expr, f"must not be empty: it holds the id and/or extensions of {base}, "
                      "else leave it out")
         else:
-            self.object(value, expr, defs.PRIMITIVE_PARTS,
+            self.fields(value, expr, defs.PRIMITIVE_PARTS,
                         "primitive element (only id and extension)")
 
     def extension(self, value: object, expr: str) -> None:
@@ -224,7 +224,7 @@ class _Walker:
         # `_valueCode` and the like: the id and extensions of a primitive value[x].
         siblings = {k: v for k, v in value.items() if k.startswith("_value")}
         rest = {k: v for k, v in value.items() if k not in values and k not in siblings}
-        if not self.object(rest, expr, defs.EXTENSION_ELEMENTS, "Extension"):
+        if not self.fields(rest, expr, defs.EXTENSION_ELEMENTS, "Extension"):
             return
         for name, item in siblings.items():
             type_ = defs.EXTENSION_VALUE_KEYS.get(name[1:])
@@ -303,7 +303,7 @@ def structure_issues(study: object) -> list[Issue]:
     elements = {"resourceType": _RESOURCE_TYPE, **defs.imaging_study()[ROOT]}
     if study.get("resourceType", ROOT) != ROOT:
         walker.add(f"{ROOT}.resourceType", "must be 'ImagingStudy'")
-    walker.object(study, ROOT, elements, ROOT)
+    walker.fields(study, ROOT, elements, ROOT)
     return walker.issues
 
 

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from store.demo import EXAMPLES, example
+from store.fhir import Study
 from store.fhir.validate import validate
-
-Study = dict[str, Any]
 
 
 def xr() -> Study:
