@@ -33,6 +33,20 @@ async def test_collating_different_types_under_one_name_is_an_error(gql: Gql) ->
     assert "same type" in error(body)["message"]
 
 
+async def test_a_plain_field_after_flattened_ones_of_its_name_collates_with_them(
+        gql: Gql) -> None:
+    """The study's own `id` after the series' flattened ids was answered alone: the series'
+    values were lost, silently, while the other order collated them."""
+    after = await run(gql, "series @flatten { id: number } id")
+    before = await gql('{ ImagingStudy(id: "p") { id series @flatten { id: number } } }')
+    assert "errors" in after  # ID and Int do not collate: said, not lost
+    assert "same type" in error(after)["message"]
+    assert "same type" in error(before)["message"]
+    both = await gql('{ ImagingStudy(id: "p") { series @flatten { n: number } '
+                     "n: numberOfSeries } }")
+    assert both["data"]["ImagingStudy"] == {"n": [1, 2, 3, 3]}
+
+
 def test_both_executors_agree_on_directives() -> None:
     queries = [
         '{ ImagingStudy(id: "p") { identifier @flatten { system value } series @flatten '
