@@ -46,13 +46,13 @@ from api.settings import Settings
 from api.targets import LocalTarget
 from api.transfer import run_import
 from api.websocket import Socket, TransportWS
-from store import client
-from store.demo import seed
-from store.events import Bus, ChangeStreamFeeder
 from store.fhir.outcome import StoreError
-from store.indexes import IndexConflict
-from store.ingest import Ingest
-from store.repository import Repository
+from store.interop.demo import seed
+from store.interop.ingest import Ingest
+from store.mongo import client
+from store.mongo.events import Bus, ChangeStreamFeeder
+from store.mongo.indexes import IndexConflict
+from store.mongo.repository import Repository
 
 log = logging.getLogger("imaging.api")
 STATIC = Path(__file__).parent / "static"

@@ -4,7 +4,7 @@ The search is the field's arguments as the caller sent them (search values, `_so
 filter argument the field has), less the cursor itself; `_count`, the page size, is carried too
 but may be changed on any page. With a cursor, an argument sent again must be what the cursor
 carries (else BAD_USER_INPUT): a cursor continues one search, never a changed one. The cursor
-is encrypted (store/paging.py), so the values it carries are not readable in a URL or a log;
+is encrypted (store/mongo/paging.py), so the values it carries are not readable in a URL or a log;
 they are only ever what its maker sent, never what the access gate adds (the patient a token
 is confined to), and the gate confines every page again at run time."""
 

@@ -24,8 +24,8 @@ from api.logs import configure as configure_logs
 from api.search_args import CODES
 from api.settings import Settings, SettingsError
 from api.targets import LocalTarget, RemoteError, RemoteTarget, Target
-from store import client
 from store.fhir.outcome import StoreError
+from store.mongo import client
 
 
 def _version() -> str:
@@ -159,8 +159,8 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     from api.progress import Progress
-    from store.dicom import offset
-    from store.ingest import Ingest
+    from store.interop.dicom import offset
+    from store.interop.ingest import Ingest
 
     zone = offset(args.timezone) if args.timezone else None
     if args.timezone and zone is None:

@@ -11,8 +11,8 @@ from api.audit import touched_by_operation
 from api.auth import Access, Authenticator
 from api.scoped import ScopedStore
 from api.settings import Settings
-from store.events import Bus
-from store.repository import Repository
+from store.mongo.events import Bus
+from store.mongo.repository import Repository
 
 
 def bearer(params: dict[str, Any] | None) -> str | None:

@@ -48,7 +48,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from api.types.datatypes import extension_value
 from api.types.repeating import REPEATING
-from store.files import canonical
+from store.interop.files import canonical
 
 Build = Callable[[Any], Any]
 _MAX_INT = 2**31

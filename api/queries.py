@@ -20,7 +20,7 @@ from api.types.connection import ImagingStudyConnection
 from api.types.imaging_study import ImagingStudy
 from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, fail
-from store.search import Params
+from store.mongo.search import Params
 
 SORT = ("Sort order: started, _lastUpdated, _id or status, comma-separated, '-' for "
         "descending; ties go by _id. Default -started (newest first; no started date last).")

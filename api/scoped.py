@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from api.auth import FORBIDDEN, Access, owned
-from store.events import Change
 from store.fhir import Study
 from store.fhir.outcome import NOT_FOUND, VERSION_CONFLICT, DuplicateUid, Issue, StoreError, fail
-from store.importer import Importer
-from store.reads import Page
-from store.repository import Repository
-from store.search import Params, escape
+from store.interop.importer import Importer
+from store.mongo.events import Change
+from store.mongo.reads import Page
+from store.mongo.repository import Repository
+from store.mongo.search import Params, escape
 
 T = TypeVar("T")
 ROOT = "ImagingStudy"

@@ -12,7 +12,7 @@ import strawberry
 
 from api.context import Info
 from store.fhir.definitions import search_parameters
-from store.search import FILTER, ValueCaps, check_values, graphql_name, or_value
+from store.mongo.search import FILTER, ValueCaps, check_values, graphql_name, or_value
 
 T = TypeVar("T")
 

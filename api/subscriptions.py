@@ -1,7 +1,7 @@
 """ImagingStudyChanged: an event after each committed write, over graphql-transport-ws.
 
 Every event has a `position`; a subscriber back after a disconnect passes the last one it got
-as `after` and first receives what it missed, in order, then the live events (store/events.py
+as `after` and first receives what it missed, in order, then the live events (store/mongo/events.py
 says how far back that reaches). Replayed or live, each event passes the same filters and the
 same access decision (`ScopedStore.visible`)."""
 
@@ -16,8 +16,8 @@ import strawberry
 from api.context import Info
 from api.limits import rejected
 from api.types.imaging_study import ImagingStudy
-from store.events import Change, Overrun
 from store.fhir import Study
+from store.mongo.events import Change, Overrun
 
 # The change whose event the current operation task is about to send: lets the WebSocket
 # encode it once for every subscriber with the same operation (api/websocket.py).

@@ -11,13 +11,13 @@ import httpx
 from api.auth import Access
 from api.scoped import ScopedStore
 from api.search_args import CODES
-from store.bundle import study_uid_token
 from store.fhir import Study
-from store.files import canonical
-from store.importer import EntryResult
-from store.ingest import Writer
-from store.repository import Repository
-from store.search import Params, filter_comparison, graphql_name, split_unescaped
+from store.interop.bundle import study_uid_token
+from store.interop.files import canonical
+from store.interop.importer import EntryResult
+from store.interop.ingest import Writer
+from store.mongo.repository import Repository
+from store.mongo.search import Params, filter_comparison, graphql_name, split_unescaped
 
 DEFAULT_URL = "http://127.0.0.1:8000/graphql"
 

@@ -13,11 +13,11 @@ from typing import Any, TextIO
 
 from api.progress import Progress
 from api.targets import RemoteError, Target
-from store import files
 from store.fhir.outcome import BAD_USER_INPUT, StoreError, more_issues
 from store.fhir.validate import ROOT
-from store.importer import REJECTED, EntryResult
-from store.search import Params
+from store.interop import files
+from store.interop.importer import REJECTED, EntryResult
+from store.mongo.search import Params
 
 CHUNK = 200  # NDJSON resources sent in one import call
 

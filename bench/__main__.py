@@ -24,8 +24,8 @@ import orjson
 from bench import data
 from bench.http import over_http
 from bench.scenarios import QUERIES, Generic, Naive, Ours, Stub
-from store import client
-from store.repository import Repository
+from store.mongo import client
+from store.mongo.repository import Repository
 
 Rows = list[tuple[str, str, float, str]]  # scenario, what, median ms, note
 

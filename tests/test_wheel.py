@@ -38,7 +38,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_carries_what_the_server_reads(installed: Path) -> None:
     for needed in ("api/static/vendor/graphiql@3.8.3/graphiql.min.js",
                    "api/static/vendor/graphql-ws@6.4.2/umd/graphql-ws.min.js",
-                   "store/fhir/r5", "store/demo"):
+                   "store/fhir/r5", "store/interop/demo"):
         assert (installed / needed).exists(), needed
 
 

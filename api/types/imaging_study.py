@@ -26,8 +26,8 @@ from api.types.describe import element, field
 from api.types.repeating import REPEATING
 from store.fhir import Study
 from store.fhir.definitions import resource_definition
-from store.files import canonical
-from store.search import split_unescaped
+from store.interop.files import canonical
+from store.mongo.search import split_unescaped
 
 Root = strawberry.Parent[dict[str, Any]]
 

@@ -26,7 +26,7 @@ import pytest
 
 from api import cli
 from api.settings import Settings, SettingsError
-from store import dicom
+from store.interop import dicom
 from tests.server import free_port
 
 EXE = str(Path(sys.executable).parent / "imaging-api")

@@ -27,8 +27,8 @@ import pytest
 from graphql import GraphQLObjectType, get_named_type
 
 from api.schema import schema
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, error
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from api.context import Context
 from api.schema import build_schema
 from api.settings import Settings
-from store import demo
+from store.interop import demo
 
 # Limits out of the way: the execution of generated queries is what is compared.
 _UNLIMITED = Settings(max_depth=1000, max_aliases=10**6, max_tokens=10**6, max_cost=10**12)
@@ -270,8 +270,8 @@ def test_list_and_scalar_types_in_the_schema_are_covered() -> None:
 def test_import_results_equal_graphql_core() -> None:
     """An import's results (one per entry, ids and outcomes null or not) are completed as a
     list by one plan: the same response as graphql-core's item by item."""
-    from store import client
-    from store.repository import Repository
+    from store.mongo import client
+    from store.mongo.repository import Repository
 
     query = """mutation($b: JSON!) { ImagingStudyImport(resource: $b, dryRun: true) {
       index status id outcome } }"""
@@ -303,7 +303,7 @@ def test_repeating_elements_compile_whatever_the_import_order() -> None:
 import asyncio
 from api.schema import build_schema
 from api import execution
-from store import demo
+from store.interop import demo
 from api.context import Context
 from api.settings import Settings
 missing = []

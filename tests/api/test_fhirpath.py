@@ -12,8 +12,8 @@ import pytest
 
 from api import fhirpath
 from api.settings import Settings
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.api.test_primitive_extensions import EXT, NOTE
 from tests.conftest import Gql
 from tests.helpers import error, expressions

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from api.scoped import ScopedStore
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.api.test_auth import call, codes, new_study, study, token
 from tests.store.test_dicom import write
 
@@ -205,7 +205,7 @@ async def test_import_never_merges_across_subjects(client: httpx.AsyncClient,
 async def test_ingest_never_adds_into_another_subjects_study(client: httpx.AsyncClient,
                                                              store: Repository,
                                                              tmp_path: Path) -> None:
-    from store.ingest import Ingest
+    from store.interop.ingest import Ingest
 
     claimed = new_study("squat", "p1") | {"identifier": [
         {"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}]}  # the file's Study UID

@@ -24,10 +24,11 @@ from api.auth import Authenticator
 from api.scoped import ScopedStore
 from api.settings import Settings
 from api.targets import LocalTarget
-from store import client, demo
-from store.events import Change
-from store.ingest import Ingest
-from store.repository import Repository
+from store.interop import demo
+from store.interop.ingest import Ingest
+from store.mongo import client
+from store.mongo.events import Change
+from store.mongo.repository import Repository
 from tests.api.conftest import AUDIENCE, ISSUER, SECRET
 from tests.api.test_auth import token
 from tests.store.test_dicom import write

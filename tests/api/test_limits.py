@@ -18,9 +18,9 @@ from api.documents import DocumentCache, tokens
 from api.limits import Limits, limit_errors
 from api.schema import limits
 from api.settings import Settings
-from store import demo
 from store.fhir import edit
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, LoopTicks, error, expressions
 

@@ -12,8 +12,8 @@ from graphql.execution import executor
 from strawberry.types.base import has_object_definition
 
 from api import inputs
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE
 

@@ -11,8 +11,8 @@ import pytest
 
 from api.targets import LocalTarget
 from api.transfer import run_import
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, error
 

@@ -14,8 +14,9 @@ import pytest
 
 from api.app import create_app
 from api.settings import Settings
-from store import client, demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo import client
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, error
 

@@ -16,9 +16,10 @@ import pytest
 from api import cli
 from api.targets import LocalTarget, RemoteTarget
 from api.transfer import run_export, run_import
-from store import client, demo, dicom
-from store.ingest import Ingest
-from store.repository import Repository
+from store.interop import demo, dicom
+from store.interop.ingest import Ingest
+from store.mongo import client
+from store.mongo.repository import Repository
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from websockets.asyncio.client import ClientConnection
 
 from api.app import _GraphQL, create_app
 from api.settings import Settings
-from store import demo
-from store.events import Change
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.events import Change
+from store.mongo.repository import Repository
 from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
 from tests.api.test_subscriptions import SUBSCRIBE, post
 from tests.helpers import CREATE, text_message

@@ -1,6 +1,6 @@
 """FHIR Bundles in: what an import payload may carry (one ImagingStudy, or a Bundle of R5
 elements whose entries ask only for what import does) and how an entry's Study Instance UID is
-searched for. The Importer (store/importer.py) matches and writes the entries."""
+searched for. The Importer (store/interop/importer.py) matches and writes the entries."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from urllib.parse import quote
 from store.fhir import Study
 from store.fhir.definitions import DICOM_UID_SYSTEM
 from store.fhir.outcome import BAD_USER_INPUT, fail
-from store.search import escape
+from store.mongo.search import escape
 
 BUNDLE_TYPES = ("collection", "batch", "transaction", "searchset")
 BUNDLE_ELEMENTS = {"resourceType", "id", "meta", "implicitRules", "language", "identifier",

@@ -64,9 +64,9 @@ def study(name: str, n_series: int, n_instances: int, *, patient: str = "demo",
 async def seed(repo: Any) -> list[str]:
     """Loads the examples, a 3 x 200 CT study and the studies in pydicom's own test files;
     re-running creates nothing new."""
-    from store.bundle import study_uid_condition
-    from store.dicom import test_files
-    from store.ingest import Ingest
+    from store.interop.bundle import study_uid_condition
+    from store.interop.dicom import test_files
+    from store.interop.ingest import Ingest
 
     ids = []
     for resource in [*(example(n) for n in EXAMPLES), study("demo-ct", 3, 200)]:

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from store import paging, search
-from store.client import StoreDown
 from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, STORE_UNAVAILABLE, fail
-from store.search import Params
+from store.mongo import paging, search
+from store.mongo.client import StoreDown
+from store.mongo.search import Params
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -3,7 +3,7 @@ the repository itself (embedded store) or by a MongoDB change stream (one watche
 resumed from its last token), so every worker sees every worker's writes.
 
 A delete carries the subject and status the study had: a tombstone keeps them in `_srv.was`
-(store/repository.py), which is what a MongoDB change stream's full document shows of it.
+(store/mongo/repository.py), which is what a MongoDB change stream's full document shows of it.
 
 Resuming: every published change gets a position, an opaque lookup key, and the bus keeps the
 last `history` changes, so a subscriber back after a disconnect replays what it missed
@@ -41,9 +41,9 @@ from typing import Any
 
 import orjson
 
-from store.client import DriverError
 from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, RESUME_UNAVAILABLE, fail
+from store.mongo.client import DriverError
 
 log = logging.getLogger("imaging.events")
 

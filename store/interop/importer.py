@@ -21,15 +21,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, Self, TypeVar
 
-from store.bundle import entries, study_uid_condition, study_uid_token
-from store.client import transient
 from store.fhir import Study, edit
 from store.fhir.identity import same_subject, study_uids
 from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, Issue, StoreError, fail
 from store.fhir.primitives import CHECKS
 from store.fhir.validate import ROOT
-from store.repository import same_content
-from store.search import Params
+from store.interop.bundle import entries, study_uid_condition, study_uid_token
+from store.mongo.client import transient
+from store.mongo.repository import same_content
+from store.mongo.search import Params
 
 log = logging.getLogger("imaging.import")
 INTERNAL = "INTERNAL_SERVER_ERROR"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from store.client import Database, DriverError, StoreDown
+from store.mongo.client import Database, DriverError, StoreDown
 
 
 class IndexConflict(Exception):

@@ -1,5 +1,5 @@
 """The grammar of FHIR's `_filter` search parameter (R5 search_filter.html) -> a syntax tree.
-Pure: no I/O, and no knowledge of the parameters (store/search.py compiles the tree into the
+Pure: no I/O, and no knowledge of the parameters (store/mongo/search.py compiles the tree into the
 same store filters the plain search arguments make).
 
     filter    = term (("and" / "or") term)*     left to right, no precedence between them

@@ -1,4 +1,4 @@
-"""The ImagingStudy store over a MongoDB database: versioned writes (reads: store/reads.py).
+"""The ImagingStudy store over a MongoDB database: versioned writes (reads: store/mongo/reads.py).
 
 Each study is one document: the FHIR JSON with `_id` (= id) and a private `_srv` key that
 reads strip. Every write is one compare-and-set on that document's `meta.versionId`; the
@@ -10,7 +10,7 @@ and an undone write included, and a history entry `(id, version)` is written onc
 replaced (writing a different content under a stored version is a bug, refused loudly).
 
 A deleted study stays as a tombstone (`_srv.deleted`), which keeps in `_srv.was` the subject
-and status the study had, so the delete event can say them (store/events.py)."""
+and status the study had, so the delete event can say them (store/mongo/events.py)."""
 
 from __future__ import annotations
 
@@ -22,16 +22,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from store import client, indexes, search
-from store.claims import Claims
-from store.client import Database, DuplicateKey
-from store.events import Bus, Change, change_of
 from store.fhir import Study, edit
 from store.fhir.identity import study_uid, uid_element
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, fail
 from store.fhir.validate import MAX_SERIES
-from store.keys import search_keys
-from store.reads import ROOT, Page, Reads, guarded, projection, public
+from store.mongo import client, indexes, search
+from store.mongo.claims import Claims
+from store.mongo.client import Database, DuplicateKey
+from store.mongo.events import Bus, Change, change_of
+from store.mongo.keys import search_keys
+from store.mongo.reads import ROOT, Page, Reads, guarded, projection, public
 
 __all__ = ["Guard", "HistoryClash", "Page", "Repository", "projection", "same_content"]
 Guard = Callable[[Study], None] | None

@@ -1,7 +1,7 @@
 """FHIR search parameters -> a MongoDB filter. Pure: no I/O.
 
 The 17 R5 ImagingStudy parameters plus `_id` and `_lastUpdated`, and `_filter` (an expression
-over them, store/filter.py). Parameters are (name, value) pairs in FHIR's REST form: repeated
+over them, store/fhir/filter.py). Parameters are (name, value) pairs in FHIR's REST form: repeated
 names are AND, a comma inside one value is OR (GraphQL lists arrive here as one value, their
 items joined by `or_value`, so a comma inside an item stays literal). User text only ever lands
 in value positions of equality matches, never in an operator or field name, so a value such as
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from store import filter as fhir_filter
+from store.fhir import filter as fhir_filter
 from store.fhir.dates import DateError, date_range, shift
 from store.fhir.outcome import BAD_USER_INPUT, fail
 from store.fhir.primitives import CHECKS

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from store import dicom
-from store.bundle import study_uid_condition
 from store.fhir import Study
 from store.fhir.edit import INSTANCE_KEY, SERIES_KEY
 from store.fhir.identity import same_subject
 from store.fhir.outcome import BAD_USER_INPUT, StoreError, fail
 from store.fhir.validate import part_issues, structure_issues
+from store.interop import dicom
+from store.interop.bundle import study_uid_condition
 
 BATCH = 10_000  # instances per write, the AddInstances limit
 FLUSH_AT = 5_000  # pending instances that trigger writing what has been read so far

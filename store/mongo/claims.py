@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from store import search
-from store.client import Database, DuplicateKey
 from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, fail
+from store.mongo import search
+from store.mongo.client import Database, DuplicateKey
 
 CLAIM_TTL = timedelta(seconds=5)  # how long a claim may wait for its study
 
