@@ -229,7 +229,7 @@ async def main(args: argparse.Namespace) -> Bench:
     await repo.create(data.study("A", 20, 500))
     await repo.create(data.study("D", 1, 5_000))
     await repo.create(data.study("D-small", 1, 2_500))
-    gc.freeze()  # as the server does after loading at start-up (api/app.py)
+    gc.freeze()  # as the server does after loading at start-up (api/http/app.py)
     print("measuring in process...", file=sys.stderr)
     await bench.open_study("A", repo, "A")
     await bench.open_study("B", repo, "A")

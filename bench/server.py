@@ -11,7 +11,7 @@ from typing import Any
 
 import uvicorn
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
 from bench import data
 from store.mongo import client

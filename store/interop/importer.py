@@ -119,7 +119,7 @@ T = TypeVar("T")
 
 class Target(Protocol):
     """What an import reads and writes through: the repository, or the caller-scoped store
-    that wraps it (api/scoped.py)."""
+    that wraps it (api/access/scoped.py)."""
 
     @property
     def max_instances(self) -> int: ...

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from store.fhir import filter as fhir_filter
 from store.fhir.dates import DateError, date_range, shift
+from store.fhir.definitions import search_parameters
 from store.fhir.outcome import BAD_USER_INPUT, fail
 from store.fhir.primitives import CHECKS
 from store.fhir.references import reference_type
@@ -209,6 +210,8 @@ PARAMETERS: dict[str, Build] = {
     "status": _plain_code("status", STATUS_SYSTEM),
     "subject": _reference("subject", ("Patient", "Device", "Group")),
 }
+# Every code a search takes, in the order the GraphQL arguments and the CLI's options list them.
+CODES = [*search_parameters(), "_id", "_lastUpdated"]
 
 
 # The type of each parameter, which decides the `_filter` operators it takes. `reason` is a

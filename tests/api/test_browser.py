@@ -17,7 +17,7 @@ import httpx
 import pytest
 import websockets
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
 from store.interop import demo
 from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
 from store.interop import demo
 from store.mongo.repository import Repository

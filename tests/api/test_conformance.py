@@ -26,7 +26,7 @@ import httpx
 import pytest
 from graphql import GraphQLObjectType, get_named_type
 
-from api.schema import schema
+from api.graphql.schema import schema
 from store.interop import demo
 from store.mongo.repository import Repository
 from tests.conftest import Gql

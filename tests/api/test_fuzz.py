@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
 from store.interop import demo
 from store.mongo import client

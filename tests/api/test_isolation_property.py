@@ -19,11 +19,11 @@ import jwt
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from api.app import create_app
-from api.auth import Authenticator
-from api.scoped import ScopedStore
+from api.access.auth import Authenticator
+from api.access.scoped import ScopedStore
+from api.http.app import create_app
 from api.settings import Settings
-from api.targets import LocalTarget
+from api.transfer.targets import LocalTarget
 from store.interop import demo
 from store.interop.ingest import Ingest
 from store.mongo import client

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
 from store.interop import demo
 from store.mongo.repository import Repository

@@ -11,7 +11,7 @@ import pytest
 from graphql.execution import executor
 from strawberry.types.base import has_object_definition
 
-from api import inputs
+from api.graphql import inputs
 from store.interop import demo
 from store.mongo.repository import Repository
 from tests.conftest import Gql

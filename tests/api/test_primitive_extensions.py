@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from fhir.resources.imagingstudy import ImagingStudy
 
-from api.context import Context
-from api.schema import build_schema
+from api.graphql.context import Context
+from api.graphql.schema import build_schema
 from api.settings import Settings
 from store.fhir.validate import validate
 from store.interop import demo, files

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.scoped import ScopedStore
+from api.access.scoped import ScopedStore
 from store.fhir import edit
 from store.mongo.repository import Repository
 from tests.api.test_auth import call, new_study, token

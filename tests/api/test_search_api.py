@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from api import fhirpath
+from api.graphql import fhirpath
 from store.interop import demo
 from store.mongo import indexes
 from store.mongo.repository import Repository

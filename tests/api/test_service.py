@@ -9,9 +9,9 @@ import httpx
 import pytest
 from graphql import GraphQLInputObjectType, GraphQLObjectType
 
-from api.app import create_app
-from api.cli import main
-from api.schema import schema
+from api.cli.commands import main
+from api.graphql.schema import schema
+from api.http.app import create_app
 from api.settings import Settings
 from tests.conftest import Gql
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
 from store.fhir.outcome import StoreError
 from store.interop import demo

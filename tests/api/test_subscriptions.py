@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import websockets
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
 from store.interop import demo
 from store.mongo.events import Bus, ChangeStreamFeeder, from_change_stream
