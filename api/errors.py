@@ -13,12 +13,12 @@ from typing import Any
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, print_ast
 from strawberry.extensions import SchemaExtension
 
-from api.limits import token_rejection
+from api.graphql.limits import token_rejection
 from store.fhir.outcome import BAD_USER_INPUT, StoreError
 
 log = logging.getLogger("imaging.api")
 INTERNAL = "INTERNAL_SERVER_ERROR"
-# Refusals of a request that is not a GraphQL request this server runs (api/http_answers.py):
+# Refusals of a request that is not a GraphQL request this server runs (api/http/answers.py):
 # the HTTP status says which rule (400, 405, 406, 408, 413, 415).
 BAD_REQUEST = "BAD_REQUEST"
 # Apollo's automatic persisted queries: its link reads these codes (or the messages) and sends

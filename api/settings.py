@@ -82,8 +82,9 @@ class Settings:
     mongodb_write_concern: str = "majority"
     mongodb_retry_writes: bool = True
     seed: bool = True
-    # The compiled execution of plain-data subtrees (api/execution.py); off: plain graphql-core,
-    # the reference it is tested against, for ruling it out when something looks wrong.
+    # The compiled execution of plain-data subtrees (api/graphql/execution.py); off: plain
+    # graphql-core, the reference it is tested against, for ruling it out when something looks
+    # wrong.
     compiled: bool = True
     host: str = "127.0.0.1"
     port: int = 8000

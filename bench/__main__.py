@@ -24,8 +24,8 @@ import orjson
 from bench import data
 from bench.http import over_http
 from bench.scenarios import QUERIES, Generic, Naive, Ours, Stub
-from store import client
-from store.repository import Repository
+from store.mongo import client
+from store.mongo.repository import Repository
 
 Rows = list[tuple[str, str, float, str]]  # scenario, what, median ms, note
 
@@ -229,7 +229,7 @@ async def main(args: argparse.Namespace) -> Bench:
     await repo.create(data.study("A", 20, 500))
     await repo.create(data.study("D", 1, 5_000))
     await repo.create(data.study("D-small", 1, 2_500))
-    gc.freeze()  # as the server does after loading at start-up (api/app.py)
+    gc.freeze()  # as the server does after loading at start-up (api/http/app.py)
     print("measuring in process...", file=sys.stderr)
     await bench.open_study("A", repo, "A")
     await bench.open_study("B", repo, "A")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from store import demo
+from store.interop import demo
 
 SCT = "http://snomed.info/sct"
 

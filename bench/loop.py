@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 
-from store import demo
+from store.interop import demo
 
 if TYPE_CHECKING:
     from bench.__main__ import Bench

@@ -8,8 +8,8 @@ from typing import Any
 from graphql import build_schema as build_sdl
 from graphql import graphql
 
-from api.context import Context
-from api.schema import build_schema
+from api.graphql.context import Context
+from api.graphql.schema import build_schema
 from api.settings import Settings
 from bench import naive
 

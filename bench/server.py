@@ -11,11 +11,11 @@ from typing import Any
 
 import uvicorn
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
 from bench import data
-from store import client
-from store.repository import Repository
+from store.mongo import client
+from store.mongo.repository import Repository
 
 
 async def load(repo: Repository, worklist: int) -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--worklist", type=int, default=500)
     parser.add_argument("--outage", default="", metavar="START,SECONDS",
                         help="make the store unavailable SECONDS long, START seconds after "
-                        "start-up (the fault seam of store/client.py; for the load test)")
+                        "start-up (the fault seam of store/mongo/client.py; for the load test)")
     args = parser.parse_args()
     _, db = client.open_embedded("bench")
     faults = client.Faults()

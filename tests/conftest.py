@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
-from store import client
-from store.repository import Repository
+from store.mongo import client
+from store.mongo.repository import Repository
 
 Gql = Callable[..., Awaitable[dict[str, Any]]]
 

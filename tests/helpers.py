@@ -8,7 +8,7 @@ from typing import Any
 
 from graphql import GraphQLList, GraphQLNonNull, GraphQLObjectType, GraphQLUnionType
 
-from api.schema import schema
+from api.graphql.schema import schema
 
 CREATE = """mutation($res: ImagingStudyInput!, $ine: String) {
   ImagingStudyCreate(res: $res, ifNoneExist: $ine) { id status meta { versionId } } }"""

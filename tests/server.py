@@ -21,7 +21,7 @@ def free_port() -> int:
 @asynccontextmanager
 async def serving(app: Any, **options: Any) -> AsyncIterator[str]:
     """Serves `app` until the block ends; yields its base URL. `options` go to uvicorn.Config
-    (those of api.server.uvicorn_options, as `serve` uses them)."""
+    (those of api.http.server.uvicorn_options, as `serve` uses them)."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
                                            lifespan="on", ws="websockets-sansio", **options))

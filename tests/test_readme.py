@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse, validate
 
-from api.app import create_app
-from api.schema import schema
+from api.graphql.schema import schema
+from api.http.app import create_app
 from api.settings import Settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"

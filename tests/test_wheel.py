@@ -1,5 +1,5 @@
 """`pip install .` (not editable) gives a server that serves GraphiQL: the wheel carries the
-page's scripts (api/static), the R5 definitions and the demo data, not only the modules. The
+page's scripts (api/http/static), the R5 definitions and the demo data, not only the modules. The
 wheel is built as pip builds it, unpacked, and served from there, away from this checkout."""
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_wheel_carries_what_the_server_reads(installed: Path) -> None:
-    for needed in ("api/static/vendor/graphiql@3.8.3/graphiql.min.js",
-                   "api/static/vendor/graphql-ws@6.4.2/umd/graphql-ws.min.js",
-                   "store/fhir/r5", "store/demo"):
+    for needed in ("api/http/static/vendor/graphiql@3.8.3/graphiql.min.js",
+                   "api/http/static/vendor/graphql-ws@6.4.2/umd/graphql-ws.min.js",
+                   "store/fhir/r5", "store/interop/demo"):
         assert (installed / needed).exists(), needed
 
 
@@ -52,8 +52,8 @@ def test_the_installed_server_serves_graphiql(installed: Path, tmp_path: Path) -
     log = tmp_path / "stderr"
     with log.open("wb") as err:
         server = subprocess.Popen(
-            [sys.executable, "-c", "from api.cli import main; main()", "serve", "--no-seed",
-             "--port", str(port)], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
+            [sys.executable, "-c", "from api.cli.commands import main; main()", "serve",
+             "--no-seed", "--port", str(port)], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=err)
     try:
         base = f"http://127.0.0.1:{port}"

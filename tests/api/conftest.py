@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 
 SECRET = "test-secret-of-32-bytes-or-more!!"
 AUDIENCE, ISSUER = "imaging-api", "https://login.example"

@@ -15,11 +15,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from api.app import create_app
-from api.auth import grants
+from api.access.auth import grants
+from api.http.app import create_app
 from api.settings import Settings
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.api.conftest import AUDIENCE, ISSUER, SECRET, study
 
 

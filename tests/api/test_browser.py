@@ -17,9 +17,9 @@ import httpx
 import pytest
 import websockets
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
-from store import demo
+from store.interop import demo
 from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
 from tests.helpers import CREATE
 from tests.server import serving

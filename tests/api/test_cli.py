@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api import cli
+from api.cli import commands as cli
 from api.settings import Settings, SettingsError
-from store import dicom
+from store.interop import dicom
 from tests.server import free_port
 
 EXE = str(Path(sys.executable).parent / "imaging-api")
@@ -179,7 +179,7 @@ def test_log_format_json_is_json_even_on_a_terminal() -> None:
 
 
 def test_log_format_text_is_text_anywhere() -> None:
-    from api.logs import TextFormatter, configure
+    from api.http.logs import TextFormatter, configure
 
     root = logging.getLogger()
     saved = root.handlers[:], root.level
@@ -256,7 +256,7 @@ class Terminal(io.StringIO):
 
 
 def test_listed_lines_start_clean_under_the_progress_line() -> None:
-    from api.progress import Progress
+    from api.transfer.progress import Progress
 
     screen = Terminal()
     progress = Progress("files", screen)

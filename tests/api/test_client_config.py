@@ -11,11 +11,11 @@ import re
 import httpx
 import pytest
 
-from api.apollo_cache import config
-from api.app import STATIC, create_app
-from api.cli import main
-from api.graphiql import page
-from api.schema import schema
+from api.cli.commands import main
+from api.graphql.schema import schema
+from api.http.apollo_cache import config
+from api.http.app import STATIC, create_app
+from api.http.graphiql import page
 from api.settings import Settings
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
 from tests.server import serving
 

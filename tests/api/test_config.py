@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from api import cli
-from api.app import create_app
-from api.logs import configure as configure_logs
-from api.server import uvicorn_options
+from api.cli import commands as cli
+from api.http.app import create_app
+from api.http.logs import configure as configure_logs
+from api.http.server import uvicorn_options
 from api.settings import Settings, SettingsError
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
 from tests.helpers import CREATE, error
 from tests.server import serving

@@ -26,9 +26,9 @@ import httpx
 import pytest
 from graphql import GraphQLObjectType, get_named_type
 
-from api.schema import schema
-from store import demo
-from store.repository import Repository
+from api.graphql.schema import schema
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, error
 

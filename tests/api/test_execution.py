@@ -25,10 +25,10 @@ from graphql import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.context import Context
-from api.schema import build_schema
+from api.graphql.context import Context
+from api.graphql.schema import build_schema
 from api.settings import Settings
-from store import demo
+from store.interop import demo
 
 # Limits out of the way: the execution of generated queries is what is compared.
 _UNLIMITED = Settings(max_depth=1000, max_aliases=10**6, max_tokens=10**6, max_cost=10**12)
@@ -239,7 +239,7 @@ def test_every_odd_value_in_every_position() -> None:
 def test_the_compiled_path_is_taken_for_plain_data() -> None:
     """Guards the property above from passing vacuously: valid data compiles, and a plan is
     only abandoned when the data is not what the schema says."""
-    from api import execution
+    from api.graphql import execution
 
     taken: list[bool] = []
     original = execution.CompiledExecutionContext.complete_object_value
@@ -270,8 +270,8 @@ def test_list_and_scalar_types_in_the_schema_are_covered() -> None:
 def test_import_results_equal_graphql_core() -> None:
     """An import's results (one per entry, ids and outcomes null or not) are completed as a
     list by one plan: the same response as graphql-core's item by item."""
-    from store import client
-    from store.repository import Repository
+    from store.mongo import client
+    from store.mongo.repository import Repository
 
     query = """mutation($b: JSON!) { ImagingStudyImport(resource: $b, dryRun: true) {
       index status id outcome } }"""
@@ -301,10 +301,10 @@ def test_repeating_elements_compile_whatever_the_import_order() -> None:
 
     script = """
 import asyncio
-from api.schema import build_schema
-from api import execution
-from store import demo
-from api.context import Context
+from api.graphql.schema import build_schema
+from api.graphql import execution
+from store.interop import demo
+from api.graphql.context import Context
 from api.settings import Settings
 missing = []
 original = execution._Codegen.field
@@ -332,7 +332,7 @@ def test_a_plan_is_found_only_for_the_selection_it_was_made_for(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Plans are keyed by the id of graphql-core's selection list; an id is unique only while
     its object lives, so a plan must never be handed to another list that got the same id."""
-    from api import execution
+    from api.graphql import execution
 
     monkeypatch.setattr(execution._Codegen, "build", lambda self, type_, fields: fields[0])
     context = execution.CompiledExecutionContext.__new__(execution.CompiledExecutionContext)
@@ -348,7 +348,7 @@ def test_a_plan_is_found_only_for_the_selection_it_was_made_for(
 
 
 def test_imaging_compiled_0_switches_the_compiled_engine_off() -> None:
-    from api import execution
+    from api.graphql import execution
     from api.settings import Settings
 
     assert build_schema(Settings()).execution_context_class is \

@@ -1,4 +1,4 @@
-"""The one FHIRPath helper (api/fhirpath.py) behind `fhirpath` on the searches and on every
+"""The one FHIRPath helper (api/graphql/fhirpath.py) behind `fhirpath` on the searches and on every
 repeating element: primitives that carry extensions (`_name` siblings) compare as FHIRPath says,
 the extensions stay readable, and a failure on an item is BAD_USER_INPUT that quotes no stored
 value."""
@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from api import fhirpath
+from api.graphql import fhirpath
 from api.settings import Settings
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.api.test_primitive_extensions import EXT, NOTE
 from tests.conftest import Gql
 from tests.helpers import error, expressions

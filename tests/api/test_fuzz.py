@@ -14,10 +14,11 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
-from store import client, demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo import client
+from store.mongo.repository import Repository
 
 EXAMPLES = int(os.environ.get("IMAGING_FUZZ_EXAMPLES", "15"))
 CLIENT_CODES = {"BAD_USER_INPUT", "NOT_FOUND", "VERSION_CONFLICT", "INVALID_STATUS_TRANSITION",

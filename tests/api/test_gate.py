@@ -1,4 +1,4 @@
-"""The access gate (api/scoped.py) under attack: what a token may learn of studies it may not
+"""The access gate (api/access/scoped.py) under attack: what a token may learn of studies it may not
 read through conditional create, import, history, duplicates and errors; and that no public
 repository method can bypass the gate."""
 
@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from api.scoped import ScopedStore
-from store import demo
-from store.repository import Repository
+from api.access.scoped import ScopedStore
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.api.test_auth import call, codes, new_study, study, token
 from tests.store.test_dicom import write
 
@@ -47,8 +47,9 @@ def test_every_public_repository_method_goes_through_the_gate() -> None:
 
 def test_resolvers_reach_the_store_only_through_the_gate() -> None:
     root = Path(__file__).parents[2] / "api"
-    for module in ("queries.py", "mutations.py", "subscriptions.py", "transfer.py",
-                   "targets.py", "cli.py"):
+    for module in ("graphql/resolvers/queries.py", "graphql/resolvers/mutations.py",
+                   "graphql/resolvers/subscriptions.py", "transfer/stream.py",
+                   "transfer/targets.py", "cli/commands.py"):
         source = (root / module).read_text()
         assert "context._repo" not in source, module
         assert "context.repo" not in source, module
@@ -205,7 +206,7 @@ async def test_import_never_merges_across_subjects(client: httpx.AsyncClient,
 async def test_ingest_never_adds_into_another_subjects_study(client: httpx.AsyncClient,
                                                              store: Repository,
                                                              tmp_path: Path) -> None:
-    from store.ingest import Ingest
+    from store.interop.ingest import Ingest
 
     claimed = new_study("squat", "p1") | {"identifier": [
         {"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}]}  # the file's Study UID

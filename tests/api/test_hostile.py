@@ -13,8 +13,8 @@ import httpx
 import orjson
 import pytest
 
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.helpers import CREATE
 
 CLIENT_CODES = {"BAD_USER_INPUT", "NOT_FOUND", "VERSION_CONFLICT", "INVALID_STATUS_TRANSITION",

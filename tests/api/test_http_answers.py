@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
-from api.persisted import PersistedQueries
+from api.http.app import create_app
+from api.http.persisted import PersistedQueries
 from api.settings import Settings
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.api.test_auth import token
 from tests.helpers import CREATE
 
@@ -428,7 +428,7 @@ def test_a_flood_of_refused_origins_neither_floods_nor_silences_the_log(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """At most `burst` lines a window; once the window has passed, a new origin is logged
     again, saying how many refusals were left out meanwhile."""
-    from api import middleware
+    from api.http import middleware
 
     now = [1_000.0]
     monkeypatch.setattr(middleware.time, "monotonic", lambda: now[0])

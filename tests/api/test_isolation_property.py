@@ -19,15 +19,16 @@ import jwt
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from api.app import create_app
-from api.auth import Authenticator
-from api.scoped import ScopedStore
+from api.access.auth import Authenticator
+from api.access.scoped import ScopedStore
+from api.http.app import create_app
 from api.settings import Settings
-from api.targets import LocalTarget
-from store import client, demo
-from store.events import Change
-from store.ingest import Ingest
-from store.repository import Repository
+from api.transfer.targets import LocalTarget
+from store.interop import demo
+from store.interop.ingest import Ingest
+from store.mongo import client
+from store.mongo.events import Change
+from store.mongo.repository import Repository
 from tests.api.conftest import AUDIENCE, ISSUER, SECRET
 from tests.api.test_auth import token
 from tests.store.test_dicom import write

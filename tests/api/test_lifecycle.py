@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from store import demo
 from store.fhir.lifecycle import TRANSITIONS
+from store.interop import demo
 from tests.conftest import Gql
 from tests.helpers import CREATE, GET, STATUS, error
 

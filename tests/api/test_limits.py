@@ -13,14 +13,14 @@ import pytest
 from graphql import parse
 from graphql.language import SelectionSetNode, Visitor, visit
 
-from api.app import create_app, open_repository
-from api.documents import DocumentCache, tokens
-from api.limits import Limits, limit_errors
-from api.schema import limits
+from api.graphql.documents import DocumentCache, tokens
+from api.graphql.limits import Limits, limit_errors
+from api.graphql.schema import limits
+from api.http.app import create_app, open_repository
 from api.settings import Settings
-from store import demo
 from store.fhir import edit
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, LoopTicks, error, expressions
 
@@ -299,7 +299,7 @@ async def test_a_document_of_repeated_fields_is_refused_with_a_reason(gql: Gql) 
 
 def _documents(app: Any) -> DocumentCache:
     """The app's cache of parsed documents."""
-    from api.documents import QueryLimitsFactory
+    from api.graphql.documents import QueryLimitsFactory
 
     [view] = [r.endpoint for r in app.routes if getattr(r, "path", "") == "/graphql"
               and hasattr(r.endpoint, "schema")][:1]

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.api.conftest import study
 from tests.api.test_auth import call, codes, token
 from tests.conftest import Gql

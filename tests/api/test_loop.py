@@ -11,9 +11,9 @@ import pytest
 from graphql.execution import executor
 from strawberry.types.base import has_object_definition
 
-from api import inputs
-from store import demo
-from store.repository import Repository
+from api.graphql import inputs
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from api.targets import LocalTarget
-from api.transfer import run_import
-from store import demo
-from store.repository import Repository
+from api.transfer.stream import run_import
+from api.transfer.targets import LocalTarget
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, error
 

@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
-from store import client, demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo import client
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, error
 
@@ -120,7 +121,7 @@ async def test_unreachable_mongodb_fails_fast_with_store_unavailable() -> None:
 
 
 def test_json_log_lines_carry_the_request_id() -> None:
-    from api.logs import JsonFormatter, request_id
+    from api.http.logs import JsonFormatter, request_id
 
     token = request_id.set("req-1")
     try:
@@ -135,7 +136,7 @@ def test_json_log_lines_carry_the_request_id() -> None:
 
 def test_several_workers_need_mongodb(monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from api import cli
+    from api.cli import commands as cli
 
     monkeypatch.delenv("MONGODB_URI", raising=False)
     assert cli.main(["serve", "--workers", "2"]) == 2

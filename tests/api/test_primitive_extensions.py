@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from fhir.resources.imagingstudy import ImagingStudy
 
-from api.context import Context
-from api.schema import build_schema
+from api.graphql.context import Context
+from api.graphql.schema import build_schema
 from api.settings import Settings
-from store import demo, files
 from store.fhir.validate import validate
-from store.importer import Importer
-from store.repository import Repository
+from store.interop import demo, files
+from store.interop.importer import Importer
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import expressions
 

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from store import demo
+from store.interop import demo
 from tests.conftest import Gql
 from tests.helpers import CREATE, error, prune, selection
 

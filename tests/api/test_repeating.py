@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from graphql import parse
 
-from api.limits import FHIRPATH_COST, Limits, limit_errors
+from api.graphql.limits import FHIRPATH_COST, Limits, limit_errors
 from api.settings import Settings
-from store import demo, reads
+from store.interop import demo
+from store.mongo import reads
 from tests.conftest import Gql
 from tests.helpers import CREATE, error, expressions
 

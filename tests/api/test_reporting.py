@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from api.scoped import ScopedStore
+from api.access.scoped import ScopedStore
 from store.fhir import edit
-from store.repository import Repository
+from store.mongo.repository import Repository
 from tests.api.test_auth import call, new_study, token
 
 IMPORT = "mutation($r: JSON!) { ImagingStudyImport(resource: $r) { status id outcome } }"

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from api import fhirpath
-from store import demo, indexes
-from store.repository import Repository
+from api.graphql import fhirpath
+from store.interop import demo
+from store.mongo import indexes
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, error
 from tests.store.search_data import STUDIES

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from graphql import GraphQLInputObjectType, GraphQLObjectType
 
-from api.app import create_app
-from api.cli import main
-from api.schema import schema
+from api.cli.commands import main
+from api.graphql.schema import schema
+from api.http.app import create_app
 from api.settings import Settings
 from tests.conftest import Gql
 
@@ -81,7 +81,7 @@ def test_settings_from_env() -> None:
 
 
 async def test_serve_imports_files_at_start_up(tmp_path: Path) -> None:
-    (tmp_path / "xr.json").write_text((ROOT / "store/demo/ImagingStudy-example-xr.json")
+    (tmp_path / "xr.json").write_text((ROOT / "store/interop/demo/ImagingStudy-example-xr.json")
                                       .read_text())
     app = create_app(Settings(seed=False, preload=(str(tmp_path),)))
     async with app.router.lifespan_context(app):
@@ -89,7 +89,7 @@ async def test_serve_imports_files_at_start_up(tmp_path: Path) -> None:
 
 
 async def test_serve_ingests_dicom_at_start_up() -> None:
-    from store.dicom import test_files
+    from store.interop.dicom import test_files
 
     app = create_app(Settings(seed=False, preload_dicom=(str(test_files() / "CT_small.dcm"),)))
     async with app.router.lifespan_context(app):

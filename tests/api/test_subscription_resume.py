@@ -16,12 +16,12 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
-from store import demo
-from store.events import Bus, Change, ChangeStreamFeeder, change_of, from_change_stream
 from store.fhir.outcome import StoreError
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.events import Bus, Change, ChangeStreamFeeder, change_of, from_change_stream
+from store.mongo.repository import Repository
 from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
 from tests.api.test_subscriptions import _Collection, post
 from tests.api.test_websocket_rules import init, receive, socket, subscribe

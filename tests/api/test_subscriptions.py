@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import websockets
 
-from api.app import create_app
+from api.http.app import create_app
 from api.settings import Settings
-from store import demo
-from store.events import Bus, ChangeStreamFeeder, from_change_stream
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.events import Bus, ChangeStreamFeeder, from_change_stream
+from store.mongo.repository import Repository
 from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
 from tests.helpers import CREATE, STATUS, text_message
 from tests.server import serving

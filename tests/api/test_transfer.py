@@ -13,12 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from api import cli
-from api.targets import LocalTarget, RemoteTarget
-from api.transfer import run_export, run_import
-from store import client, demo, dicom
-from store.ingest import Ingest
-from store.repository import Repository
+from api.cli import commands as cli
+from api.transfer.stream import run_export, run_import
+from api.transfer.targets import LocalTarget, RemoteTarget
+from store.interop import demo, dicom
+from store.interop.ingest import Ingest
+from store.mongo import client
+from store.mongo.repository import Repository
 
 
 @pytest.fixture
@@ -157,9 +158,9 @@ def test_cli_ingest_dicom(monkeypatch: pytest.MonkeyPatch,
 
 
 async def test_the_cli_sends_imaging_token_to_a_server_with_auth_on(store: Repository) -> None:
-    from api.app import create_app
+    from api.http.app import create_app
     from api.settings import Settings
-    from api.targets import RemoteError
+    from api.transfer.targets import RemoteError
     from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
 
     settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
@@ -175,7 +176,7 @@ async def test_the_cli_sends_imaging_token_to_a_server_with_auth_on(store: Repos
 
 
 async def test_a_url_without_the_graphql_path_says_so(http: httpx.AsyncClient) -> None:
-    from api.targets import RemoteError
+    from api.transfer.targets import RemoteError
 
     with pytest.raises(RemoteError) as refused:
         await RemoteTarget("http://test/", client=http).count({})

@@ -18,11 +18,11 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from api.app import _GraphQL, create_app
+from api.http.app import _GraphQL, create_app
 from api.settings import Settings
-from store import demo
-from store.events import Change
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.events import Change
+from store.mongo.repository import Repository
 from tests.api.test_auth import AUDIENCE, ISSUER, SECRET, token
 from tests.api.test_subscriptions import SUBSCRIBE, post
 from tests.helpers import CREATE, text_message
@@ -122,13 +122,13 @@ async def test_no_operation_runs_after_the_token_expires(store: Repository) -> N
 
 
 def test_an_expired_token_refuses_every_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    from api.auth import UNAUTHENTICATED, Authenticator
+    from api.access.auth import UNAUTHENTICATED, Authenticator
     from store.fhir.outcome import StoreError
 
     access = Authenticator(Settings(**JWT)).access(
         f"Bearer {token('system/*.*', exp=int(time.time()) + 60)}")
     assert access.require("r", "read") is None
-    monkeypatch.setattr("api.auth.time.time", lambda: time.monotonic() + 1e10)
+    monkeypatch.setattr("api.access.auth.time.time", lambda: time.monotonic() + 1e10)
     with pytest.raises(StoreError) as refused:
         access.require("r", "read")
     assert refused.value.code == UNAUTHENTICATED

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from store import demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 from tests.conftest import Gql
 from tests.helpers import CREATE, error, expressions
 from tests.store.test_rules import BAD_UIDS, REQUIRED, WRONG_TARGETS, with_reference, xr

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from store import demo
 from store.fhir.outcome import StoreError
-from store.importer import Importer
-from store.repository import Repository
+from store.interop import demo
+from store.interop.importer import Importer
+from store.mongo.repository import Repository
 
 
 def bundle(kind: str, *entries: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The embedded store (mongomock behind store/client.py) works in a thread of its own, so a
+"""The embedded store (mongomock behind store/mongo/client.py) works in a thread of its own, so a
 large document's copy does not hold the event loop."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from store import client, demo
-from store.repository import Repository
+from store.interop import demo
+from store.mongo import client
+from store.mongo.repository import Repository
 from tests.helpers import LoopTicks
 
 

@@ -16,9 +16,9 @@ from fhir.resources.imagingstudy import ImagingStudy
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from store import dicom
-from store.ingest import Ingest
-from store.repository import Repository
+from store.interop import dicom
+from store.interop.ingest import Ingest
+from store.mongo.repository import Repository
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 

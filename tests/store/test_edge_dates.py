@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from store import demo
 from store.fhir.outcome import BAD_USER_INPUT, StoreError
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 
 KEPT = ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59.998Z", "9999-12-31", "9999-12", "9999",
         "0001-01-01T00:00:00Z", "0001-01-01T01:00:00+01:00", "0001"]

@@ -1,5 +1,5 @@
-"""The `_filter` grammar (store/filter.py) and its compilation (store/search.py): the trees it
-builds, every refusal with its position and rule, and that a comparison compiles to exactly
+"""The `_filter` grammar (store/fhir/filter.py) and its compilation (store/mongo/search.py): the
+trees it builds, every refusal with its position and rule, and that a comparison compiles to exactly
 the store filter of the plain argument."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import json
 
 import pytest
 
-from store import filter as fhir_filter
+from store.fhir import filter as fhir_filter
+from store.fhir.filter import Comparison, Logic, Not
 from store.fhir.outcome import BAD_USER_INPUT, StoreError
-from store.filter import Comparison, Logic, Not
-from store.repository import Repository
-from store.search import ValueCaps, check_values, parse_query, to_filter
+from store.mongo.repository import Repository
+from store.mongo.search import ValueCaps, check_values, parse_query, to_filter
 from tests.store.search_data import STUDIES, TABLE
 
 

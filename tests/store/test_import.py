@@ -14,10 +14,10 @@ import pytest
 from fhir.resources.bundle import Bundle
 from fhir.resources.imagingstudy import ImagingStudy
 
-from store import demo, files
 from store.fhir.outcome import VERSION_CONFLICT, StoreError, fail
-from store.importer import Importer
-from store.repository import Repository
+from store.interop import demo, files
+from store.interop.importer import Importer
+from store.mongo.repository import Repository
 from tests.helpers import LoopTicks
 
 
@@ -145,8 +145,8 @@ async def test_a_large_import_lets_the_loop_run_between_entries(
         store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
     """Entries without a Study UID or id need no store call to be matched: without pauses,
     planning a Bundle of 30,000 of them held the event loop for seconds."""
-    from store import importer as module
     from store.fhir import edit
+    from store.interop import importer as module
 
     seen: list[int] = []
     create = edit.create

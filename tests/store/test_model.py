@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from store import client, demo
 from store.fhir.outcome import StoreError
-from store.repository import Repository
+from store.interop import demo
+from store.mongo import client
+from store.mongo.repository import Repository
 
 IDS = ["s0", "s1", "s2"]
 # README "Status lifecycle", written out here rather than imported: the model must not share the

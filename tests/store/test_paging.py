@@ -8,7 +8,7 @@ import random
 import pytest
 
 from store.fhir.outcome import BAD_USER_INPUT, StoreError
-from store.repository import Page, Repository
+from store.mongo.repository import Page, Repository
 
 
 def _study(study_id: str, started: str | None, patient: str = "p") -> dict[str, object]:

@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from store import demo
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, StoreError
-from store.repository import Repository
+from store.interop import demo
+from store.mongo.repository import Repository
 
 UID_CONDITION = "identifier=urn:dicom:uid|urn:oid:{}"
 
@@ -175,7 +175,7 @@ async def test_a_failed_conditional_create_releases_its_claim(store: Repository)
 
 
 async def test_a_database_with_duplicate_uids_is_reported_not_fatal() -> None:
-    from store import client, indexes
+    from store.mongo import client, indexes
 
     handle, db = client.open_embedded("legacy")
     for study_id in ("a", "b"):  # written by a version without the unique index

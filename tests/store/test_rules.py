@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from store.demo import EXAMPLES, example
 from store.fhir import Study
 from store.fhir.validate import validate
+from store.interop.demo import EXAMPLES, example
 
 
 def xr() -> Study:

@@ -9,8 +9,8 @@ import copy
 import pytest
 
 from store.fhir.outcome import BAD_USER_INPUT, StoreError
-from store.repository import Repository
-from store.search import graphql_name
+from store.mongo.repository import Repository
+from store.mongo.search import graphql_name
 from tests.store.search_data import STUDIES, TABLE
 
 

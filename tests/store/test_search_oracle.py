@@ -11,9 +11,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store import client
-from store.repository import Repository
-from store.search import filter_comparison, split_unescaped, to_filter
+from store.mongo import client
+from store.mongo.repository import Repository
+from store.mongo.search import filter_comparison, split_unescaped, to_filter
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 PATIENTS = ["p1", "p2", "p3"]

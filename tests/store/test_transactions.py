@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from store import demo
 from store.fhir.outcome import VERSION_CONFLICT, fail
-from store.importer import Importer
-from store.repository import HistoryClash, Repository
+from store.interop import demo
+from store.interop.importer import Importer
+from store.mongo.repository import HistoryClash, Repository
 
 # With MongoDB the Bundle runs in a server transaction: there is nothing to undo, and a
 # concurrent writer waits for the transaction instead of interleaving with it.
@@ -231,7 +231,7 @@ class _Events:
 
 
 async def test_a_server_transaction_carries_its_session_and_publishes_after_commit() -> None:
-    from store import client
+    from store.mongo import client
 
     handle, db = client.open_embedded("txn_plumbing")
     calls = _Calls()

@@ -1,0 +1,1 @@
+"""The imaging-api command."""

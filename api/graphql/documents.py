@@ -1,0 +1,179 @@
+"""The parse-and-validate stage of every operation: the query text becomes a document, checked
+against the schema and the query limits, before anything runs.
+
+It is the one stage a caller can make expensive without a token: graphql-core parses about 3 us
+a character and validates about 30 us a field, and a document's parsed form takes some 600
+bytes a token. So:
+- a document is parsed and validated off the event loop, on a small pool of its own, unless it
+  is in the cache (a viewer sends the same few documents over and over): a flood of new texts
+  queues behind itself, while /healthz and the cached documents of everyone else go on;
+- graphql-core's overlap check gets a budget sized for real queries (20,000 units: a 3,000-field
+  query of every ImagingStudy element spends none of it), so a document of thousands of
+  repeated fields or fragments is refused in milliseconds, not after a second;
+- the cache keeps only documents that validated, weighed by their tokens, so made-up texts
+  neither fill it nor push out what viewers use."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import graphql.validation.rules.overlapping_fields_can_be_merged as overlap
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode
+from graphql.language import parse
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from graphql.validation.validate import ValidationAbortedError
+from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
+
+from api.graphql.limits import Limits, limit_errors, rejected, variable_errors
+
+# graphql-core reads this module attribute when a validation starts (its documented knob).
+overlap.MAX_COMPLEXITY_BUDGET = 20_000
+CACHE_ENTRIES = 256
+CACHE_TOKENS = 200_000  # about 120 MB of parsed documents at ~600 bytes a token
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graphql-parse")
+_TOKEN = re.compile(r"[_A-Za-z][_0-9A-Za-z]*|-?\d[\d.eE+-]*|\.\.\.|\"|[^\s,]")
+
+
+def tokens(text: str) -> int:
+    """About how many GraphQL tokens `text` holds (what a parsed document's size follows)."""
+    return len(_TOKEN.findall(text))
+
+
+class DocumentCache(OrderedDict[str, tuple[DocumentNode, int]]):
+    """An LRU map from query text to its parsed, validated document, bounded by entries and by
+    the tokens of the documents it keeps."""
+
+    def __init__(self, size: int = CACHE_ENTRIES, budget: int = CACHE_TOKENS) -> None:
+        super().__init__()
+        self.size, self.budget, self.kept = size, budget, 0
+
+    def get_document(self, text: str) -> DocumentNode | None:
+        found = self.get(text)
+        if found is None:
+            return None
+        self.move_to_end(text)
+        return found[0]
+
+    def keep(self, text: str, document: DocumentNode) -> None:
+        weight = tokens(text)
+        if text in self or weight > self.budget:
+            return  # kept already, or larger than the whole cache
+        self[text] = (document, weight)
+        self.kept += weight
+        while len(self) > self.size or self.kept > self.budget:
+            _, (_, old) = self.popitem(last=False)
+            self.kept -= old
+
+
+def _validated(schema: Any, document: DocumentNode, rules: tuple[Any, ...]
+               ) -> list[GraphQLError]:
+    return list(validate_document(schema, document, rules))
+
+
+class QueryLimits(SchemaExtension):
+    """Parses with the token limit and validates (both off the loop for a new text), then
+    refuses documents over the depth, alias and cost limits, which depend on variables (a
+    `$count`) and are measured on every request."""
+
+    def __init__(self, limits: Limits, documents: DocumentCache) -> None:
+        self.limits = limits
+        self.documents = documents
+        self.length: int | None = None  # set when the query text is over the limit
+        self.fresh = False  # the document was parsed for this request, not taken from cache
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        self.execution_context.parse_options["max_tokens"] = self.limits.max_tokens
+        yield
+
+    async def on_parse(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        query = context.query
+        if query is not None and len(query) > self.limits.max_length:
+            # Not parsed at all: a stand-in document carries the refusal to on_validate.
+            self.length = len(query)
+            context.graphql_document = _STAND_IN
+        elif query is not None and context.graphql_document is None:
+            document = self.documents.get_document(query)
+            if document is None:
+                try:
+                    document = await _off_loop(parse, query, max_tokens=self.limits.max_tokens)
+                    self.fresh = True
+                except GraphQLError:
+                    pass  # Strawberry parses again and reports the error the usual way
+            context.graphql_document = document
+        yield
+
+    async def on_validate(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if self.length is not None:
+            context.pre_execution_errors = [
+                rejected("query length", self.limits.max_length, self.length)]
+        elif document is not None and context.query is not None:
+            errors: list[GraphQLError] = []
+            if self.fresh:
+                rules = context.validation_rules + (
+                    () if self.limits.introspection else (NoSchemaIntrospectionCustomRule,))
+                errors = await _off_loop(_validated, context.schema._schema, document, rules)
+                if any(isinstance(e, ValidationAbortedError) for e in errors):
+                    errors = [rejected(
+                        "field comparisons", overlap.MAX_COMPLEXITY_BUDGET,
+                        f"more than {overlap.MAX_COMPLEXITY_BUDGET}",
+                        "the document repeats a field or fragment too often to check that "
+                        "its fields merge: select each field once per selection")]
+                if not errors:
+                    self.documents.keep(context.query, document)
+            if not errors and not _only_mutations(document):
+                # A mutation's variables are coerced in a worker thread (api/graphql/execution.py):
+                # walking a 50,000-instance input here would hold the loop ~60 ms for nothing.
+                errors = variable_errors(context.variables)
+            if not errors:
+                errors = limit_errors(self.limits, document, context.variables or {})
+            if not errors and _subscription_over_http(document, context.context):
+                errors = [GraphQLError("subscriptions are served over a WebSocket "
+                                       "(graphql-transport-ws) at /graphql, not over HTTP")]
+            context.pre_execution_errors = list(errors)  # Strawberry then skips validating
+        yield
+
+
+async def _off_loop(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(
+        _POOL, lambda: work(*args, **kwargs))
+
+
+_STAND_IN = parse("{ __typename }")
+
+
+def _only_mutations(document: Any) -> bool:
+    return all(d.operation.value == "mutation" for d in document.definitions
+               if isinstance(d, OperationDefinitionNode))
+
+
+def _subscription_over_http(document: Any, context: Any) -> bool:
+    request = getattr(context, "request", None)
+    over_http = getattr(request, "scope", {}).get("type") == "http"
+    return over_http and any(isinstance(d, OperationDefinitionNode)
+                             and d.operation.value == "subscription"
+                             for d in document.definitions)
+
+
+class QueryLimitsFactory:
+    """Makes each operation's QueryLimits; they share one document cache."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.documents = DocumentCache()
+
+    def __call__(self) -> QueryLimits:
+        return QueryLimits(self.limits, self.documents)
+
+
+def query_limits(limits: Limits) -> QueryLimitsFactory:
+    """A factory of QueryLimits extensions sharing one document cache."""
+    return QueryLimitsFactory(limits)

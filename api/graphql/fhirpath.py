@@ -1,0 +1,266 @@
+"""FHIRPath for the server, in one place: fhirpathpy (a maintained engine, with the R5 model)
+compiles an expression once per text (a bounded cache), evaluates it on FHIR JSON, and every
+failure becomes BAD_USER_INPUT naming the argument. Three arguments use it: `fhirpath` on
+ImagingStudyList and ImagingStudyConnection (`FhirPath`, on each study the search found), the
+`fhirpath` of every repeating element (`evaluate` on each item, api/graphql/types/repeating.py) and
+`@slice(path:)` (api/graphql/directives.py).
+
+fhirpathpy reads a primitive's `_name` sibling (R5 JSON's id and extensions of a primitive) as
+a second item next to the value rather than as part of it, so on a study with `_status`,
+`status` is two items and `status = 'available'` is false. The expression is therefore
+evaluated on a view without the `_name` siblings unless it may read them (it names `extension`
+or `id`, or walks the whole tree): primitives then compare as FHIRPath says they do.
+
+The work of the search-level argument is bounded: the candidates are one page of the search (at
+most the list cap), read whole and charged to the operation's budget as fhirJson is, the
+expression at most one search value long, and the evaluation of one field at most
+`MAX_SECONDS` before the query is rejected."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import fhirpathpy
+from fhirpathpy import parser as fhirpath_parser
+from fhirpathpy.models import models
+
+from api.graphql.limits import rejected
+from store.fhir import Study
+from store.fhir.outcome import BAD_USER_INPUT, fail
+
+if TYPE_CHECKING:  # api.graphql.budget reads the projection, which reads names_read here
+    from api.graphql.budget import Shape
+
+ARGUMENT = "fhirpath"
+MAX_SECONDS = 2.0  # of evaluation per field; a study's size is capped, an expression is not
+DESCRIPTION = ("A FHIRPath expression evaluated on each study the search finds; a study is "
+               "kept when it gives true (or, not a boolean, anything at all). Applied after the "
+               "store's page is read, so a page may hold fewer than _count studies; counts are "
+               "of the search before it.")
+Compiled = Callable[..., list[Any]]
+# A study with a failure only an expression can cause: what the search-level probe runs on.
+_EMPTY_STUDY = {"resourceType": "ImagingStudy"}
+_IDENTIFIER = re.compile(r"'(?:[^'\\]|\\.)*'|`[^`]*`|[$%]?[A-Za-z_][A-Za-z0-9_]*")
+# Names that make an expression read beyond the elements it names.
+_WHOLE = {"descendants", "children", "repeat", "$this", "ofType", "conformsTo"}
+# Names through which an expression reads the `_name` siblings (see the module docstring).
+_SIBLINGS = {"extension", "id", "descendants", "children", "repeat"}
+
+
+# The functions served: those whose cost follows the data they are given. Left out, each for
+# a reason an anonymous caller could use: repeat() and aggregate() loop without bound (a string
+# doubled thirty times), matches() and replaceMatches() backtrack exponentially, trace() writes
+# the data to the log, descendants() walks every node of a 50,000-instance study, and
+# replace(), combine(), encode() and power() grow their result at every call.
+ALLOWED_FUNCTIONS = frozenset({
+    "empty", "exists", "all", "allTrue", "anyTrue", "allFalse", "anyFalse", "subsetOf",
+    "supersetOf", "count", "distinct", "isDistinct", "where", "select", "ofType", "single",
+    "first", "last", "tail", "skip", "take", "intersect", "exclude", "union", "iif", "not",
+    "toBoolean", "convertsToBoolean", "toInteger", "convertsToInteger", "toDecimal",
+    "convertsToDecimal", "toString", "convertsToString", "toDate", "convertsToDate",
+    "toDateTime", "convertsToDateTime", "toTime", "convertsToTime", "toQuantity",
+    "convertsToQuantity", "indexOf", "substring", "startsWith", "endsWith", "contains", "upper",
+    "lower", "length", "children", "extension", "hasValue", "is", "as", "today", "now",
+    "abs", "ceiling", "floor", "round", "truncate", "sqrt", "ln", "log", "exp",
+})
+# Functions that evaluate their argument once per item: each nests a loop over a collection.
+ITERATIVE = frozenset({"where", "select", "all", "exists"})
+MOST_ITERATIVE = 4  # so a chain of select($this & $this) grows a value at most 16-fold
+
+
+class FhirPathError(Exception):
+    """A FHIRPath expression that does not parse, or that this server does not serve."""
+
+
+def _refusals(node: Any) -> Iterator[str]:
+    """Why the parsed expression is not served, if it is not: functions outside the allowed
+    set, environment variables (%context and the like reach past the item), more than
+    MOST_ITERATIVE per-item functions."""
+    iterative = 0
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if not isinstance(current, dict):
+            continue
+        kind = current.get("type")
+        children = current.get("children") or []
+        if kind == "ExternalConstantTerm":
+            yield "environment variables (%name) are not served: navigate from the item"
+        elif kind == "Functn" and children and isinstance(children[0], dict):
+            name = str(children[0].get("text", ""))
+            if name not in ALLOWED_FUNCTIONS:
+                yield (f"{name}() is not served here (it can take unbounded time or memory, "
+                       "or write the data to the log)")
+            elif name in ITERATIVE and len(children) > 1:
+                iterative += 1
+        stack.extend(children)
+    if iterative > MOST_ITERATIVE:
+        yield (f"at most {MOST_ITERATIVE} where(), select(), all() or exists(criteria) in one "
+               f"expression (this one has {iterative})")
+
+
+@functools.lru_cache(maxsize=256)
+def compiled(expression: str) -> Compiled:
+    """The expression compiled once per text (fhirpathpy parses on every evaluate), with the
+    R5 model (choice types: an extension's `value`), once it is known to be served."""
+    try:
+        tree: Any = fhirpath_parser.parse(expression)  # type: ignore[no-untyped-call]
+    except Exception as error:  # fhirpathpy raises its parser's own exception types
+        raise FhirPathError(str(error) or type(error).__name__) from None
+    refused = sorted(set(_refusals(tree)))
+    if refused:
+        raise FhirPathError("; ".join(refused))
+    try:
+        run: Compiled = fhirpathpy.compile(expression, models["r5"])
+        return run
+    except Exception as error:
+        raise FhirPathError(str(error) or type(error).__name__) from None
+
+
+def _tokens(expression: str) -> list[str]:
+    return _IDENTIFIER.findall(expression)
+
+
+@functools.lru_cache(maxsize=256)
+def reads_siblings(expression: str) -> bool:
+    """Whether the expression may read the id or extensions of a primitive (its `_name`
+    sibling in FHIR JSON)."""
+    return any(token in _SIBLINGS for token in _tokens(expression))
+
+
+def without_siblings(value: Any) -> Any:
+    """`value` without the `_name` keys of its objects, at every depth; the very same object
+    where it has none (so a study without primitive extensions is not copied)."""
+    if isinstance(value, dict):
+        kept = {k: without_siblings(v) for k, v in value.items() if not k.startswith("_")}
+        same = len(kept) == len(value) and all(kept[k] is value[k] for k in kept)
+        return value if same else kept
+    if isinstance(value, list):
+        items = [without_siblings(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
+
+
+def _errors(result: list[Any]) -> list[str]:
+    # fhirpathpy reports some failures (single() on many) as items, not exceptions.
+    return [str(item.get("$error")) for item in result
+            if isinstance(item, dict) and item.get("$status") == "error"]
+
+
+def _run(expression: str, run: Compiled, item: Any) -> list[Any] | None:
+    """The result on `item`, or None when the evaluation failed."""
+    try:
+        result = run(item if reads_siblings(expression) else without_siblings(item), {})
+    except Exception:  # fhirpathpy's evaluation errors have no common base
+        return None
+    return None if _errors(result) else result
+
+
+def _failed(where: str, on: str) -> Exception:
+    # The engine's own message may quote the values it failed on: the stored data, which is
+    # not the caller's to see in an error.
+    return fail(BAD_USER_INPUT, where, f"the expression fails on {on} (a function or "
+                "operator given a value of the wrong type or too many values); guard it, "
+                "e.g. with exists() or first()")
+
+
+def truth(result: list[Any]) -> bool:
+    """FHIRPath's boolean reading of a result, as HAPI's evaluateToBoolean: a single boolean is
+    itself, an empty collection is false, any other collection is true."""
+    if len(result) == 1 and isinstance(result[0], bool):
+        return result[0]
+    return bool(result)
+
+
+def evaluate(expression: str, item: Any, where: str) -> list[Any]:
+    """The value of `expression` on `item`; an error is BAD_USER_INPUT naming `where`."""
+    try:
+        run = compiled(expression)
+    except FhirPathError as error:
+        raise fail(BAD_USER_INPUT, where, f"{expression!r} is not a FHIRPath expression this "
+                   f"server evaluates: {error}") from None
+    result = _run(expression, run, item)
+    if result is None:
+        raise _failed(where, "an item")
+    return result
+
+
+def names_read(expression: str, elements: Iterable[str]) -> set[str] | None:
+    """The sub-elements a FHIRPath expression on an item may read (for the projection), or
+    None when it may read any (`descendants()`, `$this`, an environment variable). With the
+    ids and extensions of primitives it reads their `_name` siblings too."""
+    known, found = set(elements), set()
+    for token in _tokens(expression):
+        if token in _WHOLE or token.startswith("%") or token.startswith("`"):
+            return None
+        if token in known:
+            found.add(token)
+    if reads_siblings(expression):
+        found |= {f"_{name}" for name in found}
+    return found
+
+
+class FhirPath:
+    """The `fhirpath` argument of ImagingStudyList and ImagingStudyConnection (HL7 graphql.html):
+    one compiled expression, checked before the search runs. A study is kept when the result
+    is `true` or, when it is not a single boolean, not empty."""
+
+    def __init__(self, expression: str, max_length: int) -> None:
+        if not expression.strip():
+            raise fail(BAD_USER_INPUT, ARGUMENT, "the expression must not be empty")
+        if len(expression) > max_length:
+            raise fail(BAD_USER_INPUT, ARGUMENT, f"the expression may be at most {max_length} "
+                       f"characters; it has {len(expression)}")
+        self._expression = expression
+        try:
+            self._compiled = compiled(expression)
+            # fhirpathpy finds syntax and arity errors when it evaluates: on an empty study,
+            # whose error can only be about the expression.
+            found = _errors(self._compiled(_EMPTY_STUDY, {}))
+        except Exception as error:  # the engine raises plain Exceptions
+            raise fail(BAD_USER_INPUT, ARGUMENT, f"not a FHIRPath expression this server can "
+                       f"evaluate: {error}") from None
+        if found:
+            raise fail(BAD_USER_INPUT, ARGUMENT, f"the expression fails: {found[0]}")
+
+    @classmethod
+    def given(cls, expression: str | None, max_length: int) -> FhirPath | None:
+        """The compiled expression, or None when the argument was not given."""
+        return None if expression is None else cls(expression, max_length)
+
+    def keeps(self, study: Study) -> bool:
+        """Whether the expression holds on `study`. An error names no value of the study:
+        the message of the engine may quote one."""
+        result = _run(self._expression, self._compiled, study)
+        if result is None:
+            raise _failed(ARGUMENT, "a study the search found")
+        return truth(result)
+
+    @staticmethod
+    def priced(shape: Shape, keep: FhirPath | None) -> Shape:
+        """`shape`, priced as whole studies when an expression reads them: the operation's
+        budget of returned values then bounds the evaluation work as it bounds fhirJson."""
+        shape.json = shape.json or keep is not None
+        return shape
+
+    async def filtered(self, studies: list[Study]) -> list[Study]:
+        """The studies the expression keeps, evaluated on a worker thread: the event loop
+        goes on serving others meanwhile."""
+        return await asyncio.to_thread(self.filter, studies)
+
+    def filter(self, studies: list[Study]) -> list[Study]:
+        """The studies the expression keeps, in order."""
+        started = time.monotonic()
+        kept = []
+        for study in studies:
+            if (spent := time.monotonic() - started) > MAX_SECONDS:
+                raise rejected("seconds of fhirpath evaluation", int(MAX_SECONDS),
+                               f"{spent:.1f}", "narrow the search or simplify the expression")
+            if self.keeps(study):
+                kept.append(study)
+        return kept

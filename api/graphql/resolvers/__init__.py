@@ -1,0 +1,1 @@
+"""The resolvers of the three root types: Query, Mutation and Subscription."""

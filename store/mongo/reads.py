@@ -1,0 +1,214 @@
+"""Reading studies: one study, searches with offset or keyset paging, the whole stream for
+export, and history. Only the selected FHIR elements are read from the store."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from store.fhir import Study
+from store.fhir.outcome import BAD_USER_INPUT, STORE_UNAVAILABLE, fail
+from store.mongo import paging, search
+from store.mongo.client import StoreDown
+from store.mongo.search import Params
+
+P = ParamSpec("P")
+T = TypeVar("T")
+ROOT = "ImagingStudy"
+
+
+@dataclass
+class Page:
+    """One page of a keyset-paged search (the FHIR GraphQL connection)."""
+
+    total: int | None
+    offset: int
+    studies: list[Study] = field(default_factory=list)
+    first: str | None = None
+    previous: str | None = None
+    next: str | None = None
+    last: str | None = None
+
+
+def guarded(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Turns "the store did not answer" into STORE_UNAVAILABLE, a client-visible error."""
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except StoreDown:
+            raise fail(STORE_UNAVAILABLE, ROOT, "the study store did not answer; retry "
+                       "later") from None
+    return call
+
+
+def public(doc: dict[str, Any]) -> Study:
+    return {k: v for k, v in doc.items() if k not in ("_id", "_srv")}
+
+
+def projection(fields: Iterable[str] | None, *extra: str) -> dict[str, int] | None:
+    """A MongoDB projection of FHIR element paths (`series.instance.uid`); None reads all.
+    A path under another selected path is dropped: MongoDB refuses the pair."""
+    if fields is None:
+        return None
+    chosen = sorted({"id", "resourceType", *fields, *extra})
+    kept = [p for p in chosen if not any(p.startswith(q + ".") for q in chosen)]
+    return dict.fromkeys(kept, 1)
+
+
+class Reads:
+    """The read side of the repository, over its study and history collections."""
+
+    _studies: Any
+    _history: Any
+    _cursor_secret: bytes
+
+    @guarded
+    async def ping(self) -> None:
+        await self._studies.find_one({"_id": "\x00ping"}, {"_id": 1})
+
+    # -- reads --------------------------------------------------------------------------------
+
+    @guarded
+    async def get(self, study_id: str, fields: Iterable[str] | None = None,
+                  subject: str | None = None) -> Study | None:
+        """The study, reading only the FHIR element paths in `fields` (None: all); with
+        `subject`, only if it is about that subject (a study of another is never loaded, so
+        answering takes as long as for a missing id)."""
+        query: dict[str, Any] = {"_id": study_id, **search.LIVE}
+        if subject is not None:
+            query["subject.reference"] = subject
+        doc = await self._studies.find_one(query, projection(fields))
+        return public(doc) if doc else None
+
+    @guarded
+    async def match(self, params: Params) -> Study | None:
+        """The first study matching `params`, whole (import matching)."""
+        found = await self.search(params, 1)
+        return found[0] if found else None
+
+    async def match_id(self, study_id: str) -> Study | None:
+        """The study with this id, whole (import matching)."""
+        return await self.get(study_id)
+
+    @guarded
+    async def search(self, params: Params, count: int, offset: int = 0,
+                     sort: str | None = None, fields: Iterable[str] | None = None
+                     ) -> list[Study]:
+        spec = paging.sort_spec(sort)
+        cursor = self._studies.find(search.to_filter(params), projection(fields))
+        docs = await cursor.sort(spec).skip(offset).limit(count).to_list(length=count)
+        return [public(doc) for doc in docs]
+
+    @guarded
+    async def count(self, params: Params, skip: int = 0, limit: int | None = None
+                    ) -> int:
+        """How many studies match, after the first `skip`; with `limit`, counting stops
+        there (a bounded count: cheap however many match)."""
+        bounds = {"skip": skip} if skip else {}
+        if limit is not None:
+            bounds["limit"] = limit
+        matched: int = await self._studies.count_documents(search.to_filter(params), **bounds)
+        return matched
+
+    @guarded
+    async def page(self, params: Params, count: int, cursor: str | None = None,
+                   sort: str | None = None, fields: Iterable[str] | None = (),
+                   total: bool = True, carry: Any = None) -> Page:
+        """A keyset page: walking `next` to the end returns every study that matched
+        throughout exactly once, whatever is inserted or deleted meanwhile. `fields=()` reads
+        only sort keys (enough for cursors); `total=False` skips counting; the cursors made
+        carry `carry` (see `carried`)."""
+        spec = paging.sort_spec(sort)
+        cursors = paging.Cursors(self._cursor_secret, repr((sorted(params), spec)), carry)
+        direction, keys, offset = cursors.read(cursor) if cursor else ("first", [], 0)
+        if len(keys) != (len(spec) if direction in ("after", "before") else 0):
+            raise fail(BAD_USER_INPUT, "_cursor", "the cursor does not fit this query's sort")
+        query = search.to_filter(params)
+        if direction == "after":
+            query = {"$and": [query, paging.after(spec, keys)]}
+        elif direction == "before":
+            query = {"$and": [query, paging.after(spec, keys, forward=False)]}
+        backwards = direction in ("before", "last")
+        sort_fields = [f for f, _ in spec]
+        docs = await self._studies.find(query, projection(fields, "_srv.sort", "_srv.lu",
+                                                          *sort_fields)).sort(
+            paging.reverse(spec) if backwards else spec).limit(count + 1).to_list(count + 1)
+        more = len(docs) > count
+        docs = docs[:count][::-1] if backwards else docs[:count]
+        matched = await self._studies.count_documents(search.to_filter(params)) \
+            if total or direction == "last" else None
+        if direction == "last":
+            assert matched is not None
+            offset = max(matched - len(docs), 0)
+        elif direction == "before":
+            offset = max(offset - len(docs), 0) if more else 0
+        has_next = more if not backwards else direction == "before"
+        has_prev = more if backwards else direction == "after"
+        return Page(
+            total=matched, offset=offset, studies=[public(d) for d in docs],
+            first=cursors.make("first"), last=cursors.make("last"),
+            next=cursors.make("after", paging.boundary(docs[-1], spec), offset + len(docs))
+            if has_next and docs else None,
+            previous=cursors.make("before", paging.boundary(docs[0], spec), offset)
+            if has_prev and docs else None)
+
+    def carried(self, cursor: str) -> Any:
+        """What a cursor this store made carries (the search it continues), else
+        BAD_USER_INPUT. The cursor still fits only the query it was made for (`page`)."""
+        return paging.Cursors.opened(self._cursor_secret, cursor).get("s")
+
+    def check_cursor(self, params: Params, cursor: str, sort: str | None = None) -> None:
+        """Refuses a cursor this query did not make, even where the page is not read."""
+        spec = paging.sort_spec(sort)
+        paging.Cursors(self._cursor_secret, repr((sorted(params), spec))).read(cursor)
+
+    async def stream(self, params: Params, sort: str | None = None,
+                     page_size: int = 500) -> AsyncIterator[Study]:
+        """Every matching study, whole, a keyset page at a time (for export)."""
+        cursor: str | None = None
+        while True:
+            page = await self.page(params, page_size, cursor, sort, fields=None, total=False)
+            for study in page.studies:
+                yield study
+            if page.next is None:
+                return
+            cursor = page.next
+
+    @guarded
+    async def history(self, study_id: str, count: int, fields: Iterable[str] | None = None,
+                      subject: str | None = None) -> list[Study]:
+        """Up to `count` stored versions, newest first, reading only `fields`; a deleted study
+        keeps its history. With `subject` (a reference such as Patient/1): only the versions
+        about that subject, and none unless the study's latest live version is about it too,
+        so a study moved to another patient (a misfiled study, put right) stops showing."""
+        extra = ("meta", "subject")
+        query: dict[str, Any] = {"_srv.study": study_id}
+        if subject is not None:
+            query["subject.reference"] = subject
+        # One more than asked for: a version written twice (a crash between keeping the old
+        # version and replacing it) is counted once below.
+        docs = await self._history.find(query, projection(fields, *extra)).sort(
+            "_srv.version", -1).limit(count + 1).to_list(length=count + 1)
+        current = await self._studies.find_one({"_id": study_id, **search.LIVE},
+                                               projection(fields, *extra))
+        if subject is not None and not await self._latest_is_about(study_id, current, subject):
+            return []
+        versions = {doc["meta"]["versionId"]: public(doc) for doc in docs}
+        if current is not None and (subject is None or _about(current, subject)):
+            versions[current["meta"]["versionId"]] = public(current)
+        ordered = sorted(versions.values(), key=lambda s: -int(s["meta"]["versionId"]))
+        return ordered[:count]
+
+    async def _latest_is_about(self, study_id: str, current: Study | None,
+                               subject: str) -> bool:
+        if current is None:  # deleted (or never was): the newest kept version decides
+            current = await self._history.find_one(
+                {"_srv.study": study_id}, {"subject": 1}, sort=[("_srv.version", -1)])
+        return current is not None and _about(current, subject)
+
+
+def _about(study: Study, subject: str) -> bool:
+    return (study.get("subject") or {}).get("reference") == subject
