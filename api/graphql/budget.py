@@ -43,6 +43,7 @@ class Budget:
         # how many studies references may read (api/graphql/types/references.py).
         self.read: list[dict[str, Any]] = []
         self.reference_reads = reference_reads
+        self.fhirpath_seconds = 0.0  # spent evaluating FHIRPath (api/graphql/fhirpath.py)
 
     def check(self) -> None:
         if self.spent > self.limit:

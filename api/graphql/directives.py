@@ -55,7 +55,7 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 
-from api.graphql.fhirpath import compiled
+from api.graphql.fhirpath import FhirPathError, run_path
 from store.fhir.outcome import BAD_USER_INPUT, fail
 
 NAMES = ("flatten", "first", "singleton", "slice")
@@ -336,12 +336,14 @@ class Reshaper:
         if isinstance(value, dict):  # the hidden elements the path reads, under their names
             item = {k[len(HIDDEN):]: v for k, v in value.items() if k.startswith(HIDDEN)}
         try:
-            result = compiled(path)(item)
-        except Exception as error:
+            result = run_path(path, item)
+        except FhirPathError as refused:  # about the path itself: the caller's own text
+            raise ReshapeError(key, f"the @slice path {path!r} is not a FHIRPath expression "
+                               f"this server evaluates: {refused}") from None
+        except ValueError:
             # Not the engine's own text: it may quote the stored values it failed on.
-            raise ReshapeError(key, f"the @slice path {path!r} fails on an item "
-                               f"({type(error).__name__}): check it against the elements "
-                               "the field selects") from None
+            raise ReshapeError(key, f"the @slice path {path!r} fails on an item: check it "
+                               "against the elements the field selects") from None
         return "".join(str(v).lower() if isinstance(v, bool) else str(v) for v in result)
 
 
@@ -450,6 +452,9 @@ class Reshape(SchemaExtension):
         except ReshapeError as error:
             result.data = None
             result.errors = [*(result.errors or ()), error.error]
+        except GraphQLError as error:  # a limit met while reshaping (FHIRPath time)
+            result.data = None
+            result.errors = [*(result.errors or ()), error]
 
 
 def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:

@@ -247,4 +247,4 @@ async def test_fhirpath_evaluation_is_bounded_in_time(loaded: Repository, gql: G
     monkeypatch.setattr(fhirpath, "MAX_SECONDS", -1.0)  # spent before the first study
     body = await gql(FHIRPATH_LIST, e="true")
     assert error(body)["extensions"]["code"] == "QUERY_REJECTED"
-    assert "fhirpath evaluation" in error(body)["message"]
+    assert "FHIRPath evaluation" in error(body)["message"]
