@@ -54,6 +54,8 @@ PAGED = {"ImagingStudyConnection"}  # a connection's size applies to its edges
 # One FHIRPath evaluation, in selected fields: fhirpathpy takes about 50 us an item, as long
 # as completing some fifty fields does.
 FHIRPATH_COST = 50
+# An instance an expression on its series walks through: a tenth of a second per 50,000.
+FHIRPATH_WALK_COST = 10
 
 
 class _Measure(NamedTuple):
@@ -164,6 +166,12 @@ class _Walk:
         own = self.limits.whole_study if name == "fhirJson" else 1
         if self.argument(field, "fhirpath"):
             own += FHIRPATH_COST * most
+            # On a series, an expression may walk the series' instances too: all the
+            # instances a study may hold, unless it names none.
+            reaches = self.text(field, "fhirpath")
+            if name == "series" and (reaches is None or "instance" in reaches
+                                     or "children" in reaches):
+                own += FHIRPATH_WALK_COST * self.limits.max_instances
             self.fhirpaths.add(name)
         self.whole = self.whole or name == "fhirJson"
         if name in ("series", "instance") and count is None:
@@ -179,6 +187,19 @@ class _Walk:
     def argument(field: FieldNode, name: str) -> bool:
         """Whether `field` is given argument `name` (a variable counts, even if null)."""
         return any(a.name.value == name for a in field.arguments or ())
+
+    def text(self, field: FieldNode, name: str) -> str | None:
+        """A string argument's value, from the query or its variable (None: not known)."""
+        for argument in field.arguments or ():
+            if argument.name.value == name:
+                value = argument.value
+                if isinstance(value, VariableNode):
+                    raw = self.variables.get(value.name.value,
+                                             self.defaults.get(value.name.value))
+                else:
+                    raw = getattr(value, "value", None)
+                return raw if isinstance(raw, str) else None
+        return None
 
     def count(self, field: FieldNode) -> int | None:
         """The `_count` argument, from the query, its variable or the variable's default."""

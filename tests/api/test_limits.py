@@ -325,3 +325,19 @@ async def test_a_new_heavy_document_leaves_the_event_loop_free(gql: Gql) -> None
     async with LoopTicks() as ticks:
         await gql("# heavy\n{ " + "__typename " * 8000 + "}")
     assert ticks.count > 100
+
+
+def test_a_series_fhirpath_that_walks_instances_is_priced_at_them() -> None:
+    """X4: series(fhirpath: "instance....") ran over every instance of the study, on the event
+    loop, priced as if it read the series alone."""
+    def cost(expression: str, variables: dict[str, Any] | None = None) -> int:
+        text = ('query($e: String) { ImagingStudy(id: "x") { series(fhirpath: $e) { uid } } }'
+                if variables is not None else
+                f'{{ ImagingStudy(id: "x") {{ series(fhirpath: "{expression}") {{ uid }} }} }}')
+        [refused] = limit_errors(Limits(max_cost=1), parse(text), variables or {})
+        return int((refused.extensions or {})["measured"])
+    alone = cost("modality.exists()")
+    walking = cost("instance.exists()")
+    assert walking - alone == 10 * Limits().max_instances
+    assert cost("", {"e": "instance.exists()"}) == walking  # from its variable too
+    assert cost("", {}) == walking  # not known: priced as the worst
