@@ -44,6 +44,7 @@ class Budget:
         self.read: list[dict[str, Any]] = []
         self.reference_reads = reference_reads
         self.fhirpath_seconds = 0.0  # spent evaluating FHIRPath (api/graphql/fhirpath.py)
+        self.fhirpath_loop_seconds = 0.0  # of which on the event loop
 
     def check(self) -> None:
         if self.spent > self.limit:

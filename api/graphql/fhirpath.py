@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # api.graphql.budget reads the projection, which reads names_
 ARGUMENT = "fhirpath"
 MAX_SECONDS = 2.0  # of evaluation per operation; a study's size is capped, an expression is not
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fhirpath")
+# Of that, what may run on the event loop itself (repeating elements' resolvers evaluate there).
+LOOP_SECONDS = 0.5
 DESCRIPTION = ("A FHIRPath expression evaluated on each study the search finds; a study is "
                "kept when it gives true (or, not a boolean, anything at all). Applied after the "
                "store's page is read, so a page may hold fewer than _count studies; counts are "
@@ -188,6 +190,22 @@ def _charge(seconds: float) -> None:
         raise rejected("seconds of FHIRPath evaluation", int(MAX_SECONDS),
                        f"{spent.fhirpath_seconds:.1f}", "narrow the search, page the "
                        "lists the expression runs on, or simplify the expression")
+    if _on_the_loop():  # a repeating element's resolver: every other request waits on it
+        spent.fhirpath_loop_seconds += seconds
+        if spent.fhirpath_loop_seconds > LOOP_SECONDS:
+            raise rejected("milliseconds of FHIRPath evaluation on repeating elements",
+                           int(LOOP_SECONDS * 1000), int(spent.fhirpath_loop_seconds * 1000),
+                           "use a field filter (series(modality: ...), instance(uid: ...)), "
+                           "give the lists a _count, or move the expression to the search's "
+                           "own fhirpath")
+
+
+def _on_the_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread: the loop goes on meanwhile
+        return False
+    return True
 
 
 def run_path(path: str, item: Any) -> list[Any]:

@@ -180,3 +180,15 @@ async def test_a_refused_slice_path_names_the_function(stored: Repository, gql: 
     assert "matches() is not served" in error(body)["message"]
     await gql('{ ImagingStudyList(fhirpath: "`x") { id } }')  # a lexer error
     assert "recognition error" not in capsys.readouterr().out  # nothing outside the log
+
+
+async def test_evaluation_on_the_event_loop_has_an_allowance_of_its_own(
+        stored: Repository, gql: Gql, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeating element's fhirpath runs in its resolver, on the event loop, where every
+    other request waits: it gets a smaller allowance than the searches' (off the loop)."""
+    monkeypatch.setattr(fhirpath, "LOOP_SECONDS", 0.0)
+    body = await gql('{ ImagingStudy(id: "ext") { series(fhirpath: "number > 0") { number } } }')
+    assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED"
+    assert "use a field filter" in body["errors"][0]["message"]
+    searched = await gql('{ ImagingStudyList(fhirpath: "series.exists()") { id } }')
+    assert "errors" not in searched  # off the loop: the larger allowance
