@@ -1,6 +1,8 @@
 """The one error mapper: every GraphQL error leaves with `extensions.code` and
-`extensions.resource` (a FHIR OperationOutcome). Store errors keep their precise text; anything
-unexpected is masked to INTERNAL_SERVER_ERROR with a request id that points at the log."""
+`extensions.resource` (a FHIR OperationOutcome). Refusals (the store's, the access rules')
+keep their precise text; anything unexpected is masked to INTERNAL_SERVER_ERROR with a request
+id that points at the log. The codes and the OperationOutcome builder live in
+store/fhir/outcome.py, shared with the store."""
 
 from __future__ import annotations
 
@@ -13,25 +15,27 @@ from typing import Any
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, print_ast
 from strawberry.extensions import SchemaExtension
 
-from api.graphql.limits import token_rejection
-from store.fhir.outcome import BAD_USER_INPUT, StoreError
+from store.fhir.outcome import (
+    BAD_USER_INPUT,
+    INTERNAL_SERVER_ERROR,
+    ISSUE_TYPE,
+    Issue,
+    OutcomeError,
+    outcome,
+)
 
 log = logging.getLogger("imaging.api")
-INTERNAL = "INTERNAL_SERVER_ERROR"
-# Refusals of a request that is not a GraphQL request this server runs (api/http/answers.py):
-# the HTTP status says which rule (400, 405, 406, 408, 413, 415).
-BAD_REQUEST = "BAD_REQUEST"
-# Apollo's automatic persisted queries: its link reads these codes (or the messages) and sends
-# the request again with its query (not found) or without the hash (not supported).
-PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
-PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
 
 
-def _outcome(code: str, diagnostics: str, expression: str | None = None) -> dict[str, Any]:
-    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": diagnostics}
-    if expression:
-        issue["expression"] = [expression]
-    return {"resourceType": "OperationOutcome", "issue": [issue]}
+class AccessError(OutcomeError):
+    """A refusal of the access rules: UNAUTHENTICATED (no valid token) or FORBIDDEN (a token
+    without the scope, or confined to another patient). Not a StoreError: the store never
+    decides who may do what."""
+
+
+def denied(code: str, message: str, expression: str = "Authorization") -> AccessError:
+    """An AccessError of one issue; `expression` is what was refused (the token by default)."""
+    return AccessError(code, [Issue(expression, message, ISSUE_TYPE[code])])
 
 
 def refusal(message: str, code: str, issue: str, diagnostics: str | None = None
@@ -39,7 +43,7 @@ def refusal(message: str, code: str, issue: str, diagnostics: str | None = None
     """The GraphQL response body of a request refused before it ran: one error in contract
     form, no `data`. `issue` is the FHIR issue type; `diagnostics` defaults to the message."""
     return {"errors": [{"message": message, "extensions": {
-        "code": code, "resource": _outcome(issue, diagnostics or message)}}]}
+        "code": code, "resource": outcome([Issue(None, diagnostics or message, issue)])}}]}
 
 
 _VARIABLE = re.compile(r"Variable '\$(?P<var>\w+)' has invalid value at (?P<path>[\w.\[\]]*)")
@@ -80,9 +84,7 @@ def map_error(error: GraphQLError, variables: dict[str, str] | None = None,
     original = error.original_error
     if error.extensions and "code" in error.extensions:
         return error  # already in contract form (a query limit)
-    if (tokens := token_rejection(error.message)) is not None:
-        return tokens
-    if isinstance(original, StoreError):
+    if isinstance(original, OutcomeError):
         extensions = {"code": original.code, "resource": original.outcome()}
         message = original.message
     elif original is None or isinstance(original, GraphQLError):
@@ -93,13 +95,13 @@ def map_error(error: GraphQLError, variables: dict[str, str] | None = None,
             message = _SUGGESTION.sub("", message)
         expression = _input_expression(error.message, variables or {})
         extensions = {"code": BAD_USER_INPUT,
-                      "resource": _outcome("invalid", message, expression)}
+                      "resource": outcome([Issue(expression, message, "invalid")])}
     else:
         request_id = uuid.uuid4().hex
         log.error("unexpected error, request id %s", request_id, exc_info=original)
         message = f"Internal server error (request id {request_id})"
-        extensions = {"code": INTERNAL, "requestId": request_id,
-                      "resource": _outcome("exception", message)}
+        extensions = {"code": INTERNAL_SERVER_ERROR, "requestId": request_id,
+                      "resource": outcome([Issue(None, message, "exception")])}
     return GraphQLError(message, nodes=error.nodes, source=error.source,
                         positions=error.positions, path=error.path, extensions=extensions)
 

@@ -56,3 +56,27 @@ def test_only_settings_reads_the_environment() -> None:
                if path != SETTINGS for line in environment_reads(path.read_text())}
     assert readers == set(), "read the setting in api/settings.py and pass it on"
     assert environment_reads(SETTINGS.read_text()), "api/settings.py no longer reads it?"
+
+
+OUTCOME = ROOT / "store" / "fhir" / "outcome.py"
+
+
+def contract_literals(source: str) -> list[int]:
+    """Lines of `source` spelling an error code or "OperationOutcome" as a string literal."""
+    from store.fhir.outcome import ISSUE_TYPE
+
+    words = {*ISSUE_TYPE, "OperationOutcome"}
+    return [node.lineno for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and node.value in words]
+
+
+def test_the_error_codes_and_the_outcome_builder_have_one_home() -> None:
+    """Codes and OperationOutcomes are spelled in store/fhir/outcome.py only: everywhere else
+    names them, so a code cannot drift between modules (four had their own) and every
+    OperationOutcome comes from the one builder (three built their own)."""
+    assert contract_literals('x = {"resourceType": "OperationOutcome"}; y = "FORBIDDEN"') \
+        == [1, 1]
+    spelled = {f"{path.relative_to(ROOT)}:{line}"
+               for package in ("api", "store") for path in sorted((ROOT / package).rglob("*.py"))
+               if path != OUTCOME for line in contract_literals(path.read_text())}
+    assert spelled == set()

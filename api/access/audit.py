@@ -20,11 +20,11 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 
+from store.fhir.outcome import CLIENT_CODES, INTERNAL_SERVER_ERROR
+
 audit_log = logging.getLogger("imaging.audit")
 OUTCOME = "http://terminology.hl7.org/CodeSystem/audit-event-outcome"
 _ACTIONS = {"ImagingStudyCreate": "C", "ImagingStudyDelete": "D", "ImagingStudyImport": "E"}
-_CLIENT_CODES = {"BAD_USER_INPUT", "NOT_FOUND", "VERSION_CONFLICT", "INVALID_STATUS_TRANSITION",
-                 "UNAUTHENTICATED", "FORBIDDEN", "QUERY_REJECTED", "RESUME_UNAVAILABLE"}
 
 
 def root_fields(document: Any) -> tuple[str, list[str]]:
@@ -54,10 +54,10 @@ def root_fields(document: Any) -> tuple[str, list[str]]:
 
 def outcome_of(errors: list[Any] | None) -> tuple[str, str]:
     """(AuditEvent outcome code, contract code) of an operation's errors."""
-    codes = [(e.extensions or {}).get("code", "INTERNAL_SERVER_ERROR") for e in errors or ()]
+    codes = [(e.extensions or {}).get("code", INTERNAL_SERVER_ERROR) for e in errors or ()]
     if not codes:
         return "0", "OK"
-    serious = [c for c in codes if c not in _CLIENT_CODES]
+    serious = [c for c in codes if c not in CLIENT_CODES]
     return ("8", serious[0]) if serious else ("4", codes[0])
 
 

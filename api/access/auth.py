@@ -19,17 +19,13 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from api.errors import AccessError
+from api.errors import denied as refuse
 from api.settings import Settings
-from store.fhir.outcome import Issue, StoreError
+from store.fhir.outcome import FORBIDDEN, UNAUTHENTICATED
 
-UNAUTHENTICATED, FORBIDDEN = "UNAUTHENTICATED", "FORBIDDEN"
 _SCOPE = re.compile(r"(patient|user|system)/(ImagingStudy|\*)\.(c?r?u?d?s?|read|write|\*)")
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
-
-
-def refuse(code: str, message: str) -> StoreError:
-    return StoreError(code, [Issue("Authorization", message, "security" if code == FORBIDDEN
-                                   else "login")])
 
 
 @dataclass(frozen=True)
@@ -42,7 +38,7 @@ class Access:
     open: frozenset[str] = frozenset("cruds")
     confined: frozenset[str] = frozenset()
     patient: str | None = None
-    error: StoreError | None = None  # a bad token: every operation answers UNAUTHENTICATED
+    error: AccessError | None = None  # a bad token: every operation answers UNAUTHENTICATED
     expires: float | None = None  # the token's `exp`: a WebSocket outlives its token
 
     @property
@@ -69,18 +65,6 @@ def owned(study: dict[str, Any] | None, patient: str | None) -> bool:
         return True
     reference: object = (study or {}).get("subject", {}).get("reference")
     return reference == f"Patient/{patient}"
-
-
-def guard(patient: str | None, operation: str) -> Any:
-    """A write precondition refusing studies of other patients; None when not confined."""
-    if patient is None:
-        return None
-
-    def check(study: dict[str, Any]) -> None:
-        if not owned(study, patient):
-            raise refuse(FORBIDDEN, f"{operation}: the study is not about Patient/{patient}, "
-                         "the only patient this token may write for")
-    return check
 
 
 def grants(scopes: str) -> tuple[set[str], set[str]]:

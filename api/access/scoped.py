@@ -13,9 +13,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from api.access.auth import FORBIDDEN, Access, owned
+from api.access.auth import Access, owned
+from api.errors import AccessError, denied
 from store.fhir import Study
-from store.fhir.outcome import NOT_FOUND, VERSION_CONFLICT, DuplicateUid, Issue, StoreError, fail
+from store.fhir.outcome import (
+    FORBIDDEN,
+    NOT_FOUND,
+    VERSION_CONFLICT,
+    DuplicateUid,
+    StoreError,
+    fail,
+)
 from store.interop.importer import Importer
 from store.mongo.events import Change
 from store.mongo.reads import Page
@@ -70,7 +78,7 @@ class ScopedStore:
         """Whether the caller may `letter` (r, u, ...) this stored study."""
         try:
             patient = self.access.require(letter, "")
-        except StoreError:
+        except AccessError:
             return False
         return study is not None and owned(study, patient)
 
@@ -93,12 +101,12 @@ class ScopedStore:
         if patient is None:
             return None
         if not owned(resource, patient):
-            raise StoreError(FORBIDDEN, [Issue(f"{ROOT}.subject", f"{operation}: this token "
-                             f"may only write studies about Patient/{patient}", "security")])
+            raise denied(FORBIDDEN, f"{operation}: this token may only write studies about "
+                         f"Patient/{patient}", f"{ROOT}.subject")
         if new and resource.get("id") is not None:
-            raise StoreError(FORBIDDEN, [Issue(f"{ROOT}.id", f"{operation}: a token confined "
-                             "to one patient cannot choose the id of a new study; leave id "
-                             "out and the server assigns one", "security")])
+            raise denied(FORBIDDEN, f"{operation}: a token confined to one patient cannot "
+                         "choose the id of a new study; leave id out and the server assigns "
+                         "one", f"{ROOT}.id")
         return patient
 
     def _guard(self, study_id: str, letters: str, operation: str) -> Callable[[Study], None]:

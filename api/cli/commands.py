@@ -23,7 +23,7 @@ from typing import Any
 from api.http.logs import configure as configure_logs
 from api.settings import Settings, SettingsError
 from api.transfer.targets import LocalTarget, RemoteError, RemoteTarget, Target
-from store.fhir.outcome import StoreError
+from store.fhir.outcome import OutcomeError
 from store.mongo import client
 from store.mongo.search import CODES
 
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     command = {"import": _import, "export": _export, "ingest-dicom": _ingest}[args.command]
     try:
         return asyncio.run(command(settings, args))
-    except (RemoteError, StoreError) as error:
+    except (RemoteError, OutcomeError) as error:
         print(f"imaging-api {args.command}: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `imaging-api export | head`: the reader has all it wanted

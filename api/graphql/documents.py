@@ -30,7 +30,13 @@ from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
-from api.graphql.limits import Limits, limit_errors, rejected, variable_errors
+from api.graphql.limits import (
+    Limits,
+    limit_errors,
+    rejected,
+    token_rejection,
+    variable_errors,
+)
 
 # graphql-core reads this module attribute when a validation starts (its documented knob).
 overlap.MAX_COMPLEXITY_BUDGET = 20_000
@@ -85,6 +91,7 @@ class QueryLimits(SchemaExtension):
         self.limits = limits
         self.documents = documents
         self.length: int | None = None  # set when the query text is over the limit
+        self.tokens: GraphQLError | None = None  # set when the parser stopped at its limit
         self.fresh = False  # the document was parsed for this request, not taken from cache
 
     async def on_operation(self) -> AsyncIterator[None]:
@@ -101,11 +108,14 @@ class QueryLimits(SchemaExtension):
         elif query is not None and context.graphql_document is None:
             document = self.documents.get_document(query)
             if document is None:
-                try:
-                    document = await _off_loop(parse, query, max_tokens=self.limits.max_tokens)
-                    self.fresh = True
-                except GraphQLError:
-                    pass  # Strawberry parses again and reports the error the usual way
+                found = await _off_loop(_parse, query, self.limits.max_tokens)
+                if isinstance(found, GraphQLError):
+                    # Over the token limit, refused as such; on any other syntax error no
+                    # document: Strawberry parses again and reports it the usual way.
+                    self.tokens = found
+                    document = _STAND_IN
+                else:
+                    document, self.fresh = found, found is not None
             context.graphql_document = document
         yield
 
@@ -115,6 +125,8 @@ class QueryLimits(SchemaExtension):
         if self.length is not None:
             context.pre_execution_errors = [
                 rejected("query length", self.limits.max_length, self.length)]
+        elif self.tokens is not None:
+            context.pre_execution_errors = [self.tokens]
         elif document is not None and context.query is not None:
             errors: list[GraphQLError] = []
             if self.fresh:
@@ -148,6 +160,15 @@ async def _off_loop(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 _STAND_IN = parse("{ __typename }")
+
+
+def _parse(query: str, max_tokens: int) -> DocumentNode | GraphQLError | None:
+    """The document of `query`; its QUERY_REJECTED error when it is over the token limit;
+    None on any other syntax error."""
+    try:
+        return parse(query, max_tokens=max_tokens)
+    except GraphQLError as error:
+        return token_rejection(query, error, max_tokens)
 
 
 def _only_mutations(document: Any) -> bool:

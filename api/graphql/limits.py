@@ -13,7 +13,6 @@ list can hold (its `_count` does not lower that). Introspection is not counted."
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -24,13 +23,16 @@ from graphql import (
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
+    Lexer,
     OperationDefinitionNode,
     SelectionSetNode,
+    Source,
+    TokenKind,
     VariableNode,
 )
 from graphql.utilities import value_from_ast_untyped
 
-QUERY_REJECTED = "QUERY_REJECTED"
+from store.fhir.outcome import ISSUE_TYPE, QUERY_REJECTED, Issue, outcome
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,8 @@ def rejected(what: str, limit: int, measured: int | str, advice: str = "") -> Gr
     message = f"query rejected: {what} {measured} exceeds the limit of {limit}"
     if advice:
         message += f"; {advice}"
-    outcome = {"resourceType": "OperationOutcome", "issue": [
-        {"severity": "error", "code": "too-costly", "diagnostics": message}]}
-    return GraphQLError(message, extensions={"code": QUERY_REJECTED, "resource": outcome,
+    resource = outcome([Issue(None, message, ISSUE_TYPE[QUERY_REJECTED])])
+    return GraphQLError(message, extensions={"code": QUERY_REJECTED, "resource": resource,
                                              "limit": limit, "measured": measured})
 
 
@@ -290,10 +291,27 @@ def variable_errors(variables: Any, most_list: int = QUERY_LIST,
     return []
 
 
-_TOKENS = re.compile(r"Document contains more than (\d+) tokens")
+def token_rejection(source: str, error: GraphQLError, max_tokens: int) -> GraphQLError | None:
+    """The QUERY_REJECTED form of a parse error of `source` when `source` is over the token
+    limit (tokens and comments, as the parser counts them), else None.
 
-
-def token_rejection(message: str) -> GraphQLError | None:
-    """The QUERY_REJECTED form of the parser's own token-limit error, if that is what it is."""
-    match = _TOKENS.search(message)
-    return rejected("tokens", int(match[1]), f"more than {match[1]}") if match else None
+    graphql-core tells its token-limit error from a syntax error only in its message text
+    ("Document contains more than N tokens"), so on a parse error this counts the tokens
+    itself with graphql-core's lexer, up to the limit: a document over it is refused as such
+    (even when it also has a syntax error the parser met first); any other stays a syntax
+    error, even one quoting those words in a string."""
+    if not error.positions:
+        return None
+    lexer, counted = Lexer(Source(source)), 0
+    try:
+        while counted <= max_tokens:
+            token = lexer.advance()
+            if token.kind == TokenKind.EOF:
+                return None
+            skipped = lexer.last_token.next  # the comments the lexer stepped over
+            while skipped is not None and skipped is not token:
+                counted, skipped = counted + 1, skipped.next
+            counted += 1
+    except GraphQLError:  # a lexical error before the limit: a syntax error
+        return None
+    return rejected("tokens", max_tokens, f"more than {max_tokens}")

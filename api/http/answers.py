@@ -9,7 +9,8 @@ from collections.abc import Mapping
 
 import orjson
 
-from api.errors import BAD_REQUEST, refusal
+from api.errors import refusal
+from store.fhir.outcome import BAD_REQUEST
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"

@@ -13,8 +13,8 @@ import re
 from collections import OrderedDict
 from typing import Any
 
-from api.errors import PERSISTED_QUERY_NOT_FOUND, PERSISTED_QUERY_NOT_SUPPORTED
 from api.http.answers import Refusal
+from store.fhir.outcome import PERSISTED_QUERY_NOT_FOUND, PERSISTED_QUERY_NOT_SUPPORTED
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Apollo Server answers these with 200 and this Cache-Control: its link retries on the code

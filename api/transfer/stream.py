@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from api.transfer.progress import Progress
 from api.transfer.targets import RemoteError, Target
-from store.fhir.outcome import BAD_USER_INPUT, StoreError, more_issues
+from store.fhir.outcome import BAD_USER_INPUT, OutcomeError, more_issues
 from store.fhir.validate import ROOT
 from store.interop import files
 from store.interop.importer import REJECTED, EntryResult
@@ -99,7 +99,7 @@ async def run_import(target: Target, paths: list[str], dry_run: bool = False,
     for sources, payload, batched in _chunks(items()):
         try:
             results = await target.import_payload(payload, dry_run)
-        except (StoreError, RemoteError) as error:
+        except (OutcomeError, RemoteError) as error:
             if error.code != BAD_USER_INPUT:
                 raise  # the store or server is unavailable: stop rather than skip everything
             report.counts["unreadable"] += len(sources)

@@ -11,6 +11,7 @@ import httpx
 from api.access.auth import Access
 from api.access.scoped import ScopedStore
 from store.fhir import Study
+from store.fhir.outcome import QUERY_REJECTED, UNAUTHENTICATED
 from store.interop.bundle import study_uid_token
 from store.interop.files import canonical
 from store.interop.importer import EntryResult
@@ -119,7 +120,7 @@ class RemoteTarget:
             first = body["errors"][0]
             code = first.get("extensions", {}).get("code")
             hint = " (set IMAGING_TOKEN to a bearer token for this server)" \
-                if code == "UNAUTHENTICATED" and not self.headers else ""
+                if code == UNAUTHENTICATED and not self.headers else ""
             raise RemoteError(f"{code}: {first['message']}{hint}", code)
         data: dict[str, Any] = body["data"]
         return data
@@ -152,7 +153,7 @@ class RemoteTarget:
                 data = await self.call(PAGE, c=size, cur=cursor, sort=sort,
                                        **self._variables(params))
             except RemoteError as error:
-                if error.code != "QUERY_REJECTED" or size == 1:
+                if error.code != QUERY_REJECTED or size == 1:
                     raise
                 size //= 2  # a server with a lower cost limit: smaller pages
                 continue

@@ -1,11 +1,13 @@
-"""Rule violations as FHIR OperationOutcome issues, and the error every store layer raises."""
+"""The error contract's one home: every code a client sees, the OperationOutcome builder, and
+the errors that carry both (the store's own, StoreError; the api raises its own kinds)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-# The machine-readable codes of the GraphQL error contract (README "Errors").
+# The machine-readable codes of the GraphQL error contract (README "Errors"), `extensions.code`.
 BAD_USER_INPUT = "BAD_USER_INPUT"
 NOT_FOUND = "NOT_FOUND"
 VERSION_CONFLICT = "VERSION_CONFLICT"
@@ -13,32 +15,66 @@ INVALID_STATUS_TRANSITION = "INVALID_STATUS_TRANSITION"
 STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
 # A subscription's `after` names events that can no longer be replayed: refetch, resubscribe.
 RESUME_UNAVAILABLE = "RESUME_UNAVAILABLE"
+UNAUTHENTICATED = "UNAUTHENTICATED"
+FORBIDDEN = "FORBIDDEN"
+# A query over one of the limits (length, tokens, depth, aliases, cost, time budget).
+QUERY_REJECTED = "QUERY_REJECTED"
+INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+# Refusals of a request that is not a GraphQL request this server runs (api/http/answers.py):
+# the HTTP status says which rule (400, 404, 405, 406, 408, 413, 415).
+BAD_REQUEST = "BAD_REQUEST"
+# Apollo's automatic persisted queries: its link reads these codes (or the messages) and sends
+# the request again with its query (not found) or without the hash (not supported).
+PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
 
-_FHIR_ISSUE_CODE = {
+# The codes that say the caller's request was refused, not that the service failed (the audit
+# record's outcome: 4 "minor failure" for these, 8 "serious failure" for the others).
+CLIENT_CODES = frozenset({BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, INVALID_STATUS_TRANSITION,
+                          UNAUTHENTICATED, FORBIDDEN, QUERY_REJECTED, RESUME_UNAVAILABLE})
+
+# The FHIR issue type (IssueType value set) of a one-issue error of each code.
+ISSUE_TYPE = {
     BAD_USER_INPUT: "invalid",
     NOT_FOUND: "not-found",
     VERSION_CONFLICT: "conflict",
     INVALID_STATUS_TRANSITION: "business-rule",
     STORE_UNAVAILABLE: "transient",
     RESUME_UNAVAILABLE: "not-found",
+    UNAUTHENTICATED: "login",
+    FORBIDDEN: "security",
+    QUERY_REJECTED: "too-costly",
+    INTERNAL_SERVER_ERROR: "exception",
+    BAD_REQUEST: "invalid",
+    PERSISTED_QUERY_NOT_FOUND: "not-found",
+    PERSISTED_QUERY_NOT_SUPPORTED: "not-supported",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Issue:
-    """One violated rule: where (a FHIRPath expression) and what, in plain words."""
+    """One violated rule: where (a FHIRPath expression, None when it is the request as a whole)
+    and what, in plain words."""
 
-    expression: str
+    expression: str | None
     diagnostics: str
     code: str = "invalid"  # the FHIR issue-type code
 
     def to_fhir(self) -> dict[str, Any]:
-        return {"severity": "error", "code": self.code, "diagnostics": self.diagnostics,
-                "expression": [self.expression]}
+        issue: dict[str, Any] = {"severity": "error", "code": self.code,
+                                 "diagnostics": self.diagnostics}
+        if self.expression:
+            issue["expression"] = [self.expression]
+        return issue
 
 
-class StoreError(Exception):
-    """A refused operation. `code` is the contract code; `issues` say what and where."""
+def outcome(issues: Iterable[Issue]) -> dict[str, Any]:
+    """The one OperationOutcome builder: `extensions.resource` of every error a client sees."""
+    return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in issues]}
+
+
+class OutcomeError(Exception):
+    """A refused operation: `code` is the contract code; `issues` say what and where."""
 
     def __init__(self, code: str, issues: list[Issue]) -> None:
         self.code = code
@@ -48,10 +84,15 @@ class StoreError(Exception):
     @property
     def message(self) -> str:
         first = self.issues[0]
-        return f"{first.expression}: {first.diagnostics}{more_issues(len(self.issues) - 1)}"
+        where = f"{first.expression}: " if first.expression else ""
+        return f"{where}{first.diagnostics}{more_issues(len(self.issues) - 1)}"
 
     def outcome(self) -> dict[str, Any]:
-        return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in self.issues]}
+        return outcome(self.issues)
+
+
+class StoreError(OutcomeError):
+    """A refusal of the store: its rules, its versions, its availability."""
 
 
 def more_issues(count: int) -> str:
@@ -65,7 +106,7 @@ def more_issues(count: int) -> str:
 
 def fail(code: str, expression: str, diagnostics: str) -> StoreError:
     """A StoreError with one issue, its FHIR issue type chosen from the contract code."""
-    return StoreError(code, [Issue(expression, diagnostics, _FHIR_ISSUE_CODE[code])])
+    return StoreError(code, [Issue(expression, diagnostics, ISSUE_TYPE[code])])
 
 
 def invalid(issues: list[Issue]) -> StoreError:

@@ -23,7 +23,16 @@ from typing import Any, Protocol, Self, TypeVar
 
 from store.fhir import Study, edit
 from store.fhir.identity import same_subject, study_uids
-from store.fhir.outcome import BAD_USER_INPUT, VERSION_CONFLICT, Issue, StoreError, fail
+from store.fhir.outcome import (
+    BAD_USER_INPUT,
+    INTERNAL_SERVER_ERROR,
+    VERSION_CONFLICT,
+    Issue,
+    OutcomeError,
+    StoreError,
+    fail,
+    outcome,
+)
 from store.fhir.primitives import CHECKS
 from store.fhir.validate import ROOT
 from store.interop.bundle import entries, study_uid_condition, study_uid_token
@@ -32,8 +41,8 @@ from store.mongo.repository import same_content
 from store.mongo.search import Params
 
 log = logging.getLogger("imaging.import")
-INTERNAL = "INTERNAL_SERVER_ERROR"
-# (resource, scope letter, operation, new) -> the caller's patient, or raises: the access gate.
+# (resource, scope letter, operation, new) -> the caller's patient, or raises (an OutcomeError:
+# the access gate's refusals are the api's, not StoreErrors).
 Admit = Callable[[Study, str, str, bool], Any]
 # Planning an entry runs the write rules on the event loop: a fraction of a millisecond for a
 # small study, but seconds for a Bundle of 30,000, during which no other request would be
@@ -59,7 +68,7 @@ class _Plan:
     resource: Study
     status: str
     target: Study | None = None  # the stored study an update replaces
-    error: StoreError | None = None
+    error: OutcomeError | None = None
 
 
 class _Failed(Exception):
@@ -70,7 +79,7 @@ class _Failed(Exception):
         self.results = results
 
 
-def _rejected(index: int, error: StoreError) -> EntryResult:
+def _rejected(index: int, error: OutcomeError) -> EntryResult:
     return EntryResult(index, REJECTED, None, error.outcome())
 
 
@@ -176,7 +185,7 @@ class Importer:
             return await self._one(index, resource)
         except Exception:
             log.exception("import entry %d failed unexpectedly", index)
-            return _rejected(index, StoreError(INTERNAL, [Issue(
+            return _rejected(index, StoreError(INTERNAL_SERVER_ERROR, [Issue(
                 f"Bundle.entry[{index}]", "an unexpected error stopped this entry (see the "
                 "server log); importing it again is safe", "exception")]))
 
@@ -220,7 +229,7 @@ class Importer:
                                self.repo.max_instances, self.repo.max_series)
             status = UNCHANGED if same_content(new, target) else UPDATED
             return _Plan(index, {**resource, "id": target["id"]}, status, target)
-        except StoreError as error:
+        except OutcomeError as error:  # the rules' refusals and the gate's
             return _Plan(index, resource, REJECTED, error=error)
 
     async def _match(self, resource: Study) -> Study | None:
@@ -336,7 +345,7 @@ class Importer:
                 issue = Issue(f"Bundle.entry[{plan.index}]", f"the transaction failed at entry "
                               f"{cause.index}, but {kept[plan.index]}", "conflict")
                 results.append(EntryResult(plan.index, result.status, result.id,
-                                           StoreError(VERSION_CONFLICT, [issue]).outcome(),
+                                           outcome([issue]),
                                            result.version))
             else:
                 results.append(self._abandoned(plan, cause))
@@ -344,15 +353,14 @@ class Importer:
 
     @staticmethod
     def _failed_entry(plan: _Plan, error: Exception) -> EntryResult:
-        if isinstance(error, StoreError):
+        if isinstance(error, OutcomeError):
             return _rejected(plan.index, error)
         # Not the client's fault and not theirs to read: the details go to the log (with the
         # request id), the entry says what happened to the transaction.
         log.error("entry %d of a transaction Bundle failed", plan.index, exc_info=error)
         issue = Issue(f"Bundle.entry[{plan.index}]", "the server failed on this entry (an "
                       "internal error, logged); the transaction was not imported", "exception")
-        return EntryResult(plan.index, REJECTED, None,
-                           StoreError(BAD_USER_INPUT, [issue]).outcome())
+        return EntryResult(plan.index, REJECTED, None, outcome([issue]))
 
     @staticmethod
     def _abandoned(plan: _Plan, cause: _Plan) -> EntryResult:

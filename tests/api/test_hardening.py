@@ -46,6 +46,36 @@ async def test_token_limit(gql: Gql, untouched: list[str]) -> None:
     assert untouched == []
 
 
+async def test_a_syntax_error_quoting_the_token_message_is_not_the_token_limit(gql: Gql) -> None:
+    """The token limit is told by where the parser stopped, not by words in its message: a
+    query whose syntax error quotes the parser's token-limit sentence stays a syntax error."""
+    body = await gql('{ "Document contains more than 5 tokens" }')
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "Syntax Error" in error(body)["message"]
+    assert "limit" not in error(body)["extensions"]
+
+
+@pytest.mark.parametrize(("query", "limit", "over"), [
+    ("{ a b c d e", 4, True), ("{ a b c d e", 6, False), ("{ a # x\n# y\n b", 4, True),
+    ("{ a # x\n b", 4, False), ("{ a ! b c d }", 2, True), ("{ a ! b c d }", 3, True),
+    ("{ a ! }", 4, False), ('{ a "\\z" b c d e }', 2, False), ('{ a "\\z" b c d e }', 4, False),
+    ('{ "Document contains more than 2 tokens" }', 2, True)])
+def test_a_parse_error_is_the_token_limit_when_the_document_is_over_it(
+        query: str, limit: int, over: bool) -> None:
+    """token_rejection counts tokens and comments as the parser does, whatever the message:
+    a document over the limit is refused as such (even when the parser met a syntax error
+    first, `{ a ! b c d }`); a syntax or lexical error before the limit stays one (a bad
+    escape as the token past the limit is one: the count stops at a lexical error)."""
+    from graphql import GraphQLError, parse
+
+    from api.graphql.limits import token_rejection
+    with pytest.raises(GraphQLError) as parsed:
+        parse(query, max_tokens=limit)
+    assert (token_rejection(query, parsed.value, limit) is not None) == over
+    if "Document contains more than" in parsed.value.message:
+        assert over  # wherever graphql-core says its limit was reached, so does the count
+
+
 async def test_cost_limit_weighs_lists_by_their_count(gql: Gql, untouched: list[str]) -> None:
     body = await gql("{ ImagingStudyList(_count: 1000) { series { instance { uid } } } }")
     _rejected(body, "cost", 2_000_000)

@@ -122,16 +122,19 @@ async def test_no_operation_runs_after_the_token_expires(store: Repository) -> N
 
 
 def test_an_expired_token_refuses_every_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    from api.access.auth import UNAUTHENTICATED, Authenticator
-    from store.fhir.outcome import StoreError
+    from api.access.auth import Authenticator
+    from api.errors import AccessError
+    from store.fhir.outcome import UNAUTHENTICATED, StoreError
 
     access = Authenticator(Settings(**JWT)).access(
         f"Bearer {token('system/*.*', exp=int(time.time()) + 60)}")
     assert access.require("r", "read") is None
     monkeypatch.setattr("api.access.auth.time.time", lambda: time.monotonic() + 1e10)
-    with pytest.raises(StoreError) as refused:
+    with pytest.raises(AccessError) as refused:
         access.require("r", "read")
     assert refused.value.code == UNAUTHENTICATED
+    # The access rules' refusal is the api's own, not the store's.
+    assert not isinstance(refused.value, StoreError)
 
 
 # --- message size and Origin -------------------------------------------------------------------
