@@ -1,6 +1,6 @@
 """The data re-organisation directives beyond the fhir-test-cases cases (those, flatten*,
-directive-*, are translated in tests/api/graphql/test_conformance.py, on the same Patient-like study):
-unknown directives, @first alone, collating two types, and both executors agreeing."""
+directive-*, are translated in tests/api/graphql/test_conformance.py, on the same Patient-like
+study): unknown directives, @first alone, collating two types, and both executors agreeing."""
 
 from __future__ import annotations
 
