@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The JavaScript clients of tests/clients, from its lockfile; left out where npm is absent
-# (tests/api/test_clients.py is then skipped for want of node, or says what to run).
+# (tests/e2e/test_clients.py is then skipped for want of node, or says what to run).
 CLIENTS := tests/clients
 CLIENTS_STAMP := $(if $(shell command -v npm),$(CLIENTS)/node_modules/.installed)
 
@@ -36,7 +36,7 @@ bench: $(STAMP)
 
 # schemathesis with 1,000 examples per operation (make test runs a small budget)
 fuzz: $(STAMP)
-	IMAGING_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest tests/api/test_fuzz.py -q
+	IMAGING_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest tests/api/graphql/test_fuzz.py -q
 
 # 50 viewer sessions for 60 s, then the same with a 10 s store outage in the middle
 load: $(STAMP)

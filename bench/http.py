@@ -4,6 +4,7 @@ clients measuring latency and throughput against it."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -16,10 +17,17 @@ import httpx
 from bench import data
 from bench.loop import on_a_filled_store, responsiveness
 from bench.scenarios import QUERIES
-from tests.server import free_port
 
 if TYPE_CHECKING:
     from bench.__main__ import Bench
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 async def http(port: int, body: dict[str, Any], clients: int,

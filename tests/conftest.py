@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,8 +15,7 @@ from api.http.app import create_app
 from api.settings import Settings
 from store.mongo import client
 from store.mongo.repository import Repository
-
-Gql = Callable[..., Awaitable[dict[str, Any]]]
+from tests.support.graphql import Gql
 
 
 @pytest.fixture

@@ -80,3 +80,56 @@ def test_the_error_codes_and_the_outcome_builder_have_one_home() -> None:
                for package in ("api", "store") for path in sorted((ROOT / package).rglob("*.py"))
                if path != OUTCOME for line in contract_literals(path.read_text())}
     assert spelled == set()
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every module a Python source imports, absolute names only."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def _python_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "node_modules" not in p.parts)
+
+
+def test_tests_share_helpers_through_support_only() -> None:
+    """A test module imports no other test module or conftest: what two of them share lives in
+    tests/support/ (or a conftest's fixtures), so moving or editing one test never breaks
+    another."""
+    crossing = {f"{path.relative_to(ROOT)}: {name}"
+                for path in _python_files(ROOT / "tests")
+                for name in imported_modules(path.read_text())
+                if name.startswith("tests") and not name.startswith("tests.support")}
+    assert crossing == set(), "move what is shared to tests/support/"
+
+
+def test_the_benchmarks_stand_alone() -> None:
+    importing = {f"{path.relative_to(ROOT)}: {name}"
+                 for path in _python_files(ROOT / "bench")
+                 for name in imported_modules(path.read_text())
+                 if name == "tests" or name.startswith("tests.")}
+    assert importing == set(), "bench/ must not import the tests"
+
+
+def test_the_tests_mirror_the_packages() -> None:
+    """tests/api/<x> and tests/store/<x> test the package api/<x> or store/<x>; the
+    cross-cutting tests say so by where they live (tests/e2e, tests/support, tests/clients)."""
+    for top in ("api", "store"):
+        for folder in sorted(p for p in (ROOT / "tests" / top).iterdir() if p.is_dir()):
+            if folder.name == "__pycache__":
+                continue
+            assert (ROOT / top / folder.name / "__init__.py").is_file(), \
+                f"tests/{top}/{folder.name} mirrors no package {top}/{folder.name}"
+    for folder in ("api/http", "api/graphql", "api/access", "api/cli", "api/transfer",
+                   "store/fhir", "store/mongo", "store/interop"):
+        assert _python_files(ROOT / "tests" / folder), f"no tests for {folder}"
+
+
+def test_the_checks_see_every_form_of_import() -> None:
+    source = "import tests.api.x\nfrom tests.helpers import y\nfrom . import z\n"
+    assert imported_modules(source) == {"tests.api.x", "tests.helpers"}

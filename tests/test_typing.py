@@ -10,6 +10,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,6 +20,7 @@ def _mypy_config() -> dict[str, Any]:
     return config
 
 
+@pytest.mark.slow
 def test_api_and_store_have_no_type_errors_under_strict_mypy() -> None:
     # The configuration in pyproject.toml names the packages; the cache makes a rerun quick.
     run = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True,

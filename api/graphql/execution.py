@@ -12,7 +12,7 @@ closures that read, check and copy values. The plan only takes the fast path whe
 the result; anything unusual (a null in a non-null position, a value of an unexpected type, a
 resolver error) makes it give the whole object back to graphql-core, which then produces the
 reference result, errors and null propagation included. Results are therefore identical by
-construction; tests/api/test_execution.py checks it against the reference executor.
+construction; tests/api/graphql/test_execution.py checks it against the reference executor.
 
 Building the executor coerces the variables: for a write of a large study, a million values
 walked in Python, seconds during which the event loop would serve no other request. So a

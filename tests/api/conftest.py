@@ -4,22 +4,14 @@ study "mine" of patient p1 and study "theirs" of patient p2."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 
 from api.http.app import create_app
 from api.settings import Settings
-from store.interop import demo
 from store.mongo.repository import Repository
-
-SECRET = "test-secret-of-32-bytes-or-more!!"
-AUDIENCE, ISSUER = "imaging-api", "https://login.example"
-
-
-def study(study_id: str, patient: str) -> dict[str, Any]:
-    return demo.study(study_id, 1, 1, patient=patient)
+from tests.support.tokens import AUDIENCE, ISSUER, SECRET, study
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from api.cli.commands import main
 from api.graphql.schema import schema
 from api.http.app import create_app
 from api.settings import Settings
-from tests.conftest import Gql
+from tests.support.graphql import Gql
 
 ROOT = Path(__file__).resolve().parents[2]
 

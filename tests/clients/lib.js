@@ -1,5 +1,5 @@
 // Shared by the client tests: the server under test (IMAGING_URL, IMAGING_TOKEN, set by
-// tests/api/test_clients.py), plain HTTP calls to prepare data, and waiting on the server's
+// tests/e2e/test_clients.py), plain HTTP calls to prepare data, and waiting on the server's
 // subscriber count so a test writes only once its subscription is registered.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -12,7 +12,7 @@ export const HTTP_URL = `${BASE}/graphql`;
 export const WS_URL = HTTP_URL.replace(/^http/, "ws");
 export const TOKEN = process.env.IMAGING_TOKEN;
 export const AUTH = `Bearer ${TOKEN}`;
-assert.ok(BASE && TOKEN, "run by tests/api/test_clients.py, which sets IMAGING_URL and IMAGING_TOKEN");
+assert.ok(BASE && TOKEN, "run by tests/e2e/test_clients.py, which sets IMAGING_URL and IMAGING_TOKEN");
 
 export const CREATE = `mutation($res: ImagingStudyInput!) {
   ImagingStudyCreate(res: $res) { id meta { versionId } } }`;

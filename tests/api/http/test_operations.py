@@ -1,0 +1,143 @@
+"""Operating the service: the audit trail, health and readiness, metrics, and what clients
+see while the store is down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from api.http.app import create_app
+from api.settings import Settings
+from store.interop import demo
+from store.mongo import client
+from store.mongo.repository import Repository
+from tests.support.graphql import CREATE, Gql, error
+
+
+def audit_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    return [r.audit for r in caplog.records if r.name == "imaging.audit"]
+
+
+async def test_one_audit_record_per_operation(gql: Gql,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="imaging.audit")
+    resource = {**demo.study("aud", 1, 1, patient="p7"),
+                "description": "Secret-Description-42"}
+    operations = [
+        (CREATE, {"res": resource}),
+        ('{ ImagingStudy(id: "aud") { id description } }', {}),
+        ('{ ImagingStudyList(patient: "p7") { id } }', {}),
+        ('mutation { ImagingStudySetStatus(id: "aud", status: "bogus") { id } }', {}),
+        ("{ nonsense }", {}),
+        ("{ " + "id " * 20_000 + "}", {}),
+    ]
+    for query, variables in operations:
+        await gql(query, **variables)
+    records = audit_records(caplog)
+    assert len(records) == len(operations)
+    create, read, search, refused, invalid, huge = records
+    assert (create["action"], create["code"]["text"]) == ("C", "ImagingStudyCreate")
+    assert create["outcome"]["code"]["code"] == "0"
+    assert {"what": {"reference": "ImagingStudy/aud"}} in create["entity"]
+    assert {"what": {"reference": "Patient/p7"}, "role": {"text": "patient"}} in read["entity"]
+    assert search["action"] == "R"
+    assert refused["outcome"]["detail"][0]["text"] == "BAD_USER_INPUT"
+    assert invalid["outcome"]["code"]["code"] == "4"
+    assert huge["outcome"]["detail"][0]["text"] == "QUERY_REJECTED"
+    assert create["agent"][0]["who"]["identifier"]["value"] == "anonymous"
+    assert "Secret-Description-42" not in json.dumps(records)
+    assert "Secret-Description-42" not in caplog.text
+
+
+async def test_the_record_names_root_fields_selected_through_fragments(
+        gql: Gql, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="imaging.audit")
+    await gql("query { ...Q ... on Query { ImagingStudyHistory(id: \"x\") { id } } } "
+              "fragment Q on Query { ImagingStudyList(_count: 1) { id } }")
+    [record] = audit_records(caplog)
+    assert record["code"]["text"] == "ImagingStudyList,ImagingStudyHistory"
+
+
+async def test_health_readiness_and_metrics(http: httpx.AsyncClient, gql: Gql) -> None:
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+    assert (await http.get("/readyz")).status_code == 200
+    await gql(CREATE, res=demo.study("m", 1, 1))
+    await gql('{ ImagingStudy(id: "m") { id } }')
+    await gql('mutation { ImagingStudySetStatus(id: "nope", status: "cancelled") { id } }')
+    metrics = (await http.get("/metrics")).text
+    assert 'imaging_requests_total{operation="ImagingStudy",outcome="OK"} 1.0' in metrics
+    assert 'operation="ImagingStudySetStatus",outcome="NOT_FOUND"} 1.0' in metrics
+    assert 'imaging_store_seconds_count{call="get"}' in metrics
+    assert "imaging_subscriptions 0.0" in metrics
+
+
+@pytest.fixture
+async def faulty() -> AsyncIterator[tuple[httpx.AsyncClient, client.Faults]]:
+    faults = client.Faults()
+    handle, db = client.open_embedded("faulty")
+    store = Repository(client.with_faults(db, faults))
+    app = create_app(Settings(seed=False, allowed_hosts=("test",)), store)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as http:
+        yield http, faults
+    client.close(handle)
+
+
+async def test_store_outage_then_recovery_without_restart(
+        faulty: tuple[httpx.AsyncClient, client.Faults]) -> None:
+    http, faults = faulty
+    query = {"query": CREATE, "variables": {"res": demo.study("o", 1, 1)}}
+    faults.down = True
+    down = (await http.post("/graphql", json=query)).json()
+    assert error(down)["extensions"]["code"] == "STORE_UNAVAILABLE"
+    assert (await http.get("/readyz")).status_code == 503
+    faults.down = False
+    up = (await http.post("/graphql", json=query)).json()
+    assert up["data"]["ImagingStudyCreate"]["id"] == "o"
+    assert (await http.get("/readyz")).status_code == 200
+
+
+@pytest.mark.slow
+async def test_unreachable_mongodb_fails_fast_with_store_unavailable() -> None:
+    # A real driver against a port where nothing listens: the 2 s server selection timeout,
+    # not a hang. No MongoDB server is needed for this.
+    settings = Settings(seed=False, mongodb_uri="mongodb://127.0.0.1:9/?directConnection=true",
+                        allowed_hosts=("test",))
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            body = (await asyncio.wait_for(http.post("/graphql", json={
+                "query": '{ ImagingStudy(id: "x") { id } }'}), timeout=3)).json()
+            assert error(body)["extensions"]["code"] == "STORE_UNAVAILABLE"
+            ready = await asyncio.wait_for(http.get("/readyz"), timeout=3)
+            assert ready.status_code == 503
+
+
+def test_json_log_lines_carry_the_request_id() -> None:
+    from api.http.logs import JsonFormatter, request_id
+
+    token = request_id.set("req-1")
+    try:
+        record = logging.LogRecord("imaging.api", logging.INFO, __file__, 1, "hello %s",
+                                   ("world",), None)
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id.reset(token)
+    assert (line["message"], line["request_id"], line["level"]) == ("hello world", "req-1",
+                                                                    "INFO")
+
+
+def test_several_workers_need_mongodb(monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from api.cli import commands as cli
+
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    assert cli.main(["serve", "--workers", "2"]) == 2
+    assert "MONGODB_URI" in capsys.readouterr().err
