@@ -24,6 +24,7 @@ serve: $(STAMP)
 
 test: $(STAMP) $(CLIENTS_STAMP)
 	$(BIN)/ruff check api store tests bench
+	$(BIN)/ruff format --check api store tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest

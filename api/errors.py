@@ -38,12 +38,20 @@ def denied(code: str, message: str, expression: str = "Authorization") -> Access
     return AccessError(code, [Issue(expression, message, ISSUE_TYPE[code])])
 
 
-def refusal(message: str, code: str, issue: str, diagnostics: str | None = None
-            ) -> dict[str, Any]:
+def refusal(message: str, code: str, issue: str, diagnostics: str | None = None) -> dict[str, Any]:
     """The GraphQL response body of a request refused before it ran: one error in contract
     form, no `data`. `issue` is the FHIR issue type; `diagnostics` defaults to the message."""
-    return {"errors": [{"message": message, "extensions": {
-        "code": code, "resource": outcome([Issue(None, diagnostics or message, issue)])}}]}
+    return {
+        "errors": [
+            {
+                "message": message,
+                "extensions": {
+                    "code": code,
+                    "resource": outcome([Issue(None, diagnostics or message, issue)]),
+                },
+            }
+        ]
+    }
 
 
 _VARIABLE = re.compile(r"Variable '\$(?P<var>\w+)' has invalid value at (?P<path>[\w.\[\]]*)")
@@ -66,8 +74,11 @@ def _input_expression(message: str, variables: dict[str, str]) -> str | None:
     variable = _VARIABLE.search(message)
     if variable is None:
         return f"{_fhir_root(unknown['type'])}.{unknown['field']}"
-    root = ("ImagingStudy" if variables.get(variable["var"]) == "ImagingStudyInput"
-            else f"${variable['var']}")
+    root = (
+        "ImagingStudy"
+        if variables.get(variable["var"]) == "ImagingStudyInput"
+        else f"${variable['var']}"
+    )
     return f"{root}{variable['path']}.{unknown['field']}"
 
 
@@ -77,8 +88,9 @@ _ECHO = re.compile(r"[,;.?]?\s+found:", re.IGNORECASE)
 _SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
 
 
-def map_error(error: GraphQLError, variables: dict[str, str] | None = None,
-              production: bool = False) -> GraphQLError:
+def map_error(
+    error: GraphQLError, variables: dict[str, str] | None = None, production: bool = False
+) -> GraphQLError:
     """The contract form of one error. `variables` maps variable names to their input types.
     In production, "Did you mean ...?" suggestions are cut: they reveal the schema."""
     original = error.original_error
@@ -94,16 +106,27 @@ def map_error(error: GraphQLError, variables: dict[str, str] | None = None,
         if production:
             message = _SUGGESTION.sub("", message)
         expression = _input_expression(error.message, variables or {})
-        extensions = {"code": BAD_USER_INPUT,
-                      "resource": outcome([Issue(expression, message, "invalid")])}
+        extensions = {
+            "code": BAD_USER_INPUT,
+            "resource": outcome([Issue(expression, message, "invalid")]),
+        }
     else:
         request_id = uuid.uuid4().hex
         log.error("unexpected error, request id %s", request_id, exc_info=original)
         message = f"Internal server error (request id {request_id})"
-        extensions = {"code": INTERNAL_SERVER_ERROR, "requestId": request_id,
-                      "resource": outcome([Issue(None, message, "exception")])}
-    return GraphQLError(message, nodes=error.nodes, source=error.source,
-                        positions=error.positions, path=error.path, extensions=extensions)
+        extensions = {
+            "code": INTERNAL_SERVER_ERROR,
+            "requestId": request_id,
+            "resource": outcome([Issue(None, message, "exception")]),
+        }
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions=extensions,
+    )
 
 
 class ErrorMapper(SchemaExtension):

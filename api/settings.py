@@ -38,6 +38,7 @@ def _choice(*allowed: str) -> Callable[[str], str]:
         if word not in allowed:
             raise ValueError(f"must be one of {', '.join(allowed)} (any case), not {value!r}")
         return word
+
     return parse
 
 
@@ -47,6 +48,7 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
         if not _INTEGER.fullmatch(text) or not low <= int(text) <= high:
             raise ValueError(f"must be an integer from {low} to {high}, not {value!r}")
         return int(text)
+
     return parse
 
 
@@ -57,8 +59,10 @@ def _list(value: str) -> tuple[str, ...]:
 def _url(value: str) -> str:
     text = value.strip()
     if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s]*)?", text):
-        raise ValueError(f"must be an http:// or https:// URL, such as "
-                         f"http://127.0.0.1:8000/graphql, not {value!r}")
+        raise ValueError(
+            f"must be an http:// or https:// URL, such as "
+            f"http://127.0.0.1:8000/graphql, not {value!r}"
+        )
     return text
 
 
@@ -66,8 +70,10 @@ def _hosts(value: str) -> tuple[str, ...]:
     hosts = tuple(host.lower() for host in _list(value))
     wrong = [host for host in hosts if not _HOST.fullmatch(host)]
     if wrong or not hosts:
-        raise ValueError("must be a comma-separated list of host names or IP addresses "
-                         f"(IPv6 in brackets, no port; * allows any), not {value!r}")
+        raise ValueError(
+            "must be a comma-separated list of host names or IP addresses "
+            f"(IPv6 in brackets, no port; * allows any), not {value!r}"
+        )
     return hosts
 
 
@@ -147,11 +153,16 @@ class Settings:
 
     def __post_init__(self) -> None:
         # Settings made in code get the same fail-closed reading as the environment's.
-        for name, allowed in (("env", ("development", "production")), ("auth", ("off", "jwt")),
-                              ("log_format", LOG_FORMATS)):
+        for name, allowed in (
+            ("env", ("development", "production")),
+            ("auth", ("off", "jwt")),
+            ("log_format", LOG_FORMATS),
+        ):
             if getattr(self, name) not in allowed:
-                raise SettingsError(f"Settings.{name} must be one of {', '.join(allowed)}, "
-                                    f"not {getattr(self, name)!r}")
+                raise SettingsError(
+                    f"Settings.{name} must be one of {', '.join(allowed)}, "
+                    f"not {getattr(self, name)!r}"
+                )
 
     @property
     def embedded(self) -> bool:
@@ -167,8 +178,13 @@ class Settings:
         these settings (a wildcard address is reached on the loopback)."""
         if self.url:
             return self.url
-        host = {"0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "::": "[::1]", "[::]": "[::1]",
-                "": "127.0.0.1"}.get(self.host, self.host)
+        host = {
+            "0.0.0.0": "127.0.0.1",
+            "*": "127.0.0.1",
+            "::": "[::1]",
+            "[::]": "[::1]",
+            "": "127.0.0.1",
+        }.get(self.host, self.host)
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         return f"http://{host}:{self.port}/graphql"
@@ -192,25 +208,39 @@ class Settings:
         settings = cls(**values)
         if settings.production and settings.cursor_secret == DEFAULT_CURSOR_SECRET:
             # The built-in value is public: anyone could forge cursors.
-            raise SettingsError("IMAGING_CURSOR_SECRET must be set (to a secret of your own) "
-                                "when IMAGING_ENV is production")
-        if settings.auth == "jwt" and not (settings.jwt_secret or settings.jwt_public_key
-                                           or settings.jwt_jwks):
-            raise SettingsError("IMAGING_AUTH=jwt needs IMAGING_JWT_SECRET, "
-                                "IMAGING_JWT_PUBLIC_KEY or IMAGING_JWT_JWKS")
-        if settings.auth == "off" and (settings.jwt_secret or settings.jwt_public_key
-                                       or settings.jwt_jwks):
+            raise SettingsError(
+                "IMAGING_CURSOR_SECRET must be set (to a secret of your own) "
+                "when IMAGING_ENV is production"
+            )
+        if settings.auth == "jwt" and not (
+            settings.jwt_secret or settings.jwt_public_key or settings.jwt_jwks
+        ):
+            raise SettingsError(
+                "IMAGING_AUTH=jwt needs IMAGING_JWT_SECRET, "
+                "IMAGING_JWT_PUBLIC_KEY or IMAGING_JWT_JWKS"
+            )
+        if settings.auth == "off" and (
+            settings.jwt_secret or settings.jwt_public_key or settings.jwt_jwks
+        ):
             # A key with authentication off is a deployment that meant to switch it on.
-            raise SettingsError("a JWT key is set but IMAGING_AUTH is off: set IMAGING_AUTH=jwt"
-                                " (or unset the key to run without authentication)")
+            raise SettingsError(
+                "a JWT key is set but IMAGING_AUTH is off: set IMAGING_AUTH=jwt"
+                " (or unset the key to run without authentication)"
+            )
         if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
             # HS256 with a short key can be brute-forced offline (RFC 7518 section 3.2).
             raise SettingsError("IMAGING_JWT_SECRET must be at least 32 bytes (256 bits)")
         return settings
 
 
-FAIL_CLOSED = ("IMAGING_AUTH", "IMAGING_ENV", "IMAGING_JWT_SECRET", "IMAGING_JWT_PUBLIC_KEY",
-               "IMAGING_JWT_JWKS", "IMAGING_CURSOR_SECRET")
+FAIL_CLOSED = (
+    "IMAGING_AUTH",
+    "IMAGING_ENV",
+    "IMAGING_JWT_SECRET",
+    "IMAGING_JWT_PUBLIC_KEY",
+    "IMAGING_JWT_JWKS",
+    "IMAGING_CURSOR_SECRET",
+)
 
 
 # A parser raises ValueError with what it accepts; from_env puts the variable's name in front.

@@ -40,8 +40,9 @@ async def median(run: Callable[[], Awaitable[Any]], repeat: int) -> float:
     return statistics.median(times) * 1000
 
 
-async def paired(ours: Callable[[], Awaitable[Any]], reference: Callable[[], Any],
-                 repeat: int) -> tuple[float, float]:
+async def paired(
+    ours: Callable[[], Awaitable[Any]], reference: Callable[[], Any], repeat: int
+) -> tuple[float, float]:
     """Medians of two measurements taken in alternation: a busy moment of the machine then
     weighs on both, not on one, and their ratio stays meaningful."""
     await ours()
@@ -73,6 +74,7 @@ async def projection_of(ours: Ours, query: str, variables: Any, repo: Repository
         async def get(self, study_id: str, fields: Any = None, subject: Any = None) -> Any:
             seen.append(fields)
             return await repo.get(study_id, fields, subject)
+
     await ours.run(query, variables, Spy())
     return seen[0]
 
@@ -97,24 +99,51 @@ class Bench:
         doc = await repo.get(study)
         data_ = await self.ours.run(query, variables, Stub(doc))
         fields = await projection_of(self.ours, query, variables, repo)
-        read = self.row(scenario, "store read", await median(lambda: repo.get(study, fields),
-                                                             self.repeat),
-                        "the elements the query selects")
-        ours_ms, lim_ms = await paired(lambda: self.ours.run(query, variables, Stub(doc)),
-                                       lambda: orjson.dumps(data_), self.repeat * 2)
+        read = self.row(
+            scenario,
+            "store read",
+            await median(lambda: repo.get(study, fields), self.repeat),
+            "the elements the query selects",
+        )
+        ours_ms, lim_ms = await paired(
+            lambda: self.ours.run(query, variables, Stub(doc)),
+            lambda: orjson.dumps(data_),
+            self.repeat * 2,
+        )
         lim = self.row(scenario, "limit: orjson.dumps", lim_ms)
-        ours = self.row(scenario, "ours (compiled)", ours_ms, "timed alternately with the "
-                        "limit, so both see the same machine")
-        self.row(scenario, "strawberry, not compiled", await median(
-            lambda: self.reference.run(query, variables, Stub(doc)), max(self.repeat // 4, 3)))
-        self.row(scenario, "generic graphql-core", await median(
-            lambda: self.generic.run(query, variables, doc=doc), max(self.repeat // 4, 3)))
-        naive = self.row(scenario, "naive strawberry objects", await median(
-            lambda: self.naive.run(query, variables, doc=doc), max(self.repeat // 4, 3)))
-        self.target(f"{scenario}: execution within 10x orjson.dumps", ours <= 10 * lim,
-                    f"{ours / lim:.1f}x")
-        self.target(f"{scenario}: 20x faster than naive", naive >= 20 * ours,
-                    f"{naive / ours:.1f}x")
+        ours = self.row(
+            scenario,
+            "ours (compiled)",
+            ours_ms,
+            "timed alternately with the limit, so both see the same machine",
+        )
+        self.row(
+            scenario,
+            "strawberry, not compiled",
+            await median(
+                lambda: self.reference.run(query, variables, Stub(doc)), max(self.repeat // 4, 3)
+            ),
+        )
+        self.row(
+            scenario,
+            "generic graphql-core",
+            await median(
+                lambda: self.generic.run(query, variables, doc=doc), max(self.repeat // 4, 3)
+            ),
+        )
+        naive = self.row(
+            scenario,
+            "naive strawberry objects",
+            await median(
+                lambda: self.naive.run(query, variables, doc=doc), max(self.repeat // 4, 3)
+            ),
+        )
+        self.target(
+            f"{scenario}: execution within 10x orjson.dumps", ours <= 10 * lim, f"{ours / lim:.1f}x"
+        )
+        self.target(
+            f"{scenario}: 20x faster than naive", naive >= 20 * ours, f"{naive / ours:.1f}x"
+        )
         del read
 
     async def worklist(self, repo: Repository) -> None:
@@ -130,41 +159,76 @@ class Bench:
             async def search(self, *args: Any, **kwargs: Any) -> Any:
                 projections.append(kwargs.get("fields", args[4] if len(args) > 4 else None))
                 return await repo.search(*args, **kwargs)
+
         page = await self.ours.run(query, variables, Spy())
         projected = await repo.search(params, 50, fields=projections[0])
         whole = await repo.search(params, 50)
-        self.row("C", "store read, projected", await median(
-            lambda: repo.search(params, 50, fields=projections[0]), self.repeat))
-        self.row("C", "store read, whole documents", await median(
-            lambda: repo.search(params, 50), self.repeat))
-        self.row("C", "limit: orjson.dumps", limit(page),
-                 f"{len(page['ImagingStudyList'])} studies, {len(orjson.dumps(page))} bytes")
-        ours = self.row("C", "ours (compiled)", await median(
-            lambda: self.ours.run(query, variables, Stub(docs=projected)), self.repeat))
-        self.row("C", "generic graphql-core", await median(
-            lambda: self.generic.run(query, variables, docs=projected), self.repeat))
-        naive = self.row("C", "naive strawberry objects", await median(
-            lambda: self.naive.run(query, variables, docs=whole), self.repeat),
-            "from the whole documents it reads")
-        never = all(p is not None and not any(k.startswith("series") for k in p)
-                    for p in projections)
-        self.target("C: the store never reads instance arrays", never,
-                    f"projection {sorted(projections[0] or {})}")
+        self.row(
+            "C",
+            "store read, projected",
+            await median(lambda: repo.search(params, 50, fields=projections[0]), self.repeat),
+        )
+        self.row(
+            "C",
+            "store read, whole documents",
+            await median(lambda: repo.search(params, 50), self.repeat),
+        )
+        self.row(
+            "C",
+            "limit: orjson.dumps",
+            limit(page),
+            f"{len(page['ImagingStudyList'])} studies, {len(orjson.dumps(page))} bytes",
+        )
+        ours = self.row(
+            "C",
+            "ours (compiled)",
+            await median(
+                lambda: self.ours.run(query, variables, Stub(docs=projected)), self.repeat
+            ),
+        )
+        self.row(
+            "C",
+            "generic graphql-core",
+            await median(lambda: self.generic.run(query, variables, docs=projected), self.repeat),
+        )
+        naive = self.row(
+            "C",
+            "naive strawberry objects",
+            await median(lambda: self.naive.run(query, variables, docs=whole), self.repeat),
+            "from the whole documents it reads",
+        )
+        never = all(
+            p is not None and not any(k.startswith("series") for k in p) for p in projections
+        )
+        self.target(
+            "C: the store never reads instance arrays",
+            never,
+            f"projection {sorted(projections[0] or {})}",
+        )
         self.target("C: 5x faster than naive", naive >= 5 * ours, f"{naive / ours:.1f}x")
 
     async def page(self, big: Repository) -> None:
         small_id, big_id = "D-small", "D"
         query, small = QUERIES["D"], await big.get(small_id)
         doc = await big.get(big_id)
-        cost_big = self.row("D", "ours, page of a 5,000-instance series", await median(
-            lambda: self.ours.run(query, {"id": big_id}, Stub(doc)), self.repeat))
-        cost_small = self.row("D", "ours, page of a 2,500-instance series", await median(
-            lambda: self.ours.run(query, {"id": small_id}, Stub(small)), self.repeat))
-        self.row("D", "store read (whole study)", await median(lambda: big.get(big_id),
-                                                                 self.repeat))
-        self.target("D: cost grows with the page, not the series",
-                    cost_big <= 1.5 * cost_small, f"{cost_big / cost_small:.2f}x for 2x the "
-                    "series")
+        cost_big = self.row(
+            "D",
+            "ours, page of a 5,000-instance series",
+            await median(lambda: self.ours.run(query, {"id": big_id}, Stub(doc)), self.repeat),
+        )
+        cost_small = self.row(
+            "D",
+            "ours, page of a 2,500-instance series",
+            await median(lambda: self.ours.run(query, {"id": small_id}, Stub(small)), self.repeat),
+        )
+        self.row(
+            "D", "store read (whole study)", await median(lambda: big.get(big_id), self.repeat)
+        )
+        self.target(
+            "D: cost grows with the page, not the series",
+            cost_big <= 1.5 * cost_small,
+            f"{cost_big / cost_small:.2f}x for 2x the series",
+        )
 
     async def write(self, repo: Repository) -> None:
         """1,000 instances added to a study of 5,000, a fresh copy for every run."""
@@ -174,9 +238,11 @@ class Bench:
 
         async def fresh() -> str:
             study_id = f"E{next(copies)}"
-            await repo.create({**base, "id": study_id,
-                               "identifier": [{"system": "urn:x", "value": study_id}]})
+            await repo.create(
+                {**base, "id": study_id, "identifier": [{"system": "urn:x", "value": study_id}]}
+            )
             return study_id
+
         counter = iter(range(1, 10**6))
         mutation = """mutation($id: ID!, $u: String!, $i: [ImagingStudySeriesInstanceInput!]!)
           { ImagingStudyAddInstances(id: $id, seriesUid: $u, instances: $i) { meta {
@@ -184,10 +250,18 @@ class Bench:
 
         def batch() -> list[dict[str, Any]]:
             start = next(counter) * 1000
-            return [{"uid": f"1.2.826.0.9.{start + n}", "number": start + n,
-                     "sopClass": {"system": "urn:ietf:rfc:3986",
-                                  "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2"}}
-                    for n in range(1000)]
+            return [
+                {
+                    "uid": f"1.2.826.0.9.{start + n}",
+                    "number": start + n,
+                    "sopClass": {
+                        "system": "urn:ietf:rfc:3986",
+                        "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2",
+                    },
+                }
+                for n in range(1000)
+            ]
+
         async def graphql_add() -> Any:
             variables = {"id": await fresh(), "u": series_uid, "i": batch()}
             start = time.perf_counter()
@@ -199,8 +273,11 @@ class Bench:
             start = time.perf_counter()
             await repo.add_instances(study_id, series_uid, instances, None)
             return time.perf_counter() - start
-        for what, run in (("ours: AddInstances of 1,000 via GraphQL", graphql_add),
-                          ("store alone: add_instances", store_add)):
+
+        for what, run in (
+            ("ours: AddInstances of 1,000 via GraphQL", graphql_add),
+            ("store alone: add_instances", store_add),
+        ):
             times = sorted([await run() for _ in range(7)])
             self.row("E", what, times[3] * 1000, "to a 5,000-instance study")
 
@@ -209,15 +286,19 @@ class Bench:
 
         async def serve() -> bytes:  # as a request does: read, execute, encode
             return orjson.dumps(await self.ours.run(query, {"id": "A"}, repo))
+
         body = await serve()
         gc.collect()
         tracemalloc.start()
         await serve()
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        self.target("A: peak memory under 5x the response", peak < 5 * len(body),
-                    f"{peak / 2**20:.1f} MiB peak for a {len(body) / 2**20:.1f} MiB response "
-                    f"({peak / len(body):.1f}x, the store read included)")
+        self.target(
+            "A: peak memory under 5x the response",
+            peak < 5 * len(body),
+            f"{peak / 2**20:.1f} MiB peak for a {len(body) / 2**20:.1f} MiB response "
+            f"({peak / len(body):.1f}x, the store read included)",
+        )
 
 
 async def main(args: argparse.Namespace) -> Bench:
@@ -248,11 +329,22 @@ async def main(args: argparse.Namespace) -> Bench:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor()) \
-        if Path("/proc/cpuinfo").exists() else platform.processor()
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()} "
-            f"({platform.python_implementation()}), {platform.system()} {platform.release()}")
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()} "
+        f"({platform.python_implementation()}), {platform.system()} {platform.release()}"
+    )
 
 
 def report(bench: Bench) -> str:
@@ -262,8 +354,9 @@ def report(bench: Bench) -> str:
         ratio = f"{ms / limits[scenario]:.1f}" if scenario in limits else ""
         lines.append(f"{scenario:<4} {what:<44} {ms:>10.2f} {ratio:>8}  {note}")
     lines += ["", "targets:"]
-    lines += [f"  [{'met' if ok else 'MISSED'}] {name}: {detail}"
-              for name, ok, detail in bench.targets]
+    lines += [
+        f"  [{'met' if ok else 'MISSED'}] {name}: {detail}" for name, ok, detail in bench.targets
+    ]
     return "\n".join(lines)
 
 
@@ -283,7 +376,8 @@ def cli() -> int:
         Path(__file__).with_name("RESULTS.md").write_text(
             f"# Benchmark results\n\nRecorded {stamp} on {machine()} with "
             f"`python -m bench --record` (`make bench` runs the same without recording).\n\n"
-            f"```\n{text}\n```\n")
+            f"```\n{text}\n```\n"
+        )
     return 0 if all(ok for _, ok, _ in bench.targets) else 1
 
 

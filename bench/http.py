@@ -30,8 +30,9 @@ def free_port() -> int:
         return port
 
 
-async def http(port: int, body: dict[str, Any], clients: int,
-               per_client: int) -> tuple[float, float, float]:
+async def http(
+    port: int, body: dict[str, Any], clients: int, per_client: int
+) -> tuple[float, float, float]:
     """p50 ms, p99 ms and requests per second of `clients` concurrent clients."""
     latencies: list[float] = []
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as session:
@@ -40,17 +41,21 @@ async def http(port: int, body: dict[str, Any], clients: int,
         async def one_client() -> None:
             for _ in range(per_client):
                 start = time.perf_counter()
-                response = await session.post("/graphql", json=body,
-                                              headers={"accept-encoding": "identity"})
+                response = await session.post(
+                    "/graphql", json=body, headers={"accept-encoding": "identity"}
+                )
                 latencies.append(time.perf_counter() - start)  # the body is in; not parsed
                 assert b'"errors"' not in response.content[:200], response.text[:300]
+
         start = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
         elapsed = time.perf_counter() - start
     latencies.sort()
-    return (latencies[len(latencies) // 2] * 1000,
-            latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-            len(latencies) / elapsed)
+    return (
+        latencies[len(latencies) // 2] * 1000,
+        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        len(latencies) / elapsed,
+    )
 
 
 @asynccontextmanager
@@ -59,8 +64,16 @@ async def server(worklist: int, outage: str = "") -> AsyncIterator[int]:
     port = free_port()
     extra = ["--outage", outage] if outage else []
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.server", "--port", str(port), "--worklist", str(worklist),
-        *extra, cwd=Path(__file__).parent.parent)
+        sys.executable,
+        "-m",
+        "bench.server",
+        "--port",
+        str(port),
+        "--worklist",
+        str(worklist),
+        *extra,
+        cwd=Path(__file__).parent.parent,
+    )
     try:
         async with httpx.AsyncClient() as probe:
             for _ in range(3000):
@@ -90,28 +103,52 @@ async def writes(bench: Bench, port: int, clients: int, per_client: int) -> None
 
         async def one_client(n: int) -> None:
             study_id = f"E-http-{n}"
-            created = await session.post("/graphql", json={"query": CREATE, "variables": {
-                "r": {**base, "id": study_id, "identifier": [{"system": "urn:x",
-                                                               "value": study_id}]}}})
+            created = await session.post(
+                "/graphql",
+                json={
+                    "query": CREATE,
+                    "variables": {
+                        "r": {
+                            **base,
+                            "id": study_id,
+                            "identifier": [{"system": "urn:x", "value": study_id}],
+                        }
+                    },
+                },
+            )
             assert "errors" not in created.json(), created.text[:300]
             for batch in range(per_client):
-                instances = [{"uid": f"1.2.826.0.8.{n}.{batch}.{k}", "number": k,
-                              "sopClass": {"system": "urn:ietf:rfc:3986",
-                                           "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2"}}
-                             for k in range(1, 1001)]
-                body = {"query": ADD, "variables": {"id": study_id, "u": series_uid,
-                                                    "i": instances}}
+                instances = [
+                    {
+                        "uid": f"1.2.826.0.8.{n}.{batch}.{k}",
+                        "number": k,
+                        "sopClass": {
+                            "system": "urn:ietf:rfc:3986",
+                            "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2",
+                        },
+                    }
+                    for k in range(1, 1001)
+                ]
+                body = {
+                    "query": ADD,
+                    "variables": {"id": study_id, "u": series_uid, "i": instances},
+                }
                 start = time.perf_counter()
                 response = await session.post("/graphql", json=body)
                 latencies.append(time.perf_counter() - start)
                 assert b'"errors"' not in response.content[:200], response.text[:300]
+
         start = time.perf_counter()
         await asyncio.gather(*(one_client(n) for n in range(clients)))
         elapsed = time.perf_counter() - start
     latencies.sort()
-    bench.row("E", f"HTTP, {clients} clients: p50", latencies[len(latencies) // 2] * 1000,
-              f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, "
-              f"{len(latencies) / elapsed:.1f} batches/s of 1,000 instances")
+    bench.row(
+        "E",
+        f"HTTP, {clients} clients: p50",
+        latencies[len(latencies) // 2] * 1000,
+        f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, "
+        f"{len(latencies) / elapsed:.1f} batches/s of 1,000 instances",
+    )
 
 
 async def over_http(bench: Bench, worklist: int, requests: int) -> None:
@@ -127,8 +164,12 @@ async def over_http(bench: Bench, worklist: int, requests: int) -> None:
         async with server(load) as port:
             for scenario in scenarios:
                 p50, p99, rps = await http(port, bodies[scenario], 16, max(requests // 16, 1))
-                bench.row(scenario, "HTTP, 16 clients: p50", p50, f"p99 {p99:.1f} ms, "
-                          f"{rps:.0f} requests/s")
+                bench.row(
+                    scenario,
+                    "HTTP, 16 clients: p50",
+                    p50,
+                    f"p99 {p99:.1f} ms, {rps:.0f} requests/s",
+                )
             if "A" in scenarios:
                 single, _, _ = await http(port, bodies["A"], 1, 20)
                 bench.row("A", "HTTP, 1 client: p50", single)
@@ -141,6 +182,9 @@ async def over_http(bench: Bench, worklist: int, requests: int) -> None:
     rows = {(s, w): ms for s, w, ms, _ in bench.rows}
     read, encode = rows[("A", "store read")], rows[("A", "limit: orjson.dumps")]
     spent = rows[("A", "HTTP, 1 client: p50")] - read
-    bench.target("A over HTTP: at most 2x (read + encode) on top of the read",
-                 spent <= 2 * (read + encode), f"{spent:.1f} ms on top of a {read:.1f} ms "
-                 f"read; 2x (read + encode) = {2 * (read + encode):.1f} ms")
+    bench.target(
+        "A over HTTP: at most 2x (read + encode) on top of the read",
+        spent <= 2 * (read + encode),
+        f"{spent:.1f} ms on top of a {read:.1f} ms "
+        f"read; 2x (read + encode) = {2 * (read + encode):.1f} ms",
+    )

@@ -34,13 +34,17 @@ class Run:
 
     def report(self, seconds: float) -> str:
         total = sum(len(v) for v in self.latency.values())
-        lines = [f"{total} requests in {seconds:.0f} s: {total / seconds:.0f} requests/s, "
-                 f"{len(self.failures)} failures ({len(self.failures) / max(total, 1):.2%})"]
+        lines = [
+            f"{total} requests in {seconds:.0f} s: {total / seconds:.0f} requests/s, "
+            f"{len(self.failures)} failures ({len(self.failures) / max(total, 1):.2%})"
+        ]
         for operation, times in sorted(self.latency.items()):
             times.sort()
-            lines.append(f"  {operation:<10} {len(times):>6} requests  p50 "
-                         f"{statistics.median(times) * 1000:7.1f} ms  p99 "
-                         f"{times[int(len(times) * 0.99)] * 1000:7.1f} ms")
+            lines.append(
+                f"  {operation:<10} {len(times):>6} requests  p50 "
+                f"{statistics.median(times) * 1000:7.1f} ms  p99 "
+                f"{times[int(len(times) * 0.99)] * 1000:7.1f} ms"
+            )
         codes = Counter(code for _, _, code in self.failures)
         if codes:
             lines.append(f"  failures by code: {dict(codes)}")
@@ -48,9 +52,12 @@ class Run:
 
 
 def study(n: int) -> dict[str, Any]:
-    return {"status": "registered", "subject": {"reference": f"Patient/load{n % 50}"},
-            "identifier": [{"system": "urn:load", "value": f"L{n}"}],
-            "series": [{"uid": f"1.2.826.0.7.{n}", "modality": {"coding": [{"code": "CT"}]}}]}
+    return {
+        "status": "registered",
+        "subject": {"reference": f"Patient/load{n % 50}"},
+        "identifier": [{"system": "urn:load", "value": f"L{n}"}],
+        "series": [{"uid": f"1.2.826.0.7.{n}", "modality": {"coding": [{"code": "CT"}]}}],
+    }
 
 
 async def session(http: httpx.AsyncClient, run: Run, until: float, seed: int) -> None:
@@ -77,8 +84,9 @@ async def session(http: httpx.AsyncClient, run: Run, until: float, seed: int) ->
         if code is not None:
             run.failures.append((start - run.started, operation, code))
         elif operation == "write":
-            run.acknowledged.append((start - run.started, answer["data"]["ImagingStudyCreate"]
-                                     ["id"]))
+            run.acknowledged.append(
+                (start - run.started, answer["data"]["ImagingStudyCreate"]["id"])
+            )
 
 
 async def load(sessions: int, seconds: float, outage: tuple[float, float] | None) -> Run:
@@ -86,15 +94,22 @@ async def load(sessions: int, seconds: float, outage: tuple[float, float] | None
         # The outage clock starts with the server; the run starts once it answers.
         run = Run()
         limits = httpx.Limits(max_connections=sessions + 5)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                                     limits=limits) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits
+        ) as http:
             until = time.monotonic() + seconds
             await asyncio.gather(*(session(http, run, until, n) for n in range(sessions)))
             lost = []
             for _, study_id in run.acknowledged:
-                found = (await http.post("/graphql", json={
-                    "query": 'query($i: ID!) { ImagingStudy(id: $i) { id } }',
-                    "variables": {"i": study_id}})).json()
+                found = (
+                    await http.post(
+                        "/graphql",
+                        json={
+                            "query": "query($i: ID!) { ImagingStudy(id: $i) { id } }",
+                            "variables": {"i": study_id},
+                        },
+                    )
+                ).json()
                 if not (found.get("data") or {}).get("ImagingStudy"):
                     lost.append(study_id)
         run.lost = lost  # type: ignore[attr-defined]
@@ -120,8 +135,10 @@ def main() -> int:
     outside = [f for f in faulty.failures if not window[0] <= f[0] <= window[1]]
     wrong = [f for f in faulty.failures if f[2] != "STORE_UNAVAILABLE"]
     lost = faulty.lost  # type: ignore[attr-defined]
-    print(f"  failures outside the outage (+5 s): {len(outside)}; not STORE_UNAVAILABLE: "
-          f"{len(wrong)}; acknowledged writes lost: {len(lost)}")
+    print(
+        f"  failures outside the outage (+5 s): {len(outside)}; not STORE_UNAVAILABLE: "
+        f"{len(wrong)}; acknowledged writes lost: {len(lost)}"
+    )
     if faulty.failures:
         print(f"  last failure at {max(f[0] for f in faulty.failures):.1f} s")
     ok &= not outside and not wrong and not lost

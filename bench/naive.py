@@ -64,10 +64,11 @@ class ImagingStudySeries:
     _instances: strawberry.Private[list[ImagingStudySeriesInstance]]
 
     @strawberry.field
-    def instance(self, _count: int | None = None, _offset: int | None = None
-                 ) -> list[ImagingStudySeriesInstance]:
+    def instance(
+        self, _count: int | None = None, _offset: int | None = None
+    ) -> list[ImagingStudySeriesInstance]:
         start = _offset or 0
-        return self._instances[start:None if _count is None else start + _count]
+        return self._instances[start : None if _count is None else start + _count]
 
 
 @strawberry.type
@@ -84,15 +85,18 @@ class ImagingStudy:
 
 
 def _coding(d: dict[str, Any] | None) -> Coding | None:
-    return Coding(system=d.get("system"), code=d.get("code"), display=d.get("display")) \
-        if d else None
+    return (
+        Coding(system=d.get("system"), code=d.get("code"), display=d.get("display")) if d else None
+    )
 
 
 def _concept(d: dict[str, Any] | None) -> CodeableConcept | None:
     if not d:
         return None
-    return CodeableConcept(coding=[_coding(c) for c in d.get("coding", [])],  # type: ignore
-                           text=d.get("text"))
+    return CodeableConcept(
+        coding=[_coding(c) for c in d.get("coding", [])],  # type: ignore
+        text=d.get("text"),
+    )
 
 
 def _ref(d: dict[str, Any] | None) -> Reference | None:
@@ -101,28 +105,51 @@ def _ref(d: dict[str, Any] | None) -> Reference | None:
 
 def to_study(d: dict[str, Any]) -> ImagingStudy:
     """The whole typed object tree of one study."""
-    series = [ImagingStudySeries(
-        uid=s["uid"], number=s.get("number"), modality=_concept(s["modality"]),  # type: ignore
-        description=s.get("description"), numberOfInstances=s.get("numberOfInstances"),
-        endpoint=[_ref(e) for e in s.get("endpoint", [])],  # type: ignore[misc]
-        bodySite=CodeableReference(concept=_concept(s["bodySite"].get("concept")),
-                                   reference=_ref(s["bodySite"].get("reference")))
-        if s.get("bodySite") else None,
-        laterality=_concept(s.get("laterality")), started=s.get("started"),
-        performer=[ImagingStudySeriesPerformer(function=_concept(p.get("function")),
-                                               actor=_ref(p["actor"]))  # type: ignore
-                   for p in s.get("performer", [])],
-        _instances=[ImagingStudySeriesInstance(uid=i["uid"], sopClass=_coding(i["sopClass"]),
-                                               number=i.get("number"), title=i.get("title"))
-                    for i in s.get("instance", [])])
-        for s in d.get("series", [])]
-    return ImagingStudy(id=d["id"], status=d["status"], started=d.get("started"),
-                        description=d.get("description"),
-                        numberOfSeries=d.get("numberOfSeries"),
-                        numberOfInstances=d.get("numberOfInstances"),
-                        subject=_ref(d["subject"]),  # type: ignore[arg-type]
-                        modality=[_concept(m) for m in d.get("modality", [])],  # type: ignore
-                        series=series)
+    series = [
+        ImagingStudySeries(
+            uid=s["uid"],
+            number=s.get("number"),
+            modality=_concept(s["modality"]),  # type: ignore
+            description=s.get("description"),
+            numberOfInstances=s.get("numberOfInstances"),
+            endpoint=[_ref(e) for e in s.get("endpoint", [])],  # type: ignore[misc]
+            bodySite=CodeableReference(
+                concept=_concept(s["bodySite"].get("concept")),
+                reference=_ref(s["bodySite"].get("reference")),
+            )
+            if s.get("bodySite")
+            else None,
+            laterality=_concept(s.get("laterality")),
+            started=s.get("started"),
+            performer=[
+                ImagingStudySeriesPerformer(
+                    function=_concept(p.get("function")), actor=_ref(p["actor"])
+                )  # type: ignore
+                for p in s.get("performer", [])
+            ],
+            _instances=[
+                ImagingStudySeriesInstance(
+                    uid=i["uid"],
+                    sopClass=_coding(i["sopClass"]),
+                    number=i.get("number"),
+                    title=i.get("title"),
+                )
+                for i in s.get("instance", [])
+            ],
+        )
+        for s in d.get("series", [])
+    ]
+    return ImagingStudy(
+        id=d["id"],
+        status=d["status"],
+        started=d.get("started"),
+        description=d.get("description"),
+        numberOfSeries=d.get("numberOfSeries"),
+        numberOfInstances=d.get("numberOfInstances"),
+        subject=_ref(d["subject"]),  # type: ignore[arg-type]
+        modality=[_concept(m) for m in d.get("modality", [])],  # type: ignore
+        series=series,
+    )
 
 
 def schema(one: Any, many: Any) -> strawberry.Schema:
@@ -136,9 +163,12 @@ def schema(one: Any, many: Any) -> strawberry.Schema:
             return to_study(doc) if doc else None
 
         @strawberry.field(name="ImagingStudyList")
-        async def studies(self, modality: list[str] | None = None,
-                          started: list[str] | None = None,
-                          _count: int | None = None) -> list[ImagingStudy]:
+        async def studies(
+            self,
+            modality: list[str] | None = None,
+            started: list[str] | None = None,
+            _count: int | None = None,
+        ) -> list[ImagingStudy]:
             return [to_study(d) for d in await many(modality, started, _count)]
 
     return strawberry.Schema(Query, config=StrawberryConfig(auto_camel_case=False))

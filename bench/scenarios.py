@@ -79,11 +79,11 @@ class Generic:
     async def _many(self, *_: Any, **__: Any) -> Any:
         return self.docs
 
-    async def run(self, query: str, variables: dict[str, Any], doc: Any = None,
-                  docs: Any = None) -> Any:
+    async def run(
+        self, query: str, variables: dict[str, Any], doc: Any = None, docs: Any = None
+    ) -> Any:
         self.doc, self.docs = doc, docs
-        result = await graphql(self.schema, query, variable_values=variables,
-                               field_resolver=_read)
+        result = await graphql(self.schema, query, variable_values=variables, field_resolver=_read)
         assert not result.errors, result.errors
         return result.data
 
@@ -92,11 +92,12 @@ def _read(source: Any, info: Any, **_: Any) -> Any:
     return source.get(info.field_name) if isinstance(source, dict) else None
 
 
-def _page(source: Any, _info: Any, _count: int | None = None, _offset: int | None = None,
-          **_: Any) -> Any:
+def _page(
+    source: Any, _info: Any, _count: int | None = None, _offset: int | None = None, **_: Any
+) -> Any:
     start = _offset or 0
     items = source.get("instance") or []
-    return items[start:None if _count is None else start + _count]
+    return items[start : None if _count is None else start + _count]
 
 
 class Naive:
@@ -111,8 +112,9 @@ class Naive:
     async def _many(self, *_: Any) -> Any:
         return self.docs
 
-    async def run(self, query: str, variables: dict[str, Any], doc: Any = None,
-                  docs: Any = None) -> Any:
+    async def run(
+        self, query: str, variables: dict[str, Any], doc: Any = None, docs: Any = None
+    ) -> Any:
         self.doc, self.docs = doc, docs
         result = await self.schema.execute(query, variables)
         assert not result.errors, result.errors

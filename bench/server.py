@@ -30,9 +30,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--worklist", type=int, default=500)
-    parser.add_argument("--outage", default="", metavar="START,SECONDS",
-                        help="make the store unavailable SECONDS long, START seconds after "
-                        "start-up (the fault seam of store/mongo/client.py; for the load test)")
+    parser.add_argument(
+        "--outage",
+        default="",
+        metavar="START,SECONDS",
+        help="make the store unavailable SECONDS long, START seconds after "
+        "start-up (the fault seam of store/mongo/client.py; for the load test)",
+    )
     args = parser.parse_args()
     _, db = client.open_embedded("bench")
     faults = client.Faults()

@@ -28,8 +28,7 @@ async def store(settings: Settings) -> AsyncIterator[Repository]:
     uri = os.environ.get("MONGODB_URI")
     name = f"imaging_test_{uuid.uuid4().hex[:12]}"
     handle, db = client.open_server(uri, name) if uri else client.open_embedded(name)
-    repo = Repository(db, max_instances=settings.max_instances,
-                      max_series=settings.max_series)
+    repo = Repository(db, max_instances=settings.max_instances, max_series=settings.max_series)
     await repo.ensure_indexes()
     yield repo
     if uri:
@@ -52,10 +51,12 @@ async def http(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def gql(http: httpx.AsyncClient) -> Gql:
     """POSTs one GraphQL operation; returns the decoded response body."""
+
     async def post(query: str, **variables: Any) -> dict[str, Any]:
         response = await http.post("/graphql", json={"query": query, "variables": variables})
         assert response.status_code == 200, response.text
         return response.json()
+
     return post
 
 
@@ -69,6 +70,7 @@ def untouched(store: Repository, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         def __getattr__(self, name: str) -> Any:
             calls.append(name)
             return getattr(target, name)
+
     monkeypatch.setattr(store, "_studies", Spy())
     monkeypatch.setattr(store, "_history", Spy())
     return calls

@@ -16,8 +16,14 @@ _ENVIRONMENT = {"environ", "environb", "getenv", "getenvb"}
 
 def test_every_import_contract_is_kept() -> None:
     lint = Path(sys.executable).with_name("lint-imports")
-    run = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300, check=False)
+    run = subprocess.run(
+        [str(lint), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert " 0 broken." in run.stdout, run.stdout
 
@@ -29,14 +35,22 @@ def environment_reads(source: str) -> list[int]:
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     lines = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "os" and \
-                {alias.name for alias in node.names} & _ENVIRONMENT:
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and {alias.name for alias in node.names} & _ENVIRONMENT
+        ):
             lines.append(node.lineno)
-        if isinstance(node, ast.Attribute) and node.attr in _ENVIRONMENT and \
-                isinstance(node.value, ast.Name) and node.value.id == "os":
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr in _ENVIRONMENT
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        ):
             parent = parents.get(node)
             written = (isinstance(parent, ast.Attribute) and parent.attr == "update") or (
-                isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store))
+                isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store)
+            )
             if not written:
                 lines.append(node.lineno)
     return lines
@@ -51,9 +65,13 @@ def test_the_check_sees_each_way_of_reading_the_environment() -> None:
 
 
 def test_only_settings_reads_the_environment() -> None:
-    readers = {f"{path.relative_to(ROOT)}:{line}"
-               for package in ("api", "store") for path in sorted((ROOT / package).rglob("*.py"))
-               if path != SETTINGS for line in environment_reads(path.read_text())}
+    readers = {
+        f"{path.relative_to(ROOT)}:{line}"
+        for package in ("api", "store")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path != SETTINGS
+        for line in environment_reads(path.read_text())
+    }
     assert readers == set(), "read the setting in api/settings.py and pass it on"
     assert environment_reads(SETTINGS.read_text()), "api/settings.py no longer reads it?"
 
@@ -66,19 +84,25 @@ def contract_literals(source: str) -> list[int]:
     from store.fhir.outcome import ISSUE_TYPE
 
     words = {*ISSUE_TYPE, "OperationOutcome"}
-    return [node.lineno for node in ast.walk(ast.parse(source))
-            if isinstance(node, ast.Constant) and node.value in words]
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and node.value in words
+    ]
 
 
 def test_the_error_codes_and_the_outcome_builder_have_one_home() -> None:
     """Codes and OperationOutcomes are spelled in store/fhir/outcome.py only: everywhere else
     names them, so a code cannot drift between modules (four had their own) and every
     OperationOutcome comes from the one builder (three built their own)."""
-    assert contract_literals('x = {"resourceType": "OperationOutcome"}; y = "FORBIDDEN"') \
-        == [1, 1]
-    spelled = {f"{path.relative_to(ROOT)}:{line}"
-               for package in ("api", "store") for path in sorted((ROOT / package).rglob("*.py"))
-               if path != OUTCOME for line in contract_literals(path.read_text())}
+    assert contract_literals('x = {"resourceType": "OperationOutcome"}; y = "FORBIDDEN"') == [1, 1]
+    spelled = {
+        f"{path.relative_to(ROOT)}:{line}"
+        for package in ("api", "store")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path != OUTCOME
+        for line in contract_literals(path.read_text())
+    }
     assert spelled == set()
 
 
@@ -101,18 +125,22 @@ def test_tests_share_helpers_through_support_only() -> None:
     """A test module imports no other test module or conftest: what two of them share lives in
     tests/support/ (or a conftest's fixtures), so moving or editing one test never breaks
     another."""
-    crossing = {f"{path.relative_to(ROOT)}: {name}"
-                for path in _python_files(ROOT / "tests")
-                for name in imported_modules(path.read_text())
-                if name.startswith("tests") and not name.startswith("tests.support")}
+    crossing = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in _python_files(ROOT / "tests")
+        for name in imported_modules(path.read_text())
+        if name.startswith("tests") and not name.startswith("tests.support")
+    }
     assert crossing == set(), "move what is shared to tests/support/"
 
 
 def test_the_benchmarks_stand_alone() -> None:
-    importing = {f"{path.relative_to(ROOT)}: {name}"
-                 for path in _python_files(ROOT / "bench")
-                 for name in imported_modules(path.read_text())
-                 if name == "tests" or name.startswith("tests.")}
+    importing = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in _python_files(ROOT / "bench")
+        for name in imported_modules(path.read_text())
+        if name == "tests" or name.startswith("tests.")
+    }
     assert importing == set(), "bench/ must not import the tests"
 
 
@@ -123,10 +151,19 @@ def test_the_tests_mirror_the_packages() -> None:
         for folder in sorted(p for p in (ROOT / "tests" / top).iterdir() if p.is_dir()):
             if folder.name == "__pycache__":
                 continue
-            assert (ROOT / top / folder.name / "__init__.py").is_file(), \
+            assert (ROOT / top / folder.name / "__init__.py").is_file(), (
                 f"tests/{top}/{folder.name} mirrors no package {top}/{folder.name}"
-    for folder in ("api/http", "api/graphql", "api/access", "api/cli", "api/transfer",
-                   "store/fhir", "store/mongo", "store/interop"):
+            )
+    for folder in (
+        "api/http",
+        "api/graphql",
+        "api/access",
+        "api/cli",
+        "api/transfer",
+        "store/fhir",
+        "store/mongo",
+        "store/interop",
+    ):
         assert _python_files(ROOT / "tests" / folder), f"no tests for {folder}"
 
 

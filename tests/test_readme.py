@@ -40,8 +40,10 @@ class Example:
             definitions = parse(self.query).definitions
         except GraphQLError:
             return False  # the server reports the syntax error, with its place
-        return any(isinstance(d, OperationDefinitionNode)
-                   and d.operation is OperationType.SUBSCRIPTION for d in definitions)
+        return any(
+            isinstance(d, OperationDefinitionNode) and d.operation is OperationType.SUBSCRIPTION
+            for d in definitions
+        )
 
 
 def examples(text: str) -> list[Example]:
@@ -54,12 +56,21 @@ def examples(text: str) -> list[Example]:
             continue
         following = fences[n + 1] if n + 1 < len(fences) else None
         variables = None
-        if following is not None and following[1] == "json" \
-                and not text[fence.end():following.start()].strip():
+        if (
+            following is not None
+            and following[1] == "json"
+            and not text[fence.end() : following.start()].strip()
+        ):
             variables = json.loads(following[2])
         expect = _EXPECT.search(fence[2])
-        found.append(Example(text.count("\n", 0, fence.start()) + 1, fence[2], variables,
-                             expect[1] if expect else None))
+        found.append(
+            Example(
+                text.count("\n", 0, fence.start()) + 1,
+                fence[2],
+                variables,
+                expect[1] if expect else None,
+            )
+        )
     return found
 
 
@@ -75,9 +86,11 @@ def empty_lists(value: Any, path: str = "data") -> list[str]:
 
 
 def test_blocks_are_found_with_their_variables_and_expectations() -> None:
-    text = ("```graphql\nquery($p: [String!]) { a(p: $p) }\n```\n\n```json\n{\"p\": [\"x\"]}\n"
-            "```\nprose\n```graphql\nmutation { b }  # expect: NOT_FOUND\n```\n"
-            "```graphql\n# expect: NOT_FOUND\nmutation { b }\n```\nprose\n```json\n{}\n```\n")
+    text = (
+        '```graphql\nquery($p: [String!]) { a(p: $p) }\n```\n\n```json\n{"p": ["x"]}\n'
+        "```\nprose\n```graphql\nmutation { b }  # expect: NOT_FOUND\n```\n"
+        "```graphql\n# expect: NOT_FOUND\nmutation { b }\n```\nprose\n```json\n{}\n```\n"
+    )
     first, second, third = examples(text)
     assert (first.line, first.variables, first.expect) == (1, {"p": ["x"]}, None)
     assert (second.variables, second.expect) == (None, None)  # a comment on its own line only
@@ -106,8 +119,9 @@ async def test_every_graphql_block_of_the_readme_runs_as_written() -> None:
                     errors = validate(schema._schema, parse(example.query))
                     failures += [f"{where}: {e.message}" for e in errors]
                     continue
-                response = await http.post("/graphql", json={
-                    "query": example.query, "variables": example.variables or {}})
+                response = await http.post(
+                    "/graphql", json={"query": example.query, "variables": example.variables or {}}
+                )
                 body = response.json()
                 codes = [e.get("extensions", {}).get("code") for e in body.get("errors", ())]
                 if example.expect is not None:
@@ -116,6 +130,8 @@ async def test_every_graphql_block_of_the_readme_runs_as_written() -> None:
                 elif codes:
                     failures.append(f"{where}: {body['errors']}")
                 elif not all((body.get("data") or {}).values()) or empty_lists(body["data"]):
-                    failures.append(f"{where}: shows nothing: {body.get('data')}"
-                                    f" (empty: {empty_lists(body.get('data'))})")
+                    failures.append(
+                        f"{where}: shows nothing: {body.get('data')}"
+                        f" (empty: {empty_lists(body.get('data'))})"
+                    )
     assert failures == []

@@ -23,8 +23,14 @@ def _mypy_config() -> dict[str, Any]:
 @pytest.mark.slow
 def test_api_and_store_have_no_type_errors_under_strict_mypy() -> None:
     # The configuration in pyproject.toml names the packages; the cache makes a rerun quick.
-    run = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.startswith("Success: no issues found"), run.stdout
 

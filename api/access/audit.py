@@ -30,8 +30,11 @@ _ACTIONS = {"ImagingStudyCreate": "C", "ImagingStudyDelete": "D", "ImagingStudyI
 def root_fields(document: Any) -> tuple[str, list[str]]:
     """(operation type, root field names) of the operation in `document`, those selected
     through fragments included (a record must name every root field that ran)."""
-    fragments = {d.name.value: d for d in document.definitions
-                 if isinstance(d, FragmentDefinitionNode)} if document else {}
+    fragments = (
+        {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+        if document
+        else {}
+    )
 
     def names(selection_set: Any, seen: frozenset[str]) -> list[str]:
         found: list[str] = []
@@ -40,8 +43,11 @@ def root_fields(document: Any) -> tuple[str, list[str]]:
                 found.append(selection.name.value)
             elif isinstance(selection, InlineFragmentNode):
                 found += names(selection.selection_set, seen)
-            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen \
-                    and selection.name.value in fragments:
+            elif (
+                isinstance(selection, FragmentSpreadNode)
+                and selection.name.value not in seen
+                and selection.name.value in fragments
+            ):
                 fragment = fragments[selection.name.value]
                 found += names(fragment.selection_set, seen | {selection.name.value})
         return found
@@ -64,22 +70,39 @@ def outcome_of(errors: list[Any] | None) -> tuple[str, str]:
 # (study id, patient reference) of every study the current operation touched. Per operation,
 # not per context: a WebSocket keeps one context for all the operations it carries.
 touched_by_operation: ContextVar[list[tuple[str, str | None]] | None] = ContextVar(
-    "touched_by_operation", default=None)
+    "touched_by_operation", default=None
+)
 
 
-def record(operation: str, kind: str, fields: list[str], context: Any, errors: list[Any] | None,
-           touched: list[tuple[str, str | None]] | None = None) -> dict[str, Any]:
+def record(
+    operation: str,
+    kind: str,
+    fields: list[str],
+    context: Any,
+    errors: list[Any] | None,
+    touched: list[tuple[str, str | None]] | None = None,
+) -> dict[str, Any]:
     access = getattr(context, "access", None)
     touched = touched or []
     code, contract = outcome_of(errors)
-    action = "R" if kind != "mutation" else next(
-        (_ACTIONS[f] for f in fields if f in _ACTIONS), "U")
-    agents = [{"type": {"text": "user"}, "requestor": True,
-               "who": {"identifier": {"value": getattr(access, "subject", None) or
-                                      "anonymous"}}}]
+    action = (
+        "R" if kind != "mutation" else next((_ACTIONS[f] for f in fields if f in _ACTIONS), "U")
+    )
+    agents = [
+        {
+            "type": {"text": "user"},
+            "requestor": True,
+            "who": {"identifier": {"value": getattr(access, "subject", None) or "anonymous"}},
+        }
+    ]
     if client := getattr(access, "client", None):
-        agents.append({"type": {"text": "client"}, "requestor": False,
-                       "who": {"identifier": {"value": client}}})
+        agents.append(
+            {
+                "type": {"text": "client"},
+                "requestor": False,
+                "who": {"identifier": {"value": client}},
+            }
+        )
     studies = sorted({study for study, _ in touched})
     patients = sorted({patient for _, patient in touched if patient})
     return {
@@ -110,8 +133,9 @@ class AuditLog(SchemaExtension):
         context = self.execution_context
         kind, fields = root_fields(context.graphql_document)
         result = context.result
-        errors = getattr(result, "errors", None) if result is not None else \
-            context.pre_execution_errors
+        errors = (
+            getattr(result, "errors", None) if result is not None else context.pre_execution_errors
+        )
         operation = context.operation_name or ",".join(fields) or "unparsed"
         try:
             event = record(operation, kind, fields, context.context, errors, touched)
@@ -119,6 +143,10 @@ class AuditLog(SchemaExtension):
             audit_log.exception("audit record of %s %s incomplete", kind, operation)
             event = record(operation, kind, fields, None, errors)
             event["outcome"]["detail"].append({"text": "audit-incomplete"})
-        audit_log.info("%s %s %s", kind, operation, event["outcome"]["detail"][0]["text"],
-                       extra={"audit": event, "duration_ms": round(
-                           (time.perf_counter() - start) * 1000, 1)})
+        audit_log.info(
+            "%s %s %s",
+            kind,
+            operation,
+            event["outcome"]["detail"][0]["text"],
+            extra={"audit": event, "duration_ms": round((time.perf_counter() - start) * 1000, 1)},
+        )

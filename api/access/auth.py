@@ -58,7 +58,6 @@ class Access:
         raise refuse(FORBIDDEN, f"{operation} needs scope letters '{letters}' on ImagingStudy")
 
 
-
 def owned(study: dict[str, Any] | None, patient: str | None) -> bool:
     """Whether a study's subject is `patient` (always true when there is no confinement)."""
     if patient is None:
@@ -94,17 +93,25 @@ class Authenticator:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._jwks = jwt.PyJWKSet.from_dict(json.loads(Path(settings.jwt_jwks).read_text())) \
-            if settings.jwt_jwks else None
-        self._pem = Path(settings.jwt_public_key).read_text() if settings.jwt_public_key \
+        self._jwks = (
+            jwt.PyJWKSet.from_dict(json.loads(Path(settings.jwt_jwks).read_text()))
+            if settings.jwt_jwks
             else None
+        )
+        self._pem = Path(settings.jwt_public_key).read_text() if settings.jwt_public_key else None
         # The key's own kind decides the one algorithm accepted (no algorithm confusion).
-        self._pem_algorithm = "ES256" if self._pem and "BEGIN PUBLIC KEY" in self._pem and \
-            isinstance(load_pem_public_key(self._pem.encode()), EllipticCurvePublicKey) \
+        self._pem_algorithm = (
+            "ES256"
+            if self._pem
+            and "BEGIN PUBLIC KEY" in self._pem
+            and isinstance(load_pem_public_key(self._pem.encode()), EllipticCurvePublicKey)
             else "RS256"
+        )
         if settings.auth == "jwt" and not (settings.jwt_secret or self._pem or self._jwks):
-            raise ValueError("IMAGING_AUTH=jwt needs IMAGING_JWT_SECRET, IMAGING_JWT_PUBLIC_KEY "
-                             "or IMAGING_JWT_JWKS")
+            raise ValueError(
+                "IMAGING_AUTH=jwt needs IMAGING_JWT_SECRET, IMAGING_JWT_PUBLIC_KEY "
+                "or IMAGING_JWT_JWKS"
+            )
 
     def access(self, authorization: str | None) -> Access:
         if self.settings.auth != "jwt":
@@ -117,11 +124,14 @@ class Authenticator:
             return Access(error=refuse(UNAUTHENTICATED, f"invalid token: {_why(error)}"))
         open_, confined = grants(str(claims.get("scope", "")))
         patient = claims.get("patient") if isinstance(claims.get("patient"), str) else None
-        return Access(subject=str(claims.get("sub")) if claims.get("sub") else None,
-                      client=claims.get("client_id") or claims.get("azp"),
-                      open=frozenset(open_), confined=frozenset(confined if patient else ()),
-                      patient=patient,
-                      expires=float(claims["exp"]) + self.settings.jwt_leeway_seconds)
+        return Access(
+            subject=str(claims.get("sub")) if claims.get("sub") else None,
+            client=claims.get("client_id") or claims.get("azp"),
+            open=frozenset(open_),
+            confined=frozenset(confined if patient else ()),
+            patient=patient,
+            expires=float(claims["exp"]) + self.settings.jwt_leeway_seconds,
+        )
 
     def _decode(self, token: str) -> dict[str, Any]:
         settings = self.settings
@@ -136,6 +146,12 @@ class Authenticator:
             key, algorithms = matches[0].key, [matches[0].algorithm_name]
         else:
             key, algorithms = self._pem, [self._pem_algorithm]
-        return jwt.decode(token, key, algorithms=algorithms, audience=settings.jwt_audience,
-                          issuer=settings.jwt_issuer, leeway=settings.jwt_leeway_seconds,
-                          options={"require": ["exp"], "verify_aud": bool(settings.jwt_audience)})
+        return jwt.decode(
+            token,
+            key,
+            algorithms=algorithms,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            leeway=settings.jwt_leeway_seconds,
+            options={"require": ["exp"], "verify_aud": bool(settings.jwt_audience)},
+        )

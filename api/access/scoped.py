@@ -53,8 +53,9 @@ class ScopedStore:
         "ping": "the readiness probe; reads no study",
     }
 
-    def __init__(self, repo: Repository, access: Access,
-                 touched: list[tuple[str, str | None]] | None = None) -> None:
+    def __init__(
+        self, repo: Repository, access: Access, touched: list[tuple[str, str | None]] | None = None
+    ) -> None:
         self._repo = repo
         self.access = access
         # (study id, subject reference) of every study this caller touched, for the audit.
@@ -90,8 +91,7 @@ class ScopedStore:
         if study and isinstance(study.get("id"), str):
             subject = study.get("subject")
             reference = subject.get("reference") if isinstance(subject, dict) else None
-            self.touched.append((study["id"], reference if isinstance(reference, str)
-                                 else None))
+            self.touched.append((study["id"], reference if isinstance(reference, str) else None))
 
     def admit(self, resource: Study, letter: str, operation: str, new: bool) -> str | None:
         """Checks a resource the caller sends: a confined caller writes only for its patient
@@ -101,12 +101,19 @@ class ScopedStore:
         if patient is None:
             return None
         if not owned(resource, patient):
-            raise denied(FORBIDDEN, f"{operation}: this token may only write studies about "
-                         f"Patient/{patient}", f"{ROOT}.subject")
+            raise denied(
+                FORBIDDEN,
+                f"{operation}: this token may only write studies about Patient/{patient}",
+                f"{ROOT}.subject",
+            )
         if new and resource.get("id") is not None:
-            raise denied(FORBIDDEN, f"{operation}: a token confined to one patient cannot "
-                         "choose the id of a new study; leave id out and the server assigns "
-                         "one", f"{ROOT}.id")
+            raise denied(
+                FORBIDDEN,
+                f"{operation}: a token confined to one patient cannot "
+                "choose the id of a new study; leave id out and the server assigns "
+                "one",
+                f"{ROOT}.id",
+            )
         return patient
 
     def _guard(self, study_id: str, letters: str, operation: str) -> Callable[[Study], None]:
@@ -118,6 +125,7 @@ class ScopedStore:
             self._touch(study)
             if not all(owned(study, patient) for patient in patients):
                 raise _missing(study_id)
+
         return check
 
     async def _visible(self, study_id: str, letters: str, operation: str) -> None:
@@ -125,8 +133,11 @@ class ScopedStore:
         NOT_FOUND without being loaded whole (so no slower than a missing id). The guard
         inside the write still decides, atomically."""
         patients = {self.require(letter, operation) for letter in letters} - {None}
-        if patients and await self._repo.get(study_id, {"id"}, subject=_reference(
-                next(iter(patients)))) is None:
+        if (
+            patients
+            and await self._repo.get(study_id, {"id"}, subject=_reference(next(iter(patients))))
+            is None
+        ):
             raise _missing(study_id)
 
     async def _named(self, error: DuplicateUid) -> StoreError:
@@ -136,42 +147,60 @@ class ScopedStore:
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def get(self, study_id: str, fields: set[str] | None = None,
-                  operation: str = "ImagingStudy") -> Study | None:
+    async def get(
+        self, study_id: str, fields: set[str] | None = None, operation: str = "ImagingStudy"
+    ) -> Study | None:
         patient = self.require("r", operation)
         # Another patient's study is as good as absent, and is not even loaded.
-        study = await self._repo.get(study_id, None if fields is None else fields | {"subject"},
-                                     subject=_reference(patient))
+        study = await self._repo.get(
+            study_id, None if fields is None else fields | {"subject"}, subject=_reference(patient)
+        )
         self._touch(study)
         return study
 
-    async def search(self, params: Params, count: int, offset: int = 0,
-                     sort: str | None = None, fields: set[str] | None = None,
-                     operation: str = "ImagingStudyList") -> list[Study]:
+    async def search(
+        self,
+        params: Params,
+        count: int,
+        offset: int = 0,
+        sort: str | None = None,
+        fields: set[str] | None = None,
+        operation: str = "ImagingStudyList",
+    ) -> list[Study]:
         within = self._within(self.require("rs", operation))
         studies = await self._repo.search([*params, *within], count, offset, sort, fields)
         for study in studies:
             self._touch(study)
         return studies
 
-    async def count(self, params: Params, operation: str = "ImagingStudyConnection",
-                    skip: int = 0, limit: int | None = None) -> int:
+    async def count(
+        self,
+        params: Params,
+        operation: str = "ImagingStudyConnection",
+        skip: int = 0,
+        limit: int | None = None,
+    ) -> int:
         within = self._within(self.require("rs", operation))
         # The bounds go as keywords, and only those given (the store's defaults stand).
-        bounds: dict[str, Any] = {"skip": skip, "limit": limit} \
-            if skip or limit is not None else {}
+        bounds: dict[str, Any] = {"skip": skip, "limit": limit} if skip or limit is not None else {}
         return await self._repo.count([*params, *within], **bounds)
 
-    async def page(self, params: Params, count: int, cursor: str | None = None,
-                   sort: str | None = None, fields: Iterable[str] | None = (),
-                   total: bool = True, operation: str = "ImagingStudyConnection",
-                   carry: Any = None) -> Page:
+    async def page(
+        self,
+        params: Params,
+        count: int,
+        cursor: str | None = None,
+        sort: str | None = None,
+        fields: Iterable[str] | None = (),
+        total: bool = True,
+        operation: str = "ImagingStudyConnection",
+        carry: Any = None,
+    ) -> Page:
         # The cursors carry the caller's own search (`carry`), never the patient the gate
         # adds; they stay bound to it all the same (the query digest covers `within`), so a
         # cursor made for one caller cannot continue under another's confinement.
         within = self._within(self.require("rs", operation))
-        page = await self._repo.page([*params, *within], count, cursor, sort, fields, total,
-                                     carry)
+        page = await self._repo.page([*params, *within], count, cursor, sort, fields, total, carry)
         for study in page.studies:
             self._touch(study)
         return page
@@ -180,8 +209,13 @@ class ScopedStore:
         """The search a cursor carries (the arguments its maker sent); no study is read."""
         return self._repo.carried(cursor)
 
-    def check_cursor(self, params: Params, cursor: str, sort: str | None = None,
-                     operation: str = "ImagingStudyConnection") -> None:
+    def check_cursor(
+        self,
+        params: Params,
+        cursor: str,
+        sort: str | None = None,
+        operation: str = "ImagingStudyConnection",
+    ) -> None:
         within = self._within(self.require("rs", operation))
         self._repo.check_cursor([*params, *within], cursor, sort)
 
@@ -190,12 +224,20 @@ class ScopedStore:
         async for study in self._repo.stream([*params, *within], sort):
             yield study
 
-    async def history(self, study_id: str, count: int, fields: set[str] | None = None,
-                      operation: str = "ImagingStudyHistory") -> list[Study]:
+    async def history(
+        self,
+        study_id: str,
+        count: int,
+        fields: set[str] | None = None,
+        operation: str = "ImagingStudyHistory",
+    ) -> list[Study]:
         patient = self.require("r", operation)
         versions = await self._repo.history(
-            study_id, count, None if fields is None else fields | {"subject"},
-            subject=_reference(patient))
+            study_id,
+            count,
+            None if fields is None else fields | {"subject"},
+            subject=_reference(patient),
+        )
         if versions:
             self._touch(versions[0])
         return versions
@@ -205,19 +247,31 @@ class ScopedStore:
         confined caller only those whose subject is its patient, a delete by the subject the
         study had (a purge, which has none, never)."""
         patient = self.require("r", operation)
-        return lambda change: patient is None or (change.subject is not None and owned(
-            {"subject": {"reference": change.subject}}, patient))
+        return lambda change: (
+            patient is None
+            or (
+                change.subject is not None
+                and owned({"subject": {"reference": change.subject}}, patient)
+            )
+        )
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def create(self, resource: Study, if_none_exist: str | None = None,
-                     operation: str = "ImagingStudyCreate") -> tuple[Study, bool]:
+    async def create(
+        self,
+        resource: Study,
+        if_none_exist: str | None = None,
+        operation: str = "ImagingStudyCreate",
+    ) -> tuple[Study, bool]:
         """Creates, or with `if_none_exist` returns the match. A conditional create is a
         search: it needs `r` and `s` too, and looks only among the studies the caller may
         search, so whatever it returns the caller may read."""
         self.admit(resource, "c", operation, new=True)
-        within = [] if if_none_exist is None else self._within(self.require("rs", f"{operation}"
-                                                                           " with ifNoneExist"))
+        within = (
+            []
+            if if_none_exist is None
+            else self._within(self.require("rs", f"{operation} with ifNoneExist"))
+        )
         try:
             study, created = await self._repo.create(resource, if_none_exist, within)
         except DuplicateUid as error:
@@ -225,35 +279,62 @@ class ScopedStore:
         self._touch(study)
         return study, created
 
-    async def update(self, study_id: str, resource: Study, version_id: str | None,
-                     operation: str = "ImagingStudyUpdate") -> Study:
+    async def update(
+        self,
+        study_id: str,
+        resource: Study,
+        version_id: str | None,
+        operation: str = "ImagingStudyUpdate",
+    ) -> Study:
         self.admit(resource, "u", operation, new=False)
-        return await self._write(self._repo.update, study_id, "ur", operation, resource,
-                                 version_id)
+        return await self._write(self._repo.update, study_id, "ur", operation, resource, version_id)
 
     async def set_status(self, study_id: str, status: str, version_id: str | None) -> Study:
-        return await self._write(self._repo.set_status, study_id, "ur",
-                                 "ImagingStudySetStatus", status, version_id)
+        return await self._write(
+            self._repo.set_status, study_id, "ur", "ImagingStudySetStatus", status, version_id
+        )
 
-    async def add_series(self, study_id: str, series: list[dict[str, Any]],
-                         version_id: str | None) -> Study:
-        return await self._write(self._repo.add_series, study_id, "ur",
-                                 "ImagingStudyAddSeries", series, version_id)
+    async def add_series(
+        self, study_id: str, series: list[dict[str, Any]], version_id: str | None
+    ) -> Study:
+        return await self._write(
+            self._repo.add_series, study_id, "ur", "ImagingStudyAddSeries", series, version_id
+        )
 
-    async def add_instances(self, study_id: str, series_uid: str,
-                            instances: list[dict[str, Any]], version_id: str | None) -> Study:
-        return await self._write(self._repo.add_instances, study_id, "ur",
-                                 "ImagingStudyAddInstances", series_uid, instances, version_id)
+    async def add_instances(
+        self,
+        study_id: str,
+        series_uid: str,
+        instances: list[dict[str, Any]],
+        version_id: str | None,
+    ) -> Study:
+        return await self._write(
+            self._repo.add_instances,
+            study_id,
+            "ur",
+            "ImagingStudyAddInstances",
+            series_uid,
+            instances,
+            version_id,
+        )
 
-    async def remove_series(self, study_id: str, uids: list[str],
-                            version_id: str | None) -> Study:
-        return await self._write(self._repo.remove_series, study_id, "ur",
-                                 "ImagingStudyRemoveSeries", uids, version_id)
+    async def remove_series(self, study_id: str, uids: list[str], version_id: str | None) -> Study:
+        return await self._write(
+            self._repo.remove_series, study_id, "ur", "ImagingStudyRemoveSeries", uids, version_id
+        )
 
-    async def remove_instances(self, study_id: str, series_uid: str, uids: list[str],
-                               version_id: str | None) -> Study:
-        return await self._write(self._repo.remove_instances, study_id, "ur",
-                                 "ImagingStudyRemoveInstances", series_uid, uids, version_id)
+    async def remove_instances(
+        self, study_id: str, series_uid: str, uids: list[str], version_id: str | None
+    ) -> Study:
+        return await self._write(
+            self._repo.remove_instances,
+            study_id,
+            "ur",
+            "ImagingStudyRemoveInstances",
+            series_uid,
+            uids,
+            version_id,
+        )
 
     async def delete(self, study_id: str, version_id: str | None) -> None:
         """Needs `d` only (a delete answers with nothing of the study); to a caller who may
@@ -265,21 +346,30 @@ class ScopedStore:
         def check(study: Study) -> None:
             guard(study)
             readable.append(self.may("r", study))
+
         try:
             await self._repo.delete(study_id, version_id, check)
         except StoreError as error:
             if error.code != VERSION_CONFLICT or not readable or readable[-1]:
                 raise
-            raise fail(VERSION_CONFLICT, f"{ROOT}.meta.versionId", f"versionId '{version_id}'"
-                       " is not the stored version") from None
+            raise fail(
+                VERSION_CONFLICT,
+                f"{ROOT}.meta.versionId",
+                f"versionId '{version_id}' is not the stored version",
+            ) from None
 
-    async def _write(self, method: Callable[..., Awaitable[Study]], study_id: str, letters: str,
-                     operation: str, *args: Any) -> Study:
+    async def _write(
+        self,
+        method: Callable[..., Awaitable[Study]],
+        study_id: str,
+        letters: str,
+        operation: str,
+        *args: Any,
+    ) -> Study:
         """A write that answers with the study: the caller must be able to read it too."""
         await self._visible(study_id, letters, operation)
         try:
-            return await method(study_id, *args, guard=self._guard(study_id, letters,
-                                                                   operation))
+            return await method(study_id, *args, guard=self._guard(study_id, letters, operation))
         except DuplicateUid as error:
             raise await self._named(error) from None
 
@@ -305,8 +395,9 @@ class ScopedStore:
     async def match_id(self, study_id: str) -> Study | None:
         """The study with this id if the caller may read and update it (else as good as
         absent)."""
-        return await self._repo.get(study_id, subject=_reference(
-            self.require("ru", "ImagingStudyImport")))
+        return await self._repo.get(
+            study_id, subject=_reference(self.require("ru", "ImagingStudyImport"))
+        )
 
     # -- transactions (the import of a transaction Bundle) ------------------------------------
 
@@ -317,9 +408,12 @@ class ScopedStore:
     async def atomically(self, work: Callable[[ScopedStore | None], Awaitable[T]]) -> T:
         """Runs `work` in one store transaction (see Repository.atomically); what it is
         handed is this same gate over the transaction's repository."""
+
         async def scoped(bound: Repository | None) -> T:
-            return await work(None if bound is None
-                              else ScopedStore(bound, self.access, self.touched))
+            return await work(
+                None if bound is None else ScopedStore(bound, self.access, self.touched)
+            )
+
         return await self._repo.atomically(scoped)
 
     async def undo(self, study_id: str, written: str, previous: Study | None) -> bool:

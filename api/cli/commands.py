@@ -39,74 +39,148 @@ def _command(commands: Any, name: str, summary: str, example: str) -> argparse.A
     """A command whose help ends with an example and which answers --version, as every
     command does."""
     parser: argparse.ArgumentParser = commands.add_parser(
-        name, help=summary, description=summary, epilog=f"example:\n  {example}",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=_version(),
-                        help="print the version and exit")
+        name,
+        help=summary,
+        description=summary,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=_version(), help="print the version and exit"
+    )
     return parser
 
 
 def _url_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help="GraphQL URL of the server to write to when MONGODB_URI "
-                        "is unset (default IMAGING_URL, else http://IMAGING_HOST:IMAGING_PORT"
-                        "/graphql, which is http://127.0.0.1:8000/graphql unless set)")
+    parser.add_argument(
+        "--url",
+        help="GraphQL URL of the server to write to when MONGODB_URI "
+        "is unset (default IMAGING_URL, else http://IMAGING_HOST:IMAGING_PORT"
+        "/graphql, which is http://127.0.0.1:8000/graphql unless set)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="imaging-api", description="FHIR R5 ImagingStudy GraphQL service",
+        prog="imaging-api",
+        description="FHIR R5 ImagingStudy GraphQL service",
         epilog="example:\n  imaging-api serve --port 8080",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=_version(),
-                        help="print the version and exit")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     help="what to do (each command has --help)")
-    serve = _command(commands, "serve", "serve GraphQL (GraphiQL at /graphql)",
-                     "imaging-api serve --port 8080 --ingest-dicom ~/dicom")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=_version(), help="print the version and exit"
+    )
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do (each command has --help)",
+    )
+    serve = _command(
+        commands,
+        "serve",
+        "serve GraphQL (GraphiQL at /graphql)",
+        "imaging-api serve --port 8080 --ingest-dicom ~/dicom",
+    )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, or IMAGING_HOST)")
     serve.add_argument("--port", type=int, help="port (default 8000, or IMAGING_PORT)")
-    serve.add_argument("--workers", type=int, help="worker processes (default 1, or "
-                       "IMAGING_WORKERS); more than one needs MONGODB_URI")
-    serve.add_argument("--no-seed", action="store_true",
-                       help="start the embedded store empty (same as IMAGING_SEED=0)")
-    serve.add_argument("--import", dest="preload", action="append", default=[],
-                       metavar="PATH", help="import FHIR JSON/NDJSON files at start-up")
-    serve.add_argument("--ingest-dicom", dest="preload_dicom", action="append", default=[],
-                       metavar="PATH", help="ingest DICOM files or folders at start-up")
-    _command(commands, "schema", "print the GraphQL schema (SDL)",
-             "imaging-api schema > schema.graphql")
-    _command(commands, "apollo-cache", "print the Apollo Client cache configuration (an ES "
-             "module; README \"Using Apollo Client\")",
-             "imaging-api apollo-cache > src/apollo-cache.js")
-    scan = _command(commands, "ingest-dicom", "ingest DICOM files (headers only) from files or "
-                    "folders, recursively", "imaging-api ingest-dicom --timezone +01:00 "
-                    "--verbose ~/dicom/CT")
-    scan.add_argument("paths", nargs="+", metavar="PATH",
-                      help="DICOM file or folder (searched recursively); each must exist")
-    scan.add_argument("--endpoint", help="Endpoint reference for the studies, e.g. "
-                      "Endpoint/wado")
-    scan.add_argument("--timezone", help="time zone offset (+HH:MM) for files without "
-                      "TimezoneOffsetFromUTC; without it such studies get a date only")
-    scan.add_argument("--verbose", action="store_true",
-                      help="list every skipped file with the reason it was skipped")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (default 1, or IMAGING_WORKERS); more than one needs MONGODB_URI",
+    )
+    serve.add_argument(
+        "--no-seed",
+        action="store_true",
+        help="start the embedded store empty (same as IMAGING_SEED=0)",
+    )
+    serve.add_argument(
+        "--import",
+        dest="preload",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="import FHIR JSON/NDJSON files at start-up",
+    )
+    serve.add_argument(
+        "--ingest-dicom",
+        dest="preload_dicom",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="ingest DICOM files or folders at start-up",
+    )
+    _command(
+        commands, "schema", "print the GraphQL schema (SDL)", "imaging-api schema > schema.graphql"
+    )
+    _command(
+        commands,
+        "apollo-cache",
+        'print the Apollo Client cache configuration (an ES module; README "Using Apollo Client")',
+        "imaging-api apollo-cache > src/apollo-cache.js",
+    )
+    scan = _command(
+        commands,
+        "ingest-dicom",
+        "ingest DICOM files (headers only) from files or folders, recursively",
+        "imaging-api ingest-dicom --timezone +01:00 --verbose ~/dicom/CT",
+    )
+    scan.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="DICOM file or folder (searched recursively); each must exist",
+    )
+    scan.add_argument("--endpoint", help="Endpoint reference for the studies, e.g. Endpoint/wado")
+    scan.add_argument(
+        "--timezone",
+        help="time zone offset (+HH:MM) for files without "
+        "TimezoneOffsetFromUTC; without it such studies get a date only",
+    )
+    scan.add_argument(
+        "--verbose",
+        action="store_true",
+        help="list every skipped file with the reason it was skipped",
+    )
     _url_option(scan)
-    load = _command(commands, "import", "import FHIR JSON (.json resources or Bundles, "
-                    ".ndjson) from files or folders", "imaging-api import --dry-run studies/")
-    load.add_argument("paths", nargs="+", metavar="PATH",
-                      help=".json or .ndjson file, or folder (searched recursively); each must "
-                      "exist")
+    load = _command(
+        commands,
+        "import",
+        "import FHIR JSON (.json resources or Bundles, .ndjson) from files or folders",
+        "imaging-api import --dry-run studies/",
+    )
+    load.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help=".json or .ndjson file, or folder (searched recursively); each must exist",
+    )
     load.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
     _url_option(load)
-    dump = _command(commands, "export", "export studies as NDJSON or a searchset Bundle",
-                    "imaging-api export --format bundle --modality CT --out ct.json")
-    dump.add_argument("--format", choices=("ndjson", "bundle"), default="ndjson",
-                      help="ndjson: one study a line (default); bundle: one searchset Bundle")
+    dump = _command(
+        commands,
+        "export",
+        "export studies as NDJSON or a searchset Bundle",
+        "imaging-api export --format bundle --modality CT --out ct.json",
+    )
+    dump.add_argument(
+        "--format",
+        choices=("ndjson", "bundle"),
+        default="ndjson",
+        help="ndjson: one study a line (default); bundle: one searchset Bundle",
+    )
     dump.add_argument("--out", help="file to write (default standard output)")
     _url_option(dump)
     dump.add_argument("--sort", help="_sort, e.g. -started")
     for code in CODES:
-        dump.add_argument(f"--{code}", dest=code.replace("-", "_"), action="append", default=[],
-                          metavar="VALUE", help=f"search {code} (repeatable: AND)")
+        dump.add_argument(
+            f"--{code}",
+            dest=code.replace("-", "_"),
+            action="append",
+            default=[],
+            metavar="VALUE",
+            help=f"search {code} (repeatable: AND)",
+        )
     return parser
 
 
@@ -173,9 +247,11 @@ async def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     def skipped(path: Path, reason: str) -> None:
         progress.clear()  # the list goes to standard output; keep the progress line whole
         print(f"skipped {path}: {reason}", flush=True)
+
     async with target(settings, args.url) as where:
-        ingest = Ingest(where, timezone=zone, endpoint=args.endpoint,
-                        on_skip=skipped if args.verbose else None)
+        ingest = Ingest(
+            where, timezone=zone, endpoint=args.endpoint, on_skip=skipped if args.verbose else None
+        )
         report = await ingest.run(args.paths, progress)
     progress.done()
     print(report.table())
@@ -186,8 +262,9 @@ def _missing(command: str, paths: list[str]) -> bool:
     """Says which given paths do not exist (a typo must not pass as an empty run)."""
     missing = [path for path in paths if not Path(path).exists()]
     if missing:
-        print(f"imaging-api {command}: no such file or folder: {', '.join(missing)}",
-              file=sys.stderr)
+        print(
+            f"imaging-api {command}: no such file or folder: {', '.join(missing)}", file=sys.stderr
+        )
     return bool(missing)
 
 
@@ -211,11 +288,13 @@ def _cannot_listen(host: str, port: int) -> str | None:
         return None
     if error.errno != errno.EADDRINUSE:
         return f"cannot listen on {host}:{port}: {error.strerror or error}"
-    free = next((p for p in range(port + 1, min(port + 100, 65536))
-                 if _bind_error(host, p) is None), None)
+    free = next(
+        (p for p in range(port + 1, min(port + 100, 65536)) if _bind_error(host, p) is None), None
+    )
     suggestion = f"choose another with --port {free}, or" if free else "choose another with"
-    return (f"port {port} on {host} is already in use (another server?); {suggestion} "
-            "set IMAGING_PORT")
+    return (
+        f"port {port} on {host} is already in use (another server?); {suggestion} set IMAGING_PORT"
+    )
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -225,33 +304,54 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from api.http.server import uvicorn_options
 
     overrides = {"host": args.host, "port": args.port, "workers": args.workers}
-    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v},
-                                   preload=tuple(args.preload),
-                                   preload_dicom=tuple(args.preload_dicom))
+    settings = dataclasses.replace(
+        settings,
+        **{k: v for k, v in overrides.items() if v},
+        preload=tuple(args.preload),
+        preload_dicom=tuple(args.preload_dicom),
+    )
     if args.no_seed:
         settings = dataclasses.replace(settings, seed=False)
-    if settings.workers > 1 and (settings.embedded or settings.preload or
-                                 settings.preload_dicom):
-        print("imaging-api serve: several workers need MONGODB_URI (each worker would have an "
-              "embedded store of its own) and no --import/--ingest-dicom", file=sys.stderr)
+    if settings.workers > 1 and (settings.embedded or settings.preload or settings.preload_dicom):
+        print(
+            "imaging-api serve: several workers need MONGODB_URI (each worker would have an "
+            "embedded store of its own) and no --import/--ingest-dicom",
+            file=sys.stderr,
+        )
         return 2
     refusal = _cannot_listen(settings.host, settings.port)
     if refusal:
         print(f"imaging-api serve: {refusal}", file=sys.stderr)
         return 2
     configure_logs(fmt=settings.log_format)
-    store = f"MongoDB database '{settings.mongodb_db}'" if settings.mongodb_uri else \
-        "the embedded in-process store (data is lost on exit)"
-    logging.getLogger("imaging.api").info("serving GraphQL on http://%s:%d/graphql over %s",
-                                          settings.host, settings.port, store)
+    store = (
+        f"MongoDB database '{settings.mongodb_db}'"
+        if settings.mongodb_uri
+        else "the embedded in-process store (data is lost on exit)"
+    )
+    logging.getLogger("imaging.api").info(
+        "serving GraphQL on http://%s:%d/graphql over %s", settings.host, settings.port, store
+    )
     if settings.workers > 1:
         # Each worker builds the app from the environment: it is the same settings.
         os.environ.update(IMAGING_HOST=settings.host, IMAGING_PORT=str(settings.port))
-        uvicorn.run("api.http.app:from_env", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_config=None, **uvicorn_options(settings))
+        uvicorn.run(
+            "api.http.app:from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=None,
+            **uvicorn_options(settings),
+        )
         return 0
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                **uvicorn_options(settings))
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        **uvicorn_options(settings),
+    )
     return 0
 
 

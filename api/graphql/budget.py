@@ -32,8 +32,9 @@ JSON_PER_INSTANCE, JSON_PER_SERIES, JSON_PER_STUDY = 12, 12, 40
 class Budget:
     """One operation's allowance: values returned, and seconds spent waiting on the store."""
 
-    def __init__(self, limit: int, store_seconds: float = float("inf"),
-                 reference_reads: int = 100) -> None:
+    def __init__(
+        self, limit: int, store_seconds: float = float("inf"), reference_reads: int = 100
+    ) -> None:
         self.limit = limit
         self.spent = 0
         self.store_limit = store_seconds
@@ -58,8 +59,10 @@ class Budget:
 
     def _refusal(self) -> GraphQLError:
         error = rejected("returned values", self.limit, self.spent)
-        error.message += ("; ask for fewer studies or page the instances (series { instance("
-                          "_count: ..., _offset: ...) })")
+        error.message += (
+            "; ask for fewer studies or page the instances (series { instance("
+            "_count: ..., _offset: ...) })"
+        )
         return error
 
 
@@ -69,8 +72,9 @@ current: ContextVar[Budget | None] = ContextVar("result_budget", default=None)
 class ResultBudget(SchemaExtension):
     """Gives each operation its budget (a factory makes one extension per operation)."""
 
-    def __init__(self, limit: int, store_seconds: float = float("inf"),
-                 reference_reads: int = 100) -> None:
+    def __init__(
+        self, limit: int, store_seconds: float = float("inf"), reference_reads: int = 100
+    ) -> None:
         self.limit = limit
         self.store_seconds = store_seconds
         self.reference_reads = reference_reads
@@ -114,13 +118,17 @@ class Shape:
     def units(self, study: dict[str, Any]) -> int:
         series = study.get("series") or []
         total = self.study
-        for one in series[:self.series_count]:
+        for one in series[: self.series_count]:
             instances = len(one.get("instance") or ())
-            total += 1 + self.series + min(instances, self.instance_count or instances) \
-                * self.instance
+            total += (
+                1 + self.series + min(instances, self.instance_count or instances) * self.instance
+            )
         if self.json:
-            total += JSON_PER_STUDY + JSON_PER_SERIES * len(series) + JSON_PER_INSTANCE * sum(
-                len(one.get("instance") or ()) for one in series)
+            total += (
+                JSON_PER_STUDY
+                + JSON_PER_SERIES * len(series)
+                + JSON_PER_INSTANCE * sum(len(one.get("instance") or ()) for one in series)
+            )
         return total
 
 
@@ -147,8 +155,11 @@ def _studies_in(found: object) -> list[Study]:
     return [found] if isinstance(found, dict) and found else []
 
 
-async def reading(shape: Shape, read: Callable[[], Awaitable[T]],
-                  studies: Callable[[T], list[Study]] = _studies_in) -> T:
+async def reading(
+    shape: Shape,
+    read: Callable[[], Awaitable[T]],
+    studies: Callable[[T], list[Study]] = _studies_in,
+) -> T:
     """Runs `read` and charges it to the operation's budget: the time it waited on the store,
     and for a heavy selection the values of the studies it returned. The reads of one
     operation run one after another, and none starts once either allowance is spent."""

@@ -37,24 +37,37 @@ def continues(resolver: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[
 
     @functools.wraps(resolver)
     async def wrapper(*args: Any, **kwargs: Any) -> T:
-        sent = {name: value for name, value in kwargs.items()
-                if name not in _NOT_SEARCH and value is not None}
+        sent = {
+            name: value
+            for name, value in kwargs.items()
+            if name not in _NOT_SEARCH and value is not None
+        }
         cursor = kwargs.get("_cursor")
         if cursor is not None:
             carried = kwargs["info"].context.store.carried(cursor)
             carried = carried if isinstance(carried, dict) else {}
             for name, value in sent.items():
                 if name != _PAGE_SIZE and not _same(value, carried.get(name)):
-                    raise fail(BAD_USER_INPUT, name, "differs from the search the _cursor "
-                               "continues: send the cursor alone (it carries its search), or "
-                               "with the same arguments")
-            kwargs.update({name: value for name, value in carried.items()
-                           if name in signature.parameters and name not in sent})
+                    raise fail(
+                        BAD_USER_INPUT,
+                        name,
+                        "differs from the search the _cursor "
+                        "continues: send the cursor alone (it carries its search), or "
+                        "with the same arguments",
+                    )
+            kwargs.update(
+                {
+                    name: value
+                    for name, value in carried.items()
+                    if name in signature.parameters and name not in sent
+                }
+            )
             sent = {**carried, **sent}
         return await resolver(*args, search=sent, **kwargs)
 
     # inspect.signature honours __signature__ (PEP 362), which typeshed does not declare on
     # functions.
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[p for p in signature.parameters.values() if p.name != "search"])
+        parameters=[p for p in signature.parameters.values() if p.name != "search"]
+    )
     return wrapper

@@ -47,8 +47,7 @@ class Context:
         browser cannot set headers), from the connection parameters (see `bearer`)."""
         if self._access is None:
             header = bearer(self.connection_params) or self.authorization
-            self._access = self.authenticator.access(header) if self.authenticator \
-                else Access()
+            self._access = self.authenticator.access(header) if self.authenticator else Access()
         return self._access
 
     @property
@@ -59,8 +58,11 @@ class Context:
         touched = touched_by_operation.get()
         if touched is None:  # outside an audited operation (benchmarks run the bare schema)
             touched = self._store.touched if self._store is not None else []
-        if self._store is None or self._store.access is not access \
-                or self._store.touched is not touched:
+        if (
+            self._store is None
+            or self._store.access is not access
+            or self._store.touched is not touched
+        ):
             self._store = ScopedStore(self._repo, access, touched)
         return self._store
 

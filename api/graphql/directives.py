@@ -60,18 +60,39 @@ from store.fhir.outcome import BAD_USER_INPUT, fail
 
 NAMES = ("flatten", "first", "singleton", "slice")
 DIRECTIVES = (
-    GraphQLDirective("flatten", [DirectiveLocation.FIELD], description=(
-        "FHIR GraphQL: leave this field out and add its children to the parent in its place "
-        "(as lists under a repeating element). The response no longer follows the schema.")),
-    GraphQLDirective("first", [DirectiveLocation.FIELD], description=(
-        "FHIR GraphQL: only the first item of this list, as an object.")),
-    GraphQLDirective("singleton", [DirectiveLocation.FIELD], description=(
-        "FHIR GraphQL: the values collated under this name (by a flattened parent) are one "
-        "value, not a list; more than one is an error.")),
-    GraphQLDirective("slice", [DirectiveLocation.FIELD], args={"path": GraphQLArgument(
-        GraphQLString, description="A FHIRPath on each item, or `$index`: its value is "
-        "appended to the names of the item's children, after a dot.")}, description=(
-        "FHIR GraphQL: split a list into named properties, one suffix per item.")),
+    GraphQLDirective(
+        "flatten",
+        [DirectiveLocation.FIELD],
+        description=(
+            "FHIR GraphQL: leave this field out and add its children to the parent in its place "
+            "(as lists under a repeating element). The response no longer follows the schema."
+        ),
+    ),
+    GraphQLDirective(
+        "first",
+        [DirectiveLocation.FIELD],
+        description=("FHIR GraphQL: only the first item of this list, as an object."),
+    ),
+    GraphQLDirective(
+        "singleton",
+        [DirectiveLocation.FIELD],
+        description=(
+            "FHIR GraphQL: the values collated under this name (by a flattened parent) are one "
+            "value, not a list; more than one is an error."
+        ),
+    ),
+    GraphQLDirective(
+        "slice",
+        [DirectiveLocation.FIELD],
+        args={
+            "path": GraphQLArgument(
+                GraphQLString,
+                description="A FHIRPath on each item, or `$index`: its value is "
+                "appended to the names of the item's children, after a dot.",
+            )
+        },
+        description=("FHIR GraphQL: split a list into named properties, one suffix per item."),
+    ),
 )
 HIDDEN = "_slice_"
 _IDENTIFIER = re.compile(r"'(?:[^'\\]|\\.)*'|[$%]?[A-Za-z_][A-Za-z0-9_]*")
@@ -94,8 +115,9 @@ class ReshapeError(Exception):
 
 
 def _directives(nodes: list[FieldNode]) -> dict[str, DirectiveNode]:
-    return {d.name.value: d for node in nodes for d in node.directives or ()
-            if d.name.value in NAMES}
+    return {
+        d.name.value: d for node in nodes for d in node.directives or () if d.name.value in NAMES
+    }
 
 
 def uses_reshaping(document: DocumentNode) -> bool:
@@ -103,8 +125,9 @@ def uses_reshaping(document: DocumentNode) -> bool:
     stack: list[Any] = list(document.definitions)
     while stack:
         node = stack.pop()
-        if isinstance(node, FieldNode) and any(d.name.value in NAMES
-                                               for d in node.directives or ()):
+        if isinstance(node, FieldNode) and any(
+            d.name.value in NAMES for d in node.directives or ()
+        ):
             return True
         selection_set = getattr(node, "selection_set", None)
         if selection_set is not None:
@@ -116,11 +139,13 @@ class _Selection:
     """Walks a selection as the executor collects it: @include/@skip, type conditions,
     fragments; fields grouped by response key, in order."""
 
-    def __init__(self, schema: GraphQLSchema, document: DocumentNode,
-                 variables: dict[str, Any]) -> None:
+    def __init__(
+        self, schema: GraphQLSchema, document: DocumentNode, variables: dict[str, Any]
+    ) -> None:
         self.schema = schema
-        self.fragments = {d.name.value: d for d in document.definitions
-                          if isinstance(d, FragmentDefinitionNode)}
+        self.fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
         self.variables = variables
 
     def _included(self, node: Any) -> bool:
@@ -151,8 +176,9 @@ class _Selection:
                 if fragment and fragment.type_condition.name.value == type_name:
                     yield from self._fields(fragment.selection_set, type_name)
 
-    def grouped(self, selection_sets: list[SelectionSetNode | None],
-                type_name: str) -> dict[str, list[FieldNode]]:
+    def grouped(
+        self, selection_sets: list[SelectionSetNode | None], type_name: str
+    ) -> dict[str, list[FieldNode]]:
         groups: dict[str, list[FieldNode]] = {}
         for selection_set in selection_sets:
             for node in self._fields(selection_set, type_name):
@@ -179,16 +205,23 @@ class _Target:
         found = self.slots.get(name)
         if isinstance(found, _Raw):  # a plain field of the same name: its values collate
             raw = found.value if isinstance(found.value, list) else [found.value]
-            found = _Slot([v for v in raw if v is not None], isinstance(found.value, list),
-                          False, found.type_name)
+            found = _Slot(
+                [v for v in raw if v is not None],
+                isinstance(found.value, list),
+                False,
+                found.type_name,
+            )
             self.slots[name] = found
         if found is None:
             slot = _Slot(many=many and not singleton, singleton=singleton, type_name=type_name)
             self.slots[name] = slot
             return slot
         if found.type_name != type_name:
-            raise ReshapeError(name, f"@flatten collates values of types {found.type_name} "
-                               f"and {type_name} under one name; they must have the same type")
+            raise ReshapeError(
+                name,
+                f"@flatten collates values of types {found.type_name} "
+                f"and {type_name} under one name; they must have the same type",
+            )
         if found.singleton:
             raise ReshapeError(name, "more than one value under a name marked @singleton")
         found.many = True
@@ -204,8 +237,11 @@ class _Target:
             if slot.many:
                 result[name] = values
             elif len(values) > 1:
-                raise ReshapeError(name, f"{len(values)} values under a name that is not a list"
-                                   + (" (@singleton)" if slot.singleton else ""))
+                raise ReshapeError(
+                    name,
+                    f"{len(values)} values under a name that is not a list"
+                    + (" (@singleton)" if slot.singleton else ""),
+                )
             else:
                 result[name] = values[0] if values else None
         return result
@@ -222,19 +258,28 @@ class _Raw:
 class Reshaper:
     """Rebuilds executed data by the directives of the selection it was executed from."""
 
-    def __init__(self, schema: GraphQLSchema, document: DocumentNode,
-                 variables: dict[str, Any]) -> None:
+    def __init__(
+        self, schema: GraphQLSchema, document: DocumentNode, variables: dict[str, Any]
+    ) -> None:
         self.selection = _Selection(schema, document, variables)
 
-    def run(self, root_type: GraphQLObjectType, operation: OperationDefinitionNode,
-            data: dict[str, Any]) -> dict[str, Any]:
+    def run(
+        self, root_type: GraphQLObjectType, operation: OperationDefinitionNode, data: dict[str, Any]
+    ) -> dict[str, Any]:
         target = _Target()
         self.object(data, root_type, [operation.selection_set], target, False, "")
         return target.output()
 
-    def object(self, data: dict[str, Any], type_: GraphQLObjectType,
-               selection_sets: list[SelectionSetNode | None], target: _Target,
-               inherited: bool, suffix: str, flat: bool = False) -> None:
+    def object(
+        self,
+        data: dict[str, Any],
+        type_: GraphQLObjectType,
+        selection_sets: list[SelectionSetNode | None],
+        target: _Target,
+        inherited: bool,
+        suffix: str,
+        flat: bool = False,
+    ) -> None:
         """Adds the fields of `data` to `target`; `flat`: into a flattened field's parent,
         where every name collates."""
         for key, nodes in self.selection.grouped(selection_sets, type_.name).items():
@@ -252,20 +297,31 @@ class Reshaper:
                     # Flattened values took this name first: this field's value collates
                     # with them, as it would have the other way round (nothing is lost).
                     slot = target.add(key, True, False, type_name)
-                    slot.values.extend(v for v in (plain if isinstance(plain, list)
-                                                   else [plain]) if v is not None)
+                    slot.values.extend(
+                        v for v in (plain if isinstance(plain, list) else [plain]) if v is not None
+                    )
                 else:
                     target.slots[key] = _Raw(plain, type_name)
                 continue
             nullable = get_nullable_type(field_type)
             many = isinstance(nullable, GraphQLList)
-            values = [v for v in (value if many and isinstance(value, list) else [value])
-                      if v is not None]
+            values = [
+                v for v in (value if many and isinstance(value, list) else [value]) if v is not None
+            ]
             if not values and not (inherited or suffix or flat or "flatten" in directives):
                 target.slots[key] = _Raw(None)  # @first of an empty list: null, as a field
             elif values:
-                self.values(key, nodes, directives, many, get_named_type(field_type), values,
-                            target, inherited, suffix)
+                self.values(
+                    key,
+                    nodes,
+                    directives,
+                    many,
+                    get_named_type(field_type),
+                    values,
+                    target,
+                    inherited,
+                    suffix,
+                )
 
     def plain(self, value: Any, type_: Any, nodes: list[FieldNode]) -> Any:
         """A value without directives of its own: as executed, its objects reshaped inside."""
@@ -278,9 +334,18 @@ class Reshaper:
         self.object(value, named, [n.selection_set for n in nodes], target, False, "")
         return target.output()
 
-    def values(self, key: str, nodes: list[FieldNode], directives: dict[str, DirectiveNode],
-               many: bool, item_type: Any, values: list[Any], target: _Target,
-               inherited: bool, suffix: str) -> None:
+    def values(
+        self,
+        key: str,
+        nodes: list[FieldNode],
+        directives: dict[str, DirectiveNode],
+        many: bool,
+        item_type: Any,
+        values: list[Any],
+        target: _Target,
+        inherited: bool,
+        suffix: str,
+    ) -> None:
         flatten, first = "flatten" in directives, "first" in directives
         singleton = "singleton" in directives
         path = self._path(directives.get("slice"), key)
@@ -303,19 +368,26 @@ class Reshaper:
             if path is not None:
                 item_suffix = f"{suffix}.{self._slice_key(path, index, value, key)}"
                 if not flatten:
-                    slot = target.add(key + suffix, many or inherited, singleton,
-                                      item_type.name)
+                    slot = target.add(key + suffix, many or inherited, singleton, item_type.name)
             if not is_object:
                 assert slot is not None
                 slot.values.append(value)
             elif slot is None:
-                self.object(value, item_type, [n.selection_set for n in nodes], target,
-                            collate, item_suffix, flat=True)
+                self.object(
+                    value,
+                    item_type,
+                    [n.selection_set for n in nodes],
+                    target,
+                    collate,
+                    item_suffix,
+                    flat=True,
+                )
             else:
                 inner = _Target()
                 slot.values.append(inner)
-                self.object(value, item_type, [n.selection_set for n in nodes], inner, False,
-                            item_suffix)
+                self.object(
+                    value, item_type, [n.selection_set for n in nodes], inner, False, item_suffix
+                )
             if first:
                 return
 
@@ -325,7 +397,7 @@ class Reshaper:
             return None
         argument = next((a for a in directive.arguments or () if a.name.value == "path"), None)
         if argument is None or not isinstance(argument.value, StringValueNode):
-            raise ReshapeError(key, "@slice needs a path: a FHIRPath string or \"$index\"")
+            raise ReshapeError(key, '@slice needs a path: a FHIRPath string or "$index"')
         return argument.value.value
 
     @staticmethod
@@ -334,16 +406,22 @@ class Reshaper:
             return str(index)
         item = value
         if isinstance(value, dict):  # the hidden elements the path reads, under their names
-            item = {k[len(HIDDEN):]: v for k, v in value.items() if k.startswith(HIDDEN)}
+            item = {k[len(HIDDEN) :]: v for k, v in value.items() if k.startswith(HIDDEN)}
         try:
             result = run_path(path, item)
         except FhirPathError as refused:  # about the path itself: the caller's own text
-            raise ReshapeError(key, f"the @slice path {path!r} is not a FHIRPath expression "
-                               f"this server evaluates: {refused}") from None
+            raise ReshapeError(
+                key,
+                f"the @slice path {path!r} is not a FHIRPath expression "
+                f"this server evaluates: {refused}",
+            ) from None
         except ValueError:
             # Not the engine's own text: it may quote the stored values it failed on.
-            raise ReshapeError(key, f"the @slice path {path!r} fails on an item: check it "
-                               "against the elements the field selects") from None
+            raise ReshapeError(
+                key,
+                f"the @slice path {path!r} fails on an item: check it "
+                "against the elements the field selects",
+            ) from None
         return "".join(str(v).lower() if isinstance(v, bool) else str(v) for v in result)
 
 
@@ -352,15 +430,22 @@ def _leaves(type_: GraphQLObjectType, depth: int) -> SelectionSetNode | None:
     fields = []
     for name, definition in type_.fields.items():
         named = get_named_type(definition.type)
-        if definition.args and any(isinstance(get_nullable_type(a.type), GraphQLNonNull)
-                                   for a in definition.args.values()):
+        if definition.args and any(
+            isinstance(get_nullable_type(a.type), GraphQLNonNull) for a in definition.args.values()
+        ):
             continue
         if isinstance(named, GraphQLObjectType):
             if depth and name not in ("extension", "modifierExtension"):
                 below = _leaves(named, depth - 1)
                 if below is not None:
-                    fields.append(FieldNode(name=NameNode(value=name), selection_set=below,
-                                            arguments=(), directives=()))
+                    fields.append(
+                        FieldNode(
+                            name=NameNode(value=name),
+                            selection_set=below,
+                            arguments=(),
+                            directives=(),
+                        )
+                    )
         elif name != "fhirJson":
             fields.append(FieldNode(name=NameNode(value=name), arguments=(), directives=()))
     return SelectionSetNode(selections=tuple(fields)) if fields else None
@@ -379,8 +464,11 @@ def with_slice_elements(schema: GraphQLSchema, document: DocumentNode) -> Docume
             if isinstance(child, FieldNode) and child.name.value in type_.fields:
                 child = visit(child, get_named_type(type_.fields[child.name.value].type))
             elif isinstance(child, InlineFragmentNode):
-                inner = type_ if child.type_condition is None else schema.get_type(
-                    child.type_condition.name.value)
+                inner = (
+                    type_
+                    if child.type_condition is None
+                    else schema.get_type(child.type_condition.name.value)
+                )
                 child = visit(child, inner)
             selections.append(child)
         if isinstance(node, FieldNode):
@@ -400,10 +488,16 @@ def with_slice_elements(schema: GraphQLSchema, document: DocumentNode) -> Docume
 
 def _hidden(node: FieldNode, item_type: GraphQLObjectType) -> list[FieldNode]:
     directive = next((d for d in node.directives or () if d.name.value == "slice"), None)
-    argument = next((a for a in directive.arguments or () if a.name.value == "path"),
-                    None) if directive else None
-    if argument is None or not isinstance(argument.value, StringValueNode) \
-            or argument.value.value == "$index":
+    argument = (
+        next((a for a in directive.arguments or () if a.name.value == "path"), None)
+        if directive
+        else None
+    )
+    if (
+        argument is None
+        or not isinstance(argument.value, StringValueNode)
+        or argument.value.value == "$index"
+    ):
         return []
     names = {t for t in _IDENTIFIER.findall(argument.value.value) if t in item_type.fields}
     hidden = []
@@ -412,8 +506,15 @@ def _hidden(node: FieldNode, item_type: GraphQLObjectType) -> list[FieldNode]:
         below = _leaves(named, 2) if isinstance(named, GraphQLObjectType) else None
         if isinstance(named, GraphQLObjectType) and below is None:
             continue
-        hidden.append(FieldNode(alias=NameNode(value=HIDDEN + name), name=NameNode(value=name),
-                                arguments=(), directives=(), selection_set=below))
+        hidden.append(
+            FieldNode(
+                alias=NameNode(value=HIDDEN + name),
+                name=NameNode(value=name),
+                arguments=(),
+                directives=(),
+                selection_set=below,
+            )
+        )
     return hidden
 
 
@@ -447,8 +548,11 @@ class Reshape(SchemaExtension):
         try:
             # On a worker thread: reshaping a 50,000-instance study held the loop ~1 s.
             result.data = await asyncio.to_thread(
-                Reshaper(schema, document, context.variables or {}).run, root, operation,
-                result.data)
+                Reshaper(schema, document, context.variables or {}).run,
+                root,
+                operation,
+                result.data,
+            )
         except ReshapeError as error:
             result.data = None
             result.errors = [*(result.errors or ()), error.error]
@@ -458,7 +562,10 @@ class Reshape(SchemaExtension):
 
 
 def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)
-                  and (name is None or (d.name and d.name.value == name))]
+    operations = [
+        d
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+        and (name is None or (d.name and d.name.value == name))
+    ]
     return operations[0] if len(operations) == 1 else None
-

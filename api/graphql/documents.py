@@ -77,8 +77,7 @@ class DocumentCache(OrderedDict[str, tuple[DocumentNode, int]]):
             self.kept -= old
 
 
-def _validated(schema: Any, document: DocumentNode, rules: tuple[Any, ...]
-               ) -> list[GraphQLError]:
+def _validated(schema: Any, document: DocumentNode, rules: tuple[Any, ...]) -> list[GraphQLError]:
     return list(validate_document(schema, document, rules))
 
 
@@ -124,21 +123,27 @@ class QueryLimits(SchemaExtension):
         document = context.graphql_document
         if self.length is not None:
             context.pre_execution_errors = [
-                rejected("query length", self.limits.max_length, self.length)]
+                rejected("query length", self.limits.max_length, self.length)
+            ]
         elif self.tokens is not None:
             context.pre_execution_errors = [self.tokens]
         elif document is not None and context.query is not None:
             errors: list[GraphQLError] = []
             if self.fresh:
                 rules = context.validation_rules + (
-                    () if self.limits.introspection else (NoSchemaIntrospectionCustomRule,))
+                    () if self.limits.introspection else (NoSchemaIntrospectionCustomRule,)
+                )
                 errors = await _off_loop(_validated, context.schema._schema, document, rules)
                 if any(isinstance(e, ValidationAbortedError) for e in errors):
-                    errors = [rejected(
-                        "field comparisons", overlap.MAX_COMPLEXITY_BUDGET,
-                        f"more than {overlap.MAX_COMPLEXITY_BUDGET}",
-                        "the document repeats a field or fragment too often to check that "
-                        "its fields merge: select each field once per selection")]
+                    errors = [
+                        rejected(
+                            "field comparisons",
+                            overlap.MAX_COMPLEXITY_BUDGET,
+                            f"more than {overlap.MAX_COMPLEXITY_BUDGET}",
+                            "the document repeats a field or fragment too often to check that "
+                            "its fields merge: select each field once per selection",
+                        )
+                    ]
                 if not errors:
                     self.documents.keep(context.query, document)
             if not errors and not _only_mutations(document):
@@ -148,15 +153,18 @@ class QueryLimits(SchemaExtension):
             if not errors:
                 errors = limit_errors(self.limits, document, context.variables or {})
             if not errors and _subscription_over_http(document, context.context):
-                errors = [GraphQLError("subscriptions are served over a WebSocket "
-                                       "(graphql-transport-ws) at /graphql, not over HTTP")]
+                errors = [
+                    GraphQLError(
+                        "subscriptions are served over a WebSocket "
+                        "(graphql-transport-ws) at /graphql, not over HTTP"
+                    )
+                ]
             context.pre_execution_errors = list(errors)  # Strawberry then skips validating
         yield
 
 
 async def _off_loop(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(
-        _POOL, lambda: work(*args, **kwargs))
+    return await asyncio.get_running_loop().run_in_executor(_POOL, lambda: work(*args, **kwargs))
 
 
 _STAND_IN = parse("{ __typename }")
@@ -172,16 +180,20 @@ def _parse(query: str, max_tokens: int) -> DocumentNode | GraphQLError | None:
 
 
 def _only_mutations(document: Any) -> bool:
-    return all(d.operation.value == "mutation" for d in document.definitions
-               if isinstance(d, OperationDefinitionNode))
+    return all(
+        d.operation.value == "mutation"
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+    )
 
 
 def _subscription_over_http(document: Any, context: Any) -> bool:
     request = getattr(context, "request", None)
     over_http = getattr(request, "scope", {}).get("type") == "http"
-    return over_http and any(isinstance(d, OperationDefinitionNode)
-                             and d.operation.value == "subscription"
-                             for d in document.definitions)
+    return over_http and any(
+        isinstance(d, OperationDefinitionNode) and d.operation.value == "subscription"
+        for d in document.definitions
+    )
 
 
 class QueryLimitsFactory:

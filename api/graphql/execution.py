@@ -83,6 +83,7 @@ def _coerce(type_: Any) -> Build:
         if coerced is None:
             raise _FALLBACK
         return coerced
+
     return leaf
 
 
@@ -127,15 +128,24 @@ class _Codegen:
         if body is None:
             return None
         # A required element read by subscript raises KeyError when it is missing.
-        source = "\n".join(["def plan(d):", "  try:", *("    " + line for line in body),
-                            "  except KeyError:", "    raise F from None", "  return d"])
+        source = "\n".join(
+            [
+                "def plan(d):",
+                "  try:",
+                *("    " + line for line in body),
+                "  except KeyError:",
+                "    raise F from None",
+                "  return d",
+            ]
+        )
         env = dict(self.env)
         exec(_compiled(source), env)
         plan: Build = env["plan"]
         return plan
 
-    def object(self, type_: GraphQLObjectType, field_details_list: Any,
-               var: str) -> list[str] | None:
+    def object(
+        self, type_: GraphQLObjectType, field_details_list: Any, var: str
+    ) -> list[str] | None:
         """Lines turning the dict in `var` into the completed object, in `var`."""
         key = (type_.name, id(field_details_list))
         if key in self.active:
@@ -158,8 +168,9 @@ class _Codegen:
         finally:
             self.active.discard(key)
 
-    def field(self, parent: GraphQLObjectType, details: Any, source: str,
-              var: str) -> list[str] | None:
+    def field(
+        self, parent: GraphQLObjectType, details: Any, source: str, var: str
+    ) -> list[str] | None:
         node = details[0].node
         name = node.name.value
         if name == "__typename":
@@ -170,15 +181,17 @@ class _Codegen:
         if getattr(field.resolve, "_is_default", False):
             # Subscript for a required element (missing: KeyError, see build); get otherwise.
             required = isinstance(field.type, GraphQLNonNull)
-            read = [f"{var} = {source}[{name!r}]" if required else
-                    f"{var} = {source}.get({name!r})"]
+            read = [
+                f"{var} = {source}[{name!r}]" if required else f"{var} = {source}.get({name!r})"
+            ]
         else:
             pure = PURE_RESOLVERS.get((parent.name, name)) or REPEATING.get((parent.name, name))
             if pure is None:
                 return None
             try:
-                args = get_argument_values(field, node, self.context.variable_values,
-                                           details[0].fragment_variable_values)
+                args = get_argument_values(
+                    field, node, self.context.variable_values, details[0].fragment_variable_values
+                )
             except Exception:  # a bad argument: graphql-core reports it with its path
                 return None
             if (parent.name, name) in REPEATING and all(v is None for v in args.values()):
@@ -188,8 +201,12 @@ class _Codegen:
                 complete = self.complete(field.type, var, details)
                 return None if complete is None else read + complete
             # A resolver error (a _count out of range, ...) is reported by the reference path.
-            read = ["try:", f"    {var} = {self.bind(pure)}({source}, **{self.bind(args)})",
-                    "except Exception:", "    raise F from None"]
+            read = [
+                "try:",
+                f"    {var} = {self.bind(pure)}({source}, **{self.bind(args)})",
+                "except Exception:",
+                "    raise F from None",
+            ]
         complete = self.complete(field.type, var, details)
         return None if complete is None else read + complete
 
@@ -203,8 +220,11 @@ class _Codegen:
             checked = inner[0].startswith(f"if type({var}) is not")
             return inner if checked else [f"if {var} is None: raise F", *inner]
         inner = self.value(type_, var, details)
-        return None if inner is None else [f"if {var} is not None:",
-                                           *("    " + line for line in inner)]
+        return (
+            None
+            if inner is None
+            else [f"if {var} is not None:", *("    " + line for line in inner)]
+        )
 
     def value(self, type_: Any, var: str, details: Any) -> list[str] | None:
         """Lines completing a value known not to be None."""
@@ -213,14 +233,22 @@ class _Codegen:
             each = self.complete(type_.of_type, item, details)
             if each is None:
                 return None
-            return [f"if type({var}) is not list: raise F",
-                    f"{items} = []", f"{append} = {items}.append",
-                    f"for {item} in {var}:", *("    " + line for line in each),
-                    f"    {append}({item})", f"{var} = {items}"]
+            return [
+                f"if type({var}) is not list: raise F",
+                f"{items} = []",
+                f"{append} = {items}.append",
+                f"for {item} in {var}:",
+                *("    " + line for line in each),
+                f"    {append}({item})",
+                f"{var} = {items}",
+            ]
         if is_leaf_type(type_):
             check = _CHECKS.get(type_.name)
-            return [f"if {check.format(v=var)}: raise F"] if check else \
-                [f"{var} = {self.bind(_coerce(type_))}({var})"]
+            return (
+                [f"if {check.format(v=var)}: raise F"]
+                if check
+                else [f"{var} = {self.bind(_coerce(type_))}({var})"]
+            )
         if isinstance(type_, GraphQLObjectType):
             return self.object(type_, details, var)
         return None  # interfaces and unions: not in this schema's plain-data part
@@ -228,8 +256,12 @@ class _Codegen:
 
 def _is_mutation(document: DocumentNode, operation_name: str | None) -> bool:
     """Whether the operation graphql-core will run is a mutation (chosen as it chooses)."""
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)
-                  and (operation_name is None or (d.name and d.name.value == operation_name))]
+    operations = [
+        d
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+        and (operation_name is None or (d.name and d.name.value == operation_name))
+    ]
     return len(operations) == 1 and operations[0].operation == OperationType.MUTATION
 
 
@@ -258,11 +290,28 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self._plans: dict[tuple[str, int], tuple[Any, Build | None]] = {}
 
     @classmethod
-    def build(cls, schema: Any, document: DocumentNode, root_value: Any = None,
-              context_value: Any = None, raw_variable_values: dict[str, Any] | None = None,
-              operation_name: str | None = None, *args: Any, **kwargs: Any) -> Any:
-        build = functools.partial(super().build, schema, document, root_value, context_value,
-                                  raw_variable_values, operation_name, *args, **kwargs)
+    def build(
+        cls,
+        schema: Any,
+        document: DocumentNode,
+        root_value: Any = None,
+        context_value: Any = None,
+        raw_variable_values: dict[str, Any] | None = None,
+        operation_name: str | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        build = functools.partial(
+            super().build,
+            schema,
+            document,
+            root_value,
+            context_value,
+            raw_variable_values,
+            operation_name,
+            *args,
+            **kwargs,
+        )
         if raw_variable_values and _is_mutation(document, operation_name):
             return _BuiltOffTheLoop(build)
         return build()
@@ -279,13 +328,21 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
         key = (type_.name, id(field_details_list))
         found = self._plans.get(key)
         if found is None or found[0] is not field_details_list:
-            found = self._plans[key] = (field_details_list,
-                                        _Codegen(self).build(type_, field_details_list))
+            found = self._plans[key] = (
+                field_details_list,
+                _Codegen(self).build(type_, field_details_list),
+            )
         return found[1]
 
-    def complete_object_value(self, return_type: GraphQLObjectType, field_details_list: Any,
-                              info: Any, path: Any, result: Any,
-                              position_context: Any = None) -> Any:
+    def complete_object_value(
+        self,
+        return_type: GraphQLObjectType,
+        field_details_list: Any,
+        info: Any,
+        path: Any,
+        result: Any,
+        position_context: Any = None,
+    ) -> Any:
         plan = self._plan(return_type, field_details_list) if type(result) is dict else None
         if plan is not None:
             # A plan allocates only acyclic JSON containers, which reference counting
@@ -296,27 +353,38 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 return _collector_paused(lambda: plan(result))
             except _Fallback:
                 pass
-        return super().complete_object_value(return_type, field_details_list, info, path,
-                                             result, position_context)
+        return super().complete_object_value(
+            return_type, field_details_list, info, path, result, position_context
+        )
 
-    def complete_list_value(self, return_type: GraphQLList[Any], field_details_list: Any,
-                            info: Any, path: Any, result: Any,
-                            position_context: Any = None) -> Any:
+    def complete_list_value(
+        self,
+        return_type: GraphQLList[Any],
+        field_details_list: Any,
+        info: Any,
+        path: Any,
+        result: Any,
+        position_context: Any = None,
+    ) -> Any:
         # A list of objects a resolver returned (an import's 30,000 results) in one pass of
         # the item's plan, not one graphql-core completion per item; an item the plan is not
         # sure of (a null, a non-dict) gives the whole list back to graphql-core.
         item_type = return_type.of_type
         if isinstance(item_type, GraphQLNonNull):
             item_type = item_type.of_type
-        plan = self._plan(item_type, field_details_list) \
-            if type(result) is list and isinstance(item_type, GraphQLObjectType) else None
+        plan = (
+            self._plan(item_type, field_details_list)
+            if type(result) is list and isinstance(item_type, GraphQLObjectType)
+            else None
+        )
         if plan is not None:
             try:
                 return _collector_paused(lambda: [plan(item) for item in result])
             except _Fallback:
                 pass
-        return super().complete_list_value(return_type, field_details_list, info, path,
-                                           result, position_context)
+        return super().complete_list_value(
+            return_type, field_details_list, info, path, result, position_context
+        )
 
 
 def _collector_paused(run: Callable[[], Any]) -> Any:

@@ -45,10 +45,12 @@ MAX_SECONDS = 2.0  # of evaluation per operation; a study's size is capped, an e
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fhirpath")
 # Of that, what may run on the event loop itself (repeating elements' resolvers evaluate there).
 LOOP_SECONDS = 0.5
-DESCRIPTION = ("A FHIRPath expression evaluated on each study the search finds; a study is "
-               "kept when it gives true (or, not a boolean, anything at all). Applied after the "
-               "store's page is read, so a page may hold fewer than _count studies; counts are "
-               "of the search before it.")
+DESCRIPTION = (
+    "A FHIRPath expression evaluated on each study the search finds; a study is "
+    "kept when it gives true (or, not a boolean, anything at all). Applied after the "
+    "store's page is read, so a page may hold fewer than _count studies; counts are "
+    "of the search before it."
+)
 Compiled = Callable[..., list[Any]]
 # A study with a failure only an expression can cause: what the search-level probe runs on.
 _EMPTY_STUDY = {"resourceType": "ImagingStudy"}
@@ -66,16 +68,72 @@ _SIBLINGS = {"extension", "id", "descendants", "children", "repeat"}
 # replace(), combine(), encode() and power() grow their result at every call; intersect(),
 # exclude(), subsetOf() and supersetOf() compare every item with every other (31 s on a
 # 20,000-instance study).
-ALLOWED_FUNCTIONS = frozenset({
-    "empty", "exists", "all", "allTrue", "anyTrue", "allFalse", "anyFalse", "count", "distinct",
-    "isDistinct", "where", "select", "ofType", "single", "first", "last", "tail", "skip", "take",
-    "union", "iif", "not", "toBoolean", "convertsToBoolean", "toInteger", "convertsToInteger",
-    "toDecimal", "convertsToDecimal", "toString", "convertsToString", "toDate", "convertsToDate",
-    "toDateTime", "convertsToDateTime", "toTime", "convertsToTime", "toQuantity",
-    "convertsToQuantity", "indexOf", "substring", "startsWith", "endsWith", "contains", "upper",
-    "lower", "length", "children", "extension", "hasValue", "is", "as", "today", "now", "abs",
-    "ceiling", "floor", "round", "truncate", "sqrt", "ln", "log", "exp",
-})
+ALLOWED_FUNCTIONS = frozenset(
+    {
+        "empty",
+        "exists",
+        "all",
+        "allTrue",
+        "anyTrue",
+        "allFalse",
+        "anyFalse",
+        "count",
+        "distinct",
+        "isDistinct",
+        "where",
+        "select",
+        "ofType",
+        "single",
+        "first",
+        "last",
+        "tail",
+        "skip",
+        "take",
+        "union",
+        "iif",
+        "not",
+        "toBoolean",
+        "convertsToBoolean",
+        "toInteger",
+        "convertsToInteger",
+        "toDecimal",
+        "convertsToDecimal",
+        "toString",
+        "convertsToString",
+        "toDate",
+        "convertsToDate",
+        "toDateTime",
+        "convertsToDateTime",
+        "toTime",
+        "convertsToTime",
+        "toQuantity",
+        "convertsToQuantity",
+        "indexOf",
+        "substring",
+        "startsWith",
+        "endsWith",
+        "contains",
+        "upper",
+        "lower",
+        "length",
+        "children",
+        "extension",
+        "hasValue",
+        "is",
+        "as",
+        "today",
+        "now",
+        "abs",
+        "ceiling",
+        "floor",
+        "round",
+        "truncate",
+        "sqrt",
+        "ln",
+        "log",
+        "exp",
+    }
+)
 # Functions that evaluate their argument once per item: each nests a loop over a collection.
 ITERATIVE = frozenset({"where", "select", "all", "exists"})
 MOST_ITERATIVE = 4  # so a chain of select($this & $this) grows a value at most 16-fold
@@ -102,14 +160,18 @@ def _refusals(node: Any) -> Iterator[str]:
         elif kind == "Functn" and children and isinstance(children[0], dict):
             name = str(children[0].get("text", ""))
             if name not in ALLOWED_FUNCTIONS:
-                yield (f"{name}() is not served here (it can take unbounded time or memory, "
-                       "or write the data to the log)")
+                yield (
+                    f"{name}() is not served here (it can take unbounded time or memory, "
+                    "or write the data to the log)"
+                )
             elif name in ITERATIVE and len(children) > 1:
                 iterative += 1
         stack.extend(children)
     if iterative > MOST_ITERATIVE:
-        yield (f"at most {MOST_ITERATIVE} where(), select(), all() or exists(criteria) in one "
-               f"expression (this one has {iterative})")
+        yield (
+            f"at most {MOST_ITERATIVE} where(), select(), all() or exists(criteria) in one "
+            f"expression (this one has {iterative})"
+        )
 
 
 @functools.lru_cache(maxsize=256)
@@ -159,8 +221,11 @@ def without_siblings(value: Any) -> Any:
 
 def _errors(result: list[Any]) -> list[str]:
     # fhirpathpy reports some failures (single() on many) as items, not exceptions.
-    return [str(item.get("$error")) for item in result
-            if isinstance(item, dict) and item.get("$status") == "error"]
+    return [
+        str(item.get("$error"))
+        for item in result
+        if isinstance(item, dict) and item.get("$status") == "error"
+    ]
 
 
 def _run(expression: str, run: Compiled, item: Any) -> list[Any] | None:
@@ -187,17 +252,23 @@ def _charge(seconds: float) -> None:
         return
     spent.fhirpath_seconds += seconds
     if spent.fhirpath_seconds > MAX_SECONDS:
-        raise rejected("seconds of FHIRPath evaluation", int(MAX_SECONDS),
-                       f"{spent.fhirpath_seconds:.1f}", "narrow the search, page the "
-                       "lists the expression runs on, or simplify the expression")
+        raise rejected(
+            "seconds of FHIRPath evaluation",
+            int(MAX_SECONDS),
+            f"{spent.fhirpath_seconds:.1f}",
+            "narrow the search, page the lists the expression runs on, or simplify the expression",
+        )
     if _on_the_loop():  # a repeating element's resolver: every other request waits on it
         spent.fhirpath_loop_seconds += seconds
         if spent.fhirpath_loop_seconds > LOOP_SECONDS:
-            raise rejected("milliseconds of FHIRPath evaluation on repeating elements",
-                           int(LOOP_SECONDS * 1000), int(spent.fhirpath_loop_seconds * 1000),
-                           "use a field filter (series(modality: ...), instance(uid: ...)), "
-                           "give the lists a _count, or move the expression to the search's "
-                           "own fhirpath")
+            raise rejected(
+                "milliseconds of FHIRPath evaluation on repeating elements",
+                int(LOOP_SECONDS * 1000),
+                int(spent.fhirpath_loop_seconds * 1000),
+                "use a field filter (series(modality: ...), instance(uid: ...)), "
+                "give the lists a _count, or move the expression to the search's "
+                "own fhirpath",
+            )
 
 
 def _on_the_loop() -> bool:
@@ -220,9 +291,13 @@ def run_path(path: str, item: Any) -> list[Any]:
 def _failed(where: str, on: str) -> Exception:
     # The engine's own message may quote the values it failed on: the stored data, which is
     # not the caller's to see in an error.
-    return fail(BAD_USER_INPUT, where, f"the expression fails on {on} (a function or "
-                "operator given a value of the wrong type or too many values); guard it, "
-                "e.g. with exists() or first()")
+    return fail(
+        BAD_USER_INPUT,
+        where,
+        f"the expression fails on {on} (a function or "
+        "operator given a value of the wrong type or too many values); guard it, "
+        "e.g. with exists() or first()",
+    )
 
 
 def truth(result: list[Any]) -> bool:
@@ -238,8 +313,11 @@ def evaluate(expression: str, item: Any, where: str) -> list[Any]:
     try:
         run = compiled(expression)
     except FhirPathError as error:
-        raise fail(BAD_USER_INPUT, where, f"{expression!r} is not a FHIRPath expression this "
-                   f"server evaluates: {error}") from None
+        raise fail(
+            BAD_USER_INPUT,
+            where,
+            f"{expression!r} is not a FHIRPath expression this server evaluates: {error}",
+        ) from None
     result = _run(expression, run, item)
     if result is None:
         raise _failed(where, "an item")
@@ -270,8 +348,11 @@ class FhirPath:
         if not expression.strip():
             raise fail(BAD_USER_INPUT, ARGUMENT, "the expression must not be empty")
         if len(expression) > max_length:
-            raise fail(BAD_USER_INPUT, ARGUMENT, f"the expression may be at most {max_length} "
-                       f"characters; it has {len(expression)}")
+            raise fail(
+                BAD_USER_INPUT,
+                ARGUMENT,
+                f"the expression may be at most {max_length} characters; it has {len(expression)}",
+            )
         self._expression = expression
         try:
             self._compiled = compiled(expression)
@@ -279,8 +360,11 @@ class FhirPath:
             # whose error can only be about the expression.
             found = _errors(self._compiled(_EMPTY_STUDY, {}))
         except Exception as error:  # the engine raises plain Exceptions
-            raise fail(BAD_USER_INPUT, ARGUMENT, f"not a FHIRPath expression this server can "
-                       f"evaluate: {error}") from None
+            raise fail(
+                BAD_USER_INPUT,
+                ARGUMENT,
+                f"not a FHIRPath expression this server can evaluate: {error}",
+            ) from None
         if found:
             raise fail(BAD_USER_INPUT, ARGUMENT, f"the expression fails: {found[0]}")
 
@@ -309,7 +393,8 @@ class FhirPath:
         own: the event loop, and the writes' worker threads, go on serving others."""
         work = contextvars.copy_context().run  # the operation's budget goes along
         return await asyncio.get_running_loop().run_in_executor(
-            _POOL, lambda: work(self.filter, studies))
+            _POOL, lambda: work(self.filter, studies)
+        )
 
     def filter(self, studies: list[Study]) -> list[Study]:
         """The studies the expression keeps, in order (its time charged as `_charge` says)."""

@@ -75,8 +75,7 @@ def mirror(cls: type) -> type:
         if f.python_name in _SKIP.get(definition.name, ()):
             continue
         namespace["__annotations__"][f.python_name] = f"{_convert(f.type)} | None"
-        setattr(made, f.python_name, strawberry.field(description=f.description,
-                                                      default=None))
+        setattr(made, f.python_name, strawberry.field(description=f.description, default=None))
     made.__annotations__ = namespace["__annotations__"]
     result = strawberry.input(made, name=name, description=definition.description)
     # Strawberry passes the value of an input of this type, coerced by graphql-core, to this

@@ -50,8 +50,12 @@ class Limits:
 
 
 # Expected list sizes when a query gives no _count (series and instance: see _Walk.field).
-DEFAULT_SIZES = {"ImagingStudyList": 20, "ImagingStudyConnection": 20,
-                 "ImagingStudyHistory": 100, "ImagingStudyImport": 1}
+DEFAULT_SIZES = {
+    "ImagingStudyList": 20,
+    "ImagingStudyConnection": 20,
+    "ImagingStudyHistory": 100,
+    "ImagingStudyImport": 1,
+}
 PAGED = {"ImagingStudyConnection"}  # a connection's size applies to its edges
 # One FHIRPath evaluation, in selected fields: fhirpathpy takes about 50 us an item, as long
 # as completing some fifty fields does.
@@ -77,8 +81,15 @@ def rejected(what: str, limit: int, measured: int | str, advice: str = "") -> Gr
     if advice:
         message += f"; {advice}"
     resource = outcome([Issue(None, message, ISSUE_TYPE[QUERY_REJECTED])])
-    return GraphQLError(message, extensions={"code": QUERY_REJECTED, "resource": resource,
-                                             "limit": limit, "measured": measured})
+    return GraphQLError(
+        message,
+        extensions={
+            "code": QUERY_REJECTED,
+            "resource": resource,
+            "limit": limit,
+            "measured": measured,
+        },
+    )
 
 
 class _Walk:
@@ -86,14 +97,22 @@ class _Walk:
     a fragment is measured once per context (the sizes it is priced in) and its measure
     reused at every spread, so fragments spreading fragments cannot multiply the work."""
 
-    def __init__(self, limits: Limits, fragments: dict[str, FragmentDefinitionNode],
-                 variables: dict[str, Any], operation: OperationDefinitionNode) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        fragments: dict[str, FragmentDefinitionNode],
+        variables: dict[str, Any],
+        operation: OperationDefinitionNode,
+    ) -> None:
         self.limits = limits
         self.fragments = fragments
         self.variables = variables
         # `query($c: Int = 1000)` with no $c sent runs with 1000: priced the same.
-        self.defaults = {d.variable.name.value: value_from_ast_untyped(d.default_value)
-                         for d in operation.variable_definitions or () if d.default_value}
+        self.defaults = {
+            d.variable.name.value: value_from_ast_untyped(d.default_value)
+            for d in operation.variable_definitions or ()
+            if d.default_value
+        }
         self.memo: dict[tuple[str, _Context], _Measure] = {}
         self.open: set[str] = set()  # fragments being measured: a cycle is another rule's
         # What a refusal's advice names: lists priced at their most for want of a `_count`,
@@ -170,19 +189,23 @@ class _Walk:
             # On a series, an expression may walk the series' instances too: all the
             # instances a study may hold, unless it names none.
             reaches = self.text(field, "fhirpath")
-            if name == "series" and (reaches is None or "instance" in reaches
-                                     or "children" in reaches):
+            if name == "series" and (
+                reaches is None or "instance" in reaches or "children" in reaches
+            ):
                 own += FHIRPATH_WALK_COST * self.limits.max_instances
             self.fhirpaths.add(name)
         self.whole = self.whole or name == "fhirJson"
         if name in ("series", "instance") and count is None:
             self.unpaged.add(name)
-        elif (((count or 0) > 1 and name in (*DEFAULT_SIZES, "series", "instance"))
-              or (count is None and name in DEFAULT_SIZES)) and name not in self.unpaged:
+        elif (
+            ((count or 0) > 1 and name in (*DEFAULT_SIZES, "series", "instance"))
+            or (count is None and name in DEFAULT_SIZES)
+        ) and name not in self.unpaged:
             self.counted.add(name)
         child = self.measure(field.selection_set, inner)
-        return _Measure(1 + child.depth, (field.alias is not None) + child.aliases,
-                        own + size * child.cost)
+        return _Measure(
+            1 + child.depth, (field.alias is not None) + child.aliases, own + size * child.cost
+        )
 
     @staticmethod
     def argument(field: FieldNode, name: str) -> bool:
@@ -195,8 +218,7 @@ class _Walk:
             if argument.name.value == name:
                 value = argument.value
                 if isinstance(value, VariableNode):
-                    raw = self.variables.get(value.name.value,
-                                             self.defaults.get(value.name.value))
+                    raw = self.variables.get(value.name.value, self.defaults.get(value.name.value))
                 else:
                     raw = getattr(value, "value", None)
                 return raw if isinstance(raw, str) else None
@@ -209,8 +231,9 @@ class _Walk:
                 value = argument.value
                 if isinstance(value, VariableNode):
                     name = value.name.value
-                    raw = (self.variables[name] if name in self.variables
-                           else self.defaults.get(name))
+                    raw = (
+                        self.variables[name] if name in self.variables else self.defaults.get(name)
+                    )
                 else:
                     raw = getattr(value, "value", None)
                 try:
@@ -223,45 +246,58 @@ class _Walk:
         """What would bring the cost down, in the order a viewer would try it."""
         steps = []
         if "instance" in self.unpaged:
-            steps.append("page the instances: instance(_count: 100, _offset: 0), then the next "
-                         "_offset")
+            steps.append(
+                "page the instances: instance(_count: 100, _offset: 0), then the next _offset"
+            )
         if "series" in self.unpaged:
             steps.append("give series a _count")
         if "ImagingStudyList" in self.unpaged:
-            steps.append("give ImagingStudyList a _count (without one it is priced at the "
-                         "list cap, what it may return)")
+            steps.append(
+                "give ImagingStudyList a _count (without one it is priced at the "
+                "list cap, what it may return)"
+            )
         if self.whole:
             steps.append("ask fhirJson of fewer studies at once")
         if self.fhirpaths:
-            steps.append(f"use a field filter instead of fhirpath on "
-                         f"{', '.join(sorted(self.fhirpaths))} (a FHIRPath runs on every item, "
-                         "whatever the _count), or give the lists around it a _count")
+            steps.append(
+                f"use a field filter instead of fhirpath on "
+                f"{', '.join(sorted(self.fhirpaths))} (a FHIRPath runs on every item, "
+                "whatever the _count), or give the lists around it a _count"
+            )
         if self.counted:
             steps.append(f"lower the _count of {', '.join(sorted(self.counted))}")
         return "to fit, " + "; ".join(steps) if steps else "to fit, select fewer fields"
 
 
-_ADVICE = {"depth": "to fit, nest the selection less deeply",
-           "aliases": "to fit, send fewer aliases in one request (or several requests)"}
+_ADVICE = {
+    "depth": "to fit, nest the selection less deeply",
+    "aliases": "to fit, send fewer aliases in one request (or several requests)",
+}
 
 
-def limit_errors(limits: Limits, document: DocumentNode, variables: dict[str, Any]
-                 ) -> list[GraphQLError]:
+def limit_errors(
+    limits: Limits, document: DocumentNode, variables: dict[str, Any]
+) -> list[GraphQLError]:
     """Depth, aliases and cost of each operation in `document`, over the limits."""
-    fragments = {d.name.value: d for d in document.definitions
-                 if isinstance(d, FragmentDefinitionNode)}
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
     errors = []
     for operation in document.definitions:
         if not isinstance(operation, OperationDefinitionNode):
             continue
         walk = _Walk(limits, fragments, variables, operation)
         measure = walk.measure(operation.selection_set, (1, 1))
-        checks = [("depth", limits.max_depth, measure.depth),
-                  ("aliases", limits.max_aliases, measure.aliases),
-                  ("cost", limits.max_cost, measure.cost)]
-        errors += [rejected(what, limit, measured,
-                            walk.advice() if what == "cost" else _ADVICE[what])
-                   for what, limit, measured in checks if measured > limit]
+        checks = [
+            ("depth", limits.max_depth, measure.depth),
+            ("aliases", limits.max_aliases, measure.aliases),
+            ("cost", limits.max_cost, measure.cost),
+        ]
+        errors += [
+            rejected(what, limit, measured, walk.advice() if what == "cost" else _ADVICE[what])
+            for what, limit, measured in checks
+            if measured > limit
+        ]
     return errors
 
 
@@ -270,8 +306,9 @@ def limit_errors(limits: Limits, document: DocumentNode, variables: dict[str, An
 QUERY_LIST, QUERY_VALUES = 1_000, 20_000
 
 
-def variable_errors(variables: Any, most_list: int = QUERY_LIST,
-                    most_values: int = QUERY_VALUES) -> list[GraphQLError]:
+def variable_errors(
+    variables: Any, most_list: int = QUERY_LIST, most_values: int = QUERY_VALUES
+) -> list[GraphQLError]:
     """Refuses, before GraphQL coerces them on the event loop (seconds for a million values),
     a query's variables holding a longer list or more values in all than a query can use: its
     lists are search values, capped far lower. (A mutation's variables, which carry studies,

@@ -21,7 +21,8 @@ class OperationChoice(SchemaExtension):
         if document is not None and getattr(context, "_provided_operation_name", None) is None:
             count = sum(isinstance(d, OperationDefinitionNode) for d in document.definitions)
             if count > 1:
-                error = GraphQLError(f"the document holds {count} operations: operationName "
-                                     "must name the one to run")
+                error = GraphQLError(
+                    f"the document holds {count} operations: operationName must name the one to run"
+                )
                 context.pre_execution_errors = [*(context.pre_execution_errors or ()), error]
         yield

@@ -28,4 +28,4 @@ def page(items: list[T], count: int | None, offset: int | None, cap: int) -> lis
     """One page of `items`; no `_count` means all of them from the offset on."""
     start = check_offset(offset)
     size = check_count(count, None, cap)
-    return items[start:] if size is None else items[start:start + size]
+    return items[start:] if size is None else items[start : start + size]

@@ -14,8 +14,10 @@ from store.fhir.definitions import imaging_study
 _WHOLE = {"fhirJson"}  # fields that read the whole stored study
 # Lists that page or filter in their resolver: they need their ordering and filter elements
 # (and those their arguments read: see _filtered).
-_CONTAINERS = {("", "series"): ("uid", "number", "modality"), ("series", "instance"): ("uid",
-                                                                                       "number")}
+_CONTAINERS = {
+    ("", "series"): ("uid", "number", "modality"),
+    ("series", "instance"): ("uid", "number"),
+}
 
 
 def selected(selections: Iterable[Any]) -> Iterable[SelectedField]:
@@ -56,16 +58,20 @@ def study_paths(selections: Iterable[Any], prefix: str = "") -> set[str] | None:
 
 def _follows(selections: Iterable[Any]) -> bool:
     """Whether a selection below a datatype follows a reference (Reference.resource)."""
-    return any(field.name == "resource" or _follows(field.selections)
-               for field in selected(selections))
+    return any(
+        field.name == "resource" or _follows(field.selections) for field in selected(selections)
+    )
 
 
 def _filtered(arguments: dict[str, Any], path: str) -> set[str] | None:
     """The elements a container's filters read (field filters, the names its `fhirpath`
     mentions), so the items are filtered on their stored values; None: all of them."""
     elements = imaging_study()[f"ImagingStudy.{path}"]
-    read = {f"{path}.{name}" for name, value in arguments.items()
-            if value is not None and name in elements}
+    read = {
+        f"{path}.{name}"
+        for name, value in arguments.items()
+        if value is not None and name in elements
+    }
     expression = arguments.get("fhirpath")
     if expression is not None:
         names = names_read(str(expression), elements)

@@ -49,8 +49,9 @@ class ImagingSchema(strawberry.Schema):
         fhir_json_inputs(self._schema)  # write inputs reach the resolvers as FHIR JSON
         directives.declare(self._schema)  # @flatten, @first, @singleton, @slice
 
-    def process_errors(self, errors: list[GraphQLError],
-                       execution_context: ExecutionContext | None = None) -> None:
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
         # Client errors are answers, not incidents; the mapper logs unexpected ones itself.
         for error in errors:
             if error.original_error is not None and not hasattr(error.original_error, "code"):
@@ -67,22 +68,33 @@ def whole_study(settings: Settings) -> int:
     """The cost of one fhirJson: it returns the whole study, so it is priced as selecting
     every element of the largest study the store accepts (each element once per series and
     per instance at the caps)."""
-    return (_width(ImagingStudy) + settings.max_series * _width(ImagingStudySeries)
-            + settings.max_instances * _width(ImagingStudySeriesInstance))
+    return (
+        _width(ImagingStudy)
+        + settings.max_series * _width(ImagingStudySeries)
+        + settings.max_instances * _width(ImagingStudySeriesInstance)
+    )
 
 
 def limits(settings: Settings) -> Limits:
-    return Limits(max_tokens=settings.max_tokens, max_depth=settings.max_depth,
-                  max_aliases=settings.max_aliases, max_cost=settings.max_cost,
-                  max_length=settings.max_query_length, max_series=settings.max_series,
-                  max_instances=settings.max_instances, max_list=settings.list_max_count,
-                  whole_study=whole_study(settings),
-                  introspection=not settings.production)
+    return Limits(
+        max_tokens=settings.max_tokens,
+        max_depth=settings.max_depth,
+        max_aliases=settings.max_aliases,
+        max_cost=settings.max_cost,
+        max_length=settings.max_query_length,
+        max_series=settings.max_series,
+        max_instances=settings.max_instances,
+        max_list=settings.list_max_count,
+        whole_study=whole_study(settings),
+        introspection=not settings.production,
+    )
 
 
-def build_schema(settings: Settings | None = None,
-                 extra: Sequence[Callable[[], SchemaExtension]] = (),
-                 compiled: bool | None = None) -> strawberry.Schema:
+def build_schema(
+    settings: Settings | None = None,
+    extra: Sequence[Callable[[], SchemaExtension]] = (),
+    compiled: bool | None = None,
+) -> strawberry.Schema:
     """The schema for `settings`; `extra` extensions (audit, metrics) run around the rest, so
     they see every operation's final, mapped errors. `compiled=False` executes with plain
     graphql-core (the reference the compiled path is tested and measured against)."""
@@ -94,11 +106,19 @@ def build_schema(settings: Settings | None = None,
         subscription=Subscription,
         config=StrawberryConfig(auto_camel_case=False, default_resolver=read_element),
         # Factories, not instances: every operation gets its own extension objects.
-        extensions=[*extra, query_limits(limits(settings)), OperationChoice,
-                    functools.partial(ResultBudget, settings.max_result_values,
-                                      settings.max_store_seconds,
-                                      settings.max_reference_reads),
-                    functools.partial(ErrorMapper, settings.production), Reshape],
+        extensions=[
+            *extra,
+            query_limits(limits(settings)),
+            OperationChoice,
+            functools.partial(
+                ResultBudget,
+                settings.max_result_values,
+                settings.max_store_seconds,
+                settings.max_reference_reads,
+            ),
+            functools.partial(ErrorMapper, settings.production),
+            Reshape,
+        ],
         execution_context_class=CompiledExecutionContext if compiled else None,
     )
 

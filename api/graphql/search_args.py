@@ -20,14 +20,17 @@ _SYNTAX = {
     "token": "A token: code, system|code, |code (no system) or system|.",
     "reference": "A reference: Type/id, a bare id, or an absolute URL (matched as written).",
     "date": "A date with an optional prefix eq ne gt lt ge le sa eb ap, e.g. ge2024-01-01; "
-            "partial dates are ranges (2024 is the whole year).",
+    "partial dates are ranges (2024 is the whole year).",
 }
 _EXTRA = {
     "_id": ("token", "The logical id of the study."),
     "_lastUpdated": ("date", "When the study last changed (meta.lastUpdated)."),
-    "reason": ("token", "The reason for the study. R5 gives no expression: a value that looks "
-               "like a reference (Condition/1) searches reason.reference, anything else is a "
-               "token on reason.concept."),
+    "reason": (
+        "token",
+        "The reason for the study. R5 gives no expression: a value that looks "
+        "like a reference (Condition/1) searches reason.reference, anything else is a "
+        "token on reason.concept.",
+    ),
 }
 
 
@@ -39,29 +42,49 @@ def _description(code: str) -> str:
     return f"{text} ({expression}). {_SYNTAX[kind]}"
 
 
-_REPEAT = (" A list of values means any of them (OR); a comma is part of the value. For AND, "
-           "modifiers and more, use _filter.")
+_REPEAT = (
+    " A list of values means any of them (OR); a comma is part of the value. For AND, "
+    "modifiers and more, use _filter."
+)
 _PARAMETERS = [
-    inspect.Parameter(graphql_name(code), inspect.Parameter.KEYWORD_ONLY, default=None,
-                      annotation=Annotated[list[str] | None, strawberry.argument(
-                          description=_description(code) + _REPEAT)])
+    inspect.Parameter(
+        graphql_name(code),
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[
+            list[str] | None, strawberry.argument(description=_description(code) + _REPEAT)
+        ],
+    )
     for code in CODES
 ]
-_FILTER = inspect.Parameter(FILTER, inspect.Parameter.KEYWORD_ONLY, default=None,
-                            annotation=Annotated[str | None, strawberry.argument(description=(
-                                "FHIR's _filter language (R5 search_filter.html) over these "
-                                "parameters (names as in FHIR: body-site, _lastUpdated): "
-                                "comparisons such as `started ge 2024-01-01` or `modality ne "
-                                "CT`, joined by and/or (left to right, no precedence), not "
-                                "(...), parentheses and quoted values. AND with the other "
-                                "arguments."))])
+_FILTER = inspect.Parameter(
+    FILTER,
+    inspect.Parameter.KEYWORD_ONLY,
+    default=None,
+    annotation=Annotated[
+        str | None,
+        strawberry.argument(
+            description=(
+                "FHIR's _filter language (R5 search_filter.html) over these "
+                "parameters (names as in FHIR: body-site, _lastUpdated): "
+                "comparisons such as `started ge 2024-01-01` or `modality ne "
+                "CT`, joined by and/or (left to right, no precedence), not "
+                "(...), parentheses and quoted values. AND with the other "
+                "arguments."
+            )
+        ),
+    ],
+)
 _BY_ARGUMENT = {graphql_name(code): code for code in CODES}
 
 
 def _caps(info: Info) -> ValueCaps:
     settings = info.context.settings
-    return ValueCaps(settings.search_max_values, settings.search_max_total_values,
-                     settings.search_max_value_length)
+    return ValueCaps(
+        settings.search_max_values,
+        settings.search_max_total_values,
+        settings.search_max_value_length,
+    )
 
 
 def searchable(resolver: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -78,13 +101,20 @@ def searchable(resolver: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
         if (expression := kwargs.pop(FILTER, None)) is not None:
             given.append((FILTER, [expression]))
         check_values(given, _caps(kwargs["info"]), split=False)
-        params = [(_BY_ARGUMENT[name], or_value(values)) if name in _BY_ARGUMENT
-                  else (name, values[0]) for name, values in given]
+        params = [
+            (_BY_ARGUMENT[name], or_value(values)) if name in _BY_ARGUMENT else (name, values[0])
+            for name, values in given
+        ]
         return await resolver(*args, params=params, **kwargs)
 
     # inspect.signature honours __signature__ (PEP 362), which typeshed does not declare on
     # functions.
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*own[:2], *_PARAMETERS, _FILTER,
-                    *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own[2:])])
+        parameters=[
+            *own[:2],
+            *_PARAMETERS,
+            _FILTER,
+            *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own[2:]),
+        ]
+    )
     return wrapper

@@ -49,10 +49,17 @@ class Refusal(Exception):
     application/graphql-response+json; `legacy_status`, when set, the one under
     application/json (the spec keeps 200 there for a request the GraphQL layer refuses)."""
 
-    def __init__(self, status: int, message: str, code: str = BAD_REQUEST,
-                 issue: str = "invalid", *, legacy_status: int | None = None,
-                 diagnostics: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str = BAD_REQUEST,
+        issue: str = "invalid",
+        *,
+        legacy_status: int | None = None,
+        diagnostics: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message

@@ -172,8 +172,11 @@ export default { possibleTypes, typePolicies, cachedVersions, evictResource };
 
 
 def _roots(schema: GraphQLSchema) -> set[str]:
-    return {t.name for t in (schema.query_type, schema.mutation_type, schema.subscription_type)
-            if t is not None}
+    return {
+        t.name
+        for t in (schema.query_type, schema.mutation_type, schema.subscription_type)
+        if t is not None
+    }
 
 
 def _is_list(type_: Any) -> bool:
@@ -185,14 +188,23 @@ def config(schema: GraphQLSchema) -> dict[str, Any]:
     types, per type the paged list fields (with the arguments that tell their lists apart),
     and the lists whose items are matched on `uid` (with the paged fields of those items)."""
     roots = _roots(schema)
-    objects = sorted((t for name, t in schema.type_map.items()
-                      if isinstance(t, GraphQLObjectType) and not name.startswith("__")
-                      and name not in roots), key=lambda t: t.name)
+    objects = sorted(
+        (
+            t
+            for name, t in schema.type_map.items()
+            if isinstance(t, GraphQLObjectType) and not name.startswith("__") and name not in roots
+        ),
+        key=lambda t: t.name,
+    )
     resources = [t.name for t in objects if all(f in t.fields for f in RESOURCE_FIELDS)]
-    pages = [(type_.name, name, field) for type_ in objects
-             for name, field in type_.fields.items()
-             if _is_list(field.type) and all(a in field.args for a in PAGE_ARGS)
-             and "uid" in getattr(get_named_type(field.type), "fields", {})]
+    pages = [
+        (type_.name, name, field)
+        for type_ in objects
+        for name, field in type_.fields.items()
+        if _is_list(field.type)
+        and all(a in field.args for a in PAGE_ARGS)
+        and "uid" in getattr(get_named_type(field.type), "fields", {})
+    ]
     holders: dict[str, list[str]] = {}
     for owner, name, _ in pages:
         holders.setdefault(owner, []).append(name)
@@ -201,17 +213,18 @@ def config(schema: GraphQLSchema) -> dict[str, Any]:
     for owner, name, field in pages:
         item = get_named_type(field.type)
         if item.name not in holders:
-            paged.setdefault(owner, {})[name] = sorted(a for a in field.args
-                                                       if a not in PAGE_ARGS)
+            paged.setdefault(owner, {})[name] = sorted(a for a in field.args if a not in PAGE_ARGS)
     for type_ in objects:
         for name, field in type_.fields.items():
             item = get_named_type(field.type)
             if _is_list(field.type) and item.name in holders and "uid" in item.fields:
                 by_uid.setdefault(type_.name, {})[name] = holders[item.name]
     return {
-        "possibleTypes": {name: sorted(t.name for t in schema.get_possible_types(abstract))
-                          for name, abstract in sorted(schema.type_map.items())
-                          if is_abstract_type(abstract) and not name.startswith("__")},
+        "possibleTypes": {
+            name: sorted(t.name for t in schema.get_possible_types(abstract))
+            for name, abstract in sorted(schema.type_map.items())
+            if is_abstract_type(abstract) and not name.startswith("__")
+        },
         "resources": resources,
         "unkeyed": [t.name for t in objects if t.name not in resources],
         "pagedFields": paged,
@@ -230,4 +243,5 @@ def endpoint(schema: strawberry.Schema) -> Callable[[Request], Awaitable[Respons
 
     async def apollo_cache(_: Request) -> Response:
         return Response(body, media_type="text/javascript")
+
     return apollo_cache

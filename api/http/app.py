@@ -80,16 +80,20 @@ class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
     websocket_adapter_class = Socket
     schema: Schema  # what build_schema makes; the ASGI view declares only its base class
 
-    def __init__(self, settings: Settings, metrics: ops.Metrics, bus: Bus,
-                 explain: Explainer) -> None:
+    def __init__(
+        self, settings: Settings, metrics: ops.Metrics, bus: Bus, explain: Explainer
+    ) -> None:
         schema = build_schema(settings, extra=[AuditLog, metrics.extension])
         # Only graphql-transport-ws: the legacy graphql-ws protocol would bypass the token's
         # checks at connection_init and at exp (api/http/websocket.py). Browsers get the Origin
         # check of CORS: the same origins may drive the API over either transport.
-        super().__init__(schema, graphql_ide=None if settings.production else "graphiql",
-                         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
-                         max_subscriptions_per_connection=settings.max_subscriptions,
-                         allowed_origins=settings.cors_origins)
+        super().__init__(
+            schema,
+            graphql_ide=None if settings.production else "graphiql",
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            max_subscriptions_per_connection=settings.max_subscriptions,
+            allowed_origins=settings.cors_origins,
+        )
         self.settings = settings
         self.bus = bus
         self.authenticator = Authenticator(settings)
@@ -98,9 +102,15 @@ class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
         self.limits = limits(settings)
 
     async def get_context(self, request: Any, response: Any) -> Context:
-        return Context(_repo=request.app.state.repo, settings=self.settings, request=request,
-                       response=response, events=self.bus, authenticator=self.authenticator,
-                       authorization=request.headers.get("authorization"))
+        return Context(
+            _repo=request.app.state.repo,
+            settings=self.settings,
+            request=request,
+            response=response,
+            events=self.bus,
+            authenticator=self.authenticator,
+            authorization=request.headers.get("authorization"),
+        )
 
     def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
         allowed = super().is_websocket_origin_allowed(request, origin)
@@ -128,8 +138,12 @@ class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
 async def _not_found(request: Request, _: Exception) -> Response:
     """An unknown path answers in the body every other refusal has (a client that posts to a
     wrong URL shows the message, not a bare network error)."""
-    refused = Refusal(404, f"no such endpoint: {request.url.path[:100]}; GraphQL is served at "
-                      "/graphql (and /$graphql)", issue="not-found")
+    refused = Refusal(
+        404,
+        f"no such endpoint: {request.url.path[:100]}; GraphQL is served at "
+        "/graphql (and /$graphql)",
+        issue="not-found",
+    )
     status, headers, body = refused.answer(answer_media(request.headers.get("accept")))
     return Response(body, status_code=status, headers=headers)
 
@@ -138,15 +152,22 @@ def open_repository(settings: Settings, events: Bus | None = None) -> tuple[Any,
     """The store the settings name: MongoDB at MONGODB_URI, else the embedded one."""
     if settings.mongodb_uri:
         handle, db = client.open_server(
-            settings.mongodb_uri, settings.mongodb_db,
+            settings.mongodb_uri,
+            settings.mongodb_db,
             serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
-            connectTimeoutMS=settings.mongodb_timeout_ms, w=settings.mongodb_write_concern,
-            retryWrites=settings.mongodb_retry_writes)
+            connectTimeoutMS=settings.mongodb_timeout_ms,
+            w=settings.mongodb_write_concern,
+            retryWrites=settings.mongodb_retry_writes,
+        )
     else:
         handle, db = client.open_embedded(settings.mongodb_db)
-    return handle, Repository(db, max_instances=settings.max_instances,
-                              max_series=settings.max_series,
-                              cursor_secret=settings.cursor_secret.encode(), events=events)
+    return handle, Repository(
+        db,
+        max_instances=settings.max_instances,
+        max_series=settings.max_series,
+        cursor_secret=settings.cursor_secret.encode(),
+        events=events,
+    )
 
 
 async def _ensure_indexes(repo: Repository) -> None:
@@ -167,8 +188,7 @@ async def _ensure_indexes(repo: Repository) -> None:
 async def _preload(settings: Settings, repo: Repository) -> None:
     if settings.embedded and settings.seed:
         ids = await seed(repo)
-        log.info("embedded store seeded with %d demo studies and pydicom's test files",
-                 len(ids))
+        log.info("embedded store seeded with %d demo studies and pydicom's test files", len(ids))
     if settings.preload:
         report = await run_import(LocalTarget(repo), list(settings.preload), out=sys.stderr)
         log.info("imported at start-up:\n%s", report.table())
@@ -180,8 +200,11 @@ async def _preload(settings: Settings, repo: Repository) -> None:
 def create_app(settings: Settings, store: Repository | None = None) -> Starlette:
     metrics = ops.Metrics()
     # The cursor secret also keys event positions, so all workers give an event the same one.
-    bus = Bus(backlog=settings.subscriber_backlog, history=settings.event_history,
-              secret=settings.cursor_secret.encode())
+    bus = Bus(
+        backlog=settings.subscriber_backlog,
+        history=settings.event_history,
+        secret=settings.cursor_secret.encode(),
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -214,29 +237,45 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
 
     explain = Explainer()  # one log of refused origins for CORS and WebSockets alike
     graphql = _GraphQL(settings, metrics, bus, explain)
-    routes = [Route("/graphql", graphql),  # other methods: a JSON 405 (api/http/view.py)
-              WebSocketRoute("/graphql", graphql),
-              # FHIR's $graphql: the system endpoint is /graphql by its FHIR name; one study's
-              # runs its query with that study as the root (api/http/instance.py).
-              Route("/$graphql", graphql), WebSocketRoute("/$graphql", graphql),
-              Route("/ImagingStudy/{id}/$graphql", graphql),
-              Route("/healthz", ops.healthz), Route("/readyz", ops.readyz),
-              Route("/metrics", metrics.endpoint)]
+    routes = [
+        Route("/graphql", graphql),  # other methods: a JSON 405 (api/http/view.py)
+        WebSocketRoute("/graphql", graphql),
+        # FHIR's $graphql: the system endpoint is /graphql by its FHIR name; one study's
+        # runs its query with that study as the root (api/http/instance.py).
+        Route("/$graphql", graphql),
+        WebSocketRoute("/$graphql", graphql),
+        Route("/ImagingStudy/{id}/$graphql", graphql),
+        Route("/healthz", ops.healthz),
+        Route("/readyz", ops.readyz),
+        Route("/metrics", metrics.endpoint),
+    ]
     if not settings.production:
-        routes += [Route("/", home), Mount("/static", StaticFiles(directory=STATIC)),
-                   Route("/apollo-cache.js", apollo_cache.endpoint(graphql.schema))]
-    middleware = [Middleware(RequestId),
-                  # Without authentication, the Host is what tells a DNS-rebinding page apart.
-                  *([Middleware(HostCheck, allowed=settings.allowed_hosts)]
-                    if settings.auth == "off" else []),
-                  Middleware(BodyTimeout, seconds=settings.body_timeout_seconds),
-                  Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
-                  # Level 1: a 2 MB study compresses about as well at a fraction of the CPU.
-                  Middleware(GZipMiddleware, minimum_size=1024, compresslevel=1),
-                  # Even with no origin allowed: a refused preflight is then logged.
-                  Middleware(Cors, origins=settings.cors_origins, explain=explain)]
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
-                    exception_handlers={404: _not_found})
+        routes += [
+            Route("/", home),
+            Mount("/static", StaticFiles(directory=STATIC)),
+            Route("/apollo-cache.js", apollo_cache.endpoint(graphql.schema)),
+        ]
+    middleware = [
+        Middleware(RequestId),
+        # Without authentication, the Host is what tells a DNS-rebinding page apart.
+        *(
+            [Middleware(HostCheck, allowed=settings.allowed_hosts)]
+            if settings.auth == "off"
+            else []
+        ),
+        Middleware(BodyTimeout, seconds=settings.body_timeout_seconds),
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+        # Level 1: a 2 MB study compresses about as well at a fraction of the CPU.
+        Middleware(GZipMiddleware, minimum_size=1024, compresslevel=1),
+        # Even with no origin allowed: a refused preflight is then logged.
+        Middleware(Cors, origins=settings.cors_origins, explain=explain),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={404: _not_found},
+    )
     app.state.metrics = metrics
     app.state.events = bus
     if store is not None:

@@ -37,21 +37,27 @@ WELCOME = """\
 # (what Strawberry's page says, what this page says instead): each must be found, so that a
 # Strawberry upgrade that changes the page fails the tests instead of quietly losing a change.
 _EDITS = (
-    ("<title>Strawberry GraphiQL</title>", "<title>imaging-api: FHIR R5 ImagingStudy GraphiQL"
-     "</title>"),
-    ('    <script>\n      const EXAMPLE_QUERY = `',
-     f'    <script\n      crossorigin\n      src="{UNPKG}{GRAPHQL_WS}"\n'
-     f'      integrity="{GRAPHQL_WS_INTEGRITY}"\n    ></script>\n'
-     '    <script>\n      const EXAMPLE_QUERY = `'),
+    (
+        "<title>Strawberry GraphiQL</title>",
+        "<title>imaging-api: FHIR R5 ImagingStudy GraphiQL</title>",
+    ),
+    (
+        "    <script>\n      const EXAMPLE_QUERY = `",
+        f'    <script\n      crossorigin\n      src="{UNPKG}{GRAPHQL_WS}"\n'
+        f'      integrity="{GRAPHQL_WS_INTEGRITY}"\n    ></script>\n'
+        "    <script>\n      const EXAMPLE_QUERY = `",
+    ),
     # GraphiQL chooses the transport from the editor's last parsed document, which lags behind
     # typing: a subscription typed (or pasted) and run at once went over HTTP and was refused.
     # This fetcher decides from the operation it is given. A subscription's socket sends the
     # headers editor's Authorization in connection_init, where the server looks for the token.
-    ("""      const fetcher = GraphiQL.createFetcher({
+    (
+        """      const fetcher = GraphiQL.createFetcher({
         url: fetchURL,
         headers: defaultHeaders,
         subscriptionUrl,
-      });""", """      function operationKind(query, operationName) {
+      });""",
+        """      function operationKind(query, operationName) {
         const text = query.replace(/"{3}[\\s\\S]*?"{3}|"(?:[^"\\\\\\n]|\\\\.)*"|#[^\\n\\r]*/g, " ");
         const operations = [];
         let depth = 0;
@@ -113,7 +119,8 @@ _EDITS = (
           return subscribed(wsClientFor(options && options.headers).iterate(params));
         }
         return httpFetcher(params, options);
-      }"""),
+      }""",
+    ),
 )
 
 
@@ -121,8 +128,10 @@ def cdn_page() -> str:
     """The page with its scripts on unpkg, as Strawberry writes it, plus this service's
     changes."""
     page = get_graphql_ide_html("graphiql")
-    start, end = page.index("const EXAMPLE_QUERY = `") + 23, page.index("`;", page.index(
-        "const EXAMPLE_QUERY = `"))
+    start, end = (
+        page.index("const EXAMPLE_QUERY = `") + 23,
+        page.index("`;", page.index("const EXAMPLE_QUERY = `")),
+    )
     page = page[:start] + WELCOME + page[end:]
     for old, new in _EDITS:
         if old not in page:

@@ -32,13 +32,20 @@ def rooted(query: str | None, study_id: str, limits: Limits) -> str | None:
         return query
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if any(o.operation.value != "query" for o in operations):
-        raise Refusal(400, "the $graphql of one study runs queries only: send mutations and "
-                      "subscriptions to /graphql (or /$graphql)", BAD_USER_INPUT,
-                      legacy_status=200)
+        raise Refusal(
+            400,
+            "the $graphql of one study runs queries only: send mutations and "
+            "subscriptions to /graphql (or /$graphql)",
+            BAD_USER_INPUT,
+            legacy_status=200,
+        )
     opening = "{" + f"{ROOT}(id: {print_string(study_id)}) "
-    edits = sorted(edit for o in operations if o.selection_set.loc is not None
-                   for edit in ((o.selection_set.loc.start, opening),
-                                (o.selection_set.loc.end, "}")))
+    edits = sorted(
+        edit
+        for o in operations
+        if o.selection_set.loc is not None
+        for edit in ((o.selection_set.loc.start, opening), (o.selection_set.loc.end, "}"))
+    )
     for at, text in reversed(edits):  # from the end, so earlier offsets stay valid
         query = query[:at] + text + query[at:]
     return query
@@ -62,6 +69,10 @@ def unwrapped(answer: GraphQLHTTPResponse, study_id: str) -> GraphQLHTTPResponse
         answer["data"] = study if isinstance(study, dict) else None
         if answer["data"] is None and not errors:
             missing = fail(NOT_FOUND, ROOT, f"no ImagingStudy with id '{study_id}'")
-            answer["errors"] = [{"message": missing.message, "extensions": {
-                "code": missing.code, "resource": missing.outcome()}}]
+            answer["errors"] = [
+                {
+                    "message": missing.message,
+                    "extensions": {"code": missing.code, "resource": missing.outcome()},
+                }
+            ]
     return answer

@@ -10,8 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TextIO
 
-request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
-                                                                        default=None)
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,9 +18,13 @@ class JsonFormatter(logging.Formatter):
     record and duration of a GraphQL operation)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-                "level": record.levelname, "logger": record.name,
-                "message": record.getMessage(), "request_id": request_id.get()}
+        line = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": request_id.get(),
+        }
         if hasattr(record, "audit"):
             line["audit"] = record.audit
         if hasattr(record, "duration_ms"):
@@ -68,8 +71,7 @@ class WithoutQuery(logging.Filter):
         return True
 
 
-def configure(level: int = logging.INFO, fmt: str = "auto", stream: TextIO | None = None
-              ) -> None:
+def configure(level: int = logging.INFO, fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Every logger, uvicorn's included, to `stream` (standard error): as `fmt` says
     ("json" or "text"), or for "auto" readable lines on a terminal and JSON lines elsewhere
     (a file, a pipe, a log collector)."""

@@ -40,9 +40,9 @@ class RequestId:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", rid.encode())]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
             await send(message)
+
         try:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
@@ -90,13 +90,25 @@ class HostCheck:
         if host_name(host) in self.allowed:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008,
-                        "reason": "Host not allowed (IMAGING_ALLOWED_HOSTS)"})
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": 1008,
+                    "reason": "Host not allowed (IMAGING_ALLOWED_HOSTS)",
+                }
+            )
         else:
             # The allowed names are not listed: they may be internal ones.
-            await _refuse(scope, send, Refusal(
-                400, "Host not allowed: this server answers only to the host names in "
-                "IMAGING_ALLOWED_HOSTS", issue="security"))
+            await _refuse(
+                scope,
+                send,
+                Refusal(
+                    400,
+                    "Host not allowed: this server answers only to the host names in "
+                    "IMAGING_ALLOWED_HOSTS",
+                    issue="security",
+                ),
+            )
 
 
 async def _refuse(scope: Scope, send: Send, refusal: Refusal, close: bool = False) -> None:
@@ -115,8 +127,14 @@ class _SlowBody(Exception):
     pass
 
 
-async def _refusing(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
-                    error: type[Exception], refuse: Callable[[Send], Awaitable[None]]) -> None:
+async def _refusing(
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    error: type[Exception],
+    refuse: Callable[[Send], Awaitable[None]],
+) -> None:
     """Runs `app`; when its reading of the body raises `error` before a response has started,
     answers with `refuse` instead (once a response started, the connection just ends)."""
     started = False
@@ -125,6 +143,7 @@ async def _refusing(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
         nonlocal started
         started = started or message["type"] == "http.response.start"
         await send(message)
+
     try:
         await app(scope, receive, tracking)
     except error:
@@ -161,9 +180,18 @@ class BodyTimeout:
             return message
 
         async def refuse(send: Send) -> None:
-            await _refuse(scope, send, Refusal(
-                408, f"request body not received within {self.seconds:g} s "
-                "(IMAGING_BODY_TIMEOUT_SECONDS)", issue="timeout"), close=True)
+            await _refuse(
+                scope,
+                send,
+                Refusal(
+                    408,
+                    f"request body not received within {self.seconds:g} s "
+                    "(IMAGING_BODY_TIMEOUT_SECONDS)",
+                    issue="timeout",
+                ),
+                close=True,
+            )
+
         await _refusing(self.app, scope, timed, send, _SlowBody, refuse)
 
 
@@ -195,18 +223,32 @@ class BodyLimit:
             if seen > self.max_bytes:
                 raise _TooLarge
             return message
-        await _refusing(self.app, scope, counted, send, _TooLarge,
-                        lambda send: self._refuse(scope, send))
+
+        await _refusing(
+            self.app, scope, counted, send, _TooLarge, lambda send: self._refuse(scope, send)
+        )
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        await _refuse(scope, send, Refusal(413, f"request body over {self.max_bytes} bytes "
-                                           "(IMAGING_MAX_BODY_BYTES)", issue="too-long"))
+        await _refuse(
+            scope,
+            send,
+            Refusal(
+                413,
+                f"request body over {self.max_bytes} bytes (IMAGING_MAX_BODY_BYTES)",
+                issue="too-long",
+            ),
+        )
 
 
 # What browsers may send cross-origin besides the CORS-safelisted headers: a bearer token, a
 # JSON body, Apollo Client's client awareness headers, and a request id to trace a call by.
-CORS_HEADERS = ("authorization", "content-type", "apollographql-client-name",
-                "apollographql-client-version", "x-request-id")
+CORS_HEADERS = (
+    "authorization",
+    "content-type",
+    "apollographql-client-name",
+    "apollographql-client-version",
+    "x-request-id",
+)
 
 
 class Explainer:
@@ -244,8 +286,14 @@ class Explainer:
         """Logs that `what` from a page on `origin` was refused, and the setting that would
         allow it."""
         shown = _loggable(origin)
-        self("origin", shown, "%s from origin %s refused: add it to IMAGING_CORS_ORIGINS "
-             "(comma-separated origins) to let its pages call this API", what, shown)
+        self(
+            "origin",
+            shown,
+            "%s from origin %s refused: add it to IMAGING_CORS_ORIGINS "
+            "(comma-separated origins) to let its pages call this API",
+            what,
+            shown,
+        )
 
 
 class Cors(CORSMiddleware):
@@ -254,8 +302,13 @@ class Cors(CORSMiddleware):
     refusal of each origin, method or header is logged with what would allow it."""
 
     def __init__(self, app: ASGIApp, origins: tuple[str, ...], explain: Explainer) -> None:
-        super().__init__(app, allow_origins=list(origins), allow_methods=["GET", "POST"],
-                         allow_headers=CORS_HEADERS, expose_headers=["x-request-id"])
+        super().__init__(
+            app,
+            allow_origins=list(origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=CORS_HEADERS,
+            expose_headers=["x-request-id"],
+        )
         self.explain = explain
 
     def preflight_response(self, request_headers: Headers) -> Response:
@@ -269,14 +322,23 @@ class Cors(CORSMiddleware):
             self.explain.refused_origin(request["origin"], "CORS preflight")
         method = _loggable(request["access-control-request-method"])
         if method not in self.allow_methods:
-            self.explain("method", method, "CORS preflight for method %s refused: only GET and "
-                       "POST are served", method)
+            self.explain(
+                "method",
+                method,
+                "CORS preflight for method %s refused: only GET and POST are served",
+                method,
+            )
         asked = request.get("access-control-request-headers") or ""
         for header in (h.strip().lower() for h in asked.split(",") if h.strip()):
             if header not in self.allow_headers:
-                self.explain("header", _loggable(header), "CORS preflight refused: header %s is"
-                           " not one a cross-origin page may send (allowed: %s)",
-                           _loggable(header), ", ".join(CORS_HEADERS))
+                self.explain(
+                    "header",
+                    _loggable(header),
+                    "CORS preflight refused: header %s is"
+                    " not one a cross-origin page may send (allowed: %s)",
+                    _loggable(header),
+                    ", ".join(CORS_HEADERS),
+                )
 
 
 def _loggable(value: str) -> str:

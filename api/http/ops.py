@@ -33,14 +33,24 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("imaging_requests", "GraphQL operations by name and outcome",
-                                ["operation", "outcome"], registry=self.registry)
-        self.latency = Histogram("imaging_request_seconds", "GraphQL operation latency",
-                                 ["operation"], registry=self.registry)
-        self.store = Histogram("imaging_store_seconds", "Store call latency", ["call"],
-                               registry=self.registry)
-        self.subscriptions = Gauge("imaging_subscriptions", "Open GraphQL subscriptions",
-                                   registry=self.registry)
+        self.requests = Counter(
+            "imaging_requests",
+            "GraphQL operations by name and outcome",
+            ["operation", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "imaging_request_seconds",
+            "GraphQL operation latency",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.store = Histogram(
+            "imaging_store_seconds", "Store call latency", ["call"], registry=self.registry
+        )
+        self.subscriptions = Gauge(
+            "imaging_subscriptions", "Open GraphQL subscriptions", registry=self.registry
+        )
 
     def extension(self) -> SchemaExtension:
         return _Observe(self)
@@ -53,9 +63,12 @@ def operation_label(schema: GraphQLSchema, fields: list[str]) -> str:
     """The metrics label of an operation: its root field when it names one field of the
     schema, else `multiple` or `unknown`. Never a name the caller chose (an operationName,
     an alias, an unknown field): each distinct label is a series kept for the process's life."""
-    known = {name for root in (schema.query_type, schema.mutation_type,
-                               schema.subscription_type) if root is not None
-             for name in root.fields}
+    known = {
+        name
+        for root in (schema.query_type, schema.mutation_type, schema.subscription_type)
+        if root is not None
+        for name in root.fields
+    }
     named = {name for name in fields if name in known}
     if len(named) == 1:
         return named.pop()
@@ -97,6 +110,7 @@ class Timed:
                 return await attr(*args, **kwargs)
             finally:
                 histogram.observe(time.perf_counter() - start)
+
         return timed
 
 
@@ -109,6 +123,7 @@ async def readyz(request: Request) -> Response:
     try:
         await asyncio.wait_for(request.app.state.repo.ping(), READY_TIMEOUT)
     except (TimeoutError, StoreError) as error:
-        return JSONResponse({"status": "unavailable", "reason": type(error).__name__},
-                            status_code=503)
+        return JSONResponse(
+            {"status": "unavailable", "reason": type(error).__name__}, status_code=503
+        )
     return JSONResponse({"status": "ready"})

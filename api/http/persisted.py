@@ -80,8 +80,9 @@ class PersistedQueries:
     def _cost(key: str, query: str) -> int:
         return len(query.encode()) + len(key) + _ENTRY_BYTES
 
-    def resolve(self, extensions: dict[str, Any] | None, query: str | None,
-                caller: str | None = "") -> tuple[str | None, str | None]:
+    def resolve(
+        self, extensions: dict[str, Any] | None, query: str | None, caller: str | None = ""
+    ) -> tuple[str | None, str | None]:
         """(the query to run, the key to register it under once it ran) for a request of
         `caller` (whose registrations it sees; None: a caller who may not register, a bad
         token) with these `extensions` and `query`; Refusal when its persistedQuery cannot be
@@ -91,21 +92,38 @@ class PersistedQueries:
         sha256 = _hash_of(extensions["persistedQuery"])
         key = f"{caller or ''}\0{sha256}"
         if self.max_bytes == 0:
-            raise Refusal(200, "PersistedQueryNotSupported", PERSISTED_QUERY_NOT_SUPPORTED,
-                          "not-supported", headers=_NOT_CACHED, diagnostics=(
-                              "persisted queries are off on this server "
-                              "(IMAGING_PERSISTED_QUERY_BYTES=0): send the query itself"))
+            raise Refusal(
+                200,
+                "PersistedQueryNotSupported",
+                PERSISTED_QUERY_NOT_SUPPORTED,
+                "not-supported",
+                headers=_NOT_CACHED,
+                diagnostics=(
+                    "persisted queries are off on this server "
+                    "(IMAGING_PERSISTED_QUERY_BYTES=0): send the query itself"
+                ),
+            )
         if query is None:
             known = self.get(key) if caller is not None else None
             if known is None:
-                raise Refusal(200, "PersistedQueryNotFound", PERSISTED_QUERY_NOT_FOUND,
-                              "not-found", headers=_NOT_CACHED, diagnostics=(
-                                  "no query is registered under extensions.persistedQuery."
-                                  "sha256Hash: send the request again with its query"))
+                raise Refusal(
+                    200,
+                    "PersistedQueryNotFound",
+                    PERSISTED_QUERY_NOT_FOUND,
+                    "not-found",
+                    headers=_NOT_CACHED,
+                    diagnostics=(
+                        "no query is registered under extensions.persistedQuery."
+                        "sha256Hash: send the request again with its query"
+                    ),
+                )
             return known, None
         if hashlib.sha256(query.encode()).hexdigest() != sha256:
-            raise Refusal(400, "extensions.persistedQuery.sha256Hash: provided sha does not "
-                          "match query (it must be the SHA-256 of the query text, as hex)")
+            raise Refusal(
+                400,
+                "extensions.persistedQuery.sha256Hash: provided sha does not "
+                "match query (it must be the SHA-256 of the query text, as hex)",
+            )
         return query, (key if caller is not None else None)
 
 
@@ -116,13 +134,20 @@ def _caller_of(key: str) -> str:
 def _hash_of(persisted: Any) -> str:
     """The sha256Hash of a version 1 persistedQuery object, lower-cased."""
     if not isinstance(persisted, dict):
-        raise Refusal(400, "extensions.persistedQuery must be an object with version and "
-                      "sha256Hash")
+        raise Refusal(
+            400, "extensions.persistedQuery must be an object with version and sha256Hash"
+        )
     if persisted.get("version") != 1:
-        raise Refusal(400, "extensions.persistedQuery.version: only version 1 is served "
-                      f"(got {str(persisted.get('version'))[:20]!r})")
+        raise Refusal(
+            400,
+            "extensions.persistedQuery.version: only version 1 is served "
+            f"(got {str(persisted.get('version'))[:20]!r})",
+        )
     sha256 = persisted.get("sha256Hash")
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256.lower()):
-        raise Refusal(400, "extensions.persistedQuery.sha256Hash must be a SHA-256 in hex "
-                      "(64 characters 0-9, a-f)")
+        raise Refusal(
+            400,
+            "extensions.persistedQuery.sha256Hash must be a SHA-256 in hex "
+            "(64 characters 0-9, a-f)",
+        )
     return sha256.lower()

@@ -65,9 +65,10 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for uvicorn.run / uvicorn.Config: the protocol with the header
     deadline, the header size limit, the connection cap (503 beyond it) and the WebSocket
     message cap (uvicorn would otherwise buffer up to 16 MiB before the app can refuse)."""
-    return {"http": functools.partial(HeaderDeadline,
-                                      header_timeout=settings.header_timeout_seconds),
-            "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
-            "limit_concurrency": settings.max_connections,
-            "timeout_keep_alive": 5,
-            "ws_max_size": settings.max_body_bytes}
+    return {
+        "http": functools.partial(HeaderDeadline, header_timeout=settings.header_timeout_seconds),
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": 5,
+        "ws_max_size": settings.max_body_bytes,
+    }

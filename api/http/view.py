@@ -92,9 +92,15 @@ class GraphQLOverHTTP(_View):
             return _refused(refusal, media)
         except HTTPException as error:  # Strawberry's own refusals (text/plain otherwise)
             if error.status_code == 405:
-                return _refused(Refusal(405, f"method {request.method[:20]} is not served: "
-                                        "GET (queries) and POST only", issue="not-supported",
-                                        headers={"allow": "GET, POST"}), media)
+                return _refused(
+                    Refusal(
+                        405,
+                        f"method {request.method[:20]} is not served: GET (queries) and POST only",
+                        issue="not-supported",
+                        headers={"allow": "GET, POST"},
+                    ),
+                    media,
+                )
             return _refused(Refusal(error.status_code, error.reason), media)
         if response.media_type == JSON:  # a GraphQL response (not a stream)
             response.headers["content-type"] = CONTENT_TYPE[media]
@@ -108,32 +114,42 @@ class GraphQLOverHTTP(_View):
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A GET of a persisted query has no `query` either; Apollo Client 3 sends Accept: */*.
         # The IDE is the system endpoint's: one study's $graphql answers queries only.
-        return (super().should_render_graphql_ide(request)
-                and "extensions" not in request.query_params and _study.get() is None)
+        return (
+            super().should_render_graphql_ide(request)
+            and "extensions" not in request.query_params
+            and _study.get() is None
+        )
 
     def parse_json(self, data: str | bytes) -> Any:
         try:
             return self.decode_json(data)
         except ValueError:
-            raise Refusal(400, "not JSON: a POST body of application/json, and the variables "
-                          "and extensions parameters of a GET, must be JSON") from None
+            raise Refusal(
+                400,
+                "not JSON: a POST body of application/json, and the variables "
+                "and extensions parameters of a GET, must be JSON",
+            ) from None
 
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
         content_type, _ = parse_content_type(request.content_type or "")
         if request.method == "GET":
-            data = self._request_data(self.parse_query_params(
-                request.query_params))
+            data = self._request_data(self.parse_query_params(request.query_params))
         elif content_type == JSON:
             data = self._request_data(self.parse_json(await request.get_body()))
         elif content_type == "application/graphql":
             data = await self._raw_graphql(request)
         else:
-            raise Refusal(415, f"Content-Type: a POST body must be {JSON} (a GraphQL request "
-                          "object) or application/graphql (the query text), not "
-                          f"{content_type[:100] or 'none'}", issue="not-supported")
+            raise Refusal(
+                415,
+                f"Content-Type: a POST body must be {JSON} (a GraphQL request "
+                "object) or application/graphql (the query text), not "
+                f"{content_type[:100] or 'none'}",
+                issue="not-supported",
+            )
         persisted = isinstance(data.extensions, dict) and "persistedQuery" in data.extensions
         data.query, register = self.persisted.resolve(
-            data.extensions, data.query, self._caller(request) if persisted else "")
+            data.extensions, data.query, self._caller(request) if persisted else ""
+        )
         if register is not None and data.query is not None:  # a key comes with its query
             _register.set((register, data.query))  # the caller's own text, as it hashed it
         if (study := _study.get()) is not None:
@@ -156,21 +172,32 @@ class GraphQLOverHTTP(_View):
     def _request_data(self, data: Any) -> GraphQLRequestData:
         """The request parameters of a JSON object (a POST body, a GET's parameters)."""
         if isinstance(data, list):
-            raise Refusal(400, "a batch (a JSON array of operations) is not served: send one "
-                          "operation per request, as a JSON object")
+            raise Refusal(
+                400,
+                "a batch (a JSON array of operations) is not served: send one "
+                "operation per request, as a JSON object",
+            )
         if not isinstance(data, dict):
-            raise Refusal(400, "a POST body of application/json must be a JSON object with "
-                          "query, and optionally variables, operationName and extensions")
+            raise Refusal(
+                400,
+                "a POST body of application/json must be a JSON object with "
+                "query, and optionally variables, operationName and extensions",
+            )
         query, name = data.get("query"), data.get("operationName")
         variables, extensions = data.get("variables"), data.get("extensions")
-        for key, value, kind in (("query", query, str), ("operationName", name, str),
-                                 ("variables", variables, dict),
-                                 ("extensions", extensions, dict)):
+        for key, value, kind in (
+            ("query", query, str),
+            ("operationName", name, str),
+            ("variables", variables, dict),
+            ("extensions", extensions, dict),
+        ):
             if not isinstance(value, kind | None):
-                raise Refusal(400, f"{key} must be {'a string' if kind is str else 'an object'}"
-                              " or null")
-        return GraphQLRequestData(query=query, variables=variables, operation_name=name,
-                                  extensions=extensions)
+                raise Refusal(
+                    400, f"{key} must be {'a string' if kind is str else 'an object'} or null"
+                )
+        return GraphQLRequestData(
+            query=query, variables=variables, operation_name=name, extensions=extensions
+        )
 
     async def _raw_graphql(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
         """A POST whose body is the query itself (the FHIR GraphQL page allows it); variables
@@ -184,34 +211,55 @@ class GraphQLOverHTTP(_View):
         if not isinstance(variables, dict | None) or not isinstance(extensions, dict | None):
             raise Refusal(400, "the variables and extensions parameters must be JSON objects")
         name = params.get("operationName")
-        return GraphQLRequestData(query=query, variables=variables,
-                                  operation_name=name if isinstance(name, str) else None,
-                                  extensions=extensions)
+        return GraphQLRequestData(
+            query=query,
+            variables=variables,
+            operation_name=name if isinstance(name, str) else None,
+            extensions=extensions,
+        )
 
-    async def execute_single(self, request: Any, request_adapter: Any, sub_response: Any,
-                             context: Any, root_value: Any,
-                             request_data: GraphQLRequestData) -> ExecutionResult:
+    async def execute_single(
+        self,
+        request: Any,
+        request_adapter: Any,
+        sub_response: Any,
+        context: Any,
+        root_value: Any,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
         try:
             return await super().execute_single(
-                request=request, request_adapter=request_adapter, sub_response=sub_response,
-                context=context, root_value=root_value, request_data=request_data)
+                request=request,
+                request_adapter=request_adapter,
+                sub_response=sub_response,
+                context=context,
+                root_value=root_value,
+                request_data=request_data,
+            )
         except HTTPException as error:
             cause = error.__cause__
             if isinstance(cause, InvalidOperationTypeError):
                 # A GET must not write: 405 whatever the media type (the spec's MUST).
-                raise Refusal(405, f"{error.reason}: send mutations with POST",
-                              issue="not-supported", headers={"allow": "POST"}) from None
+                raise Refusal(
+                    405,
+                    f"{error.reason}: send mutations with POST",
+                    issue="not-supported",
+                    headers={"allow": "POST"},
+                ) from None
             if isinstance(cause, CannotGetOperationTypeError):
                 # GetOperation failed: a GraphQL request error, so 200 under application/json.
-                raise Refusal(400, f"operationName: {error.reason}", BAD_USER_INPUT,
-                              legacy_status=200) from None
+                raise Refusal(
+                    400, f"operationName: {error.reason}", BAD_USER_INPUT, legacy_status=200
+                ) from None
             if isinstance(cause, MissingQueryError):
-                raise Refusal(400, "no query: send `query` (or, with Apollo's persisted "
-                              "queries, extensions.persistedQuery)") from None
+                raise Refusal(
+                    400,
+                    "no query: send `query` (or, with Apollo's persisted "
+                    "queries, extensions.persistedQuery)",
+                ) from None
             raise
 
-    async def process_result(self, request: Any, result: ExecutionResult
-                             ) -> GraphQLHTTPResponse:
+    async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
         answer: GraphQLHTTPResponse = await super().process_result(request, result)
         if result.data is None and result.errors and all(e.path is None for e in result.errors):
             # Parsing or validation refused it before execution: a request error, whose

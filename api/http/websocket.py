@@ -48,8 +48,9 @@ class Socket(ASGIWebSocketAdapter):
     # then defaults to None; the view here is the app's, with api.graphql.context.Context.
     view: _GraphQL  # type: ignore[assignment]
 
-    async def iter_json(self, *, ignore_parsing_errors: bool = False
-                        ) -> AsyncGenerator[object, None]:
+    async def iter_json(
+        self, *, ignore_parsing_errors: bool = False
+    ) -> AsyncGenerator[object, None]:
         # Strawberry's loop, with the size check between receiving and decoding.
         limit = self.view.settings.max_body_bytes
         try:
@@ -57,8 +58,7 @@ class Socket(ASGIWebSocketAdapter):
                 try:
                     text = await self.ws.receive_text()
                     # Characters never outnumber bytes: encode only when it can matter.
-                    if len(text) > limit or (len(text) * 4 > limit
-                                             and len(text.encode()) > limit):
+                    if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
                         await self.close(TOO_BIG_CLOSE, f"message over {limit} bytes")
                         return
                     yield self.view.decode_json(text)
@@ -101,8 +101,11 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         payload = message.get("payload") or {}
-        if isinstance(payload, dict) and not self.connection_init_received \
-                and not self.connection_timed_out:
+        if (
+            isinstance(payload, dict)
+            and not self.connection_init_received
+            and not self.connection_timed_out
+        ):
             self.context.connection_params = payload
             if (error := self.context.access.error) is not None:
                 self.connection_init_received = True
@@ -135,12 +138,15 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             await self._end("the token expired")
             return
         limit = self.view.settings.max_subscriptions
-        if self.connection_acknowledged and message["id"] not in self.operations \
-                and len(self.operations) >= limit:
-            error = rejected("operations in flight on this socket", limit,
-                             len(self.operations) + 1)
-            await self.send_message({"id": message["id"], "type": "error",
-                                     "payload": [error.formatted]})
+        if (
+            self.connection_acknowledged
+            and message["id"] not in self.operations
+            and len(self.operations) >= limit
+        ):
+            error = rejected("operations in flight on this socket", limit, len(self.operations) + 1)
+            await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [error.formatted]}
+            )
             return
         await super().handle_subscribe(message)
 
@@ -161,13 +167,19 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         payload: Any = message["payload"]
         if operation is None or set(payload) != {"data"}:  # errors and extensions are not shared
             return None
-        key = (self.schema, operation.query, operation.operation_name,
-               orjson.dumps(operation.variables, option=orjson.OPT_SORT_KEYS))
+        key = (
+            self.schema,
+            operation.query,
+            operation.operation_name,
+            orjson.dumps(operation.variables, option=orjson.OPT_SORT_KEYS),
+        )
         encoded = change.renders.get(key)
         if encoded is None:
             encoded = change.renders[key] = self.view.encode_json(payload)
-        return b'{"id":%b,"type":"next","payload":%b}' % (self.view.encode_json(message["id"]),
-                                                          encoded)
+        return b'{"id":%b,"type":"next","payload":%b}' % (
+            self.view.encode_json(message["id"]),
+            encoded,
+        )
 
     async def shutdown(self) -> None:
         if self.expiry is not None:

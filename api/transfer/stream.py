@@ -42,8 +42,9 @@ class ImportReport:
         self.counts[result.status] += 1
         if result.status == REJECTED and result.outcome:
             issues = result.outcome["issue"]
-            where = ", ".join(_ENTRY.sub(ROOT, path) if line else path
-                              for path in issues[0].get("expression", ()))
+            where = ", ".join(
+                _ENTRY.sub(ROOT, path) if line else path for path in issues[0].get("expression", ())
+            )
             why = f"{where}: {issues[0]['diagnostics']}".lstrip(": ")
             self.problems.append((source, why + more_issues(len(issues) - 1)))
 
@@ -56,8 +57,9 @@ class ImportReport:
         if len(self.problems) > len(shown):
             lines.append(f"  ... and {len(self.problems) - len(shown)} more")
         if self.dry_run:
-            lines.append("dry run: nothing was written; the counts say what an import would "
-                         "have done")
+            lines.append(
+                "dry run: nothing was written; the counts say what an import would have done"
+            )
         return "\n".join(lines)
 
 
@@ -78,12 +80,20 @@ def _chunks(items: Iterable[files.Item]) -> Iterator[tuple[list[str], Any, bool]
 
 
 def _batch(items: list[files.Item]) -> tuple[list[str], Any, bool]:
-    return [i.source for i in items], {"resourceType": "Bundle", "type": "batch",
-                                       "entry": [{"resource": i.payload} for i in items]}, True
+    return (
+        [i.source for i in items],
+        {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"resource": i.payload} for i in items],
+        },
+        True,
+    )
 
 
-async def run_import(target: Target, paths: list[str], dry_run: bool = False,
-                     out: TextIO = sys.stderr) -> ImportReport:
+async def run_import(
+    target: Target, paths: list[str], dry_run: bool = False, out: TextIO = sys.stderr
+) -> ImportReport:
     report = ImportReport(dry_run=dry_run)
     progress = Progress("imported" if not dry_run else "checked", out)
 
@@ -114,8 +124,9 @@ async def run_import(target: Target, paths: list[str], dry_run: bool = False,
     return report
 
 
-async def run_export(target: Target, params: Params, fmt: str, out: TextIO,
-                     sort: str | None = None) -> int:
+async def run_export(
+    target: Target, params: Params, fmt: str, out: TextIO, sort: str | None = None
+) -> int:
     studies = target.export(params, sort)
     if fmt == "bundle":
         return await files.write_bundle(studies, out, await target.count(params))

@@ -66,9 +66,11 @@ _PASS = ", ".join(f"{graphql_name(c)}: ${graphql_name(c)}" for c in CODES)
 
 
 def _connection(selection: str) -> str:
-    return (f"query($c: Int, $cur: String, $sort: String, $f: String, {_ARGS}) {{ "
-            f"ImagingStudyConnection(_count: $c, _cursor: $cur, _sort: $sort, _filter: $f, "
-            f"{_PASS}) {{ {selection} }} }}")
+    return (
+        f"query($c: Int, $cur: String, $sort: String, $f: String, {_ARGS}) {{ "
+        f"ImagingStudyConnection(_count: $c, _cursor: $cur, _sort: $sort, _filter: $f, "
+        f"{_PASS}) {{ {selection} }} }}"
+    )
 
 
 PAGE = _connection("next edges { resource { fhirJson } }")
@@ -78,8 +80,7 @@ EXPORT_PAGE = 5
 COUNT = _connection("count")
 # What ingest needs of a stored study: its series and instances, and its subject (a study of
 # another subject is never merged into).
-TREE = ("id subject { reference identifier { system value } } "
-        "series { uid instance { uid } }")
+TREE = "id subject { reference identifier { system value } } series { uid instance { uid } }"
 FIND = f"query($t: [String!]) {{ ImagingStudyList(identifier: $t, _count: 2) {{ {TREE} }} }}"
 CREATE = f"""mutation($r: ImagingStudyInput!, $c: String) {{
   ImagingStudyCreate(res: $r, ifNoneExist: $c) {{ {TREE} }} }}"""
@@ -93,42 +94,56 @@ ADD_INSTANCES = """mutation($id: ID!, $u: String!, $i: [ImagingStudySeriesInstan
 class RemoteTarget:
     """A running server, through the same GraphQL API every client uses."""
 
-    def __init__(self, url: str = DEFAULT_URL, client: httpx.AsyncClient | None = None,
-                 token: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        client: httpx.AsyncClient | None = None,
+        token: str | None = None,
+    ) -> None:
         self.url = url
         self.client = client or httpx.AsyncClient(timeout=120)
         self.headers = {"authorization": f"Bearer {token}"} if token else {}
 
     async def call(self, query: str, **variables: Any) -> dict[str, Any]:
         try:
-            response = await self.client.post(self.url, headers=self.headers,
-                                              json={"query": query, "variables": variables})
+            response = await self.client.post(
+                self.url, headers=self.headers, json={"query": query, "variables": variables}
+            )
         except httpx.HTTPError as error:
             reason = str(error) or type(error).__name__
-            raise RemoteError(f"cannot reach {self.url} ({reason}). Start the server there "
-                              "(`make serve` or `imaging-api serve`), or name the one to use "
-                              "with --url or IMAGING_URL (or set MONGODB_URI to write to "
-                              "MongoDB directly)") from None
+            raise RemoteError(
+                f"cannot reach {self.url} ({reason}). Start the server there "
+                "(`make serve` or `imaging-api serve`), or name the one to use "
+                "with --url or IMAGING_URL (or set MONGODB_URI to write to "
+                "MongoDB directly)"
+            ) from None
         if response.status_code in (404, 405) and not self.url.rstrip("/").endswith("/graphql"):
-            raise RemoteError(f"{self.url} answered HTTP {response.status_code}: the GraphQL "
-                              "endpoint is the URL's /graphql path (--url "
-                              f"{self.url.rstrip('/')}/graphql)")
+            raise RemoteError(
+                f"{self.url} answered HTTP {response.status_code}: the GraphQL "
+                "endpoint is the URL's /graphql path (--url "
+                f"{self.url.rstrip('/')}/graphql)"
+            )
         if response.status_code != 200:
             raise RemoteError(f"{self.url} answered HTTP {response.status_code}")
         body = response.json()
         if body.get("errors"):
             first = body["errors"][0]
             code = first.get("extensions", {}).get("code")
-            hint = " (set IMAGING_TOKEN to a bearer token for this server)" \
-                if code == UNAUTHENTICATED and not self.headers else ""
+            hint = (
+                " (set IMAGING_TOKEN to a bearer token for this server)"
+                if code == UNAUTHENTICATED and not self.headers
+                else ""
+            )
             raise RemoteError(f"{code}: {first['message']}{hint}", code)
         data: dict[str, Any] = body["data"]
         return data
 
     async def import_payload(self, payload: Any, dry_run: bool) -> list[EntryResult]:
         data = await self.call(IMPORT, r=payload, d=dry_run)
-        return [EntryResult(r["index"], r["status"], r["id"], r["outcome"])
-                for r in data["ImagingStudyImport"]]
+        return [
+            EntryResult(r["index"], r["status"], r["id"], r["outcome"])
+            for r in data["ImagingStudyImport"]
+        ]
 
     def _variables(self, params: Params) -> dict[str, Any]:
         """The CLI's REST pairs (a repeated name is AND, a comma OR) as GraphQL arguments,
@@ -150,8 +165,9 @@ class RemoteTarget:
         cursor, size = None, EXPORT_PAGE
         while True:
             try:
-                data = await self.call(PAGE, c=size, cur=cursor, sort=sort,
-                                       **self._variables(params))
+                data = await self.call(
+                    PAGE, c=size, cur=cursor, sort=sort, **self._variables(params)
+                )
             except RemoteError as error:
                 if error.code != QUERY_REJECTED or size == 1:
                     raise
@@ -169,8 +185,9 @@ class RemoteTarget:
         total: int = data["ImagingStudyConnection"]["count"]
         return total
 
-    async def create(self, resource: dict[str, Any], if_none_exist: str | None = None
-                     ) -> tuple[dict[str, Any], bool]:
+    async def create(
+        self, resource: dict[str, Any], if_none_exist: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
         token = study_uid_token(resource)
         if token is not None:  # looked up first, so the report can say created or updated
             found = (await self.call(FIND, t=[token]))["ImagingStudyList"]
@@ -180,18 +197,20 @@ class RemoteTarget:
         data = await self.call(CREATE, r=resource, c=if_none_exist)
         return data["ImagingStudyCreate"], True
 
-    async def add_series(self, study_id: str, series: list[dict[str, Any]],
-                         version_id: str | None) -> dict[str, Any]:
+    async def add_series(
+        self, study_id: str, series: list[dict[str, Any]], version_id: str | None
+    ) -> dict[str, Any]:
         data = await self.call(ADD_SERIES, id=study_id, s=series, v=version_id)
         study: Study = data["ImagingStudyAddSeries"]
         return study
 
-    async def add_instances(self, study_id: str, series_uid: str,
-                            instances: list[dict[str, Any]], version_id: str | None
-                            ) -> dict[str, Any]:
-        data = await self.call(ADD_INSTANCES, id=study_id, u=series_uid, i=instances,
-                               v=version_id)
+    async def add_instances(
+        self,
+        study_id: str,
+        series_uid: str,
+        instances: list[dict[str, Any]],
+        version_id: str | None,
+    ) -> dict[str, Any]:
+        data = await self.call(ADD_INSTANCES, id=study_id, u=series_uid, i=instances, v=version_id)
         study: Study = data["ImagingStudyAddInstances"]
         return study
-
-

@@ -40,8 +40,10 @@ def date_range(value: str) -> tuple[datetime, datetime]:
     zone is taken as UTC (the server's zone), as FHIR leaves that to the server."""
     match = _VALUE.fullmatch(value)
     if match is None:
-        raise DateError(f"'{value}' is not a FHIR date or dateTime (YYYY, YYYY-MM, "
-                        "YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss[.fff]][Z|+hh:mm])")
+        raise DateError(
+            f"'{value}' is not a FHIR date or dateTime (YYYY, YYYY-MM, "
+            "YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss[.fff]][Z|+hh:mm])"
+        )
     year = int(match["y"])
     try:
         if match["mo"] is None:
@@ -57,8 +59,7 @@ def date_range(value: str) -> tuple[datetime, datetime]:
             return low, shift(low, timedelta(days=1))
         zone = _zone(match["tz"])
         second = min(int(match["s"] or 0), 59)  # a leap second counts as :59
-        low = datetime(year, month, day, int(match["h"]), int(match["mi"]), second,
-                       tzinfo=zone)
+        low = datetime(year, month, day, int(match["h"]), int(match["mi"]), second, tzinfo=zone)
     except ValueError as error:
         raise DateError(f"'{value}' is not a calendar date or time: {error}") from None
     if match["s"] is None:
@@ -75,8 +76,10 @@ def date_range(value: str) -> tuple[datetime, datetime]:
     except OverflowError:
         low = LAST  # refused just below
     if low >= LAST:
-        raise DateError(f"'{value}' is outside the instants the server stores "
-                        "(0001-01-01T00:00:00Z up to 9999-12-31T23:59:59.999Z)")
+        raise DateError(
+            f"'{value}' is outside the instants the server stores "
+            "(0001-01-01T00:00:00Z up to 9999-12-31T23:59:59.999Z)"
+        )
     return low, shift(low, step)
 
 

@@ -25,15 +25,31 @@ class Element:
     definition: str = ""
 
 
-def _el(name: str, type_: str, definition: str, *, required: bool = False,
-        many: bool = False, targets: tuple[str, ...] = ()) -> Element:
+def _el(
+    name: str,
+    type_: str,
+    definition: str,
+    *,
+    required: bool = False,
+    many: bool = False,
+    targets: tuple[str, ...] = (),
+) -> Element:
     return Element(name, type_, required, many, targets, definition)
 
 
-_ELEMENT_ID = _el("id", "string", "Unique id for the element within a resource (for internal "
-                  "references). This may be any string value that does not contain spaces.")
-_EXTENSION = _el("extension", "Extension", "May be used to represent additional information that "
-                 "is not part of the basic definition of the element.", many=True)
+_ELEMENT_ID = _el(
+    "id",
+    "string",
+    "Unique id for the element within a resource (for internal "
+    "references). This may be any string value that does not contain spaces.",
+)
+_EXTENSION = _el(
+    "extension",
+    "Extension",
+    "May be used to represent additional information that "
+    "is not part of the basic definition of the element.",
+    many=True,
+)
 
 # R5 datatype definitions (hl7.org/fhir/R5/datatypes.html, references.html, narrative.html,
 # resource.html#Meta, extensibility.html). Every datatype also has `id` and `extension`.
@@ -42,89 +58,194 @@ DATATYPES: dict[str, dict[str, Element]] = {
     for name, elements in {
         "Identifier": (
             _el("use", "code", "The purpose of this identifier."),
-            _el("type", "CodeableConcept", "A coded type for the identifier that can be used to "
-                "determine which identifier to use for a specific purpose."),
-            _el("system", "uri", "Establishes the namespace for the value - that is, an absolute "
-                "URL that describes a set values that are unique."),
-            _el("value", "string", "The portion of the identifier typically relevant to the user "
-                "and which is unique within the context of the system."),
+            _el(
+                "type",
+                "CodeableConcept",
+                "A coded type for the identifier that can be used to "
+                "determine which identifier to use for a specific purpose.",
+            ),
+            _el(
+                "system",
+                "uri",
+                "Establishes the namespace for the value - that is, an absolute "
+                "URL that describes a set values that are unique.",
+            ),
+            _el(
+                "value",
+                "string",
+                "The portion of the identifier typically relevant to the user "
+                "and which is unique within the context of the system.",
+            ),
             _el("period", "Period", "Time period during which identifier is/was valid for use."),
-            _el("assigner", "Reference", "Organization that issued/manages the identifier.",
-                targets=("Organization",)),
+            _el(
+                "assigner",
+                "Reference",
+                "Organization that issued/manages the identifier.",
+                targets=("Organization",),
+            ),
         ),
         "CodeableConcept": (
-            _el("coding", "Coding", "A reference to a code defined by a terminology system.",
-                many=True),
-            _el("text", "string", "A human language representation of the concept as "
+            _el(
+                "coding",
+                "Coding",
+                "A reference to a code defined by a terminology system.",
+                many=True,
+            ),
+            _el(
+                "text",
+                "string",
+                "A human language representation of the concept as "
                 "seen/selected/uttered by the user who entered the data and/or which represents "
-                "the intended meaning of the user."),
+                "the intended meaning of the user.",
+            ),
         ),
         "Coding": (
-            _el("system", "uri", "The identification of the code system that defines the meaning "
-                "of the symbol in the code."),
-            _el("version", "string", "The version of the code system which was used when "
-                "choosing this code."),
+            _el(
+                "system",
+                "uri",
+                "The identification of the code system that defines the meaning "
+                "of the symbol in the code.",
+            ),
+            _el(
+                "version",
+                "string",
+                "The version of the code system which was used when choosing this code.",
+            ),
             _el("code", "code", "A symbol in syntax defined by the system."),
-            _el("display", "string", "A representation of the meaning of the code in the "
-                "system, following the rules of the system."),
-            _el("userSelected", "boolean", "Indicates that this coding was chosen by a user "
-                "directly - e.g. off a pick list of available items (codes or displays)."),
+            _el(
+                "display",
+                "string",
+                "A representation of the meaning of the code in the "
+                "system, following the rules of the system.",
+            ),
+            _el(
+                "userSelected",
+                "boolean",
+                "Indicates that this coding was chosen by a user "
+                "directly - e.g. off a pick list of available items (codes or displays).",
+            ),
         ),
         "Reference": (
-            _el("reference", "string", "A reference to a location at which the other resource is "
+            _el(
+                "reference",
+                "string",
+                "A reference to a location at which the other resource is "
                 "found: a relative URL (Type/id), an absolute URL, or #id of a contained "
-                "resource."),
-            _el("type", "uri", "The expected type of the target of the reference, e.g. "
-                "\"Patient\" (a resource type name when it is a FHIR resource)."),
-            _el("identifier", "Identifier", "An identifier for the target resource, used when "
-                "there is no way to reference the other resource directly."),
-            _el("display", "string", "Plain text narrative that identifies the resource in "
-                "addition to the resource reference."),
+                "resource.",
+            ),
+            _el(
+                "type",
+                "uri",
+                "The expected type of the target of the reference, e.g. "
+                '"Patient" (a resource type name when it is a FHIR resource).',
+            ),
+            _el(
+                "identifier",
+                "Identifier",
+                "An identifier for the target resource, used when "
+                "there is no way to reference the other resource directly.",
+            ),
+            _el(
+                "display",
+                "string",
+                "Plain text narrative that identifies the resource in "
+                "addition to the resource reference.",
+            ),
         ),
         "CodeableReference": (
-            _el("concept", "CodeableConcept", "A reference to a concept - e.g. the information is "
+            _el(
+                "concept",
+                "CodeableConcept",
+                "A reference to a concept - e.g. the information is "
                 "identified by its general class to the degree of precision found in the "
-                "terminology."),
-            _el("reference", "Reference", "A reference to a resource the provides exact details "
-                "about the information being referenced."),
+                "terminology.",
+            ),
+            _el(
+                "reference",
+                "Reference",
+                "A reference to a resource the provides exact details "
+                "about the information being referenced.",
+            ),
         ),
         "Annotation": (
-            _el("authorReference", "Reference", "The individual responsible for making the "
-                "annotation.", targets=("Practitioner", "PractitionerRole", "Patient",
-                                        "RelatedPerson", "Organization")),
+            _el(
+                "authorReference",
+                "Reference",
+                "The individual responsible for making the annotation.",
+                targets=(
+                    "Practitioner",
+                    "PractitionerRole",
+                    "Patient",
+                    "RelatedPerson",
+                    "Organization",
+                ),
+            ),
             _el("authorString", "string", "The individual responsible for making the annotation."),
             _el("time", "dateTime", "Indicates when this particular annotation was made."),
-            _el("text", "markdown", "The text of the annotation in markdown format.",
-                required=True),
+            _el(
+                "text", "markdown", "The text of the annotation in markdown format.", required=True
+            ),
         ),
         "Meta": (
-            _el("versionId", "id", "The version specific identifier, as it appears in the "
-                "version portion of the URL. Server-owned."),
-            _el("lastUpdated", "instant", "When the resource last changed - e.g. when the "
-                "version changed. Server-owned."),
+            _el(
+                "versionId",
+                "id",
+                "The version specific identifier, as it appears in the "
+                "version portion of the URL. Server-owned.",
+            ),
+            _el(
+                "lastUpdated",
+                "instant",
+                "When the resource last changed - e.g. when the version changed. Server-owned.",
+            ),
             _el("source", "uri", "A uri that identifies the source system of the resource."),
-            _el("profile", "canonical", "A list of profiles (references to StructureDefinition "
-                "resources) that this resource claims to conform to.", many=True),
+            _el(
+                "profile",
+                "canonical",
+                "A list of profiles (references to StructureDefinition "
+                "resources) that this resource claims to conform to.",
+                many=True,
+            ),
             _el("security", "Coding", "Security labels applied to this resource.", many=True),
             _el("tag", "Coding", "Tags applied to this resource.", many=True),
         ),
         "Narrative": (
-            _el("status", "code", "The status of the narrative - whether it's entirely "
+            _el(
+                "status",
+                "code",
+                "The status of the narrative - whether it's entirely "
                 "generated (from just the defined data or the extensions too), or whether a "
-                "human authored it and it may contain additional data.", required=True),
-            _el("div", "xhtml", "The actual narrative content, a stripped down version of XHTML.",
-                required=True),
+                "human authored it and it may contain additional data.",
+                required=True,
+            ),
+            _el(
+                "div",
+                "xhtml",
+                "The actual narrative content, a stripped down version of XHTML.",
+                required=True,
+            ),
         ),
         "Period": (
             _el("start", "dateTime", "The start of the period. The boundary is inclusive."),
-            _el("end", "dateTime", "The end of the period. If the end of the period is missing, "
-                "it means no end was known or planned at the time the instance was created."),
+            _el(
+                "end",
+                "dateTime",
+                "The end of the period. If the end of the period is missing, "
+                "it means no end was known or planned at the time the instance was created.",
+            ),
         ),
         "Extension": (
-            _el("url", "uri", "Source of the definition for the extension code - a logical name "
-                "or a URL.", required=True),
-            _el("value[x]", "*", "Value of extension - must be one of a constrained set of the "
-                "data types."),
+            _el(
+                "url",
+                "uri",
+                "Source of the definition for the extension code - a logical name or a URL.",
+                required=True,
+            ),
+            _el(
+                "value[x]",
+                "*",
+                "Value of extension - must be one of a constrained set of the data types.",
+            ),
         ),
     }.items()
 }
@@ -161,9 +282,12 @@ EXTENSION_ELEMENTS = {k: v for k, v in DATATYPES["Extension"].items() if k != "v
 
 # The R5 primitive types, whose JSON may carry a `_name` sibling with the value's id and
 # extensions (json.html#primitive).
-PRIMITIVE_TYPES = frozenset((
-    "base64Binary boolean canonical code date dateTime decimal id instant integer integer64 "
-    "markdown oid positiveInt string time unsignedInt uri url uuid").split())
+PRIMITIVE_TYPES = frozenset(
+    (
+        "base64Binary boolean canonical code date dateTime decimal id instant integer integer64 "
+        "markdown oid positiveInt string time unsignedInt uri url uuid"
+    ).split()
+)
 PRIMITIVE_PARTS = {e.name: e for e in (_ELEMENT_ID, _EXTENSION)}
 
 
@@ -202,7 +326,8 @@ def imaging_study() -> dict[str, dict[str, Element]]:
         if parent == "ImagingStudy" and name == "id":
             code = "id"
         table.setdefault(parent, {})[name] = Element(
-            name, code, raw["min"] == 1, raw["max"] == "*", targets, raw["definition"])
+            name, code, raw["min"] == 1, raw["max"] == "*", targets, raw["definition"]
+        )
     return table
 
 
@@ -233,10 +358,16 @@ IDENTIFIER_USE = ("usual", "official", "temp", "secondary", "old")
 
 # Search parameters that apply to ImagingStudy through shared R5 definitions (no file here).
 _SHARED_SEARCH = {
-    "identifier": ("token", "ImagingStudy.identifier", "Identifiers for the Study, such as "
-                   "DICOM Study Instance UID"),
-    "patient": ("reference", "ImagingStudy.subject.where(resolve() is Patient)",
-                "Who the study is about"),
+    "identifier": (
+        "token",
+        "ImagingStudy.identifier",
+        "Identifiers for the Study, such as DICOM Study Instance UID",
+    ),
+    "patient": (
+        "reference",
+        "ImagingStudy.subject.where(resolve() is Patient)",
+        "Who the study is about",
+    ),
     "encounter": ("reference", "ImagingStudy.encounter", "The context of the study"),
 }
 

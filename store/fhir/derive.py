@@ -46,12 +46,18 @@ def forget_series(study: dict[str, Any], removed: Iterable[dict[str, Any]]) -> N
     the counts by what left, and modality entries no remaining series carries any more."""
     removed = list(removed)
     study["numberOfSeries"] = max(0, study.get("numberOfSeries", 0) - len(removed))
-    study["numberOfInstances"] = max(0, study.get("numberOfInstances", 0) - sum(
-        s.get("numberOfInstances", len(s.get("instance") or ())) for s in removed))
+    study["numberOfInstances"] = max(
+        0,
+        study.get("numberOfInstances", 0)
+        - sum(s.get("numberOfInstances", len(s.get("instance") or ())) for s in removed),
+    )
     gone = set().union(*(_coding_keys(s["modality"]) for s in removed)) if removed else set()
     kept = set().union(*(_coding_keys(s["modality"]) for s in study.get("series") or ()))
-    modality = [m for m in study.get("modality") or ()
-                if not (_coding_keys(m) & gone) or (_coding_keys(m) & kept)]
+    modality = [
+        m
+        for m in study.get("modality") or ()
+        if not (_coding_keys(m) & gone) or (_coding_keys(m) & kept)
+    ]
     if modality:
         study["modality"] = modality
     else:

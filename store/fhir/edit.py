@@ -33,22 +33,19 @@ def _checked(study: Study, max_instances: int, max_series: int) -> Study:
 
 
 def create(resource: Study, max_instances: int, max_series: int = MAX_SERIES) -> Study:
-    study = _checked({"resourceType": ROOT, **copy.deepcopy(resource)}, max_instances,
-                     max_series)
+    study = _checked({"resourceType": ROOT, **copy.deepcopy(resource)}, max_instances, max_series)
     lifecycle.check_create(study)
     return study
 
 
-def replace(old: Study, resource: Study, max_instances: int,
-            max_series: int = MAX_SERIES) -> Study:
+def replace(old: Study, resource: Study, max_instances: int, max_series: int = MAX_SERIES) -> Study:
     lifecycle.check_writable(old)
-    new = _checked({"resourceType": ROOT, **copy.deepcopy(resource)}, max_instances,
-                   max_series)
+    new = _checked({"resourceType": ROOT, **copy.deepcopy(resource)}, max_instances, max_series)
     if old["status"] == "cancelled":
         old_uids = _instance_uids(old)
-        if ({s["uid"] for s in new.get("series") or ()} - {s["uid"] for s in old.get("series")
-                                                              or ()}
-                or _instance_uids(new) - old_uids):
+        if {s["uid"] for s in new.get("series") or ()} - {
+            s["uid"] for s in old.get("series") or ()
+        } or _instance_uids(new) - old_uids:
             lifecycle.check_can_grow(old)
     lifecycle.check_transition(old, new)
     return new
@@ -59,27 +56,35 @@ def set_status(old: Study, status: str) -> Study:
         return old
     lifecycle.check_writable(old)
     if status not in status_codes():
-        raise fail(BAD_USER_INPUT, lifecycle.STATUS, f"'{status}' is not an R5 ImagingStudyStatus"
-                   f" code ({', '.join(status_codes())})")
+        raise fail(
+            BAD_USER_INPUT,
+            lifecycle.STATUS,
+            f"'{status}' is not an R5 ImagingStudyStatus code ({', '.join(status_codes())})",
+        )
     new = {**old, "status": status}
     lifecycle.check_transition(old, new)
     return new
 
 
-def add_series(old: Study, series: list[dict[str, Any]], max_instances: int,
-               max_series: int = MAX_SERIES) -> Study:
+def add_series(
+    old: Study, series: list[dict[str, Any]], max_instances: int, max_series: int = MAX_SERIES
+) -> Study:
     lifecycle.check_writable(old)
     lifecycle.check_can_grow(old)
     new = copy.copy(old)
     new["series"] = list(old.get("series") or ()) + copy.deepcopy(series)
     start = len(old.get("series") or ())
-    issues = [issue for k, item in enumerate(new["series"][start:], start)
-              for issue in part_issues(new, SERIES_KEY, item, f"{ROOT}.series[{k}]")]
+    issues = [
+        issue
+        for k, item in enumerate(new["series"][start:], start)
+        for issue in part_issues(new, SERIES_KEY, item, f"{ROOT}.series[{k}]")
+    ]
     return _finish(old, new, issues, max_instances, max_series)
 
 
-def add_instances(old: Study, series_uid: str, instances: list[dict[str, Any]],
-                  max_instances: int) -> Study:
+def add_instances(
+    old: Study, series_uid: str, instances: list[dict[str, Any]], max_instances: int
+) -> Study:
     lifecycle.check_writable(old)
     index = _series_index(old, series_uid)
     target = old["series"][index]
@@ -93,12 +98,22 @@ def add_instances(old: Study, series_uid: str, instances: list[dict[str, Any]],
         where = f"{base}[{len(stored) + len(fresh)}]"
         if uid in stored:
             if stored[uid] != instance:
-                issues.append(Issue(f"{where}.uid", f"instance UID {uid} (instances[{k}]) is "
-                                    "already in this series with different content"))
+                issues.append(
+                    Issue(
+                        f"{where}.uid",
+                        f"instance UID {uid} (instances[{k}]) is "
+                        "already in this series with different content",
+                    )
+                )
             continue
         if uid in elsewhere:
-            issues.append(Issue(f"{where}.uid", f"instance UID {uid} (instances[{k}]) is "
-                                "already in another series of this study"))
+            issues.append(
+                Issue(
+                    f"{where}.uid",
+                    f"instance UID {uid} (instances[{k}]) is "
+                    "already in another series of this study",
+                )
+            )
             continue
         issues += part_issues(old, INSTANCE_KEY, instance, where)
         if uid is not None:
@@ -141,8 +156,11 @@ def remove_instances(old: Study, series_uid: str, uids: list[str]) -> Study:
     listed = {i["uid"] for i in old["series"][index].get("instance") or ()}
     missing = [uid for uid in uids if uid not in listed]
     if missing:
-        raise fail(BAD_USER_INPUT, f"{ROOT}.series[{index}].instance",
-                   f"series {series_uid} has no instance with UID {', '.join(missing)}")
+        raise fail(
+            BAD_USER_INPUT,
+            f"{ROOT}.series[{index}].instance",
+            f"series {series_uid} has no instance with UID {', '.join(missing)}",
+        )
     gone = set(uids)
     new = copy.deepcopy(old)
     series = new["series"][index]
@@ -157,8 +175,9 @@ def remove_instances(old: Study, series_uid: str, uids: list[str]) -> Study:
     return new
 
 
-def _finish(old: Study, new: Study, issues: list[Issue], max_instances: int,
-            max_series: int) -> Study:
+def _finish(
+    old: Study, new: Study, issues: list[Issue], max_instances: int, max_series: int
+) -> Study:
     if issues:
         raise invalid(issues)
     issues = uid_issues(new) + size_issues(new, max_instances, max_series, written=True)

@@ -15,8 +15,27 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-OPERATORS = ("eq", "ne", "co", "sw", "ew", "gt", "lt", "ge", "le", "ap", "sa", "eb", "pr",
-             "po", "ss", "sb", "in", "ni", "re")
+OPERATORS = (
+    "eq",
+    "ne",
+    "co",
+    "sw",
+    "ew",
+    "gt",
+    "lt",
+    "ge",
+    "le",
+    "ap",
+    "sa",
+    "eb",
+    "pr",
+    "po",
+    "ss",
+    "sb",
+    "in",
+    "ni",
+    "re",
+)
 MAX_DEPTH = 8  # nested parentheses, `not`, and and/or alternations, each one level
 
 
@@ -110,7 +129,7 @@ class _Parser:
         end = self.at
         while end < len(self.text) and self.text[end].isalpha():
             end += 1
-        return self.text[self.at:end]
+        return self.text[self.at : end]
 
     def filter(self, level: int) -> Node:
         if level > MAX_DEPTH:
@@ -135,9 +154,12 @@ class _Parser:
             else:
                 node = Logic(op, (node, part), op_at)
             if level - 1 + depth(node) > MAX_DEPTH:
-                raise self.error(f"the expression nests deeper than {MAX_DEPTH} levels "
-                                 "(each change between 'and' and 'or' adds one; use "
-                                 "parentheses to group)", op_at)
+                raise self.error(
+                    f"the expression nests deeper than {MAX_DEPTH} levels "
+                    "(each change between 'and' and 'or' adds one; use "
+                    "parentheses to group)",
+                    op_at,
+                )
 
     def group(self, level: int) -> Node:
         """`( filter )`, the opening parenthesis here."""
@@ -167,38 +189,45 @@ class _Parser:
         start = self.at
         if not _is_name_start(self.peek()):
             shown = self.peek() or "the end"
-            raise self.error(f"expected a search parameter name, '(' or 'not (', not "
-                             f"'{shown}'")
+            raise self.error(f"expected a search parameter name, '(' or 'not (', not '{shown}'")
         while _is_name_char(self.peek()):
             self.at += 1
-        name = self.text[start:self.at]
+        name = self.text[start : self.at]
         if self.peek() in (".", "["):
-            raise self.error(f"'{self.peek()}' after '{name}': chained parameters and "
-                             "[filter] paths are not supported; ImagingStudy's parameters are "
-                             "compared directly")
+            raise self.error(
+                f"'{self.peek()}' after '{name}': chained parameters and "
+                "[filter] paths are not supported; ImagingStudy's parameters are "
+                "compared directly"
+            )
         if not self.skip_space():
             raise self.error(f"expected a space after the parameter name '{name}'")
         op_at = self.at
         op = self.word()
         if not op:
-            raise self.error(f"expected an operator after '{name}': one of "
-                             f"{' '.join(OPERATORS)}")
+            raise self.error(f"expected an operator after '{name}': one of {' '.join(OPERATORS)}")
         self.at += len(op)
         if op not in OPERATORS:
             hint = " (operators are lowercase)" if op.lower() in OPERATORS else ""
-            raise self.error(f"unknown operator '{op}'{hint}; operators: "
-                             f"{' '.join(OPERATORS)}", op_at)
+            raise self.error(
+                f"unknown operator '{op}'{hint}; operators: {' '.join(OPERATORS)}", op_at
+            )
         if not self.skip_space():
             raise self.error(f"expected a space and a value after '{name} {op}'")
         value_at = self.at
         value = self.value()
         if self.max_value_length is not None and len(value) > self.max_value_length:
-            raise self.error(f"a value may be at most {self.max_value_length} characters; "
-                             f"this one has {len(value)}", value_at)
+            raise self.error(
+                f"a value may be at most {self.max_value_length} characters; "
+                f"this one has {len(value)}",
+                value_at,
+            )
         self.terms += 1
         if self.max_terms is not None and self.terms > self.max_terms:
-            raise self.error(f"at most {self.max_terms} comparisons are allowed in one "
-                             "_filter; split the search", start)
+            raise self.error(
+                f"at most {self.max_terms} comparisons are allowed in one "
+                "_filter; split the search",
+                start,
+            )
         return Comparison(name, op, value, start)
 
     def value(self) -> str:
@@ -210,17 +239,18 @@ class _Parser:
             self.at = end
             return str(value)
         start = self.at
-        while self.at < len(self.text) and not self.text[self.at].isspace() \
-                and self.text[self.at] not in ")]":
+        while (
+            self.at < len(self.text)
+            and not self.text[self.at].isspace()
+            and self.text[self.at] not in ")]"
+        ):
             self.at += 1
         if self.at == start:
-            raise self.error("expected a value: a JSON string or a token (no spaces, ')' or "
-                             "']')")
-        return self.text[start:self.at]
+            raise self.error("expected a value: a JSON string or a token (no spaces, ')' or ']')")
+        return self.text[start : self.at]
 
 
-def parse(text: str, max_terms: int | None = None,
-          max_value_length: int | None = None) -> Node:
+def parse(text: str, max_terms: int | None = None, max_value_length: int | None = None) -> Node:
     """The syntax tree of a `_filter` expression, within the limits given (and MAX_DEPTH);
     FilterError otherwise."""
     parser = _Parser(text, max_terms, max_value_length)

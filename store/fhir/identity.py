@@ -20,11 +20,15 @@ def study_uids(study: Study) -> list[tuple[int, str]]:
     """(identifier index, UID without its urn:oid: prefix) of every Study Instance UID."""
     found = []
     for index, identifier in enumerate(study.get("identifier") or ()):
-        if isinstance(identifier, dict) and identifier.get("system") == DICOM_UID_SYSTEM \
-                and isinstance(identifier.get("value"), str):
+        if (
+            isinstance(identifier, dict)
+            and identifier.get("system") == DICOM_UID_SYSTEM
+            and isinstance(identifier.get("value"), str)
+        ):
             value = identifier["value"]
-            found.append((index, value[len(OID_PREFIX):] if value.startswith(OID_PREFIX)
-                          else value))
+            found.append(
+                (index, value[len(OID_PREFIX) :] if value.startswith(OID_PREFIX) else value)
+            )
     return found
 
 
@@ -45,15 +49,28 @@ def identity_issues(study: Study) -> list[Issue]:
     system is written exactly, so that no spelling of it escapes the one-study-per-UID key."""
     uids = study_uids(study)
     first = uids[0][1] if uids else None
-    issues = [Issue(f"{ROOT}.identifier[{index}]", "a study carries at most one Study Instance "
-                    f"UID (urn:dicom:uid); identifier[{uids[0][0]}] already gives {first}")
-              for index, uid in uids[1:] if uid != first]
+    issues = [
+        Issue(
+            f"{ROOT}.identifier[{index}]",
+            "a study carries at most one Study Instance "
+            f"UID (urn:dicom:uid); identifier[{uids[0][0]}] already gives {first}",
+        )
+        for index, uid in uids[1:]
+        if uid != first
+    ]
     for index, identifier in enumerate(study.get("identifier") or ()):
         system = identifier.get("system") if isinstance(identifier, dict) else None
-        if isinstance(system, str) and system != DICOM_UID_SYSTEM \
-                and system.lower() == DICOM_UID_SYSTEM:
-            issues.append(Issue(f"{ROOT}.identifier[{index}].system", "a Study Instance UID's "
-                                f"system is written {DICOM_UID_SYSTEM}, in lower case"))
+        if (
+            isinstance(system, str)
+            and system != DICOM_UID_SYSTEM
+            and system.lower() == DICOM_UID_SYSTEM
+        ):
+            issues.append(
+                Issue(
+                    f"{ROOT}.identifier[{index}].system",
+                    f"a Study Instance UID's system is written {DICOM_UID_SYSTEM}, in lower case",
+                )
+            )
     return issues
 
 

@@ -30,12 +30,20 @@ def check_create(study: dict[str, Any]) -> None:
     (BAD_USER_INPUT), not INVALID_STATUS_TRANSITION."""
     status = study["status"]
     if status not in CREATABLE:
-        raise fail(BAD_USER_INPUT, STATUS, f"a study cannot be created as '{status}'; create "
-                   f"it as one of {', '.join(sorted(CREATABLE))}")
+        raise fail(
+            BAD_USER_INPUT,
+            STATUS,
+            f"a study cannot be created as '{status}'; create "
+            f"it as one of {', '.join(sorted(CREATABLE))}",
+        )
     if status == _NEEDS_INSTANCE and count_instances(study) == 0:
-        raise fail(BAD_USER_INPUT, STATUS, "a study created as 'available' must list at least "
-                   "one instance; create it as 'registered' and set 'available' once it has "
-                   "instances")
+        raise fail(
+            BAD_USER_INPUT,
+            STATUS,
+            "a study created as 'available' must list at least "
+            "one instance; create it as 'registered' and set 'available' once it has "
+            "instances",
+        )
 
 
 def check_writable(old: dict[str, Any]) -> None:
@@ -49,8 +57,10 @@ def check_transition(old: dict[str, Any], new: dict[str, Any]) -> None:
     before, after = old["status"], new["status"]
     if before != after and after not in TRANSITIONS[before]:
         allowed = ", ".join(sorted(TRANSITIONS[before])) or "none"
-        raise _refuse(f"status cannot change from '{before}' to '{after}' (allowed from "
-                      f"'{before}': {allowed})")
+        raise _refuse(
+            f"status cannot change from '{before}' to '{after}' (allowed from "
+            f"'{before}': {allowed})"
+        )
     check_instances(new)
 
 

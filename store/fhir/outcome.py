@@ -30,8 +30,18 @@ PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
 
 # The codes that say the caller's request was refused, not that the service failed (the audit
 # record's outcome: 4 "minor failure" for these, 8 "serious failure" for the others).
-CLIENT_CODES = frozenset({BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, INVALID_STATUS_TRANSITION,
-                          UNAUTHENTICATED, FORBIDDEN, QUERY_REJECTED, RESUME_UNAVAILABLE})
+CLIENT_CODES = frozenset(
+    {
+        BAD_USER_INPUT,
+        NOT_FOUND,
+        VERSION_CONFLICT,
+        INVALID_STATUS_TRANSITION,
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        QUERY_REJECTED,
+        RESUME_UNAVAILABLE,
+    }
+)
 
 # The FHIR issue type (IssueType value set) of a one-issue error of each code.
 ISSUE_TYPE = {
@@ -61,8 +71,11 @@ class Issue:
     code: str = "invalid"  # the FHIR issue-type code
 
     def to_fhir(self) -> dict[str, Any]:
-        issue: dict[str, Any] = {"severity": "error", "code": self.code,
-                                 "diagnostics": self.diagnostics}
+        issue: dict[str, Any] = {
+            "severity": "error",
+            "code": self.code,
+            "diagnostics": self.diagnostics,
+        }
         if self.expression:
             issue["expression"] = [self.expression]
         return issue
@@ -100,8 +113,9 @@ def more_issues(count: int) -> str:
     are in the OperationOutcome."""
     if count <= 0:
         return ""
-    return f" (and {count} more {'issue' if count == 1 else 'issues'}, listed in the " \
-        "OperationOutcome)"
+    return (
+        f" (and {count} more {'issue' if count == 1 else 'issues'}, listed in the OperationOutcome)"
+    )
 
 
 def fail(code: str, expression: str, diagnostics: str) -> StoreError:
@@ -118,13 +132,30 @@ class DuplicateUid(StoreError):
     that study's id: the access gate names it only to a caller who may read that study."""
 
     def __init__(self, expression: str, uid: str, holder: str) -> None:
-        super().__init__(BAD_USER_INPUT, [Issue(expression, f"Study Instance UID {uid} is "
-                         "already carried by another study; a DICOM study is indexed once "
-                         "(update that study instead)", "duplicate")])
+        super().__init__(
+            BAD_USER_INPUT,
+            [
+                Issue(
+                    expression,
+                    f"Study Instance UID {uid} is "
+                    "already carried by another study; a DICOM study is indexed once "
+                    "(update that study instead)",
+                    "duplicate",
+                )
+            ],
+        )
         self.holder = holder
 
     def naming_holder(self) -> StoreError:
         """The same refusal, naming the study that holds the UID."""
         issue = self.issues[0]
-        return StoreError(self.code, [Issue(issue.expression, issue.diagnostics.replace(
-            "another study", f"ImagingStudy/{self.holder}", 1), issue.code)])
+        return StoreError(
+            self.code,
+            [
+                Issue(
+                    issue.expression,
+                    issue.diagnostics.replace("another study", f"ImagingStudy/{self.holder}", 1),
+                    issue.code,
+                )
+            ],
+        )

@@ -42,6 +42,7 @@ def _pattern(regex: re.Pattern[str], rule: str) -> Callable[[object], str | None
         if not isinstance(value, str):
             return "must be a string"
         return None if regex.fullmatch(value) else rule
+
     return check
 
 
@@ -50,8 +51,10 @@ def _datetime(value: object) -> str | None:
         return "must be a string"
     match = _DATETIME.fullmatch(value)
     if not match:
-        return ("must be a FHIR dateTime: YYYY, YYYY-MM, YYYY-MM-DD or "
-                "YYYY-MM-DDThh:mm:ss[.f] with a time zone offset (Z or +hh:mm)")
+        return (
+            "must be a FHIR dateTime: YYYY, YYYY-MM, YYYY-MM-DD or "
+            "YYYY-MM-DDThh:mm:ss[.f] with a time zone offset (Z or +hh:mm)"
+        )
     if match["time"] is not None and match["tz"] is None:
         return "a dateTime with a time must carry a time zone offset (Z or +hh:mm)"
     if match["d"]:
@@ -111,13 +114,19 @@ CHECKS: dict[str, Callable[[object], str | None]] = {
     "url": _pattern(_URI, "must be a URL without white space"),
     "canonical": _pattern(_URI, "must be a canonical URL without white space"),
     "oid": _pattern(re.compile(r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+"), "must be urn:oid:<OID>"),
-    "uuid": _pattern(re.compile(r"urn:uuid:[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}"),
-                     "must be urn:uuid:<lower-case UUID>"),
+    "uuid": _pattern(
+        re.compile(r"urn:uuid:[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}"),
+        "must be urn:uuid:<lower-case UUID>",
+    ),
     "dateTime": _datetime,
-    "date": _pattern(re.compile(r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?"),
-                     "must be a FHIR date: YYYY, YYYY-MM or YYYY-MM-DD"),
-    "time": _pattern(re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?"),
-                     "must be a FHIR time hh:mm:ss"),
+    "date": _pattern(
+        re.compile(r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?"),
+        "must be a FHIR date: YYYY, YYYY-MM or YYYY-MM-DD",
+    ),
+    "time": _pattern(
+        re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?"),
+        "must be a FHIR time hh:mm:ss",
+    ),
     "instant": _pattern(_INSTANT, "must be a FHIR instant: a full date and time with offset"),
     "unsignedInt": _unsigned,
     "positiveInt": _positive,

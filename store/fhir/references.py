@@ -20,15 +20,21 @@ def reference_type(reference: str) -> str | None:
     return match["type"] if match else None
 
 
-def reference_problems(ref: dict[str, Any], targets: tuple[str, ...],
-                       contained: dict[str, str]) -> Iterator[tuple[str, str]]:
+def reference_problems(
+    ref: dict[str, Any], targets: tuple[str, ...], contained: dict[str, str]
+) -> Iterator[tuple[str, str]]:
     """Yields (sub-element, rule) for each way `ref` breaks the reference rules."""
     allowed = " | ".join(targets)
     literal, type_ = ref.get("reference"), ref.get("type")
     if all(ref.get(k) is None for k in ("reference", "identifier", "display", "extension")):
         # An extension alone carries e.g. a data-absent-reason: the target is unknown.
-        yield "", ("a Reference needs at least one of reference, identifier or display (or "
-                   "an extension such as data-absent-reason)")
+        yield (
+            "",
+            (
+                "a Reference needs at least one of reference, identifier or display (or "
+                "an extension such as data-absent-reason)"
+            ),
+        )
         return
     if isinstance(type_, str) and targets and type_ not in targets:
         yield ".type", f"'{type_}' is not an allowed target here; allowed: {allowed}"
@@ -38,8 +44,9 @@ def reference_problems(ref: dict[str, Any], targets: tuple[str, ...],
         yield ".type", f"a Reference given only by identifier must say its type ({allowed})"
 
 
-def _literal_problems(literal: str, type_: Any, targets: tuple[str, ...],
-                      contained: dict[str, str]) -> Iterator[tuple[str, str]]:
+def _literal_problems(
+    literal: str, type_: Any, targets: tuple[str, ...], contained: dict[str, str]
+) -> Iterator[tuple[str, str]]:
     if literal.startswith("#"):
         if literal[1:] not in contained:
             yield ".reference", f"'{literal}' names no contained resource of this study"
@@ -50,11 +57,15 @@ def _literal_problems(literal: str, type_: Any, targets: tuple[str, ...],
     else:
         named = reference_type(literal)
     if named is None:
-        yield ".reference", ("must be a relative reference Type/id, an absolute URL ending in "
-                             "Type/id, urn:uuid:/urn:oid:, or #id of a contained resource")
+        yield (
+            ".reference",
+            (
+                "must be a relative reference Type/id, an absolute URL ending in "
+                "Type/id, urn:uuid:/urn:oid:, or #id of a contained resource"
+            ),
+        )
     elif targets and named not in targets:
-        yield ".reference", (f"points at a {named}; allowed targets here: "
-                             f"{' | '.join(targets)}")
+        yield ".reference", (f"points at a {named}; allowed targets here: {' | '.join(targets)}")
     elif isinstance(type_, str) and type_ != named:
         yield ".type", f"says '{type_}' but the reference points at a {named}"
 

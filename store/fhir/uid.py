@@ -28,4 +28,4 @@ def oid_uid_problem(value: object) -> str | None:
     """Checks a `urn:oid:<uid>` value, as used for Study Instance UIDs and SOP classes."""
     if not isinstance(value, str) or not value.startswith(OID_PREFIX):
         return f"must be '{OID_PREFIX}' followed by a DICOM UID"
-    return uid_problem(value[len(OID_PREFIX):])
+    return uid_problem(value[len(OID_PREFIX) :])

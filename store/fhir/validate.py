@@ -28,10 +28,15 @@ def _status_problem(value: object) -> str | None:
 
 def _modality_problems(concept: dict[str, Any]) -> Iterable[tuple[str, str]]:
     for i, coding in enumerate(concept.get("coding") or ()):
-        if (isinstance(coding, dict) and coding.get("system") == defs.DICOM_SYSTEM
-                and coding.get("code") not in defs.dicom_modalities()):
-            yield (f".coding[{i}].code",
-                   f"'{coding.get('code')}' is not a DICOM CID 33 modality code")
+        if (
+            isinstance(coding, dict)
+            and coding.get("system") == defs.DICOM_SYSTEM
+            and coding.get("code") not in defs.dicom_modalities()
+        ):
+            yield (
+                f".coding[{i}].code",
+                f"'{coding.get('code')}' is not a DICOM CID 33 modality code",
+            )
 
 
 def _sop_class_problems(coding: dict[str, Any]) -> Iterable[tuple[str, str]]:
@@ -81,8 +86,14 @@ class _Walker:
     def add(self, expression: str, rule: str) -> None:
         self.issues.append(Issue(expression, rule))
 
-    def fields(self, obj: object, expr: str, elements: dict[str, defs.Element], key: str,
-               targets: tuple[str, ...] = ()) -> bool:
+    def fields(
+        self,
+        obj: object,
+        expr: str,
+        elements: dict[str, defs.Element],
+        key: str,
+        targets: tuple[str, ...] = (),
+    ) -> bool:
         if not isinstance(obj, dict):
             self.add(expr, "must be an object")
             return False
@@ -95,8 +106,9 @@ class _Walker:
             if element is None:
                 self.add(f"{expr}.{name}", f"unknown element '{name}': not part of R5 {key}")
             else:
-                self.element(element, value, f"{expr}.{name}", f"{key}.{name}", targets,
-                             obj.get(f"_{name}"))
+                self.element(
+                    element, value, f"{expr}.{name}", f"{key}.{name}", targets, obj.get(f"_{name}")
+                )
         for element in elements.values():
             if element.required and obj.get(element.name) is None:
                 rule = f"{element.name} is required (cardinality 1..1)"
@@ -107,8 +119,15 @@ class _Walker:
                 self.add(f"{expr}.{element.name}", rule)
         return len(self.issues) == before
 
-    def element(self, element: defs.Element, value: object, expr: str, key: str,
-                targets: tuple[str, ...], sibling: object = None) -> None:
+    def element(
+        self,
+        element: defs.Element,
+        value: object,
+        expr: str,
+        key: str,
+        targets: tuple[str, ...],
+        sibling: object = None,
+    ) -> None:
         if value is None:
             self.add(expr, "must not be null: leave the element out instead")
         elif element.many:
@@ -122,8 +141,11 @@ class _Walker:
                         # A repeating primitive's value may be missing where its _name item
                         # carries an id or extensions (json.html#primitive).
                         if _item(sibling, i) is None:
-                            self.add(f"{expr}[{i}]", f"must not be null unless "
-                                     f"_{element.name}[{i}] carries its id or extensions")
+                            self.add(
+                                f"{expr}[{i}]",
+                                f"must not be null unless "
+                                f"_{element.name}[{i}] carries its id or extensions",
+                            )
                         continue
                     self.value(element, item, f"{expr}[{i}]", key, targets)
         elif isinstance(value, list):
@@ -131,8 +153,9 @@ class _Walker:
         else:
             self.value(element, value, expr, key, targets)
 
-    def value(self, element: defs.Element, value: object, expr: str, key: str,
-              targets: tuple[str, ...]) -> None:
+    def value(
+        self, element: defs.Element, value: object, expr: str, key: str, targets: tuple[str, ...]
+    ) -> None:
         type_ = element.type
         own_targets = element.targets or targets
         if type_ in CHECKS:
@@ -151,8 +174,15 @@ class _Walker:
         else:  # pragma: no cover - the tables name no other type
             raise AssertionError(f"no rule for FHIR type {type_}")
 
-    def checked(self, value: object, expr: str, elements: dict[str, defs.Element], type_: str,
-                key: str, targets: tuple[str, ...] = ()) -> None:
+    def checked(
+        self,
+        value: object,
+        expr: str,
+        elements: dict[str, defs.Element],
+        type_: str,
+        key: str,
+        targets: tuple[str, ...] = (),
+    ) -> None:
         if not self.fields(value, expr, elements, type_, targets):
             return
         assert isinstance(value, dict)
@@ -164,8 +194,15 @@ class _Walker:
             for sub, problem in reference_problems(value, targets, self.contained):
                 self.add(expr + sub, problem)
 
-    def primitive_sibling(self, obj: dict[str, Any], name: str, value: object, expr: str,
-                          elements: dict[str, defs.Element], key: str) -> None:
+    def primitive_sibling(
+        self,
+        obj: dict[str, Any],
+        name: str,
+        value: object,
+        expr: str,
+        elements: dict[str, defs.Element],
+        key: str,
+    ) -> None:
         """`_name`: the id and extensions of primitive element `name` (R5 JSON, "JSON
         representation of primitive elements"): an object, or for a repeating primitive a
         list aligned by position with `name`, null where an item has neither."""
@@ -173,12 +210,18 @@ class _Walker:
         base = name[1:]
         element = elements.get(base)
         if element is None:
-            self.add(where, f"unknown element '{name}': R5 {key} has no element '{base}' "
-                     f"whose id or extensions it could carry")
+            self.add(
+                where,
+                f"unknown element '{name}': R5 {key} has no element '{base}' "
+                f"whose id or extensions it could carry",
+            )
             return
         if not defs.takes_extensions(key, element):
-            self.add(where, f"unknown element '{name}': {key}.{base} is not a primitive "
-                     "element that carries an id or extensions in R5 JSON")
+            self.add(
+                where,
+                f"unknown element '{name}': {key}.{base} is not a primitive "
+                "element that carries an id or extensions in R5 JSON",
+            )
             return
         given = obj.get(base)
         if not element.many:
@@ -188,21 +231,29 @@ class _Walker:
                 self.primitive_parts(value, where, base)
             return
         if not isinstance(value, list):
-            self.add(where, f"must be a list aligned by position with {base} (a repeating "
-                     "primitive), null where an item has no id or extensions")
+            self.add(
+                where,
+                f"must be a list aligned by position with {base} (a repeating "
+                "primitive), null where an item has no id or extensions",
+            )
             return
         if not value:
             self.add(where, "must not be an empty list: leave the element out instead")
             return
         if isinstance(given, list) and len(given) != len(value):
-            self.add(where, f"must have as many items as {base} ({len(given)}), aligned by "
-                     "position, null where an item has no id or extensions")
+            self.add(
+                where,
+                f"must have as many items as {base} ({len(given)}), aligned by "
+                "position, null where an item has no id or extensions",
+            )
             return
         for i, item in enumerate(value):
             if item is None:
                 if _item(given, i) is None:
-                    self.add(f"{where}[{i}]", f"null here and in {base}[{i}]: an item needs "
-                             "a value, an id or extensions")
+                    self.add(
+                        f"{where}[{i}]",
+                        f"null here and in {base}[{i}]: an item needs a value, an id or extensions",
+                    )
             else:
                 self.primitive_parts(item, f"{where}[{i}]", base)
 
@@ -210,11 +261,15 @@ class _Walker:
         if not isinstance(value, dict):
             self.add(expr, f"must be an object holding the id and/or extensions of {base}")
         elif not value:
-            self.add(expr, f"must not be empty: it holds the id and/or extensions of {base}, "
-                     "else leave it out")
+            self.add(
+                expr,
+                f"must not be empty: it holds the id and/or extensions of {base}, "
+                "else leave it out",
+            )
         else:
-            self.fields(value, expr, defs.PRIMITIVE_PARTS,
-                        "primitive element (only id and extension)")
+            self.fields(
+                value, expr, defs.PRIMITIVE_PARTS, "primitive element (only id and extension)"
+            )
 
     def extension(self, value: object, expr: str) -> None:
         if not isinstance(value, dict):
@@ -228,9 +283,14 @@ class _Walker:
             return
         for name, item in siblings.items():
             type_ = defs.EXTENSION_VALUE_KEYS.get(name[1:])
-            self.primitive_sibling(value, name, item, expr,
-                                   {name[1:]: defs.Element(name[1:], type_)} if type_ else {},
-                                   "Extension")
+            self.primitive_sibling(
+                value,
+                name,
+                item,
+                expr,
+                {name[1:]: defs.Element(name[1:], type_)} if type_ else {},
+                "Extension",
+            )
         present = values.keys() | {k[1:] for k in siblings}
         if len(present) > 1:
             self.add(expr, "an Extension carries at most one value[x]")
@@ -268,8 +328,11 @@ class _Walker:
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str) or not _JSON_NAME.fullmatch(key):
-                    self.add(f"{expr}.{key}", "not a FHIR element name (letters, digits and "
-                             "'_', starting with a letter or '_')")
+                    self.add(
+                        f"{expr}.{key}",
+                        "not a FHIR element name (letters, digits and "
+                        "'_', starting with a letter or '_')",
+                    )
                 else:
                     self.json_names(item, f"{expr}.{key}")
         elif isinstance(value, list):
@@ -290,8 +353,11 @@ def _contained_ids(study: dict[str, Any]) -> dict[str, str]:
     contained = study.get("contained")
     if not isinstance(contained, list):
         return {}
-    return {r["id"]: r.get("resourceType", "") for r in contained
-            if isinstance(r, dict) and isinstance(r.get("id"), str)}
+    return {
+        r["id"]: r.get("resourceType", "")
+        for r in contained
+        if isinstance(r, dict) and isinstance(r.get("id"), str)
+    }
 
 
 def structure_issues(study: object) -> list[Issue]:
@@ -315,15 +381,23 @@ def uid_issues(study: dict[str, Any]) -> list[Issue]:
     for s, series in enumerate(study.get("series") or ()):
         uid = series.get("uid")
         if uid in series_seen:
-            issues.append(Issue(f"{ROOT}.series[{s}].uid", f"series UID {uid} is already used "
-                                f"by ImagingStudy.series[{series_seen[uid]}]"))
+            issues.append(
+                Issue(
+                    f"{ROOT}.series[{s}].uid",
+                    f"series UID {uid} is already used by ImagingStudy.series[{series_seen[uid]}]",
+                )
+            )
         series_seen.setdefault(uid, s)
         for i, instance in enumerate(series.get("instance") or ()):
             uid = instance.get("uid")
             where = f"{ROOT}.series[{s}].instance[{i}]"
             if uid in instance_seen:
-                issues.append(Issue(f"{where}.uid", f"instance UID {uid} is already used by "
-                                    f"{instance_seen[uid]}"))
+                issues.append(
+                    Issue(
+                        f"{where}.uid",
+                        f"instance UID {uid} is already used by {instance_seen[uid]}",
+                    )
+                )
             else:
                 instance_seen[uid] = where
     return issues
@@ -333,19 +407,27 @@ def count_instances(study: dict[str, Any]) -> int:
     return sum(len(s.get("instance") or ()) for s in study.get("series") or ())
 
 
-def size_issues(study: dict[str, Any], max_instances: int, max_series: int,
-                written: bool = False) -> list[Issue]:
+def size_issues(
+    study: dict[str, Any], max_instances: int, max_series: int, written: bool = False
+) -> list[Issue]:
     """The study over the series or instance cap (`written`: the result of a partial write)."""
     issues = []
     said = "this write would make it" if written else "this one lists"
     series = len(study.get("series") or ())
     if series > max_series:
-        issues.append(Issue(f"{ROOT}.series", f"a study may list at most {max_series} series; "
-                            f"{said} {series}"))
+        issues.append(
+            Issue(
+                f"{ROOT}.series", f"a study may list at most {max_series} series; {said} {series}"
+            )
+        )
     total = count_instances(study)
     if total > max_instances:
-        issues.append(Issue(f"{ROOT}.series", f"a study may list at most {max_instances} "
-                            f"instances; {said} {total}"))
+        issues.append(
+            Issue(
+                f"{ROOT}.series",
+                f"a study may list at most {max_instances} instances; {said} {total}",
+            )
+        )
     return issues
 
 

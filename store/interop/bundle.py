@@ -13,17 +13,42 @@ from store.fhir.outcome import BAD_USER_INPUT, fail
 from store.mongo.search import escape
 
 BUNDLE_TYPES = ("collection", "batch", "transaction", "searchset")
-BUNDLE_ELEMENTS = {"resourceType", "id", "meta", "implicitRules", "language", "identifier",
-                   "type", "timestamp", "total", "link", "entry", "signature", "issues"}
-ENTRY_ELEMENTS = {"id", "extension", "modifierExtension", "link", "fullUrl", "resource",
-                  "search", "request", "response"}
+BUNDLE_ELEMENTS = {
+    "resourceType",
+    "id",
+    "meta",
+    "implicitRules",
+    "language",
+    "identifier",
+    "type",
+    "timestamp",
+    "total",
+    "link",
+    "entry",
+    "signature",
+    "issues",
+}
+ENTRY_ELEMENTS = {
+    "id",
+    "extension",
+    "modifierExtension",
+    "link",
+    "fullUrl",
+    "resource",
+    "search",
+    "request",
+    "response",
+}
 
 
 def study_uid_token(resource: Study) -> str | None:
     """The search token `urn:dicom:uid|<value>` of the first Study Instance UID identifier."""
     for identifier in resource.get("identifier") or ():
-        if isinstance(identifier, dict) and identifier.get("system") == DICOM_UID_SYSTEM \
-                and isinstance(identifier.get("value"), str):
+        if (
+            isinstance(identifier, dict)
+            and identifier.get("system") == DICOM_UID_SYSTEM
+            and isinstance(identifier.get("value"), str)
+        ):
             return f"{DICOM_UID_SYSTEM}|{escape(identifier['value'])}"
     return None
 
@@ -42,8 +67,11 @@ def entries(resource: Any) -> tuple[str | None, list[Any]]:
         return None, [resource]
     kind = resource.get("type")
     if kind not in BUNDLE_TYPES:
-        raise fail(BAD_USER_INPUT, "Bundle.type", f"'{kind}' Bundles are not imported; use "
-                   f"one of {', '.join(BUNDLE_TYPES)}")
+        raise fail(
+            BAD_USER_INPUT,
+            "Bundle.type",
+            f"'{kind}' Bundles are not imported; use one of {', '.join(BUNDLE_TYPES)}",
+        )
     unknown = sorted(set(resource) - BUNDLE_ELEMENTS)
     if unknown:
         raise fail(BAD_USER_INPUT, f"Bundle.{unknown[0]}", "is not an R5 Bundle element")
@@ -69,20 +97,35 @@ def _check_entry(entry: dict[str, Any], where: str) -> None:
     if not isinstance(request, dict):
         raise fail(BAD_USER_INPUT, f"{where}.request", "must be an object")
     if request.get("method") not in (None, "POST", "PUT"):
-        raise fail(BAD_USER_INPUT, f"{where}.request.method", "import creates or updates the "
-                   "entry's resource (POST or PUT); delete studies with ImagingStudyDelete")
+        raise fail(
+            BAD_USER_INPUT,
+            f"{where}.request.method",
+            "import creates or updates the "
+            "entry's resource (POST or PUT); delete studies with ImagingStudyDelete",
+        )
     url = request.get("url")
     if url is not None:
         resource = entry.get("resource")
         target = resource.get("id") if isinstance(resource, dict) else None
-        wanted = "ImagingStudy" if request.get("method") == "POST" or target is None \
+        wanted = (
+            "ImagingStudy"
+            if request.get("method") == "POST" or target is None
             else f"ImagingStudy/{target}"
+        )
         if url != wanted:
-            raise fail(BAD_USER_INPUT, f"{where}.request.url", f"must be '{wanted}' for this "
-                       "entry (the resource it carries), not another study or a search")
+            raise fail(
+                BAD_USER_INPUT,
+                f"{where}.request.url",
+                f"must be '{wanted}' for this "
+                "entry (the resource it carries), not another study or a search",
+            )
     for name in ("ifMatch", "ifNoneExist", "ifNoneMatch", "ifModifiedSince"):
         if name in request:
-            raise fail(BAD_USER_INPUT, f"{where}.request.{name}", "conditional requests are not "
-                       "supported by import (matching is by Study Instance UID, then id); use "
-                       "ImagingStudyUpdate with versionId or ImagingStudyCreate with "
-                       "ifNoneExist")
+            raise fail(
+                BAD_USER_INPUT,
+                f"{where}.request.{name}",
+                "conditional requests are not "
+                "supported by import (matching is by Study Instance UID, then id); use "
+                "ImagingStudyUpdate with versionId or ImagingStudyCreate with "
+                "ifNoneExist",
+            )

@@ -19,22 +19,33 @@ from pydicom.uid import UID
 from store.fhir.definitions import DICOM_SYSTEM, DICOM_UID_SYSTEM, dicom_modalities
 
 SCT = "http://snomed.info/sct"
-ACSN = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
-                    "code": "ACSN"}]}
-PERFORMER = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                         "code": "PRF"}]}
+ACSN = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}
+PERFORMER = {
+    "coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRF"}
+    ]
+}
 ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 # DICOM Laterality (0020,0060) -> DICOM CID 244 (SNOMED CT)
-LATERALITY = {"R": ("24028007", "Right"), "L": ("7771000", "Left"),
-              "B": ("51440002", "Bilateral")}
+LATERALITY = {"R": ("24028007", "Right"), "L": ("7771000", "Left"), "B": ("51440002", "Bilateral")}
 # BodyPartExamined defined terms (PS3.16 Annex L) whose CID 4031 name differs from the term.
 _BODY_ALIASES = {
-    "CSPINE": "CervicalSpine", "TSPINE": "ThoracicSpine", "LSPINE": "LumbarSpine",
-    "LSSPINE": "LumboSacralSpine", "ABDOMENPELVIS": "AbdomenAndPelvis",
-    "CHESTABDOMEN": "ChestAndAbdomen", "CHESTABDPELVIS": "ChestAbdomenAndPelvis",
-    "HEADNECK": "HeadAndNeck", "NECKCHEST": "NeckAndChest", "WHOLEBODY": "EntireBody",
-    "ELBOW": "ElbowJoint", "ANKLE": "AnkleJoint", "WRIST": "WristJoint",
-    "TMJ": "TemporomandibularJoint", "ARM": "UpperArm", "LEG": "LowerLeg",
+    "CSPINE": "CervicalSpine",
+    "TSPINE": "ThoracicSpine",
+    "LSPINE": "LumbarSpine",
+    "LSSPINE": "LumboSacralSpine",
+    "ABDOMENPELVIS": "AbdomenAndPelvis",
+    "CHESTABDOMEN": "ChestAndAbdomen",
+    "CHESTABDPELVIS": "ChestAbdomenAndPelvis",
+    "HEADNECK": "HeadAndNeck",
+    "NECKCHEST": "NeckAndChest",
+    "WHOLEBODY": "EntireBody",
+    "ELBOW": "ElbowJoint",
+    "ANKLE": "AnkleJoint",
+    "WRIST": "WristJoint",
+    "TMJ": "TemporomandibularJoint",
+    "ARM": "UpperArm",
+    "LEG": "LowerLeg",
 }
 _BODY = {name.upper(): name for name in codes.cid4031.dir()}
 # pydicom also logs each deviation it warns about; the ingest report says what matters.
@@ -138,8 +149,12 @@ def _body_site(value: str) -> dict[str, Any]:
     if name is None:
         return {"concept": {"text": value}}
     code = getattr(codes.cid4031, name)
-    return {"concept": {"coding": [{"system": SCT, "code": code.value,
-                                    "display": code.meaning}], "text": value}}
+    return {
+        "concept": {
+            "coding": [{"system": SCT, "code": code.value, "display": code.meaning}],
+            "text": value,
+        }
+    }
 
 
 def _subject(ds: Any) -> dict[str, Any]:
@@ -163,8 +178,7 @@ def _subject(ds: Any) -> dict[str, Any]:
 
 
 def _header(ds: Any, timezone: str | None, endpoint: str | None) -> Header:
-    uids = {k: _text(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID",
-                                        "SOPInstanceUID")}
+    uids = {k: _text(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
     for keyword, value in uids.items():
         if not value:
             raise Skip(f"no {keyword}")
@@ -174,15 +188,18 @@ def _header(ds: Any, timezone: str | None, endpoint: str | None) -> Header:
         raise Skip("no Modality (ImagingStudy.series.modality is required)")
     zone = offset(_text(ds, "TimezoneOffsetFromUTC")) or timezone
     study: dict[str, Any] = {
-        "resourceType": "ImagingStudy", "status": "available",
+        "resourceType": "ImagingStudy",
+        "status": "available",
         "identifier": [{"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{study_uid}"}],
-        "subject": _subject(ds)}
+        "subject": _subject(ds),
+    }
     study_optional = {
         "started": date_time(_text(ds, "StudyDate"), _text(ds, "StudyTime"), zone),
         "description": _text(ds, "StudyDescription"),
         "referrer": {"display": n} if (n := person(ds.get("ReferringPhysicianName"))) else None,
         "basedOn": [{"type": "ServiceRequest", "identifier": {"type": ACSN, "value": a}}]
-        if (a := _text(ds, "AccessionNumber")) else None,
+        if (a := _text(ds, "AccessionNumber"))
+        else None,
         "endpoint": [{"reference": endpoint}] if endpoint else None,
     }
     study.update({k: v for k, v in study_optional.items() if v is not None})
@@ -190,10 +207,12 @@ def _header(ds: Any, timezone: str | None, endpoint: str | None) -> Header:
     performers = [person(p) for p in _values(ds.get("PerformingPhysicianName"))]
     laterality = LATERALITY.get(_text(ds, "Laterality") or "")
     series_optional = {
-        "number": _int(ds, "SeriesNumber"), "description": _text(ds, "SeriesDescription"),
+        "number": _int(ds, "SeriesNumber"),
+        "description": _text(ds, "SeriesDescription"),
         "bodySite": _body_site(b) if (b := _text(ds, "BodyPartExamined")) else None,
-        "laterality": {"coding": [{"system": SCT, "code": laterality[0],
-                                   "display": laterality[1]}]} if laterality else None,
+        "laterality": {"coding": [{"system": SCT, "code": laterality[0], "display": laterality[1]}]}
+        if laterality
+        else None,
         "started": date_time(_text(ds, "SeriesDate"), _text(ds, "SeriesTime"), zone),
         "performer": [{"function": PERFORMER, "actor": {"display": p}} for p in performers if p]
         or None,
@@ -206,8 +225,10 @@ def _header(ds: Any, timezone: str | None, endpoint: str | None) -> Header:
     if (name := UID(sop_class).name) != sop_class:
         coding["display"] = name
     instance: dict[str, Any] = {"uid": sop_uid, "sopClass": coding}
-    instance_optional = {"number": _int(ds, "InstanceNumber"),
-                         "title": _text(ds, "ContentLabel") or _text(ds, "DocumentTitle")}
+    instance_optional = {
+        "number": _int(ds, "InstanceNumber"),
+        "title": _text(ds, "ContentLabel") or _text(ds, "DocumentTitle"),
+    }
     instance.update({k: v for k, v in instance_optional.items() if v is not None})
     return Header(study_uid, series_uid, study, series, instance)
 

@@ -35,8 +35,9 @@ def walk(paths: Iterable[str | Path], suffixes: tuple[str, ...] = SUFFIXES) -> I
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file()
-                              and p.suffix.lower() in suffixes)
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+            )
         else:
             yield path
 
@@ -60,8 +61,11 @@ def _parse(text: str, path: str, line: int | None) -> Item:
         return Item(path, line, json.loads(text))
     except json.JSONDecodeError as error:
         # An NDJSON line is parsed alone: its "line 1" is the file's line `line`.
-        where = f"column {error.colno}" if line is not None else \
-            f"line {error.lineno} column {error.colno}"
+        where = (
+            f"column {error.colno}"
+            if line is not None
+            else f"line {error.lineno} column {error.colno}"
+        )
         return Item(path, line, error=f"not JSON: {error.msg} at {where}")
 
 
@@ -77,8 +81,9 @@ async def write_ndjson(studies: AsyncIterator[dict[str, Any]], out: IO[str]) -> 
     return count
 
 
-async def write_bundle(studies: AsyncIterator[dict[str, Any]], out: IO[str],
-                       total: int | None = None) -> int:
+async def write_bundle(
+    studies: AsyncIterator[dict[str, Any]], out: IO[str], total: int | None = None
+) -> int:
     """A searchset Bundle, written entry by entry so no page of studies is held twice."""
     head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
@@ -86,8 +91,11 @@ async def write_bundle(studies: AsyncIterator[dict[str, Any]], out: IO[str],
     out.write(dumps(head)[:-1] + ',"entry":[')
     count = 0
     async for study in studies:
-        entry = {"fullUrl": f"urn:uuid:{_uuid(study['id'])}", "resource": study,
-                 "search": {"mode": "match"}}
+        entry = {
+            "fullUrl": f"urn:uuid:{_uuid(study['id'])}",
+            "resource": study,
+            "search": {"mode": "match"},
+        }
         out.write(("," if count else "") + "\n" + dumps(entry))
         count += 1
     out.write("\n]}\n")

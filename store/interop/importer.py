@@ -88,8 +88,12 @@ def in_entry(result: EntryResult) -> None:
     `ImagingStudy.status`, the client sent `Bundle.entry[2].resource.status`."""
     entry = f"Bundle.entry[{result.index}].resource"
     for issue in (result.outcome or {}).get("issue", ()):
-        issue["expression"] = [entry + path[len(ROOT):] if path == ROOT or path.startswith(
-            (f"{ROOT}.", f"{ROOT}[")) else path for path in issue.get("expression", ())]
+        issue["expression"] = [
+            entry + path[len(ROOT) :]
+            if path == ROOT or path.startswith((f"{ROOT}.", f"{ROOT}["))
+            else path
+            for path in issue.get("expression", ())
+        ]
 
 
 LARGE_ENTRY = 1_000  # instances: above this, an entry's rules run in a worker thread
@@ -100,8 +104,15 @@ async def _rules(resource: Any, rule: Callable[..., Study], *args: Any) -> Study
     50,000-instance study held the loop ~0.4 s), inline otherwise (a thread hop per small
     entry would cost more than the rule)."""
     series = resource.get("series") if isinstance(resource, dict) else None
-    size = sum(len(one["instance"]) for one in series if isinstance(one, dict)
-               and isinstance(one.get("instance"), list)) if isinstance(series, list) else 0
+    size = (
+        sum(
+            len(one["instance"])
+            for one in series
+            if isinstance(one, dict) and isinstance(one.get("instance"), list)
+        )
+        if isinstance(series, list)
+        else 0
+    )
     return await asyncio.to_thread(rule, *args) if size > LARGE_ENTRY else rule(*args)
 
 
@@ -116,9 +127,11 @@ def _refuse_repeats(plans: list[_Plan]) -> None:
         keys += [f"Study Instance UID {uid}" for _, uid in study_uids(plan.resource)]
         for key in keys:
             if key in first:
-                plan.error = fail(BAD_USER_INPUT, f"Bundle.entry[{plan.index}]", f"the "
-                                  f"{key} is also entry {first[key]}'s: one transaction writes "
-                                  "a study once")
+                plan.error = fail(
+                    BAD_USER_INPUT,
+                    f"Bundle.entry[{plan.index}]",
+                    f"the {key} is also entry {first[key]}'s: one transaction writes a study once",
+                )
                 break
             first[key] = plan.index
 
@@ -140,8 +153,9 @@ class Target(Protocol):
     async def check_uid(self, study: Study) -> None: ...
     async def match(self, params: Params) -> Study | None: ...
     async def match_id(self, study_id: str) -> Study | None: ...
-    async def create(self, resource: Study,
-                     if_none_exist: str | None = None) -> tuple[Study, bool]: ...
+    async def create(
+        self, resource: Study, if_none_exist: str | None = None
+    ) -> tuple[Study, bool]: ...
     async def update(self, study_id: str, resource: Study, version_id: str | None) -> Study: ...
     async def atomically(self, work: Callable[[Self | None], Awaitable[T]]) -> T: ...
     async def undo(self, study_id: str, written: str, previous: Study | None) -> bool: ...
@@ -150,8 +164,9 @@ class Target(Protocol):
 class Importer:
     """Imports resources and Bundles into one repository."""
 
-    def __init__(self, repo: Target, dry_run: bool = False, attempts: int = 5,
-                 admit: Admit | None = None) -> None:
+    def __init__(
+        self, repo: Target, dry_run: bool = False, attempts: int = 5, admit: Admit | None = None
+    ) -> None:
         # The repository, or the caller-scoped store that wraps it: then matching sees only
         # the studies the caller may update, and `admit` checks each incoming resource.
         self.repo = repo
@@ -171,8 +186,9 @@ class Importer:
         if kind == "transaction":
             results = await self._transaction(resources)
         else:
-            results = [await self._safely(index, resource)
-                       for index, resource in enumerate(resources)]
+            results = [
+                await self._safely(index, resource) for index, resource in enumerate(resources)
+            ]
         if kind is not None:  # a Bundle: each issue names its entry
             for result in results:
                 in_entry(result)
@@ -185,9 +201,20 @@ class Importer:
             return await self._one(index, resource)
         except Exception:
             log.exception("import entry %d failed unexpectedly", index)
-            return _rejected(index, StoreError(INTERNAL_SERVER_ERROR, [Issue(
-                f"Bundle.entry[{index}]", "an unexpected error stopped this entry (see the "
-                "server log); importing it again is safe", "exception")]))
+            return _rejected(
+                index,
+                StoreError(
+                    INTERNAL_SERVER_ERROR,
+                    [
+                        Issue(
+                            f"Bundle.entry[{index}]",
+                            "an unexpected error stopped this entry (see the "
+                            "server log); importing it again is safe",
+                            "exception",
+                        )
+                    ],
+                ),
+            )
 
     async def _one(self, index: int, resource: Any) -> EntryResult:
         for _ in range(self._attempts):
@@ -202,31 +229,48 @@ class Importer:
                 if error.code != VERSION_CONFLICT:
                     return _rejected(index, error)
                 # Someone wrote the same study meanwhile: plan again against what is there.
-        return _rejected(index, fail(VERSION_CONFLICT, "ImagingStudy", "the study kept "
-                                     "changing during the import; retry"))
+        return _rejected(
+            index,
+            fail(
+                VERSION_CONFLICT, "ImagingStudy", "the study kept changing during the import; retry"
+            ),
+        )
 
     async def _plan(self, index: int, resource: Any) -> _Plan:
         await self._pause()
         try:
             if not isinstance(resource, dict) or resource.get("resourceType") != "ImagingStudy":
                 kind = resource.get("resourceType") if isinstance(resource, dict) else None
-                raise fail(BAD_USER_INPUT, f"Bundle.entry[{index}].resource",
-                           f"only ImagingStudy resources are imported, not {kind or 'this'}")
-            if "id" in resource and (not isinstance(resource["id"], str)
-                                     or CHECKS["id"](resource["id"])):
-                raise fail(BAD_USER_INPUT, "ImagingStudy.id", "must be a FHIR id (1 to 64 "
-                           "letters, digits, '-' and '.')")
+                raise fail(
+                    BAD_USER_INPUT,
+                    f"Bundle.entry[{index}].resource",
+                    f"only ImagingStudy resources are imported, not {kind or 'this'}",
+                )
+            if "id" in resource and (
+                not isinstance(resource["id"], str) or CHECKS["id"](resource["id"])
+            ):
+                raise fail(
+                    BAD_USER_INPUT,
+                    "ImagingStudy.id",
+                    "must be a FHIR id (1 to 64 letters, digits, '-' and '.')",
+                )
             target = await self._match(resource)
             if self._admit is not None:
-                self._admit(resource, "u" if target else "c", "ImagingStudyImport",
-                            target is None)
+                self._admit(resource, "u" if target else "c", "ImagingStudyImport", target is None)
             if target is None:
                 await self.repo.check_uid(resource)  # so a dry run says what a write would
-                study = await _rules(resource, edit.create, resource, self.repo.max_instances,
-                                     self.repo.max_series)
+                study = await _rules(
+                    resource, edit.create, resource, self.repo.max_instances, self.repo.max_series
+                )
                 return _Plan(index, study, CREATED)
-            new = await _rules(resource, edit.replace, target, {**resource, "id": target["id"]},
-                               self.repo.max_instances, self.repo.max_series)
+            new = await _rules(
+                resource,
+                edit.replace,
+                target,
+                {**resource, "id": target["id"]},
+                self.repo.max_instances,
+                self.repo.max_series,
+            )
             status = UNCHANGED if same_content(new, target) else UPDATED
             return _Plan(index, {**resource, "id": target["id"]}, status, target)
         except OutcomeError as error:  # the rules' refusals and the gate's
@@ -239,9 +283,13 @@ class Importer:
             found = await self.repo.match([("identifier", token)])
             if found is not None:
                 if not same_subject(found, resource):
-                    raise fail(BAD_USER_INPUT, "ImagingStudy.subject", f"the study with this "
-                               f"Study Instance UID (ImagingStudy/{found['id']}) is about "
-                               "another subject; import never merges studies across subjects")
+                    raise fail(
+                        BAD_USER_INPUT,
+                        "ImagingStudy.subject",
+                        f"the study with this "
+                        f"Study Instance UID (ImagingStudy/{found['id']}) is about "
+                        "another subject; import never merges studies across subjects",
+                    )
                 return found
         study_id = resource.get("id")
         return await self.repo.match_id(study_id) if isinstance(study_id, str) else None
@@ -255,13 +303,16 @@ class Importer:
             study, created = await repo.create(plan.resource, condition)
             if not created:  # another importer created it first: now it is an update
                 raise fail(VERSION_CONFLICT, "ImagingStudy", "created concurrently")
-            return EntryResult(plan.index, CREATED, study["id"],
-                               version=study["meta"]["versionId"])
+            return EntryResult(plan.index, CREATED, study["id"], version=study["meta"]["versionId"])
         version = plan.target["meta"]["versionId"]
         study = await repo.update(plan.target["id"], plan.resource, version)
         status = UNCHANGED if study["meta"]["versionId"] == version else UPDATED
-        return EntryResult(plan.index, status, study["id"],
-                           version=study["meta"]["versionId"] if status == UPDATED else None)
+        return EntryResult(
+            plan.index,
+            status,
+            study["id"],
+            version=study["meta"]["versionId"] if status == UPDATED else None,
+        )
 
     def _result(self, plan: _Plan) -> EntryResult:
         target_id = plan.target["id"] if plan.target else plan.resource.get("id")
@@ -274,8 +325,10 @@ class Importer:
         _refuse_repeats(plans)
         failed = [p for p in plans if p.error is not None]
         if failed:
-            return [_rejected(p.index, p.error) if p.error else self._abandoned(p, failed[0])
-                    for p in plans]
+            return [
+                _rejected(p.index, p.error) if p.error else self._abandoned(p, failed[0])
+                for p in plans
+            ]
         if self.dry_run:
             return [self._result(p) for p in plans]
         try:
@@ -286,20 +339,25 @@ class Importer:
             if not transient(error):
                 raise
             # The server transaction kept meeting concurrent writes and was given up.
-            conflict = fail(VERSION_CONFLICT, "Bundle", "the studies kept changing during the "
-                            "transaction; nothing was imported; retry")
+            conflict = fail(
+                VERSION_CONFLICT,
+                "Bundle",
+                "the studies kept changing during the transaction; nothing was imported; retry",
+            )
             return [_rejected(p.index, conflict) for p in plans]
 
-    async def _write_all(self, plans: list[_Plan], bound: Target | None
-                         ) -> list[EntryResult]:
+    async def _write_all(self, plans: list[_Plan], bound: Target | None) -> list[EntryResult]:
         """Writes every entry, through `bound` inside a server transaction (whose abort takes
         every write back) or through the repository (undoing each write on failure). Raises
         _Failed with every entry's result when an entry fails."""
         done: list[tuple[_Plan, EntryResult]] = []
         for plan in plans:
             try:
-                result = self._result(plan) if plan.status == UNCHANGED \
+                result = (
+                    self._result(plan)
+                    if plan.status == UNCHANGED
                     else await self._apply(plan, bound)
+                )
             except BaseException as error:
                 if bound is not None and transient(error):
                     raise  # the server runs the whole transaction again
@@ -323,18 +381,25 @@ class Importer:
             previous = plan.target if result.status == UPDATED else None
             try:
                 if not await self.repo.undo(result.id, result.version, previous):
-                    kept[plan.index] = (f"not undone: the study was changed by another writer "
-                                        f"since this entry wrote version {result.version}; "
-                                        "that write stands")
+                    kept[plan.index] = (
+                        f"not undone: the study was changed by another writer "
+                        f"since this entry wrote version {result.version}; "
+                        "that write stands"
+                    )
             except Exception as error:
                 log.exception("undoing entry %d of a failed transaction", plan.index)
                 reason = error.message if isinstance(error, StoreError) else "an internal error"
                 kept[plan.index] = f"not undone: {reason}; the entry's write stands"
         return kept
 
-    def _failure(self, plans: list[_Plan], cause: _Plan, error: Exception,
-                 done: list[tuple[_Plan, EntryResult]], kept: dict[int, str]
-                 ) -> list[EntryResult]:
+    def _failure(
+        self,
+        plans: list[_Plan],
+        cause: _Plan,
+        error: Exception,
+        done: list[tuple[_Plan, EntryResult]],
+        kept: dict[int, str],
+    ) -> list[EntryResult]:
         written = {plan.index: result for plan, result in done}
         results = []
         for plan in plans:
@@ -342,11 +407,16 @@ class Importer:
                 results.append(self._failed_entry(plan, error))
             elif plan.index in kept:
                 result = written[plan.index]
-                issue = Issue(f"Bundle.entry[{plan.index}]", f"the transaction failed at entry "
-                              f"{cause.index}, but {kept[plan.index]}", "conflict")
-                results.append(EntryResult(plan.index, result.status, result.id,
-                                           outcome([issue]),
-                                           result.version))
+                issue = Issue(
+                    f"Bundle.entry[{plan.index}]",
+                    f"the transaction failed at entry {cause.index}, but {kept[plan.index]}",
+                    "conflict",
+                )
+                results.append(
+                    EntryResult(
+                        plan.index, result.status, result.id, outcome([issue]), result.version
+                    )
+                )
             else:
                 results.append(self._abandoned(plan, cause))
         return results
@@ -358,12 +428,19 @@ class Importer:
         # Not the client's fault and not theirs to read: the details go to the log (with the
         # request id), the entry says what happened to the transaction.
         log.error("entry %d of a transaction Bundle failed", plan.index, exc_info=error)
-        issue = Issue(f"Bundle.entry[{plan.index}]", "the server failed on this entry (an "
-                      "internal error, logged); the transaction was not imported", "exception")
+        issue = Issue(
+            f"Bundle.entry[{plan.index}]",
+            "the server failed on this entry (an "
+            "internal error, logged); the transaction was not imported",
+            "exception",
+        )
         return EntryResult(plan.index, REJECTED, None, outcome([issue]))
 
     @staticmethod
     def _abandoned(plan: _Plan, cause: _Plan) -> EntryResult:
-        issue = Issue(f"Bundle.entry[{plan.index}]", f"not imported: the transaction failed "
-                      f"at entry {cause.index}", "processing")
+        issue = Issue(
+            f"Bundle.entry[{plan.index}]",
+            f"not imported: the transaction failed at entry {cause.index}",
+            "processing",
+        )
         return _rejected(plan.index, StoreError(BAD_USER_INPUT, [issue]))

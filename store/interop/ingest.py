@@ -28,13 +28,19 @@ FLUSH_AT = 5_000  # pending instances that trigger writing what has been read so
 
 
 class Writer(Protocol):
-    async def create(self, resource: Study, if_none_exist: str | None = None
-                     ) -> tuple[Study, bool]: ...
-    async def add_series(self, study_id: str, series: list[dict[str, Any]],
-                         version_id: str | None) -> Study: ...
-    async def add_instances(self, study_id: str, series_uid: str,
-                            instances: list[dict[str, Any]], version_id: str | None
-                            ) -> Study: ...
+    async def create(
+        self, resource: Study, if_none_exist: str | None = None
+    ) -> tuple[Study, bool]: ...
+    async def add_series(
+        self, study_id: str, series: list[dict[str, Any]], version_id: str | None
+    ) -> Study: ...
+    async def add_instances(
+        self,
+        study_id: str,
+        series_uid: str,
+        instances: list[dict[str, Any]],
+        version_id: str | None,
+    ) -> Study: ...
 
 
 @dataclass
@@ -48,13 +54,17 @@ class IngestReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (Study UID, why)
 
     def table(self) -> str:
-        lines = [f"files read          {self.files:>8}",
-                 f"files skipped       {sum(self.skipped.values()):>8}"]
+        lines = [
+            f"files read          {self.files:>8}",
+            f"files skipped       {sum(self.skipped.values()):>8}",
+        ]
         lines += [f"  {reason}: {count}" for reason, count in self.skipped.most_common()]
-        lines += [f"studies created     {self.studies_created:>8}",
-                  f"studies updated     {self.studies_updated:>8}",
-                  f"instances added     {self.instances_added:>8}",
-                  f"instances duplicate {self.instances_duplicate:>8}"]
+        lines += [
+            f"studies created     {self.studies_created:>8}",
+            f"studies updated     {self.studies_updated:>8}",
+            f"instances added     {self.instances_added:>8}",
+            f"instances duplicate {self.instances_duplicate:>8}",
+        ]
         lines += [f"  study {uid} not written: {why}" for uid, why in self.failed]
         return "\n".join(lines)
 
@@ -68,10 +78,16 @@ class _Pending:
 
 
 class Ingest:
-    def __init__(self, writer: Writer, *, timezone: str | None = None,
-                 endpoint: str | None = None, batch: int = BATCH,
-                 flush_at: int = FLUSH_AT,
-                 on_skip: Callable[[Path, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        *,
+        timezone: str | None = None,
+        endpoint: str | None = None,
+        batch: int = BATCH,
+        flush_at: int = FLUSH_AT,
+        on_skip: Callable[[Path, str], None] | None = None,
+    ) -> None:
         """`on_skip(path, reason)` hears of each skipped file as it is skipped (the report
         only counts them by reason: a listing of millions of files is the caller's choice)."""
         self.writer = writer
@@ -117,8 +133,9 @@ class Ingest:
             issues = part_issues(header.study, SERIES_KEY, header.series, "ImagingStudy.series")
             if issues:
                 raise dicom.Skip(f"invalid {issues[0].expression}: {issues[0].diagnostics}")
-        issues = part_issues(header.study, INSTANCE_KEY, header.instance,
-                             "ImagingStudy.series.instance")
+        issues = part_issues(
+            header.study, INSTANCE_KEY, header.instance, "ImagingStudy.series.instance"
+        )
         if issues:
             raise dicom.Skip(f"invalid {issues[0].expression}: {issues[0].diagnostics}")
         pending.series.setdefault(header.series_uid, header.series)
@@ -142,16 +159,24 @@ class Ingest:
             instances = pending.instances[uid][:budget]
             budget -= len(instances)
             first.append({**series, "instance": instances} if instances else series)
-        stored, created = await self.writer.create({**pending.study, "series": first},
-                                                   study_uid_condition(pending.study))
+        stored, created = await self.writer.create(
+            {**pending.study, "series": first}, study_uid_condition(pending.study)
+        )
         if not created and not same_subject(stored, pending.study):
-            raise fail(BAD_USER_INPUT, "ImagingStudy.subject", f"the stored study with this "
-                       f"Study Instance UID (ImagingStudy/{stored['id']}) is about another "
-                       "patient; nothing was added (studies are never merged across subjects)")
-        present = {s["uid"]: {i["uid"] for i in s.get("instance") or ()}
-                   for s in stored.get("series") or ()}
-        new_series = [{k: v for k, v in s.items()} for uid, s in pending.series.items()
-                      if uid not in present]
+            raise fail(
+                BAD_USER_INPUT,
+                "ImagingStudy.subject",
+                f"the stored study with this "
+                f"Study Instance UID (ImagingStudy/{stored['id']}) is about another "
+                "patient; nothing was added (studies are never merged across subjects)",
+            )
+        present = {
+            s["uid"]: {i["uid"] for i in s.get("instance") or ()}
+            for s in stored.get("series") or ()
+        }
+        new_series = [
+            {k: v for k, v in s.items()} for uid, s in pending.series.items() if uid not in present
+        ]
         if new_series:
             stored = await self.writer.add_series(stored["id"], new_series, None)
             present.update({s["uid"]: set() for s in new_series})
@@ -163,7 +188,7 @@ class Ingest:
             else:
                 self.report.instances_duplicate += len(instances) - len(missing)
             for start in range(0, len(missing), self.batch):
-                chunk = missing[start:start + self.batch]
+                chunk = missing[start : start + self.batch]
                 await self.writer.add_instances(stored["id"], uid, chunk, None)
                 added += len(chunk)
         self.report.instances_added += added

@@ -24,9 +24,13 @@ class Claims:
         self._studies = studies
         self._attempts = attempts
 
-    async def create_once(self, study_id: str, condition: str,
-                          insert: Callable[[], Awaitable[Study]],
-                          within: Sequence[tuple[str, str]] = ()) -> tuple[Study | None, bool]:
+    async def create_once(
+        self,
+        study_id: str,
+        condition: str,
+        insert: Callable[[], Awaitable[Study]],
+        within: Sequence[tuple[str, str]] = (),
+    ) -> tuple[Study | None, bool]:
         """(existing match, False), or (the study `insert` made, True). `within` narrows the
         search to what the caller may see (a patient): nothing else can match."""
         params = [*search.parse_query(condition, "ifNoneExist"), *within]
@@ -35,13 +39,18 @@ class Claims:
         for _ in range(self._attempts):
             found = await self._studies.find(query).limit(2).to_list(length=2)
             if len(found) > 1:
-                raise fail(BAD_USER_INPUT, "ifNoneExist", f"'{condition}' matches more than one"
-                           " study; a conditional create needs at most one match")
+                raise fail(
+                    BAD_USER_INPUT,
+                    "ifNoneExist",
+                    f"'{condition}' matches more than one"
+                    " study; a conditional create needs at most one match",
+                )
             if found:
                 return found[0], False
             try:
-                await self._claims.insert_one({"_id": key, "study": study_id,
-                                               "at": datetime.now(UTC)})
+                await self._claims.insert_one(
+                    {"_id": key, "study": study_id, "at": datetime.now(UTC)}
+                )
             except DuplicateKey:
                 await self._contend(key, query)
                 continue
@@ -50,8 +59,9 @@ class Claims:
             except Exception:
                 await self._claims.delete_one({"_id": key, "study": study_id})
                 raise
-        raise fail(VERSION_CONFLICT, "ifNoneExist", "too many concurrent conditional creates; "
-                   "retry")
+        raise fail(
+            VERSION_CONFLICT, "ifNoneExist", "too many concurrent conditional creates; retry"
+        )
 
     async def _contend(self, key: str, query: dict[str, Any]) -> None:
         """Another creator holds the claim: wait while it is fresh, take it over when stale."""

@@ -17,8 +17,17 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-__all__ = ["Database", "DuplicateKey", "Faults", "StoreDown", "in_transaction", "open_embedded",
-           "open_server", "transient", "with_faults"]
+__all__ = [
+    "Database",
+    "DuplicateKey",
+    "Faults",
+    "StoreDown",
+    "in_transaction",
+    "open_embedded",
+    "open_server",
+    "transient",
+    "with_faults",
+]
 T = TypeVar("T")
 
 DuplicateKey = DuplicateKeyError
@@ -53,8 +62,7 @@ def _run(into: list[Any], method: Any, args: Any, kwargs: Any) -> None:
 
 async def _in_thread(method: Any, args: Any, kwargs: Any) -> Any:
     into: list[Any] = []
-    await asyncio.get_running_loop().run_in_executor(_EMBEDDED, _run, into, method, args,
-                                                     kwargs)
+    await asyncio.get_running_loop().run_in_executor(_EMBEDDED, _run, into, method, args, kwargs)
     return into.pop()
 
 
@@ -77,14 +85,17 @@ class _Yielding:
         if name in ("find", "find_one"):
             attr = _top_level_projection(attr)
         if inspect.iscoroutinefunction(getattr(self._target, name)):
+
             async def call(*args: Any, **kwargs: Any) -> Any:
                 return await _in_thread(attr, args, kwargs)
+
             return call
 
         # Cursors are made and shaped (sort, limit) here, and read in the thread.
         def shape(*args: Any, **kwargs: Any) -> Any:
             result = attr(*args, **kwargs)
             return _Yielding(result) if hasattr(result, "to_list") else result
+
         return shape
 
     def __aiter__(self) -> _Yielding:
@@ -100,6 +111,7 @@ def _top_level_projection(method: Any) -> Any:
     server, where it saves network and memory. The embedded store therefore projects on
     top-level elements only: what it reads is a superset, and the study list still never
     copies instances unless they are selected."""
+
     @functools.wraps(method)
     def call(*args: Any, **kwargs: Any) -> Any:
         projection = args[1] if len(args) > 1 else kwargs.get("projection")
@@ -110,6 +122,7 @@ def _top_level_projection(method: Any) -> Any:
             else:
                 kwargs["projection"] = coarse
         return method(*args, **kwargs)
+
     return call
 
 
@@ -151,8 +164,18 @@ class _InSession:
     """A database whose every collection call carries one client session, so it joins that
     session's transaction: the store code runs unchanged inside it."""
 
-    _CALLS = frozenset({"find", "find_one", "insert_one", "replace_one", "update_one",
-                        "delete_one", "delete_many", "count_documents"})
+    _CALLS = frozenset(
+        {
+            "find",
+            "find_one",
+            "insert_one",
+            "replace_one",
+            "update_one",
+            "delete_one",
+            "delete_many",
+            "count_documents",
+        }
+    )
 
     def __init__(self, target: Any, session: Any) -> None:
         self._target = target
@@ -193,7 +216,8 @@ def transient(error: BaseException) -> bool:
     """A server transaction failed on a conflict that running it again may not meet."""
     return isinstance(error, PyMongoError) and any(
         error.has_error_label(label)
-        for label in ("TransientTransactionError", "UnknownTransactionCommitResult"))
+        for label in ("TransientTransactionError", "UnknownTransactionCommitResult")
+    )
 
 
 def open_embedded(db_name: str) -> tuple[Any, Database]:

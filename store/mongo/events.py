@@ -84,11 +84,23 @@ def change_of(action: str, doc: dict[str, Any]) -> Change:
     if srv.get("deleted"):
         was = srv.get("was") or {}  # absent on tombstones written before it was kept
         meta = doc.get("meta", {})
-        return Change("delete", str(doc["_id"]), meta.get("versionId", ""), was.get("status"),
-                      None, subject=_reference(was))
+        return Change(
+            "delete",
+            str(doc["_id"]),
+            meta.get("versionId", ""),
+            was.get("status"),
+            None,
+            subject=_reference(was),
+        )
     meta = doc.get("meta", {})
-    return Change(action, str(doc["_id"]), meta.get("versionId", ""), public.get("status"),
-                  public or None, subject=_reference(public))
+    return Change(
+        action,
+        str(doc["_id"]),
+        meta.get("versionId", ""),
+        public.get("status"),
+        public or None,
+        subject=_reference(public),
+    )
 
 
 def from_change_stream(event: dict[str, Any]) -> Change | None:
@@ -130,9 +142,13 @@ class Bus:
     `backlog` events behind is dropped rather than slowing the writers down: its iterator
     raises Overrun. The last `history` changes are kept for subscribers that resume."""
 
-    def __init__(self, backlog: int = 1_000, history: int = 1_000,
-                 secret: bytes | None = None,
-                 history_bytes: int = HISTORY_BYTES) -> None:
+    def __init__(
+        self,
+        backlog: int = 1_000,
+        history: int = 1_000,
+        secret: bytes | None = None,
+        history_bytes: int = HISTORY_BYTES,
+    ) -> None:
         self.backlog = backlog
         self.history = history
         self.history_bytes = history_bytes
@@ -150,8 +166,9 @@ class Bus:
         return len(self._queues)
 
     def _position(self, identity: str) -> str:
-        digest = hmac.new(self._secret, b"imaging-api event position\0" + identity.encode(),
-                          hashlib.sha256).digest()[:16]
+        digest = hmac.new(
+            self._secret, b"imaging-api event position\0" + identity.encode(), hashlib.sha256
+        ).digest()[:16]
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def publish(self, change: Change, identity: str | None = None) -> None:
@@ -159,8 +176,9 @@ class Bus:
         sees this event, or else from this bus's own count), keeps it for resuming
         subscribers and hands it to every current one."""
         self._seq += 1
-        position = self._position(identity if identity is not None
-                                  else f"{self._epoch}:{self._seq}")
+        position = self._position(
+            identity if identity is not None else f"{self._epoch}:{self._seq}"
+        )
         change = dataclasses.replace(change, position=position, seq=self._seq)
         if self.history > 0:
             self._keep(change)
@@ -181,8 +199,9 @@ class Bus:
         self._recent.append(change)
         self._seqs[change.position] = change.seq
         self._weight += _weight(change)
-        while len(self._recent) > 1 and (len(self._recent) > self.history
-                                         or self._weight > self.history_bytes):
+        while len(self._recent) > 1 and (
+            len(self._recent) > self.history or self._weight > self.history_bytes
+        ):
             gone = self._recent.popleft()
             self._weight -= _weight(gone)
             if self._seqs.get(gone.position) == gone.seq:  # not a later copy's entry
@@ -193,14 +212,22 @@ class Bus:
         StoreError when `after` is not a position (BAD_USER_INPUT) or is not among the kept
         changes (RESUME_UNAVAILABLE: too old, from before a restart, or never given out)."""
         if not _POSITION.fullmatch(after):
-            raise fail(BAD_USER_INPUT, "after", "after must be the position of an event this "
-                       "subscription delivered (an opaque string of 22 characters)")
+            raise fail(
+                BAD_USER_INPUT,
+                "after",
+                "after must be the position of an event this "
+                "subscription delivered (an opaque string of 22 characters)",
+            )
         seq = self._seqs.get(after)
         if seq is None:
-            raise fail(RESUME_UNAVAILABLE, "after", "the events after this position can no "
-                       f"longer be replayed (this server keeps the last {self.history}, fewer "
-                       "when they carry large studies, since it started): read the studies "
-                       "again, then subscribe without after")
+            raise fail(
+                RESUME_UNAVAILABLE,
+                "after",
+                "the events after this position can no "
+                f"longer be replayed (this server keeps the last {self.history}, fewer "
+                "when they carry large studies, since it started): read the studies "
+                "again, then subscribe without after",
+            )
         return list(islice(self._recent, seq - self._recent[0].seq + 1, None))
 
     @asynccontextmanager
@@ -222,6 +249,7 @@ class Bus:
                 if live.seq > last:
                     yield live
             raise Overrun(self.backlog)
+
         try:
             yield changes()
         finally:
@@ -240,16 +268,16 @@ class ChangeStreamFeeder:
     async def run(self) -> None:
         while True:
             try:
-                async with self.collection.watch(full_document="updateLookup",
-                                                 resume_after=self.resume_token) as stream:
+                async with self.collection.watch(
+                    full_document="updateLookup", resume_after=self.resume_token
+                ) as stream:
                     async for event in stream:
                         self.resume_token = token = event["_id"]
                         change = from_change_stream(event)
                         if change is not None:
                             # The resume token names the event alike in every process.
                             identity = token.get("_data") if isinstance(token, dict) else None
-                            self.bus.publish(change, None if identity is None
-                                             else str(identity))
+                            self.bus.publish(change, None if identity is None else str(identity))
             except DriverError as error:
                 log.warning("change stream interrupted (%s); resuming", type(error).__name__)
                 await asyncio.sleep(self.retry_seconds)

@@ -29,27 +29,53 @@ class Index:
 STUDIES = "imaging_study"
 HISTORY = "imaging_study_history"
 INDEXES = [
-    Index(STUDIES, [("_srv.k.p", 1), ("_srv.k.c", 1), ("_srv.k.s", 1)],
-          "every token and reference parameter: identifier, modality, body-site, dicom-class, "
-          "reason, subject/patient, encounter, based-on, referrer, endpoint, performer, "
-          "body-structure (multikey over the private keys)"),
+    Index(
+        STUDIES,
+        [("_srv.k.p", 1), ("_srv.k.c", 1), ("_srv.k.s", 1)],
+        "every token and reference parameter: identifier, modality, body-site, dicom-class, "
+        "reason, subject/patient, encounter, based-on, referrer, endpoint, performer, "
+        "body-structure (multikey over the private keys)",
+    ),
     Index(STUDIES, [("series.uid", 1)], "the series parameter (multikey over series)"),
-    Index(STUDIES, [("series.instance.uid", 1)],
-          "the instance parameter (multikey over every instance of every series)"),
-    Index(STUDIES, [("_srv.started.lo", 1), ("_srv.started.hi", 1)],
-          "started date ranges (eq, ge, lt, sa, ap, ...)"),
+    Index(
+        STUDIES,
+        [("series.instance.uid", 1)],
+        "the instance parameter (multikey over every instance of every series)",
+    ),
+    Index(
+        STUDIES,
+        [("_srv.started.lo", 1), ("_srv.started.hi", 1)],
+        "started date ranges (eq, ge, lt, sa, ap, ...)",
+    ),
     Index(STUDIES, [("_srv.lu.lo", 1), ("_srv.lu.hi", 1)], "_lastUpdated date ranges"),
-    Index(STUDIES, [("_srv.deleted", 1), ("_srv.sort.nostart", 1), ("_srv.sort.started", -1),
-                    ("_id", 1)], "the default worklist order -started with its _id tie-break"),
-    Index(STUDIES, [("_srv.deleted", 1), ("_srv.lu.lo", -1), ("_id", 1)],
-          "_sort=_lastUpdated (either direction) with its _id tie-break"),
-    Index(STUDIES, [("_srv.deleted", 1), ("status", 1), ("_id", 1)],
-          "the status parameter and _sort=status"),
-    Index(STUDIES, [("_srv.uid", 1)], "one live study per DICOM Study Instance UID (deleted "
-          "studies carry no key, so a UID may be used again after a delete)", unique=True,
-          partial={"_srv.uid": {"$type": "string"}}),
-    Index(HISTORY, [("_srv.study", 1), ("_srv.version", -1)],
-          "a study's history, newest version first"),
+    Index(
+        STUDIES,
+        [("_srv.deleted", 1), ("_srv.sort.nostart", 1), ("_srv.sort.started", -1), ("_id", 1)],
+        "the default worklist order -started with its _id tie-break",
+    ),
+    Index(
+        STUDIES,
+        [("_srv.deleted", 1), ("_srv.lu.lo", -1), ("_id", 1)],
+        "_sort=_lastUpdated (either direction) with its _id tie-break",
+    ),
+    Index(
+        STUDIES,
+        [("_srv.deleted", 1), ("status", 1), ("_id", 1)],
+        "the status parameter and _sort=status",
+    ),
+    Index(
+        STUDIES,
+        [("_srv.uid", 1)],
+        "one live study per DICOM Study Instance UID (deleted "
+        "studies carry no key, so a UID may be used again after a delete)",
+        unique=True,
+        partial={"_srv.uid": {"$type": "string"}},
+    ),
+    Index(
+        HISTORY,
+        [("_srv.study", 1), ("_srv.version", -1)],
+        "a study's history, newest version first",
+    ),
 ]
 
 
@@ -71,10 +97,12 @@ async def ensure(db: Database) -> None:
                 raise
             # A database written before the index existed may hold duplicates: the service
             # still runs (every other index is made), and the operator is told what to fix.
-            conflicts.append(f"index {index.name} on {index.collection} could not be "
-                             f"created ({type(error).__name__}): {index.reason}. Find the "
-                             "live studies that share a key and resolve them (update or "
-                             "delete all but one), then restart.")
+            conflicts.append(
+                f"index {index.name} on {index.collection} could not be "
+                f"created ({type(error).__name__}): {index.reason}. Find the "
+                "live studies that share a key and resolve them (update or "
+                "delete all but one), then restart."
+            )
     if conflicts:
         raise IndexConflict(" ".join(conflicts))
 

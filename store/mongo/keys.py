@@ -85,13 +85,17 @@ def _range(value: str) -> dict[str, datetime]:
 def search_keys(study: Study) -> dict[str, Any]:
     """The `_srv` search payload of a study (its `meta.lastUpdated` must be set)."""
     unique = {tuple(sorted(k.items())): k for k in _keys(study)}
-    payload: dict[str, Any] = {"k": list(unique.values()),
-                               "lu": _range(study["meta"]["lastUpdated"])}
+    payload: dict[str, Any] = {
+        "k": list(unique.values()),
+        "lu": _range(study["meta"]["lastUpdated"]),
+    }
     started = study.get("started")
     if started:
         payload["started"] = _range(started)
-    payload["sort"] = {"nostart": 0 if started else 1,
-                       "started": payload["started"]["lo"] if started else NO_DATE}
+    payload["sort"] = {
+        "nostart": 0 if started else 1,
+        "started": payload["started"]["lo"] if started else NO_DATE,
+    }
     uid = study_uid(study)
     if uid is not None:  # the unique key: one live study per Study Instance UID
         payload["uid"] = uid

@@ -38,8 +38,11 @@ def sort_spec(sort: str | None) -> Spec:
         direction = -1 if name.startswith("-") else 1
         fields = SORT_KEYS.get(name.lstrip("-"))
         if fields is None:
-            raise fail(BAD_USER_INPUT, "_sort", f"cannot sort by '{name}'; use "
-                       f"{', '.join(SORT_KEYS)} with an optional leading '-'")
+            raise fail(
+                BAD_USER_INPUT,
+                "_sort",
+                f"cannot sort by '{name}'; use {', '.join(SORT_KEYS)} with an optional leading '-'",
+            )
         for field in fields:
             if field not in (f for f, _ in spec):
                 spec.append((field, 1 if field == "_srv.sort.nostart" else direction))
@@ -99,8 +102,11 @@ _MOST_BODY = 1024 * 1024
 
 
 def _refused() -> Exception:
-    return fail(BAD_USER_INPUT, "_cursor", "the cursor is not one this server made (it was "
-                "changed or truncated)")
+    return fail(
+        BAD_USER_INPUT,
+        "_cursor",
+        "the cursor is not one this server made (it was changed or truncated)",
+    )
 
 
 class Cursors:
@@ -116,13 +122,22 @@ class Cursors:
     @staticmethod
     def _keys(secret: bytes) -> tuple[AESGCM, bytes]:
         # Separate keys for encryption and for the nonce, both derived from the one secret.
-        return (AESGCM(hmac.new(secret, b"cursor encryption", hashlib.sha256).digest()),
-                hmac.new(secret, b"cursor nonce", hashlib.sha256).digest())
+        return (
+            AESGCM(hmac.new(secret, b"cursor encryption", hashlib.sha256).digest()),
+            hmac.new(secret, b"cursor nonce", hashlib.sha256).digest(),
+        )
 
     def make(self, direction: str, keys: list[Any] | None = None, offset: int = 0) -> str:
-        body = json.dumps({"q": self._query, "d": direction, "o": offset,
-                           "k": [_encode_value(v) for v in keys or ()], "s": self._carry},
-                          separators=(",", ":")).encode()
+        body = json.dumps(
+            {
+                "q": self._query,
+                "d": direction,
+                "o": offset,
+                "k": [_encode_value(v) for v in keys or ()],
+                "s": self._carry,
+            },
+            separators=(",", ":"),
+        ).encode()
         cipher, nonce_key = self._keys(self._secret)
         # A synthetic nonce (a keyed digest of the body): the same page always gets the same
         # cursor (clients may cache by it), and two different bodies share a nonce only by a
@@ -160,7 +175,11 @@ class Cursors:
         except (ValueError, KeyError, TypeError):
             raise _refused() from None
         if data.get("q") != self._query:
-            raise fail(BAD_USER_INPUT, "_cursor", "the cursor belongs to another query (another "
-                       "search, _sort or caller): send it alone, or with the same search "
-                       "arguments and _sort as the page it came from")
+            raise fail(
+                BAD_USER_INPUT,
+                "_cursor",
+                "the cursor belongs to another query (another "
+                "search, _sort or caller): send it alone, or with the same search "
+                "arguments and _sort as the page it came from",
+            )
         return direction, keys, offset

@@ -34,13 +34,16 @@ class Page:
 
 def guarded(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Turns "the store did not answer" into STORE_UNAVAILABLE, a client-visible error."""
+
     @functools.wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
         except StoreDown:
-            raise fail(STORE_UNAVAILABLE, ROOT, "the study store did not answer; retry "
-                       "later") from None
+            raise fail(
+                STORE_UNAVAILABLE, ROOT, "the study store did not answer; retry later"
+            ) from None
+
     return call
 
 
@@ -72,8 +75,9 @@ class Reads:
     # -- reads --------------------------------------------------------------------------------
 
     @guarded
-    async def get(self, study_id: str, fields: Iterable[str] | None = None,
-                  subject: str | None = None) -> Study | None:
+    async def get(
+        self, study_id: str, fields: Iterable[str] | None = None, subject: str | None = None
+    ) -> Study | None:
         """The study, reading only the FHIR element paths in `fields` (None: all); with
         `subject`, only if it is about that subject (a study of another is never loaded, so
         answering takes as long as for a missing id)."""
@@ -94,17 +98,21 @@ class Reads:
         return await self.get(study_id)
 
     @guarded
-    async def search(self, params: Params, count: int, offset: int = 0,
-                     sort: str | None = None, fields: Iterable[str] | None = None
-                     ) -> list[Study]:
+    async def search(
+        self,
+        params: Params,
+        count: int,
+        offset: int = 0,
+        sort: str | None = None,
+        fields: Iterable[str] | None = None,
+    ) -> list[Study]:
         spec = paging.sort_spec(sort)
         cursor = self._studies.find(search.to_filter(params), projection(fields))
         docs = await cursor.sort(spec).skip(offset).limit(count).to_list(length=count)
         return [public(doc) for doc in docs]
 
     @guarded
-    async def count(self, params: Params, skip: int = 0, limit: int | None = None
-                    ) -> int:
+    async def count(self, params: Params, skip: int = 0, limit: int | None = None) -> int:
         """How many studies match, after the first `skip`; with `limit`, counting stops
         there (a bounded count: cheap however many match)."""
         bounds = {"skip": skip} if skip else {}
@@ -114,9 +122,16 @@ class Reads:
         return matched
 
     @guarded
-    async def page(self, params: Params, count: int, cursor: str | None = None,
-                   sort: str | None = None, fields: Iterable[str] | None = (),
-                   total: bool = True, carry: Any = None) -> Page:
+    async def page(
+        self,
+        params: Params,
+        count: int,
+        cursor: str | None = None,
+        sort: str | None = None,
+        fields: Iterable[str] | None = (),
+        total: bool = True,
+        carry: Any = None,
+    ) -> Page:
         """A keyset page: walking `next` to the end returns every study that matched
         throughout exactly once, whatever is inserted or deleted meanwhile. `fields=()` reads
         only sort keys (enough for cursors); `total=False` skips counting; the cursors made
@@ -133,13 +148,21 @@ class Reads:
             query = {"$and": [query, paging.after(spec, keys, forward=False)]}
         backwards = direction in ("before", "last")
         sort_fields = [f for f, _ in spec]
-        docs = await self._studies.find(query, projection(fields, "_srv.sort", "_srv.lu",
-                                                          *sort_fields)).sort(
-            paging.reverse(spec) if backwards else spec).limit(count + 1).to_list(count + 1)
+        docs = (
+            await self._studies.find(
+                query, projection(fields, "_srv.sort", "_srv.lu", *sort_fields)
+            )
+            .sort(paging.reverse(spec) if backwards else spec)
+            .limit(count + 1)
+            .to_list(count + 1)
+        )
         more = len(docs) > count
         docs = docs[:count][::-1] if backwards else docs[:count]
-        matched = await self._studies.count_documents(search.to_filter(params)) \
-            if total or direction == "last" else None
+        matched = (
+            await self._studies.count_documents(search.to_filter(params))
+            if total or direction == "last"
+            else None
+        )
         if direction == "last":
             assert matched is not None
             offset = max(matched - len(docs), 0)
@@ -148,12 +171,18 @@ class Reads:
         has_next = more if not backwards else direction == "before"
         has_prev = more if backwards else direction == "after"
         return Page(
-            total=matched, offset=offset, studies=[public(d) for d in docs],
-            first=cursors.make("first"), last=cursors.make("last"),
+            total=matched,
+            offset=offset,
+            studies=[public(d) for d in docs],
+            first=cursors.make("first"),
+            last=cursors.make("last"),
             next=cursors.make("after", paging.boundary(docs[-1], spec), offset + len(docs))
-            if has_next and docs else None,
+            if has_next and docs
+            else None,
             previous=cursors.make("before", paging.boundary(docs[0], spec), offset)
-            if has_prev and docs else None)
+            if has_prev and docs
+            else None,
+        )
 
     def carried(self, cursor: str) -> Any:
         """What a cursor this store made carries (the search it continues), else
@@ -165,8 +194,9 @@ class Reads:
         spec = paging.sort_spec(sort)
         paging.Cursors(self._cursor_secret, repr((sorted(params), spec))).read(cursor)
 
-    async def stream(self, params: Params, sort: str | None = None,
-                     page_size: int = 500) -> AsyncIterator[Study]:
+    async def stream(
+        self, params: Params, sort: str | None = None, page_size: int = 500
+    ) -> AsyncIterator[Study]:
         """Every matching study, whole, a keyset page at a time (for export)."""
         cursor: str | None = None
         while True:
@@ -178,8 +208,13 @@ class Reads:
             cursor = page.next
 
     @guarded
-    async def history(self, study_id: str, count: int, fields: Iterable[str] | None = None,
-                      subject: str | None = None) -> list[Study]:
+    async def history(
+        self,
+        study_id: str,
+        count: int,
+        fields: Iterable[str] | None = None,
+        subject: str | None = None,
+    ) -> list[Study]:
         """Up to `count` stored versions, newest first, reading only `fields`; a deleted study
         keeps its history. With `subject` (a reference such as Patient/1): only the versions
         about that subject, and none unless the study's latest live version is about it too,
@@ -190,10 +225,15 @@ class Reads:
             query["subject.reference"] = subject
         # One more than asked for: a version written twice (a crash between keeping the old
         # version and replacing it) is counted once below.
-        docs = await self._history.find(query, projection(fields, *extra)).sort(
-            "_srv.version", -1).limit(count + 1).to_list(length=count + 1)
-        current = await self._studies.find_one({"_id": study_id, **search.LIVE},
-                                               projection(fields, *extra))
+        docs = (
+            await self._history.find(query, projection(fields, *extra))
+            .sort("_srv.version", -1)
+            .limit(count + 1)
+            .to_list(length=count + 1)
+        )
+        current = await self._studies.find_one(
+            {"_id": study_id, **search.LIVE}, projection(fields, *extra)
+        )
         if subject is not None and not await self._latest_is_about(study_id, current, subject):
             return []
         versions = {doc["meta"]["versionId"]: public(doc) for doc in docs}
@@ -202,11 +242,11 @@ class Reads:
         ordered = sorted(versions.values(), key=lambda s: -int(s["meta"]["versionId"]))
         return ordered[:count]
 
-    async def _latest_is_about(self, study_id: str, current: Study | None,
-                               subject: str) -> bool:
+    async def _latest_is_about(self, study_id: str, current: Study | None, subject: str) -> bool:
         if current is None:  # deleted (or never was): the newest kept version decides
             current = await self._history.find_one(
-                {"_srv.study": study_id}, {"subject": 1}, sort=[("_srv.version", -1)])
+                {"_srv.study": study_id}, {"subject": 1}, sort=[("_srv.version", -1)]
+            )
         return current is not None and _about(current, subject)
 
 

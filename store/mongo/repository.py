@@ -61,10 +61,13 @@ class _Deferred:
 
 def same_content(a: Study, b: Study) -> bool:
     """Equal but for the server-owned meta.versionId and meta.lastUpdated."""
+
     def strip(study: Study) -> Study:
-        meta = {k: v for k, v in study.get("meta", {}).items()
-                if k not in ("versionId", "lastUpdated")}
+        meta = {
+            k: v for k, v in study.get("meta", {}).items() if k not in ("versionId", "lastUpdated")
+        }
         return {**study, "meta": meta}
+
     return strip(a) == strip(b)
 
 
@@ -75,10 +78,16 @@ def _now() -> str:
 class Repository(Reads):
     """Versioned ImagingStudy storage. All writes run the pure rules in `store.fhir.edit`."""
 
-    def __init__(self, db: Database, *, max_instances: int = 50_000,
-                 max_series: int = MAX_SERIES, max_attempts: int = 200,
-                 cursor_secret: bytes = b"imaging-api cursors", events: Bus | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_instances: int = 50_000,
+        max_series: int = MAX_SERIES,
+        max_attempts: int = 200,
+        cursor_secret: bytes = b"imaging-api cursors",
+        events: Bus | None = None,
+    ) -> None:
         self._db = db
         # Set for the embedded store; with MongoDB a change stream feeds the bus instead, so
         # writes made by other processes are seen too.
@@ -99,61 +108,108 @@ class Repository(Reads):
     # -- writes -------------------------------------------------------------------------------
 
     @guarded
-    async def create(self, resource: Study, if_none_exist: str | None = None,
-                     within: Sequence[tuple[str, str]] = ()) -> tuple[Study, bool]:
+    async def create(
+        self,
+        resource: Study,
+        if_none_exist: str | None = None,
+        within: Sequence[tuple[str, str]] = (),
+    ) -> tuple[Study, bool]:
         """Creates a study; returns it and whether it was created (False: `if_none_exist`
         matched an existing study, returned unchanged). `within` adds search parameters that
         every match must also meet (the caller's patient)."""
         # The rules are pure and, for a large study, take a second: off the event loop.
-        study = await asyncio.to_thread(edit.create, resource, self.max_instances,
-                                        self.max_series)
+        study = await asyncio.to_thread(edit.create, resource, self.max_instances, self.max_series)
         study.setdefault("id", str(uuid.uuid4()))
         if if_none_exist is None:
             return await self._insert(study), True
         found, created = await self._claims.create_once(
-            study["id"], if_none_exist, lambda: self._insert(study), within)
+            study["id"], if_none_exist, lambda: self._insert(study), within
+        )
         assert found is not None
         return (found if created else public(found)), created
 
     @guarded
-    async def update(self, study_id: str, resource: Study, version_id: str | None,
-                     guard: Guard = None) -> Study:
+    async def update(
+        self, study_id: str, resource: Study, version_id: str | None, guard: Guard = None
+    ) -> Study:
         if resource.get("id", study_id) != study_id:
-            raise fail(BAD_USER_INPUT, f"{ROOT}.id", f"the resource id '{resource['id']}' does "
-                       f"not match the id of the study being updated ('{study_id}')")
-        return await self._write(study_id, version_id, lambda old: edit.replace(
-            old, {**resource, "id": study_id}, self.max_instances, self.max_series), guard=guard)
+            raise fail(
+                BAD_USER_INPUT,
+                f"{ROOT}.id",
+                f"the resource id '{resource['id']}' does "
+                f"not match the id of the study being updated ('{study_id}')",
+            )
+        return await self._write(
+            study_id,
+            version_id,
+            lambda old: edit.replace(
+                old, {**resource, "id": study_id}, self.max_instances, self.max_series
+            ),
+            guard=guard,
+        )
 
     @guarded
-    async def set_status(self, study_id: str, status: str, version_id: str | None,
-                         guard: Guard = None) -> Study:
-        return await self._write(study_id, version_id, lambda old: edit.set_status(old, status),
-                                 guard=guard)
+    async def set_status(
+        self, study_id: str, status: str, version_id: str | None, guard: Guard = None
+    ) -> Study:
+        return await self._write(
+            study_id, version_id, lambda old: edit.set_status(old, status), guard=guard
+        )
 
     @guarded
-    async def add_series(self, study_id: str, series: list[dict[str, Any]],
-                         version_id: str | None, guard: Guard = None) -> Study:
-        return await self._write(study_id, version_id, lambda old: edit.add_series(
-            old, series, self.max_instances, self.max_series), guard=guard)
+    async def add_series(
+        self,
+        study_id: str,
+        series: list[dict[str, Any]],
+        version_id: str | None,
+        guard: Guard = None,
+    ) -> Study:
+        return await self._write(
+            study_id,
+            version_id,
+            lambda old: edit.add_series(old, series, self.max_instances, self.max_series),
+            guard=guard,
+        )
 
     @guarded
-    async def add_instances(self, study_id: str, series_uid: str,
-                            instances: list[dict[str, Any]], version_id: str | None,
-                            guard: Guard = None) -> Study:
-        return await self._write(study_id, version_id, lambda old: edit.add_instances(
-            old, series_uid, instances, self.max_instances), guard=guard)
+    async def add_instances(
+        self,
+        study_id: str,
+        series_uid: str,
+        instances: list[dict[str, Any]],
+        version_id: str | None,
+        guard: Guard = None,
+    ) -> Study:
+        return await self._write(
+            study_id,
+            version_id,
+            lambda old: edit.add_instances(old, series_uid, instances, self.max_instances),
+            guard=guard,
+        )
 
     @guarded
-    async def remove_series(self, study_id: str, uids: list[str],
-                            version_id: str | None, guard: Guard = None) -> Study:
-        return await self._write(study_id, version_id, lambda old: edit.remove_series(old, uids),
-                                 guard=guard)
+    async def remove_series(
+        self, study_id: str, uids: list[str], version_id: str | None, guard: Guard = None
+    ) -> Study:
+        return await self._write(
+            study_id, version_id, lambda old: edit.remove_series(old, uids), guard=guard
+        )
 
     @guarded
-    async def remove_instances(self, study_id: str, series_uid: str, uids: list[str],
-                               version_id: str | None, guard: Guard = None) -> Study:
-        return await self._write(study_id, version_id, lambda old: edit.remove_instances(
-            old, series_uid, uids), guard=guard)
+    async def remove_instances(
+        self,
+        study_id: str,
+        series_uid: str,
+        uids: list[str],
+        version_id: str | None,
+        guard: Guard = None,
+    ) -> Study:
+        return await self._write(
+            study_id,
+            version_id,
+            lambda old: edit.remove_instances(old, series_uid, uids),
+            guard=guard,
+        )
 
     @guarded
     async def delete(self, study_id: str, version_id: str | None, guard: Guard = None) -> None:
@@ -176,8 +232,7 @@ class Repository(Reads):
                 return await work(None)
             deferred.changes.clear()
             bound = copy.copy(self)
-            bound._db, bound._studies, bound._history = db, db[indexes.STUDIES], \
-                db[indexes.HISTORY]
+            bound._db, bound._studies, bound._history = db, db[indexes.STUDIES], db[indexes.HISTORY]
             bound._claims = Claims(db, bound._studies, self._max_attempts)
             bound.events, bound.in_transaction = deferred, True
             return await work(bound)
@@ -199,10 +254,12 @@ class Repository(Reads):
         if doc is None or doc["_srv"]["deleted"]:
             return False
         await self._keep(public(doc))
-        replacement = self._document(previous or {}, study_id, int(written) + 1,
-                                     deleted=previous is None, was=public(doc))
+        replacement = self._document(
+            previous or {}, study_id, int(written) + 1, deleted=previous is None, was=public(doc)
+        )
         result = await self._studies.replace_one(
-            {"_id": study_id, "meta.versionId": written}, replacement)
+            {"_id": study_id, "meta.versionId": written}, replacement
+        )
         if result.matched_count != 1:
             return False
         self._publish("update", replacement)
@@ -210,9 +267,15 @@ class Repository(Reads):
 
     # -- the compare-and-set core -------------------------------------------------------------
 
-    async def _write(self, study_id: str, version_id: str | None,
-                     change: Callable[[Study], Study], *, tombstone: bool = False,
-                     guard: Guard = None) -> Study:
+    async def _write(
+        self,
+        study_id: str,
+        version_id: str | None,
+        change: Callable[[Study], Study],
+        *,
+        tombstone: bool = False,
+        guard: Guard = None,
+    ) -> Study:
         for attempt in range(self._max_attempts):
             doc = await self._studies.find_one({"_id": study_id, **search.LIVE})
             if doc is None:
@@ -229,11 +292,13 @@ class Repository(Reads):
             if new is old or same_content(new, old):
                 return old  # an unchanged write keeps its version
             await self._keep(old)
-            replacement = self._document(new, study_id, int(current) + 1, deleted=tombstone,
-                                         was=old)
+            replacement = self._document(
+                new, study_id, int(current) + 1, deleted=tombstone, was=old
+            )
             try:
                 result = await self._studies.replace_one(
-                    {"_id": study_id, "meta.versionId": current}, replacement)
+                    {"_id": study_id, "meta.versionId": current}, replacement
+                )
             except DuplicateKey:
                 await self._refuse_duplicate(replacement)
                 raise
@@ -243,8 +308,11 @@ class Repository(Reads):
             if version_id is not None:
                 raise self._conflict(version_id, "a newer version")
             await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
-        raise fail(VERSION_CONFLICT, f"{ROOT}.meta.versionId", "the study changed under this "
-                   "write too many times; retry it")
+        raise fail(
+            VERSION_CONFLICT,
+            f"{ROOT}.meta.versionId",
+            "the study changed under this write too many times; retry it",
+        )
 
     @guarded
     async def check_uid(self, study: Study) -> None:
@@ -259,8 +327,9 @@ class Repository(Reads):
         uid = study_uid(doc)
         if uid is None:
             return
-        holder = await self._studies.find_one({"_srv.uid": uid, "_id": {"$ne": doc["_id"]}},
-                                              {"_id": 1})
+        holder = await self._studies.find_one(
+            {"_srv.uid": uid, "_id": {"$ne": doc["_id"]}}, {"_id": 1}
+        )
         if holder is not None:
             raise DuplicateUid(uid_element(doc), uid, str(holder["_id"]))
 
@@ -270,21 +339,29 @@ class Repository(Reads):
 
     @staticmethod
     def _conflict(sent: str, stored: str) -> Exception:
-        return fail(VERSION_CONFLICT, f"{ROOT}.meta.versionId", f"versionId '{sent}' is not "
-                    f"the stored version ({stored}); read the study again and retry")
+        return fail(
+            VERSION_CONFLICT,
+            f"{ROOT}.meta.versionId",
+            f"versionId '{sent}' is not "
+            f"the stored version ({stored}); read the study again and retry",
+        )
 
     async def _keep(self, old: Study) -> None:
         version = int(old["meta"]["versionId"])
         # The private keys come last, so no key of the study can ever stand in for them.
-        doc = {**old, "_id": f"{old['id']}/{version}",
-               "_srv": {"study": old["id"], "version": version}}
+        doc = {
+            **old,
+            "_id": f"{old['id']}/{version}",
+            "_srv": {"study": old["id"], "version": version},
+        }
         stored = await self._insert_once(self._history, doc)
         # A retry after a crash between keeping and replacing stores the same content again,
         # which is harmless; any other content under a stored version means versions were
         # reused, and overwriting history would hide it.
         if stored is not None and public(stored) != public(doc):
-            raise HistoryClash(f"history of study {old['id']} already holds a different "
-                               f"version {version}")
+            raise HistoryClash(
+                f"history of study {old['id']} already holds a different version {version}"
+            )
 
     async def _insert_once(self, collection: Any, doc: dict[str, Any]) -> dict[str, Any] | None:
         """Inserts `doc`, or returns the document already stored under its `_id`. Inside a
@@ -301,13 +378,15 @@ class Repository(Reads):
             return await collection.find_one({"_id": doc["_id"]}) or doc
 
     @staticmethod
-    def _document(study: Study, study_id: str, version: int, deleted: bool = False,
-                  was: Study | None = None) -> dict[str, Any]:
+    def _document(
+        study: Study, study_id: str, version: int, deleted: bool = False, was: Study | None = None
+    ) -> dict[str, Any]:
         """The stored document of a version; a tombstone (`deleted`) keeps the subject and
         status of `was`, the version it ends."""
         meta = {**study.get("meta", {}), "versionId": str(version), "lastUpdated": _now()}
-        body = {"id": study_id, "meta": meta} if deleted else {**study, "id": study_id,
-                                                               "meta": meta}
+        body = (
+            {"id": study_id, "meta": meta} if deleted else {**study, "id": study_id, "meta": meta}
+        )
         srv: dict[str, Any] = {"deleted": deleted, **search_keys(body)}
         if deleted and was is not None:
             srv["was"] = {k: was[k] for k in ("subject", "status") if k in was}
@@ -327,7 +406,8 @@ class Repository(Reads):
             doc = self._document(study, study["id"], int(version) + 1)
             try:
                 result = await self._studies.replace_one(
-                    {"_id": study["id"], "meta.versionId": version}, doc)
+                    {"_id": study["id"], "meta.versionId": version}, doc
+                )
             except DuplicateKey:
                 await self._refuse_duplicate(doc)
                 raise

@@ -87,16 +87,19 @@ def _token(key: str) -> Build:
         if system is not None:
             match["s"] = system
         return {"_srv.k": {"$elemMatch": match}}
+
     return build
 
 
 def _plain_code(path: str, system_of_element: str | None = None) -> Build:
     """Token search on an element of type code/id: a system, if given, must be the element's."""
+
     def build(_: str, value: str) -> dict[str, Any]:
         system, code = parse_token(value)
         if code is None or system not in (None, "", system_of_element):
             return NOTHING
         return {path: code}
+
     return build
 
 
@@ -106,14 +109,18 @@ def _reference(key: str, targets: tuple[str, ...]) -> Build:
         if "/" not in value:
             if CHECKS["id"](value):
                 raise ValueError(f"'{value}' is neither Type/id, an absolute URL nor an id")
-            return {"_srv.k": {"$elemMatch": {"p": key, "c": {
-                "$in": [f"{t}/{value}" for t in targets]}}}}
+            return {
+                "_srv.k": {
+                    "$elemMatch": {"p": key, "c": {"$in": [f"{t}/{value}" for t in targets]}}
+                }
+            }
         named = reference_type(value)
         if named is None:
             raise ValueError(f"'{value}' is neither Type/id, an absolute URL nor an id")
         if named not in targets:
             raise ValueError(f"searches {' | '.join(targets)} references, not {named}")
         return {"_srv.k": {"$elemMatch": {"p": key, "c": value}}}
+
     return build
 
 
@@ -126,8 +133,18 @@ def _reason(name: str, value: str) -> dict[str, Any]:
 
 
 # What people type for a comparison, and the FHIR prefix that says it.
-_COMPARATORS = {">=": "ge", "<=": "le", "!=": "ne", "<>": "ne", "=>": "ge", "=<": "le",
-                ">": "gt", "<": "lt", "==": "eq", "=": "eq"}
+_COMPARATORS = {
+    ">=": "ge",
+    "<=": "le",
+    "!=": "ne",
+    "<>": "ne",
+    "=>": "ge",
+    "=<": "le",
+    ">": "gt",
+    "<": "lt",
+    "==": "eq",
+    "=": "eq",
+}
 
 
 def _comparator_hint(value: str) -> str | None:
@@ -136,7 +153,7 @@ def _comparator_hint(value: str) -> str | None:
     stripped = value.lstrip()
     for sign, prefix in _COMPARATORS.items():
         if stripped.startswith(sign):
-            rest = stripped[len(sign):].strip()
+            rest = stripped[len(sign) :].strip()
             example = f"{prefix}{rest}" if rest else f"{prefix}2020"
             return f"'{value}' is not a FHIR date search; use a prefix: {example}"
     return None
@@ -157,6 +174,7 @@ def _date(field: str) -> Build:
         except DateError as error:
             raise ValueError(str(error)) from None
         return date_filter(f"_srv.{field}", prefix, low, high)
+
     return build
 
 
@@ -186,13 +204,22 @@ def date_filter(field: str, prefix: str, low: datetime, high: datetime) -> dict[
 
 FILTER = "_filter"
 REASON_TARGETS = ("Condition", "Observation", "DiagnosticReport", "DocumentReference")
-PERFORMER_TARGETS = ("Practitioner", "PractitionerRole", "Organization", "CareTeam", "Patient",
-                     "Device", "RelatedPerson", "HealthcareService")
+PERFORMER_TARGETS = (
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "CareTeam",
+    "Patient",
+    "Device",
+    "RelatedPerson",
+    "HealthcareService",
+)
 PARAMETERS: dict[str, Build] = {
     "_id": _plain_code("_id"),
     "_lastUpdated": _date("lu"),
-    "based-on": _reference("based-on", ("CarePlan", "ServiceRequest", "Appointment",
-                                        "AppointmentResponse", "Task")),
+    "based-on": _reference(
+        "based-on", ("CarePlan", "ServiceRequest", "Appointment", "AppointmentResponse", "Task")
+    ),
     "body-site": _token("body-site"),
     "body-structure": _reference("body-structure", ("BodyStructure",)),
     "dicom-class": _token("dicom-class"),
@@ -217,11 +244,24 @@ CODES = [*search_parameters(), "_id", "_lastUpdated"]
 # The type of each parameter, which decides the `_filter` operators it takes. `reason` is a
 # token or a reference by the look of the value, as in the plain argument.
 KINDS: dict[str, str] = {
-    "_id": "token", "_lastUpdated": "date", "based-on": "reference", "body-site": "token",
-    "body-structure": "reference", "dicom-class": "token", "encounter": "reference",
-    "endpoint": "reference", "identifier": "token", "instance": "token", "modality": "token",
-    "patient": "reference", "performer": "reference", "reason": "token or reference",
-    "referrer": "reference", "series": "token", "started": "date", "status": "token",
+    "_id": "token",
+    "_lastUpdated": "date",
+    "based-on": "reference",
+    "body-site": "token",
+    "body-structure": "reference",
+    "dicom-class": "token",
+    "encounter": "reference",
+    "endpoint": "reference",
+    "identifier": "token",
+    "instance": "token",
+    "modality": "token",
+    "patient": "reference",
+    "performer": "reference",
+    "reason": "token or reference",
+    "referrer": "reference",
+    "series": "token",
+    "started": "date",
+    "status": "token",
     "subject": "reference",
 }
 FILTER_OPERATORS: dict[str, tuple[str, ...]] = {
@@ -258,15 +298,19 @@ PRESENT: dict[str, dict[str, Any]] = {
     "series": {"series.uid": {"$exists": True}},
     "started": {"_srv.started": {"$exists": True}},
     "status": {"status": {"$exists": True}},
-    **{name: _has_key(name) for name, kind in KINDS.items()
-       if ("reference" in kind and name != "patient") or name in (
-           "body-site", "dicom-class", "identifier", "modality")},
+    **{
+        name: _has_key(name)
+        for name, kind in KINDS.items()
+        if ("reference" in kind and name != "patient")
+        or name in ("body-site", "dicom-class", "identifier", "modality")
+    },
 }
 DATE_FIELDS = {"started": "_srv.started", "_lastUpdated": "_srv.lu"}
 
 
 def _filter_test(test: fhir_filter.Comparison) -> dict[str, Any]:
     """One `_filter` comparison -> the store filter the plain argument makes for it."""
+
     def refuse(rule: str) -> ValueError:
         return fhir_filter.FilterError(test.at + 1, f"'{test.name} {test.op}': {rule}")
 
@@ -316,8 +360,10 @@ def parse_filter(text: str, caps: ValueCaps | None = None) -> fhir_filter.Node:
         if caps is None:
             return fhir_filter.parse(text)
         if len(text) > caps.per_argument * (caps.length + 1):
-            raise fhir_filter.FilterError(1, f"the expression may be at most "
-                                          f"{caps.per_argument * (caps.length + 1)} characters")
+            raise fhir_filter.FilterError(
+                1,
+                f"the expression may be at most {caps.per_argument * (caps.length + 1)} characters",
+            )
         return fhir_filter.parse(text, caps.per_argument, caps.length)
     except fhir_filter.FilterError as error:
         raise fail(BAD_USER_INPUT, FILTER, str(error)) from None
@@ -346,8 +392,11 @@ def _clause(name: str, raw: str, argument: str) -> dict[str, Any]:
         return filter_clause(raw, argument)
     build = PARAMETERS.get(name)
     if build is None:
-        raise fail(BAD_USER_INPUT, argument, f"unknown search parameter '{name}'; supported: "
-                   f"{', '.join([*PARAMETERS, FILTER])}")
+        raise fail(
+            BAD_USER_INPUT,
+            argument,
+            f"unknown search parameter '{name}'; supported: {', '.join([*PARAMETERS, FILTER])}",
+        )
     # The error's expression is `argument`, which the message leads with: the parameter is
     # named again only when the argument is another one (ifNoneExist's search string).
     named = "" if argument == graphql_name(name) else f"{name}: "
@@ -374,8 +423,9 @@ class ValueCaps:
     length: int = 1_024
 
 
-def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps,
-                 split: bool = True) -> None:
+def check_values(
+    arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps, split: bool = True
+) -> None:
     """Refuses, naming the argument, search values over `caps`; `arguments` are (argument,
     raw values) pairs. Cheap: a raw value too long to hold few short values is refused
     unsplit."""
@@ -383,12 +433,14 @@ def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps,
     for argument, raws in arguments:
         count = 0
         if argument == FILTER:  # each comparison is a value
-            raws, count = [], sum(len(fhir_filter.tests(parse_filter(raw, caps)))
-                                  for raw in raws)
+            raws, count = [], sum(len(fhir_filter.tests(parse_filter(raw, caps))) for raw in raws)
         elif not split:  # GraphQL list items: each one value, commas and all
             if (longest := max(map(len, raws), default=0)) > caps.length:
-                raise fail(BAD_USER_INPUT, argument, f"a search value may be at most "
-                           f"{caps.length} characters; one has {longest}")
+                raise fail(
+                    BAD_USER_INPUT,
+                    argument,
+                    f"a search value may be at most {caps.length} characters; one has {longest}",
+                )
             raws, count = [], len(raws)
         for raw in raws:
             if len(raw) > caps.per_argument * (caps.length + 1):
@@ -397,18 +449,29 @@ def check_values(arguments: Iterable[tuple[str, list[str]]], caps: ValueCaps,
             values = split_unescaped(raw, ",")
             longest = max(len(value) for value in values)
             if longest > caps.length:
-                raise fail(BAD_USER_INPUT, argument, f"a search value may be at most "
-                           f"{caps.length} characters; one has {longest}")
+                raise fail(
+                    BAD_USER_INPUT,
+                    argument,
+                    f"a search value may be at most {caps.length} characters; one has {longest}",
+                )
             count += len(values)
         if count > caps.per_argument:
-            raise fail(BAD_USER_INPUT, argument, f"at most {caps.per_argument} search values "
-                       "are allowed (list items, _filter comparisons or comma-separated values "
-                       "of a search string); there "
-                       "are more: split the search into several requests")
+            raise fail(
+                BAD_USER_INPUT,
+                argument,
+                f"at most {caps.per_argument} search values "
+                "are allowed (list items, _filter comparisons or comma-separated values "
+                "of a search string); there "
+                "are more: split the search into several requests",
+            )
         total += count
         if total > caps.total:
-            raise fail(BAD_USER_INPUT, argument, f"a search may have at most {caps.total} "
-                       f"values over all its arguments; this argument takes it to {total}")
+            raise fail(
+                BAD_USER_INPUT,
+                argument,
+                f"a search may have at most {caps.total} "
+                f"values over all its arguments; this argument takes it to {total}",
+            )
 
 
 def to_filter(params: Params, argument: str | None = None) -> dict[str, Any]:
@@ -417,8 +480,11 @@ def to_filter(params: Params, argument: str | None = None) -> dict[str, Any]:
     clauses = [LIVE]
     for name, raw in params:
         if ":" in name:
-            raise fail(BAD_USER_INPUT, argument or name, f"search modifiers such as '{name}' "
-                       "are not supported")
+            raise fail(
+                BAD_USER_INPUT,
+                argument or name,
+                f"search modifiers such as '{name}' are not supported",
+            )
         clauses.append(_clause(name, raw, argument or graphql_name(name)))
     return {"$and": clauses}
 
@@ -432,13 +498,20 @@ def parse_query(query: str, argument: str, caps: ValueCaps = ValueCaps()) -> Par
     """A FHIR search string `a=x&b=y` (as in If-None-Exist) -> parameter pairs, its values
     within `caps` (all of them counted as of one argument)."""
     if len(query) > caps.per_argument * (caps.length + 1):
-        raise fail(BAD_USER_INPUT, argument, f"may have at most {caps.per_argument} search "
-                   f"values of at most {caps.length} characters each; it is longer")
+        raise fail(
+            BAD_USER_INPUT,
+            argument,
+            f"may have at most {caps.per_argument} search "
+            f"values of at most {caps.length} characters each; it is longer",
+        )
     try:
         pairs = parse_qsl(query.lstrip("?"), keep_blank_values=True, strict_parsing=True)
     except ValueError:
-        raise fail(BAD_USER_INPUT, argument, "must be a FHIR search string such as "
-                   "identifier=urn:dicom:uid|urn:oid:1.2.3") from None
+        raise fail(
+            BAD_USER_INPUT,
+            argument,
+            "must be a FHIR search string such as identifier=urn:dicom:uid|urn:oid:1.2.3",
+        ) from None
     if not pairs:
         raise fail(BAD_USER_INPUT, argument, "must name at least one search parameter")
     check_values([(argument, [value for _, value in pairs])], caps)

@@ -18,11 +18,11 @@ from tests.support.tokens import AUDIENCE, ISSUER, SECRET, study
 async def client(store: Repository) -> AsyncIterator[httpx.AsyncClient]:
     for s in (study("mine", "p1"), study("theirs", "p2")):
         await store.create(s)
-    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
-                        jwt_issuer=ISSUER)
+    settings = Settings(
+        seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE, jwt_issuer=ISSUER
+    )
     app = create_app(settings, store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
         yield http
-
-

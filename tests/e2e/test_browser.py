@@ -25,9 +25,14 @@ from tests.support.server import serving
 from tests.support.tokens import AUDIENCE, ISSUER, SECRET, token
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it; apt-get install "
-    "chromium)")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="needs Debian's chromium (.ci/run installs it; apt-get install chromium)",
+    ),
+]
 QUERY = '{ ImagingStudy(id: "example-xr") { id status numberOfInstances } }'
 
 
@@ -40,8 +45,7 @@ class Page:
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         self.next_id += 1
-        await self.socket.send(json.dumps({"id": self.next_id, "method": method,
-                                           "params": params}))
+        await self.socket.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
         while True:
             message = json.loads(await asyncio.wait_for(self.socket.recv(), 30))
             if message.get("id") == self.next_id:
@@ -49,8 +53,7 @@ class Page:
                 return message.get("result", {})
 
     async def evaluate(self, expression: str) -> Any:
-        result = await self.send("Runtime.evaluate", expression=expression,
-                                 returnByValue=True)
+        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
         return result["result"].get("value")
 
     async def wait_for(self, expression: str, seconds: float = 30) -> Any:
@@ -65,25 +68,48 @@ class Page:
         box = await self.wait_for(
             f"(() => {{ const e = document.querySelector('{selector}'); if (!e) return null;"
             " const r = e.getBoundingClientRect();"
-            " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
         for kind in ("mousePressed", "mouseReleased"):
-            await self.send("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1],
-                            button="left", clickCount=1)
+            await self.send(
+                "Input.dispatchMouseEvent",
+                type=kind,
+                x=box[0],
+                y=box[1],
+                button="left",
+                clickCount=1,
+            )
 
     async def key(self, key: str, code: str, modifiers: int = 0, vk: int = 0) -> None:
         for kind in ("rawKeyDown", "keyUp"):
-            await self.send("Input.dispatchKeyEvent", type=kind, key=key, code=code,
-                            modifiers=modifiers, windowsVirtualKeyCode=vk)
+            await self.send(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key=key,
+                code=code,
+                modifiers=modifiers,
+                windowsVirtualKeyCode=vk,
+            )
 
 
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Page]:
     process = await asyncio.create_subprocess_exec(
-        str(CHROMIUM), "--headless=new", "--no-sandbox", "--disable-gpu",
-        "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-        "--remote-debugging-port=0", f"--user-data-dir={tmp_path / 'profile'}", "about:blank",
-        stderr=asyncio.subprocess.PIPE)
+        str(CHROMIUM),
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        "--remote-debugging-port=0",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "about:blank",
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         assert process.stderr is not None
         port = None
@@ -110,7 +136,8 @@ async def test_graphiql_runs_a_typed_query(page: Page) -> None:
         await page.click(".graphiql-execute-button")
         result = await page.wait_for(
             "(() => { const e = document.querySelector('.result-window');"
-            " const t = e && e.innerText; return t && t.includes('numberOfInstances') && t; })()")
+            " const t = e && e.innerText; return t && t.includes('numberOfInstances') && t; })()"
+        )
     assert '"id": "example-xr"' in result
     assert '"numberOfInstances": 2' in result
 
@@ -154,18 +181,22 @@ async def test_graphiql_runs_the_readme_subscription(page: Page) -> None:
             if app.state.events.subscribers:
                 break
             await asyncio.sleep(0.05)
-        await http.post("/graphql", json={"query": CREATE, "variables": {
-            "res": demo.study("seen-in-graphiql", 1, 1)}})
+        await http.post(
+            "/graphql",
+            json={"query": CREATE, "variables": {"res": demo.study("seen-in-graphiql", 1, 1)}},
+        )
         result = await page.wait_for(
             "(() => { const e = document.querySelector('.result-window');"
-            " const t = e && e.innerText; return t && t.includes('seen-in-graphiql') && t; })()")
+            " const t = e && e.innerText; return t && t.includes('seen-in-graphiql') && t; })()"
+        )
     assert '"action": "create"' in result
     assert '"versionId": "1"' in result
 
 
 async def test_graphiql_sends_the_headers_token_in_connection_init(page: Page) -> None:
-    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
-                        jwt_issuer=ISSUER)
+    settings = Settings(
+        seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE, jwt_issuer=ISSUER
+    )
     app = create_app(settings)
     bearer = f"Bearer {token('system/*.*')}"
     subscription = "subscription { ImagingStudyChanged { action id } }"
@@ -173,8 +204,10 @@ async def test_graphiql_sends_the_headers_token_in_connection_init(page: Page) -
         await page.send("Page.navigate", url=f"http://{address}/graphql")
         await page.wait_for("!!document.querySelector('.graphiql-query-editor .CodeMirror')")
         # What the Headers pane holds (GraphiQL keeps it in localStorage), then a fresh page.
-        await page.evaluate("localStorage.setItem('graphiql:headers', "
-                            f"{json.dumps(json.dumps({'Authorization': bearer}))})")
+        await page.evaluate(
+            "localStorage.setItem('graphiql:headers', "
+            f"{json.dumps(json.dumps({'Authorization': bearer}))})"
+        )
         await page.send("Page.reload")
         await replace_query(page, subscription)
         await page.click(".graphiql-execute-button")
@@ -182,19 +215,24 @@ async def test_graphiql_sends_the_headers_token_in_connection_init(page: Page) -
             if app.state.events.subscribers:
                 break
             await asyncio.sleep(0.05)
-        await http.post("/graphql", json={"query": CREATE, "variables": {
-            "res": demo.study("token-in-init", 1, 1)}}, headers={"authorization": bearer})
+        await http.post(
+            "/graphql",
+            json={"query": CREATE, "variables": {"res": demo.study("token-in-init", 1, 1)}},
+            headers={"authorization": bearer},
+        )
         result = await page.wait_for(
             "(() => { const e = document.querySelector('.result-window');"
-            " const t = e && e.innerText; return t && t.includes('token-in-init') && t; })()")
+            " const t = e && e.innerText; return t && t.includes('token-in-init') && t; })()"
+        )
     assert '"action": "create"' in result
 
 
 async def test_graphiql_shows_a_refused_subscription_instead_of_retrying(page: Page) -> None:
     """With authentication on and no token in the Headers pane, the socket is closed with 4403:
     GraphiQL says so at once (graphql-ws would otherwise retry it, showing nothing)."""
-    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
-                        jwt_issuer=ISSUER)
+    settings = Settings(
+        seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE, jwt_issuer=ISSUER
+    )
     async with serving(create_app(settings)) as address:
         await page.send("Page.navigate", url=f"http://{address}/graphql")
         await page.wait_for("!!document.querySelector('.graphiql-query-editor .CodeMirror')")
@@ -204,5 +242,6 @@ async def test_graphiql_shows_a_refused_subscription_instead_of_retrying(page: P
         await page.click(".graphiql-execute-button")
         result = await page.wait_for(
             "(() => { const e = document.querySelector('.result-window');"
-            " const t = e && e.innerText; return t && t.includes('4403') && t; })()")
+            " const t = e && e.innerText; return t && t.includes('4403') && t; })()"
+        )
     assert "bearer token is required" in result

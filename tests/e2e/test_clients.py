@@ -24,24 +24,39 @@ SUITE = Path(__file__).parents[1] / "clients"
 NODE = shutil.which("node")
 TIMEOUT = 300  # seconds for the whole Node suite: a hung client fails instead of hanging
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    NODE is None, reason="needs Node.js (`node`) for the client suite in tests/clients")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        NODE is None, reason="needs Node.js (`node`) for the client suite in tests/clients"
+    ),
+]
 
 
 async def test_the_javascript_clients(store: Repository) -> None:
     if not (SUITE / "node_modules").is_dir():
-        pytest.fail("tests/clients has no node_modules: run `make test` (or `npm ci --prefix "
-                    "tests/clients`) to install the clients from the lockfile")
+        pytest.fail(
+            "tests/clients has no node_modules: run `make test` (or `npm ci --prefix "
+            "tests/clients`) to install the clients from the lockfile"
+        )
     for name in ("ImagingStudy-example.json", "ImagingStudy-example-xr.json"):
         await store.create(demo.example(name))
-    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
-                        jwt_issuer=ISSUER)
+    settings = Settings(
+        seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE, jwt_issuer=ISSUER
+    )
     async with serving(create_app(settings, store)) as address:
         process = await asyncio.create_subprocess_exec(
-            str(NODE), "--test", "--test-concurrency=1", cwd=SUITE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "IMAGING_URL": f"http://{address}",
-                 "IMAGING_TOKEN": token("system/*.*")})
+            str(NODE),
+            "--test",
+            "--test-concurrency=1",
+            cwd=SUITE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={
+                **os.environ,
+                "IMAGING_URL": f"http://{address}",
+                "IMAGING_TOKEN": token("system/*.*"),
+            },
+        )
         try:
             output, _ = await asyncio.wait_for(process.communicate(), TIMEOUT)
         except TimeoutError:

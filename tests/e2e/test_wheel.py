@@ -26,9 +26,12 @@ pytestmark = pytest.mark.slow  # builds a wheel and starts a server from it
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's wheel, unpacked as pip would install it."""
     out = tmp_path_factory.mktemp("wheel")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                            "-w", str(out), str(ROOT)], capture_output=True, text=True,
-                           timeout=600)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stderr
     [wheel] = out.glob("imaging_api-*.whl")
     site = out / "site"
@@ -38,25 +41,46 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_wheel_carries_what_the_server_reads(installed: Path) -> None:
-    for needed in ("api/http/static/vendor/graphiql@3.8.3/graphiql.min.js",
-                   "api/http/static/vendor/graphql-ws@6.4.2/umd/graphql-ws.min.js",
-                   "store/fhir/r5", "store/interop/demo"):
+    for needed in (
+        "api/http/static/vendor/graphiql@3.8.3/graphiql.min.js",
+        "api/http/static/vendor/graphql-ws@6.4.2/umd/graphql-ws.min.js",
+        "store/fhir/r5",
+        "store/interop/demo",
+    ):
         assert (installed / needed).exists(), needed
 
 
 def test_the_installed_server_serves_graphiql(installed: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(installed)}
     env.pop("MONGODB_URI", None)
-    where = subprocess.run([sys.executable, "-c", "import api; print(api.__file__)"],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import api; print(api.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    )
     assert where.stdout.startswith(str(installed))  # the wheel's code, not this checkout's
     port = free_port()
     log = tmp_path / "stderr"
     with log.open("wb") as err:
         server = subprocess.Popen(
-            [sys.executable, "-c", "from api.cli.commands import main; main()", "serve",
-             "--no-seed", "--port", str(port)], env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=err)
+            [
+                sys.executable,
+                "-c",
+                "from api.cli.commands import main; main()",
+                "serve",
+                "--no-seed",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_SECONDS

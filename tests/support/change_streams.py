@@ -8,17 +8,45 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 RECORDED = [  # change events as MongoDB sends them (trimmed), one of each kind we handle
-    {"_id": {"_data": "1"}, "operationType": "insert", "documentKey": {"_id": "a"},
-     "fullDocument": {"_id": "a", "_srv": {"deleted": False}, "resourceType": "ImagingStudy",
-                      "id": "a", "status": "registered", "meta": {"versionId": "1"},
-                      "subject": {"reference": "Patient/p"}}},
-    {"_id": {"_data": "2"}, "operationType": "replace", "documentKey": {"_id": "a"},
-     "fullDocument": {"_id": "a", "_srv": {"deleted": False}, "resourceType": "ImagingStudy",
-                      "id": "a", "status": "available", "meta": {"versionId": "2"},
-                      "subject": {"reference": "Patient/p"}}},
-    {"_id": {"_data": "3"}, "operationType": "replace", "documentKey": {"_id": "a"},
-     "fullDocument": {"_id": "a", "_srv": {"deleted": True}, "id": "a",
-                      "meta": {"versionId": "3"}}},
+    {
+        "_id": {"_data": "1"},
+        "operationType": "insert",
+        "documentKey": {"_id": "a"},
+        "fullDocument": {
+            "_id": "a",
+            "_srv": {"deleted": False},
+            "resourceType": "ImagingStudy",
+            "id": "a",
+            "status": "registered",
+            "meta": {"versionId": "1"},
+            "subject": {"reference": "Patient/p"},
+        },
+    },
+    {
+        "_id": {"_data": "2"},
+        "operationType": "replace",
+        "documentKey": {"_id": "a"},
+        "fullDocument": {
+            "_id": "a",
+            "_srv": {"deleted": False},
+            "resourceType": "ImagingStudy",
+            "id": "a",
+            "status": "available",
+            "meta": {"versionId": "2"},
+            "subject": {"reference": "Patient/p"},
+        },
+    },
+    {
+        "_id": {"_data": "3"},
+        "operationType": "replace",
+        "documentKey": {"_id": "a"},
+        "fullDocument": {
+            "_id": "a",
+            "_srv": {"deleted": True},
+            "id": "a",
+            "meta": {"versionId": "3"},
+        },
+    },
     {"_id": {"_data": "4"}, "operationType": "delete", "documentKey": {"_id": "b"}},
     {"_id": {"_data": "5"}, "operationType": "invalidate"},
 ]

@@ -14,11 +14,19 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 def write(folder: Path, name: str, **elements: Any) -> Path:
     """A small DICOM file: defaults for one CT image, overridden by `elements`."""
     ds = Dataset()
-    base = {"StudyInstanceUID": "1.2.3", "SeriesInstanceUID": "1.2.3.1",
-            "SOPInstanceUID": f"1.2.3.1.{abs(hash(name)) % 10**6}", "SOPClassUID": CT,
-            "Modality": "CT", "PatientID": "MRN1", "PatientName": "Doe^Jane",
-            "StudyDate": "20240305", "StudyTime": "101500", "SeriesNumber": 2,
-            "InstanceNumber": 1}
+    base = {
+        "StudyInstanceUID": "1.2.3",
+        "SeriesInstanceUID": "1.2.3.1",
+        "SOPInstanceUID": f"1.2.3.1.{abs(hash(name)) % 10**6}",
+        "SOPClassUID": CT,
+        "Modality": "CT",
+        "PatientID": "MRN1",
+        "PatientName": "Doe^Jane",
+        "StudyDate": "20240305",
+        "StudyTime": "101500",
+        "SeriesNumber": 2,
+        "InstanceNumber": 1,
+    }
     for keyword, value in {**base, **elements}.items():
         if value is not None:
             setattr(ds, keyword, value)

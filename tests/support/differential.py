@@ -38,9 +38,15 @@ class _Repo:
 
 def normalised(result: Any) -> str:
     """A result as JSON text, request ids masked: equal text means an equal response."""
-    errors = [{"message": _REQUEST_ID.sub("<id>", e.message), "path": e.path,
-               "locations": [(loc.line, loc.column) for loc in e.locations or ()],
-               "code": (e.extensions or {}).get("code")} for e in result.errors or ()]
+    errors = [
+        {
+            "message": _REQUEST_ID.sub("<id>", e.message),
+            "path": e.path,
+            "locations": [(loc.line, loc.column) for loc in e.locations or ()],
+            "code": (e.extensions or {}).get("code"),
+        }
+        for e in result.errors or ()
+    ]
     return json.dumps({"data": result.data, "errors": errors}, sort_keys=False)
 
 

@@ -21,17 +21,20 @@ GET = "query($id: ID!) { ImagingStudy(id: $id) { id status meta { versionId } } 
 Gql = Callable[..., Awaitable[dict[str, Any]]]
 
 
-async def call(http: httpx.AsyncClient, bearer: str | None, query: str,
-               **variables: Any) -> dict[str, Any]:
+async def call(
+    http: httpx.AsyncClient, bearer: str | None, query: str, **variables: Any
+) -> dict[str, Any]:
     """POSTs one operation with `bearer` as the token (none when None); the response body."""
     headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
-    response = await http.post("/graphql", json={"query": query, "variables": variables},
-                               headers=headers)
+    response = await http.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=headers
+    )
     return response.json()
 
 
-async def post(http: httpx.AsyncClient, query: str, bearer: str | None = None,
-               **variables: Any) -> dict[str, Any]:
+async def post(
+    http: httpx.AsyncClient, query: str, bearer: str | None = None, **variables: Any
+) -> dict[str, Any]:
     """`call` with the token last, optional."""
     return await call(http, bearer, query, **variables)
 

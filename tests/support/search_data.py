@@ -10,38 +10,81 @@ CT_IMAGE = "urn:oid:1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE = "urn:oid:1.2.840.10008.5.1.4.1.1.4"
 
 
-def _series(uid: str, modality: str, body: str, structure: str, endpoint: str, actor: str,
-            instance: str, sop: dict[str, str]) -> dict[str, Any]:
-    return {"uid": uid, "modality": {"coding": [{"system": DCM, "code": modality}]},
-            "bodySite": {"concept": {"coding": [{"system": SCT, "code": body}]},
-                         "reference": {"reference": structure}},
-            "endpoint": [{"reference": endpoint}],
-            "performer": [{"actor": {"reference": actor}}],
-            "instance": [{"uid": instance, "sopClass": sop}]}
+def _series(
+    uid: str,
+    modality: str,
+    body: str,
+    structure: str,
+    endpoint: str,
+    actor: str,
+    instance: str,
+    sop: dict[str, str],
+) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "modality": {"coding": [{"system": DCM, "code": modality}]},
+        "bodySite": {
+            "concept": {"coding": [{"system": SCT, "code": body}]},
+            "reference": {"reference": structure},
+        },
+        "endpoint": [{"reference": endpoint}],
+        "performer": [{"actor": {"reference": actor}}],
+        "instance": [{"uid": instance, "sopClass": sop}],
+    }
 
 
 A = {
-    "id": "a", "status": "available",
-    "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"},
-                   {"system": "urn:acc", "value": "ACC1"}],
-    "subject": {"reference": "Patient/p1"}, "encounter": {"reference": "Encounter/e1"},
-    "started": "2024-03-05T10:00:00+01:00", "basedOn": [{"reference": "ServiceRequest/sr1"}],
-    "referrer": {"reference": "Practitioner/r1"}, "endpoint": [{"reference": "Endpoint/ep1"}],
-    "reason": [{"concept": {"coding": [{"system": SCT, "code": "357009"}]}},
-               {"reference": {"reference": "Condition/c1"}}],
-    "series": [_series("1.2.3.1", "CT", "T-1", "BodyStructure/bs1", "Endpoint/ep-a",
-                       "Practitioner/tech1", "1.2.3.1.1",
-                       {"system": "urn:ietf:rfc:3986", "code": CT_IMAGE})],
+    "id": "a",
+    "status": "available",
+    "identifier": [
+        {"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"},
+        {"system": "urn:acc", "value": "ACC1"},
+    ],
+    "subject": {"reference": "Patient/p1"},
+    "encounter": {"reference": "Encounter/e1"},
+    "started": "2024-03-05T10:00:00+01:00",
+    "basedOn": [{"reference": "ServiceRequest/sr1"}],
+    "referrer": {"reference": "Practitioner/r1"},
+    "endpoint": [{"reference": "Endpoint/ep1"}],
+    "reason": [
+        {"concept": {"coding": [{"system": SCT, "code": "357009"}]}},
+        {"reference": {"reference": "Condition/c1"}},
+    ],
+    "series": [
+        _series(
+            "1.2.3.1",
+            "CT",
+            "T-1",
+            "BodyStructure/bs1",
+            "Endpoint/ep-a",
+            "Practitioner/tech1",
+            "1.2.3.1.1",
+            {"system": "urn:ietf:rfc:3986", "code": CT_IMAGE},
+        )
+    ],
 }
 B = {
-    "id": "b", "status": "registered",
+    "id": "b",
+    "status": "registered",
     "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.4"}],
-    "subject": {"reference": "Patient/p2"}, "encounter": {"reference": "Encounter/e2"},
-    "started": "2023", "basedOn": [{"reference": "ServiceRequest/sr2"}],
+    "subject": {"reference": "Patient/p2"},
+    "encounter": {"reference": "Encounter/e2"},
+    "started": "2023",
+    "basedOn": [{"reference": "ServiceRequest/sr2"}],
     "referrer": {"reference": "PractitionerRole/r2"},
     "reason": [{"reference": {"reference": "Observation/o1"}}],
-    "series": [_series("1.2.4.1", "MR", "T-2", "BodyStructure/bs2", "Endpoint/ep2",
-                       "Organization/o2", "1.2.4.1.1", {"code": MR_IMAGE})],
+    "series": [
+        _series(
+            "1.2.4.1",
+            "MR",
+            "T-2",
+            "BodyStructure/bs2",
+            "Endpoint/ep2",
+            "Organization/o2",
+            "1.2.4.1.1",
+            {"code": MR_IMAGE},
+        )
+    ],
 }
 C = {"id": "c", "status": "cancelled", "subject": {"reference": "Group/g1"}}
 STUDIES = [A, B, C]
@@ -54,8 +97,13 @@ TABLE = [
     ("dicom-class", f"urn:ietf:rfc:3986|{CT_IMAGE}", f"|{MR_IMAGE}", "urn:oid:9", "|"),
     ("encounter", "Encounter/e1", "e2", "Encounter/e9", "Patient/p1"),
     ("endpoint", "Endpoint/ep1", "Endpoint/ep2", "Endpoint/x", "Encounter/x"),
-    ("identifier", "urn:dicom:uid|urn:oid:1.2.3", "urn:oid:1.2.4", "urn:acc|urn:oid:1.2.3",
-     "a|b|c"),
+    (
+        "identifier",
+        "urn:dicom:uid|urn:oid:1.2.3",
+        "urn:oid:1.2.4",
+        "urn:acc|urn:oid:1.2.3",
+        "a|b|c",
+    ),
     ("instance", "1.2.3.1.1", "|1.2.4.1.1", "9.9", "a|b|c"),
     ("modality", f"{DCM}|CT", "MR", "US", "|"),
     ("patient", "p1", "Patient/p2", "p9", "Device/d1"),
@@ -64,8 +112,7 @@ TABLE = [
     ("referrer", "Practitioner/r1", "PractitionerRole/r2", "r9", "Patient/p1"),
     ("series", "1.2.3.1", "1.2.4.1", "1.2.9", "a|b|c"),
     ("started", "2024-03-05", "lt2024", "2022", "2024-13"),
-    ("status", "available", "http://hl7.org/fhir/imagingstudy-status|registered", "unknown",
-     "|"),
+    ("status", "available", "http://hl7.org/fhir/imagingstudy-status|registered", "unknown", "|"),
     ("subject", "Patient/p1", "p2", "Device/d9", "Encounter/e1"),
     ("_id", "a", "b", "z", "a|b|c"),
 ]

@@ -23,8 +23,17 @@ async def serving(app: Any, **options: Any) -> AsyncIterator[str]:
     """Serves `app` until the block ends; yields its base URL. `options` go to uvicorn.Config
     (those of api.http.server.uvicorn_options, as `serve` uses them)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           lifespan="on", ws="websockets-sansio", **options))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            lifespan="on",
+            ws="websockets-sansio",
+            **options,
+        )
+    )
     task = asyncio.create_task(server.serve())
     try:
         for _ in range(500):

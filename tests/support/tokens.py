@@ -17,11 +17,20 @@ AUDIENCE, ISSUER = "imaging-api", "https://login.example"
 def token(scope: str, key: Any = SECRET, algorithm: str = "HS256", **claims: Any) -> str:
     """A signed JWT carrying `scope`, valid for five minutes; a claim given as None is left out."""
     now = int(time.time())
-    body = {"sub": "user-1", "client_id": "viewer", "scope": scope, "aud": AUDIENCE,
-            "iss": ISSUER, "exp": now + 300, "nbf": now - 5, **claims}
+    body = {
+        "sub": "user-1",
+        "client_id": "viewer",
+        "scope": scope,
+        "aud": AUDIENCE,
+        "iss": ISSUER,
+        "exp": now + 300,
+        "nbf": now - 5,
+        **claims,
+    }
     headers = {"kid": claims.pop("kid")} if "kid" in claims else None
-    return jwt.encode({k: v for k, v in body.items() if v is not None}, key,
-                      algorithm=algorithm, headers=headers)
+    return jwt.encode(
+        {k: v for k, v in body.items() if v is not None}, key, algorithm=algorithm, headers=headers
+    )
 
 
 def study(study_id: str, patient: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ def _drop(*path: Any) -> Callable[[Study], None]:
         for step in path[:-1]:
             target = target[step]
         del target[path[-1]]
+
     return edit
 
 
@@ -32,10 +33,8 @@ REQUIRED = [
     (_drop("series", 0, "modality"), "ImagingStudy.series[0].modality"),
     (_drop("series", 0, "performer", 0, "actor"), "ImagingStudy.series[0].performer[0].actor"),
     (_drop("series", 0, "instance", 1, "uid"), "ImagingStudy.series[0].instance[1].uid"),
-    (_drop("series", 0, "instance", 0, "sopClass"),
-     "ImagingStudy.series[0].instance[0].sopClass"),
+    (_drop("series", 0, "instance", 0, "sopClass"), "ImagingStudy.series[0].instance[0].sopClass"),
 ]
-
 
 
 BAD_UIDS = [
@@ -47,15 +46,17 @@ BAD_UIDS = [
 ]
 
 
-
 WRONG_TARGETS = [
     (("subject",), "Practitioner/1", "ImagingStudy.subject.reference"),
     (("encounter",), "Patient/1", "ImagingStudy.encounter.reference"),
     (("referrer",), "Organization/1", "ImagingStudy.referrer.reference"),
     (("endpoint", 0), "Device/1", "ImagingStudy.endpoint[0].reference"),
     (("basedOn", 1), "Patient/1", "ImagingStudy.basedOn[1].reference"),
-    (("series", 0, "performer", 0, "actor"), "Location/1",
-     "ImagingStudy.series[0].performer[0].actor.reference"),
+    (
+        ("series", 0, "performer", 0, "actor"),
+        "Location/1",
+        "ImagingStudy.series[0].performer[0].actor.reference",
+    ),
     (("series", 0, "endpoint", 0), "Patient/1", "ImagingStudy.series[0].endpoint[0].reference"),
     (("identifier", 1, "assigner"), "Patient/1", "ImagingStudy.identifier[1].assigner.reference"),
     (("partOf", 0), "Patient/1", "ImagingStudy.partOf[0].reference"),
@@ -64,8 +65,11 @@ WRONG_TARGETS = [
     (("reason", 0, "reference"), "Patient/1", "ImagingStudy.reason[0].reference.reference"),
     (("note", 0, "authorReference"), "Device/1", "ImagingStudy.note[0].authorReference.reference"),
     (("series", 0, "specimen", 0), "Patient/1", "ImagingStudy.series[0].specimen[0].reference"),
-    (("series", 0, "bodySite", "reference"), "Patient/1",
-     "ImagingStudy.series[0].bodySite.reference.reference"),
+    (
+        ("series", 0, "bodySite", "reference"),
+        "Patient/1",
+        "ImagingStudy.series[0].bodySite.reference.reference",
+    ),
 ]
 
 

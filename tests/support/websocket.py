@@ -26,8 +26,9 @@ def text_message(frame: str | bytes) -> dict[str, Any]:
 @asynccontextmanager
 async def socket(address: str, **options: Any) -> AsyncIterator[ClientConnection]:
     """A graphql-transport-ws connection to the server at `address`."""
-    async with websockets.connect(f"ws://{address}/graphql",
-                                  subprotocols=["graphql-transport-ws"], **options) as ws:
+    async with websockets.connect(
+        f"ws://{address}/graphql", subprotocols=["graphql-transport-ws"], **options
+    ) as ws:
         yield ws
 
 
@@ -37,11 +38,15 @@ async def init(ws: ClientConnection, payload: dict[str, Any] | None = None) -> d
     return text_message(await asyncio.wait_for(ws.recv(), 5))
 
 
-async def subscribe(ws: ClientConnection, op: str, query: str = SUBSCRIBE,
-                    **variables: Any) -> None:
+async def subscribe(
+    ws: ClientConnection, op: str, query: str = SUBSCRIBE, **variables: Any
+) -> None:
     """Starts subscription `op`."""
-    await ws.send(json.dumps({"id": op, "type": "subscribe",
-                              "payload": {"query": query, "variables": variables}}))
+    await ws.send(
+        json.dumps(
+            {"id": op, "type": "subscribe", "payload": {"query": query, "variables": variables}}
+        )
+    )
 
 
 async def receive(ws: ClientConnection) -> dict[str, Any]:

@@ -22,8 +22,10 @@ from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, fail
 from store.mongo.search import Params
 
-SORT = ("Sort order: started, _lastUpdated, _id or status, comma-separated, '-' for "
-        "descending; ties go by _id. Default -started (newest first; no started date last).")
+SORT = (
+    "Sort order: started, _lastUpdated, _id or status, comma-separated, '-' for "
+    "descending; ties go by _id. Default -started (newest first; no started date last)."
+)
 
 
 def _arg(description: str) -> Any:
@@ -60,31 +62,49 @@ def _one_id(id: str | None, alias: str | None) -> str:
 # typed as returning Any (strawberry-graphql/strawberry#1929), hence ignore[untyped-decorator].
 @strawberry.type
 class Query:
-    @strawberry.field(name="ImagingStudy", graphql_type=ImagingStudy | None,  # type: ignore[untyped-decorator]
-                      description="One study by id, or null when there is none (or it was "
-                      "deleted).")
+    @strawberry.field(
+        name="ImagingStudy",
+        graphql_type=ImagingStudy | None,  # type: ignore[untyped-decorator]
+        description="One study by id, or null when there is none (or it was deleted).",
+    )
     async def imaging_study(
-        self, info: Info, id: strawberry.ID | None = None,
-        _id: Annotated[strawberry.ID | None, _arg(
-            "The same as id (FHIR's search name for it, as some of the FHIR GraphQL page's "
-            "examples write it); give one of the two.")] = None,
+        self,
+        info: Info,
+        id: strawberry.ID | None = None,
+        _id: Annotated[
+            strawberry.ID | None,
+            _arg(
+                "The same as id (FHIR's search name for it, as some of the FHIR GraphQL page's "
+                "examples write it); give one of the two."
+            ),
+        ] = None,
     ) -> Study | None:
         study_id = _one_id(id, _id)
         selected = _selected(info)
-        return await reading(Shape(selected), lambda: info.context.store.get(
-            study_id, _paths(selected)))
+        return await reading(
+            Shape(selected), lambda: info.context.store.get(study_id, _paths(selected))
+        )
 
-    @strawberry.field(name="ImagingStudyList", graphql_type=list[ImagingStudy] | None,  # type: ignore[untyped-decorator]
-                      description="Studies matching FHIR search arguments (all 17 R5 "
-                      "ImagingStudy parameters, _id and _lastUpdated), newest first by default. "
-                      "Without _count: every match, or an error when more match than the list "
-                      "cap (use _count or ImagingStudyConnection).")
+    @strawberry.field(
+        name="ImagingStudyList",
+        graphql_type=list[ImagingStudy] | None,  # type: ignore[untyped-decorator]
+        description="Studies matching FHIR search arguments (all 17 R5 "
+        "ImagingStudy parameters, _id and _lastUpdated), newest first by default. "
+        "Without _count: every match, or an error when more match than the list "
+        "cap (use _count or ImagingStudyConnection).",
+    )
     @searchable
     async def imaging_study_list(
-        self, info: Info, params: Params,
-        _count: Annotated[int | None, _arg(
-            "At most this many (1 to the list cap, 1,000 by default). Absent: every match, "
-            "or an error when more than the cap match.")] = None,
+        self,
+        info: Info,
+        params: Params,
+        _count: Annotated[
+            int | None,
+            _arg(
+                "At most this many (1 to the list cap, 1,000 by default). Absent: every match, "
+                "or an error when more than the cap match."
+            ),
+        ] = None,
         _offset: Annotated[int | None, _arg("How many matches to skip first.")] = None,
         _sort: Sort = None,
         fhirpath: FhirPathArg = None,
@@ -98,40 +118,62 @@ class Query:
         if _count is None:
             # "Everything, or an error" (FHIR GraphQL): a count that stops at cap + 1 tells
             # which, however many match.
-            matched = await reading(Shape(()), lambda: store.count(
-                params, "ImagingStudyList", offset, cap + 1))
+            matched = await reading(
+                Shape(()), lambda: store.count(params, "ImagingStudyList", offset, cap + 1)
+            )
             if matched > cap:
-                raise fail(BAD_USER_INPUT, "_count", f"more than {cap} studies match (the list "
-                           "cap, IMAGING_LIST_MAX_COUNT) and a list without _count returns "
-                           "every match: give _count (and _offset) for a page, or use "
-                           "ImagingStudyConnection")
+                raise fail(
+                    BAD_USER_INPUT,
+                    "_count",
+                    f"more than {cap} studies match (the list "
+                    "cap, IMAGING_LIST_MAX_COUNT) and a list without _count returns "
+                    "every match: give _count (and _offset) for a page, or use "
+                    "ImagingStudyConnection",
+                )
         selected = _selected(info)
-        found = await reading(FhirPath.priced(Shape(selected), keep), lambda: store.search(
-            params, count, offset, _sort, None if keep else _paths(selected)))
+        found = await reading(
+            FhirPath.priced(Shape(selected), keep),
+            lambda: store.search(params, count, offset, _sort, None if keep else _paths(selected)),
+        )
         return await keep.filtered(found) if keep else found
 
-    @strawberry.field(name="ImagingStudyConnection",  # type: ignore[untyped-decorator]
-                      graphql_type=ImagingStudyConnection | None,
-                      description="Studies matching FHIR search arguments as a connection with "
-                      "total count and keyset cursors.")
+    @strawberry.field(
+        name="ImagingStudyConnection",  # type: ignore[untyped-decorator]
+        graphql_type=ImagingStudyConnection | None,
+        description="Studies matching FHIR search arguments as a connection with "
+        "total count and keyset cursors.",
+    )
     @continues
     @searchable
     async def imaging_study_connection(
-        self, info: Info, params: Params,
-        _count: Annotated[int | None, _arg(
-            "Page size: default 20, at most the configured cap (1,000 by default); 0 asks "
-            "for the count only.")] = None,
-        _cursor: Annotated[str | None, _arg(
-            "A cursor (first, previous, next or last) from an earlier page: it carries its "
-            "search, so it may be sent alone; arguments sent with it must be the same.")] = None,
+        self,
+        info: Info,
+        params: Params,
+        _count: Annotated[
+            int | None,
+            _arg(
+                "Page size: default 20, at most the configured cap (1,000 by default); 0 asks "
+                "for the count only."
+            ),
+        ] = None,
+        _cursor: Annotated[
+            str | None,
+            _arg(
+                "A cursor (first, previous, next or last) from an earlier page: it carries its "
+                "search, so it may be sent alone; arguments sent with it must be the same."
+            ),
+        ] = None,
         _sort: Sort = None,
         fhirpath: FhirPathArg = None,
         search: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         store = info.context.store
         settings = info.context.settings
-        count = 0 if _count == 0 else check_count(_count, settings.list_default_count,
-                                                   settings.list_max_count)
+        count = (
+            0
+            if _count == 0
+            else check_count(_count, settings.list_default_count, settings.list_max_count)
+        )
         keep = FhirPath.given(fhirpath, settings.search_max_value_length)
         selected = _selected(info)
         edges = child(selected, "edges")
@@ -141,31 +183,51 @@ class Query:
             # A count-only query reads no documents at all (but a bad cursor is still bad).
             if _cursor is not None:
                 store.check_cursor(params, _cursor, _sort)
-            total = await reading(Shape(()), lambda: store.count(params)) \
-                if "count" in wanted else None
+            total = (
+                await reading(Shape(()), lambda: store.count(params)) if "count" in wanted else None
+            )
             # `_count: 0` is FHIR's way to ask for the total: no edges, no cursors.
-            return {"count": total, "pagesize": count,
-                    **({"edges": []} if count == 0 else {})}
-        page = await reading(FhirPath.priced(Shape(resource or ()), keep), lambda: store.page(
-            params, count, _cursor, _sort, None if keep else _paths(resource)
-            if resource is not None else (), total="count" in wanted, carry=search),
-            lambda page: page.studies)
+            return {"count": total, "pagesize": count, **({"edges": []} if count == 0 else {})}
+        page = await reading(
+            FhirPath.priced(Shape(resource or ()), keep),
+            lambda: store.page(
+                params,
+                count,
+                _cursor,
+                _sort,
+                None if keep else _paths(resource) if resource is not None else (),
+                total="count" in wanted,
+                carry=search,
+            ),
+            lambda page: page.studies,
+        )
         if keep:  # the page's cursors stay the store's: a page may come out shorter
             page.studies = await keep.filtered(page.studies)
         return {
-            "count": page.total, "offset": page.offset, "pagesize": count,
-            "first": page.first, "previous": page.previous, "next": page.next,
+            "count": page.total,
+            "offset": page.offset,
+            "pagesize": count,
+            "first": page.first,
+            "previous": page.previous,
+            "next": page.next,
             "last": page.last,
-            "edges": [{"mode": "match", "score": None, "resource": s} for s in page.studies]}
+            "edges": [{"mode": "match", "score": None, "resource": s} for s in page.studies],
+        }
 
-    @strawberry.field(name="ImagingStudyHistory", graphql_type=list[ImagingStudy] | None,  # type: ignore[untyped-decorator]
-                      description="Every stored version of a study, newest first. A deleted "
-                      "study keeps its history.")
+    @strawberry.field(
+        name="ImagingStudyHistory",
+        graphql_type=list[ImagingStudy] | None,  # type: ignore[untyped-decorator]
+        description="Every stored version of a study, newest first. A deleted "
+        "study keeps its history.",
+    )
     async def imaging_study_history(
-        self, info: Info, id: strawberry.ID,
+        self,
+        info: Info,
+        id: strawberry.ID,
         _count: Annotated[int | None, _arg("How many versions at most (default 100).")] = None,
     ) -> list[Study] | None:
         count = check_count(_count, 100, info.context.settings.history_max_count)
         selected = _selected(info)
-        return await reading(Shape(selected), lambda: info.context.store.history(
-            id, count, _paths(selected)))
+        return await reading(
+            Shape(selected), lambda: info.context.store.history(id, count, _paths(selected))
+        )

@@ -29,22 +29,33 @@ class ImagingStudyChangeEvent:
     action: str = strawberry.field(description="create, update or delete.")
     id: strawberry.ID = strawberry.field(description="The study's id.")
     versionId: str = strawberry.field(description="The version the write made.")
-    status: str | None = strawberry.field(description="The study's status after the write; "
-                                          "for a delete, the status the study had.")
-    subject: str | None = strawberry.field(description="The study's subject reference "
-                                           "(Patient/123); for a delete, the subject the "
-                                           "study had.")
-    resource: Study | None = strawberry.field(graphql_type=ImagingStudy | None,
-                                              description="The study after the write (null "
-                                              "for a delete).")
-    position: str = strawberry.field(description="Where this event stands in the change "
-                                     "stream, an opaque string: pass the last one received "
-                                     "as `after` when subscribing again to get what was "
-                                     "missed.")
+    status: str | None = strawberry.field(
+        description="The study's status after the write; for a delete, the status the study had."
+    )
+    subject: str | None = strawberry.field(
+        description="The study's subject reference "
+        "(Patient/123); for a delete, the subject the "
+        "study had."
+    )
+    resource: Study | None = strawberry.field(
+        graphql_type=ImagingStudy | None,
+        description="The study after the write (null for a delete).",
+    )
+    position: str = strawberry.field(
+        description="Where this event stands in the change "
+        "stream, an opaque string: pass the last one received "
+        "as `after` when subscribing again to get what was "
+        "missed."
+    )
 
 
-def _matches(change: Change, id: str | None, patient: str | None, status: str | None,
-             visible: Callable[[Change], bool]) -> bool:
+def _matches(
+    change: Change,
+    id: str | None,
+    patient: str | None,
+    status: str | None,
+    visible: Callable[[Change], bool],
+) -> bool:
     if id is not None and change.id != id:
         return False
     subject = change.patient
@@ -63,22 +74,36 @@ def _arg(description: str) -> Any:
 # (strawberry-graphql/strawberry#1929), hence ignore[untyped-decorator].
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(name="ImagingStudyChanged",  # type: ignore[untyped-decorator]
-                             description="Events after each "
-                             "committed write, optionally only for one study, patient or "
-                             "status.")
+    @strawberry.subscription(
+        name="ImagingStudyChanged",  # type: ignore[untyped-decorator]
+        description="Events after each "
+        "committed write, optionally only for one study, patient or "
+        "status.",
+    )
     async def changed(
-        self, info: Info,
+        self,
+        info: Info,
         id: Annotated[strawberry.ID | None, _arg("Only this study.")] = None,
-        patient: Annotated[str | None, _arg("Only this patient: Patient/123 or 123 (a delete: "
-                                            "the subject the study had).")] = None,
-        status: Annotated[str | None, _arg("Only studies now in this status, a delete by "
-                                           "the status the study had (comma: any of "
-                                           "them).")] = None,
-        after: Annotated[str | None, _arg(
-            "Resume: the `position` of the last event received. The events since then are "
-            "sent first, in order, then the live ones. RESUME_UNAVAILABLE when they can no "
-            "longer be replayed: read the studies again and subscribe without it.")] = None,
+        patient: Annotated[
+            str | None,
+            _arg("Only this patient: Patient/123 or 123 (a delete: the subject the study had)."),
+        ] = None,
+        status: Annotated[
+            str | None,
+            _arg(
+                "Only studies now in this status, a delete by "
+                "the status the study had (comma: any of "
+                "them)."
+            ),
+        ] = None,
+        after: Annotated[
+            str | None,
+            _arg(
+                "Resume: the `position` of the last event received. The events since then are "
+                "sent first, in order, then the live ones. RESUME_UNAVAILABLE when they can no "
+                "longer be replayed: read the studies again and subscribe without it."
+            ),
+        ] = None,
     ) -> AsyncGenerator[ImagingStudyChangeEvent, None]:
         context = info.context
         visible = context.store.visible("ImagingStudyChanged")
@@ -89,12 +114,17 @@ class Subscription:
                     if _matches(change, id, patient, status, visible):
                         delivering.set(change)
                         yield ImagingStudyChangeEvent(
-                            action=change.action, id=strawberry.ID(change.id),
-                            versionId=change.version_id, status=change.status,
-                            subject=change.subject, resource=change.resource,
-                            position=change.position)
+                            action=change.action,
+                            id=strawberry.ID(change.id),
+                            versionId=change.version_id,
+                            status=change.status,
+                            subject=change.subject,
+                            resource=change.resource,
+                            position=change.position,
+                        )
         except Overrun as overrun:  # an error event, then complete: it must resubscribe
-            raise rejected("events queued for this subscriber", overrun.backlog,
-                           overrun.backlog + 1) from None
+            raise rejected(
+                "events queued for this subscriber", overrun.backlog, overrun.backlog + 1
+            ) from None
         finally:
             context.metrics_subscriptions(-1)

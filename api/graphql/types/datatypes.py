@@ -22,32 +22,45 @@ def extension_value(root: dict[str, Any]) -> Any:
     return next((v for k, v in root.items() if k in EXTENSION_VALUE_KEYS), None)
 
 
-@strawberry.type(description="The id and extensions of a primitive value: what R5 JSON writes "
-                 "in `_name` beside primitive element `name` (json.html#primitive).")
+@strawberry.type(
+    description="The id and extensions of a primitive value: what R5 JSON writes "
+    "in `_name` beside primitive element `name` (json.html#primitive)."
+)
 class ElementBase:
     id: str | None = strawberry.field(description=defs.PRIMITIVE_PARTS["id"].definition)
     extension: list[Extension] | None = strawberry.field(
-        description=defs.PRIMITIVE_PARTS["extension"].definition)
+        description=defs.PRIMITIVE_PARTS["extension"].definition
+    )
 
 
-def primitive_siblings(parent: str, elements: Mapping[str, defs.Element] | None = None
-                       ) -> Callable[[type], type]:
+def primitive_siblings(
+    parent: str, elements: Mapping[str, defs.Element] | None = None
+) -> Callable[[type], type]:
     """Gives a type, before `strawberry.type` makes it one, a `_name` field for each of its
     primitive fields `name` that may carry an id or extensions in R5 (a list aligned with
     `name` for a repeating one), as FHIR GraphQL names them. `parent` is the R5 datatype or
     ImagingStudy path whose definitions say which fields those are."""
+
     def add(cls: type) -> type:
-        table = elements if elements is not None else (
-            defs.DATATYPES.get(parent) or defs.imaging_study()[parent])
+        table = (
+            elements
+            if elements is not None
+            else (defs.DATATYPES.get(parent) or defs.imaging_study()[parent])
+        )
         for name in list(inspect.get_annotations(cls)):
             element = table.get(name)
             if element is None or not defs.takes_extensions(parent, element):
                 continue
-            cls.__annotations__[f"_{name}"] = (list[ElementBase | None] | None if element.many
-                                               else ElementBase | None)
-            setattr(cls, f"_{name}", strawberry.field(description=f"The id and extensions of "
-                                                      f"{name} (R5 JSON _{name})."))
+            cls.__annotations__[f"_{name}"] = (
+                list[ElementBase | None] | None if element.many else ElementBase | None
+            )
+            setattr(
+                cls,
+                f"_{name}",
+                strawberry.field(description=f"The id and extensions of {name} (R5 JSON _{name})."),
+            )
         return cls
+
     return add
 
 
@@ -58,10 +71,8 @@ class Extension:
     extension: list[Extension] | None = dt("Extension", "extension")
     valueBoolean: bool | None = strawberry.field(description="Value of extension (boolean).")
     valueInteger: int | None = strawberry.field(description="Value of extension (integer).")
-    valueUnsignedInt: int | None = strawberry.field(description="Value of extension "
-                                                    "(unsignedInt).")
-    valuePositiveInt: int | None = strawberry.field(description="Value of extension "
-                                                    "(positiveInt).")
+    valueUnsignedInt: int | None = strawberry.field(description="Value of extension (unsignedInt).")
+    valuePositiveInt: int | None = strawberry.field(description="Value of extension (positiveInt).")
     valueDecimal: float | None = strawberry.field(description="Value of extension (decimal).")
     valueString: str | None = strawberry.field(description="Value of extension (string).")
     valueCode: str | None = strawberry.field(description="Value of extension (code).")
@@ -75,19 +86,24 @@ class Extension:
     valueInstant: str | None = strawberry.field(description="Value of extension (instant).")
     valueTime: str | None = strawberry.field(description="Value of extension (time).")
     valueCodeableConcept: CodeableConcept | None = strawberry.field(
-        description="Value of extension (CodeableConcept).")
+        description="Value of extension (CodeableConcept)."
+    )
     valueCoding: Coding | None = strawberry.field(description="Value of extension (Coding).")
     valueIdentifier: Identifier | None = strawberry.field(
-        description="Value of extension (Identifier).")
+        description="Value of extension (Identifier)."
+    )
     valuePeriod: Period | None = strawberry.field(description="Value of extension (Period).")
     valueReference: Reference | None = strawberry.field(
-        description="Value of extension (Reference).")
+        description="Value of extension (Reference)."
+    )
 
     # (graphql_type: the value is any JSON value; ignore: strawberry-graphql/strawberry#1929,
     # the decorator with arguments is typed as returning Any.)
-    @strawberry.field(graphql_type=JSON | None,  # type: ignore[untyped-decorator]
-                      description="The value[x] of the extension, whatever its type, as JSON "
-                      "(covers the R5 types that have no typed field here).")
+    @strawberry.field(
+        graphql_type=JSON | None,  # type: ignore[untyped-decorator]
+        description="The value[x] of the extension, whatever its type, as JSON "
+        "(covers the R5 types that have no typed field here).",
+    )
     def value(self, root: strawberry.Parent[dict[str, Any]]) -> Any:
         return extension_value(root)
 

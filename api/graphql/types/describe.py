@@ -37,8 +37,9 @@ def field(path: str, custom: Any = None, **kwargs: Any) -> Any:
     parent, _, name = path.rpartition(".")
     items = _items(defs.imaging_study()[parent][name], path)
     if items is not None and "resolver" not in kwargs:
-        kwargs["resolver"] = repeating.repeating(repeating.type_name(parent), name, path, items,
-                                                 custom)
+        kwargs["resolver"] = repeating.repeating(
+            repeating.type_name(parent), name, path, items, custom
+        )
     return strawberry.field(description=element(path), **kwargs)
 
 

@@ -34,8 +34,10 @@ Root = strawberry.Parent[dict[str, Any]]
 
 def _has_code(concept: dict[str, Any], token: str) -> bool:
     system, _, code = token.rpartition("|") if "|" in token else (None, "", token)
-    return any(c.get("code") == code and (system is None or c.get("system", "") == system)
-               for c in concept.get("coding") or ())
+    return any(
+        c.get("code") == code and (system is None or c.get("system", "") == system)
+        for c in concept.get("coding") or ()
+    )
 
 
 @strawberry.type(description=element("ImagingStudy.series.instance"))
@@ -44,7 +46,8 @@ class ImagingStudySeriesInstance:
     id: str | None = field("ImagingStudy.series.instance.id")
     extension: list[Extension] | None = field("ImagingStudy.series.instance.extension")
     modifierExtension: list[Extension] | None = field(
-        "ImagingStudy.series.instance.modifierExtension")
+        "ImagingStudy.series.instance.modifierExtension"
+    )
     uid: str = field("ImagingStudy.series.instance.uid")
     sopClass: Coding = field("ImagingStudy.series.instance.sopClass")
     number: int | None = field("ImagingStudy.series.instance.number")
@@ -56,15 +59,20 @@ class ImagingStudySeriesPerformer:
     id: str | None = field("ImagingStudy.series.performer.id")
     extension: list[Extension] | None = field("ImagingStudy.series.performer.extension")
     modifierExtension: list[Extension] | None = field(
-        "ImagingStudy.series.performer.modifierExtension")
+        "ImagingStudy.series.performer.modifierExtension"
+    )
     function: CodeableConcept | None = field("ImagingStudy.series.performer.function")
     actor: Reference = field("ImagingStudy.series.performer.actor")
 
 
 def _instance_filters(
     items: list[Any],
-    uid: Annotated[str | None, strawberry.argument(
-        description="Only instances with this SOP Instance UID (comma-separated: any).")] = None,
+    uid: Annotated[
+        str | None,
+        strawberry.argument(
+            description="Only instances with this SOP Instance UID (comma-separated: any)."
+        ),
+    ] = None,
 ) -> list[Any]:
     if uid is not None:
         wanted = set(uid.split(","))
@@ -88,19 +96,27 @@ class ImagingStudySeries:
     laterality: CodeableConcept | None = field("ImagingStudy.series.laterality")
     specimen: list[Reference] | None = field("ImagingStudy.series.specimen")
     started: str | None = field("ImagingStudy.series.started")
-    performer: list[ImagingStudySeriesPerformer] | None = field(
-        "ImagingStudy.series.performer")
+    performer: list[ImagingStudySeriesPerformer] | None = field("ImagingStudy.series.performer")
     instance: list[ImagingStudySeriesInstance] | None = field(
-        "ImagingStudy.series.instance", custom=_instance_filters)
+        "ImagingStudy.series.instance", custom=_instance_filters
+    )
 
 
 def _series_filters(
     items: list[Any],
-    uid: Annotated[str | None, strawberry.argument(
-        description="Only the series with this Series UID (comma-separated: any).")] = None,
-    modality: Annotated[str | None, strawberry.argument(
-        description="Only series of this modality, as a token: `code` or `system|code` "
-        "(comma-separated: any).")] = None,
+    uid: Annotated[
+        str | None,
+        strawberry.argument(
+            description="Only the series with this Series UID (comma-separated: any)."
+        ),
+    ] = None,
+    modality: Annotated[
+        str | None,
+        strawberry.argument(
+            description="Only series of this modality, as a token: `code` or `system|code` "
+            "(comma-separated: any)."
+        ),
+    ] = None,
 ) -> list[Any]:
     if uid is not None:
         wanted = set(uid.split(","))
@@ -117,7 +133,8 @@ class ImagingStudy:
     resourceType: str = strawberry.field(description="The FHIR resource type: ImagingStudy.")
     id: strawberry.ID | None = strawberry.field(
         description="The logical id of the resource, as used in its URL. Assigned by the "
-        "server when a create does not give one.")
+        "server when a create does not give one."
+    )
     meta: Meta | None = field("ImagingStudy.meta")
     implicitRules: str | None = field("ImagingStudy.implicitRules")
     language: str | None = field("ImagingStudy.language")
@@ -142,14 +159,15 @@ class ImagingStudy:
     reason: list[CodeableReference] | None = field("ImagingStudy.reason")
     note: list[Annotation] | None = field("ImagingStudy.note")
     description: str | None = field("ImagingStudy.description")
-    series: list[ImagingStudySeries] | None = field("ImagingStudy.series",
-                                                     custom=_series_filters)
+    series: list[ImagingStudySeries] | None = field("ImagingStudy.series", custom=_series_filters)
 
     # (graphql_type: the value is FHIR JSON; ignore: strawberry-graphql/strawberry#1929, the
     # decorator with arguments is typed as returning Any.)
-    @strawberry.field(graphql_type=JSON,  # type: ignore[untyped-decorator]
-                      description="The stored version as canonical FHIR R5 JSON "
-                      "(resourceType, id, meta, then every element as stored).")
+    @strawberry.field(
+        graphql_type=JSON,  # type: ignore[untyped-decorator]
+        description="The stored version as canonical FHIR R5 JSON "
+        "(resourceType, id, meta, then every element as stored).",
+    )
     def fhirJson(self, root: Root) -> Study:
         return canonical(root)
 

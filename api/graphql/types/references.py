@@ -40,28 +40,36 @@ class _Resolved(dict[str, Any]):
     """A resolved resource: a dict that can carry the mark (strawberry.cast) its union reads."""
 
 
-@strawberry.type(description="A resource this schema has no type for (a contained Patient, "
-                 "Practitioner, ...), reached through Reference.resource.")
+@strawberry.type(
+    description="A resource this schema has no type for (a contained Patient, "
+    "Practitioner, ...), reached through Reference.resource."
+)
 class OtherResource:
     resourceType: str = strawberry.field(description="Its FHIR resource type.")
     id: str | None = strawberry.field(description="Its id (the # part of a local reference).")
 
     # (graphql_type: the value is FHIR JSON; ignore: strawberry-graphql/strawberry#1929, the
     # decorator with arguments is typed as returning Any.)
-    @strawberry.field(graphql_type=JSON,  # type: ignore[untyped-decorator]
-                      description="The whole resource as FHIR JSON.")
+    @strawberry.field(
+        graphql_type=JSON,  # type: ignore[untyped-decorator]
+        description="The whole resource as FHIR JSON.",
+    )
     def fhirJson(self, root: strawberry.Parent[dict[str, Any]]) -> dict[str, Any]:
         return dict(root)
 
 
-RESOURCE = strawberry.union("Resource", description="What a reference points to: a stored "
-                            "study, or a contained resource of another type.")
+RESOURCE = strawberry.union(
+    "Resource",
+    description="What a reference points to: a stored "
+    "study, or a contained resource of another type.",
+)
 
 # Per operation (its budget): the studies its references have read.
 _reads: weakref.WeakKeyDictionary[budget.Budget, int] = weakref.WeakKeyDictionary()
 # Per operation (its budget): which study holds each element dict read so far, by identity.
-_owners: weakref.WeakKeyDictionary[budget.Budget, tuple[int, dict[int, dict[str, Any]]]] = \
+_owners: weakref.WeakKeyDictionary[budget.Budget, tuple[int, dict[int, dict[str, Any]]]] = (
     weakref.WeakKeyDictionary()
+)
 
 
 def _dicts(value: Any) -> Iterator[dict[str, Any]]:
@@ -104,24 +112,39 @@ async def _stored(study_id: str, info: strawberry.Info) -> dict[str, Any] | None
     if spent is not None:
         reads = _reads.get(spent, 0) + 1
         if reads > spent.reference_reads:
-            raise rejected("studies read through references", spent.reference_reads,
-                           f"more than {spent.reference_reads}", "to fit, follow fewer "
-                           "references in one query (IMAGING_MAX_REFERENCE_READS)")
+            raise rejected(
+                "studies read through references",
+                spent.reference_reads,
+                f"more than {spent.reference_reads}",
+                "to fit, follow fewer references in one query (IMAGING_MAX_REFERENCE_READS)",
+            )
         _reads[spent] = reads
     selected = _on_study(info.selected_fields[0].selections)
     paths = study_paths(selected)
     store = info.context.store
-    return await budget.reading(budget.Shape(selected), lambda: store.get(
-        study_id, None if paths is None else paths | {"subject"}, "Reference.resource"))
+    return await budget.reading(
+        budget.Shape(selected),
+        lambda: store.get(
+            study_id, None if paths is None else paths | {"subject"}, "Reference.resource"
+        ),
+    )
 
 
 async def resolve(
-    root: strawberry.Parent[dict[str, Any]], info: strawberry.Info,
-    optional: Annotated[bool | None, strawberry.argument(
-        description="true: null when the reference cannot be resolved, instead of an "
-        "error.")] = None,
-    type: Annotated[str | None, strawberry.argument(
-        description="Only a resource of this type (e.g. ImagingStudy); else null.")] = None,
+    root: strawberry.Parent[dict[str, Any]],
+    info: strawberry.Info,
+    optional: Annotated[
+        bool | None,
+        strawberry.argument(
+            description="true: null when the reference cannot be resolved, instead of an error."
+        ),
+    ] = None,
+    type: Annotated[
+        str | None,
+        strawberry.argument(
+            description="Only a resource of this type (e.g. ImagingStudy); else null."
+        ),
+    ] = None,
 ) -> _Resolved | None:
     from api.graphql.types.imaging_study import ImagingStudy  # the types import each other
 
@@ -130,8 +153,14 @@ async def resolve(
     typed: Any = OtherResource
     if isinstance(reference, str) and reference.startswith("#") and len(reference) > 1:
         owner = _owner(root)
-        found = next((r for r in (owner or {}).get("contained") or ()
-                      if isinstance(r, dict) and r.get("id") == reference[1:]), None)
+        found = next(
+            (
+                r
+                for r in (owner or {}).get("contained") or ()
+                if isinstance(r, dict) and r.get("id") == reference[1:]
+            ),
+            None,
+        )
     elif isinstance(reference, str) and (match := _STORED.fullmatch(reference)):
         if type is not None and type != ROOT:
             return None  # a study is not of the type asked for: not even read
@@ -140,9 +169,13 @@ async def resolve(
         if optional:
             return None
         # The reference itself is not echoed: it is the study's data, not the caller's.
-        raise fail(NOT_FOUND, "Reference.resource", "this reference cannot be resolved here "
-                   "(the server resolves #id to a contained resource and ImagingStudy/<id> to "
-                   "a study the caller may read); ask resource(optional: true) for null instead")
+        raise fail(
+            NOT_FOUND,
+            "Reference.resource",
+            "this reference cannot be resolved here "
+            "(the server resolves #id to a contained resource and ImagingStudy/<id> to "
+            "a study the caller may read); ask resource(optional: true) for null instead",
+        )
     if type is not None and found.get("resourceType") != type:
         return None
     return strawberry.cast(typed, _Resolved(found))
@@ -150,9 +183,14 @@ async def resolve(
 
 # The value is a marked dict (`_Resolved`); the GraphQL type is the union it is read as.
 resource_field: Any = strawberry.field(
-    resolver=resolve, graphql_type=Annotated[
+    resolver=resolve,
+    graphql_type=Annotated[
         Annotated["ImagingStudy", strawberry.lazy("api.graphql.types.imaging_study")]
-        | OtherResource, RESOURCE] | None,
+        | OtherResource,
+        RESOURCE,
+    ]
+    | None,
     description="The resource the reference points to (FHIR GraphQL): #id "
     "resolves to a contained resource, ImagingStudy/<id> to the stored study if the caller may "
-    "read it; anything else is an error, or null with optional: true.")
+    "read it; anything else is an error, or null with optional: true.",
+)

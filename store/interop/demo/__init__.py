@@ -29,14 +29,17 @@ def uid(*parts: object) -> str:
 
 
 def instance(study: str, series: int, number: int) -> dict[str, Any]:
-    return {"uid": uid(study, series, number),
-            "sopClass": {"system": "urn:ietf:rfc:3986", "code": CT_IMAGE_STORAGE},
-            "number": number}
+    return {
+        "uid": uid(study, series, number),
+        "sopClass": {"system": "urn:ietf:rfc:3986", "code": CT_IMAGE_STORAGE},
+        "number": number,
+    }
 
 
 def series(study: str, number: int, instances: int, modality: str = "CT") -> dict[str, Any]:
     item: dict[str, Any] = {
-        "uid": uid(study, number), "number": number,
+        "uid": uid(study, number),
+        "number": number,
         "modality": {"coding": [{"system": DCM, "code": modality}]},
         "description": f"Demo series {number}",
         "performer": [{"actor": {"reference": "Practitioner/demo-technologist"}}],
@@ -46,8 +49,15 @@ def series(study: str, number: int, instances: int, modality: str = "CT") -> dic
     return item
 
 
-def study(name: str, n_series: int, n_instances: int, *, patient: str = "demo",
-          started: str = "2024-03-05T10:00:00+01:00", modality: str = "CT") -> dict[str, Any]:
+def study(
+    name: str,
+    n_series: int,
+    n_instances: int,
+    *,
+    patient: str = "demo",
+    started: str = "2024-03-05T10:00:00+01:00",
+    modality: str = "CT",
+) -> dict[str, Any]:
     """A generated study of `n_series` x `n_instances`, the same every time for `name`."""
     return {
         "resourceType": "ImagingStudy",

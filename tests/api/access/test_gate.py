@@ -39,33 +39,51 @@ def leaks(body: dict[str, Any], sent: tuple[str, ...] = ()) -> list[str]:
 
 
 def test_every_public_repository_method_goes_through_the_gate() -> None:
-    public = {name for name, member in inspect.getmembers(Repository)
-              if not name.startswith("_") and callable(member)}
+    public = {
+        name
+        for name, member in inspect.getmembers(Repository)
+        if not name.startswith("_") and callable(member)
+    }
     covered = {name for name in dir(ScopedStore) if not name.startswith("_")}
-    assert public - covered - set(ScopedStore.NOT_FOR_CALLERS) == set(), \
+    assert public - covered - set(ScopedStore.NOT_FOR_CALLERS) == set(), (
         "a repository method callers could reach without the access gate"
+    )
 
 
 def test_resolvers_reach_the_store_only_through_the_gate() -> None:
     root = Path(__file__).parents[3] / "api"
-    for module in ("graphql/resolvers/queries.py", "graphql/resolvers/mutations.py",
-                   "graphql/resolvers/subscriptions.py", "transfer/stream.py",
-                   "transfer/targets.py", "cli/commands.py"):
+    for module in (
+        "graphql/resolvers/queries.py",
+        "graphql/resolvers/mutations.py",
+        "graphql/resolvers/subscriptions.py",
+        "transfer/stream.py",
+        "transfer/targets.py",
+        "cli/commands.py",
+    ):
         source = (root / module).read_text()
         assert "context._repo" not in source, module
         assert "context.repo" not in source, module
         assert "Importer(" not in source, module
 
 
-@pytest.mark.parametrize("condition", [
-    "_id=theirs", f"identifier=urn:dicom:uid|urn:oid:{demo.uid('theirs')}", "patient=p2",
-    "subject=Patient/p2", "status=available"])
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "_id=theirs",
+        f"identifier=urn:dicom:uid|urn:oid:{demo.uid('theirs')}",
+        "patient=p2",
+        "subject=Patient/p2",
+        "status=available",
+    ],
+)
 @pytest.mark.parametrize("scope", ["patient/ImagingStudy.c", "patient/ImagingStudy.cruds"])
 async def test_conditional_create_never_returns_another_patients_study(
-        client: httpx.AsyncClient, store: Repository, condition: str, scope: str) -> None:
+    client: httpx.AsyncClient, store: Repository, condition: str, scope: str
+) -> None:
     before = {s["id"] for s in await store.search([], 100)}
-    body = await call(client, token(scope, patient="p1"), CREATE,
-                      r=new_study("attempt", "p1"), c=condition)
+    body = await call(
+        client, token(scope, patient="p1"), CREATE, r=new_study("attempt", "p1"), c=condition
+    )
     assert leaks(body) == [], body
     # Nothing of p2's matched, so p1's own study was created (or, for a token that may not
     # read p1's studies, the p1 study that matched was refused without a word about it).
@@ -74,14 +92,16 @@ async def test_conditional_create_never_returns_another_patients_study(
 
 
 async def test_a_conditional_create_is_a_search_and_needs_search_access(
-        client: httpx.AsyncClient, store: Repository) -> None:
+    client: httpx.AsyncClient, store: Repository
+) -> None:
     """A create-only token could otherwise ask any yes/no question of every study ("does
     something match?"): it gets the same refusal whatever the condition matches."""
-    await store.create({k: v for k, v in study("also-theirs", "p2").items()
-                        if k != "identifier"})
+    await store.create({k: v for k, v in study("also-theirs", "p2").items() if k != "identifier"})
     bearer = token("user/ImagingStudy.c")  # may create anything, read nothing
-    answers = [await call(client, bearer, CREATE, r=new_study("x", "p3"), c=condition)
-               for condition in ("_id=theirs", "patient=p2", "_id=nothing-has-this-id")]
+    answers = [
+        await call(client, bearer, CREATE, r=new_study("x", "p3"), c=condition)
+        for condition in ("_id=theirs", "patient=p2", "_id=nothing-has-this-id")
+    ]
     assert all(codes(a) == {"FORBIDDEN"} for a in answers)
     assert len({a["errors"][0]["message"] for a in answers}) == 1
     assert all(leaks(a) == [] for a in answers)
@@ -89,44 +109,64 @@ async def test_a_conditional_create_is_a_search_and_needs_search_access(
     reader = token("user/ImagingStudy.crs")
     found = await call(client, reader, CREATE, r=new_study("x", "p3"), c="_id=theirs")
     assert found["data"]["ImagingStudyCreate"]["id"] == "theirs"
-    assert "more than one" in (await call(client, reader, CREATE, r=new_study("x", "p3"),
-                                          c="patient=p2"))["errors"][0]["message"]
+    assert (
+        "more than one"
+        in (await call(client, reader, CREATE, r=new_study("x", "p3"), c="patient=p2"))["errors"][
+            0
+        ]["message"]
+    )
 
 
 async def test_a_write_only_token_learns_nothing_of_the_study_it_cannot_read(
-        client: httpx.AsyncClient) -> None:
+    client: httpx.AsyncClient,
+) -> None:
     """Writes that answer with the study need read access to it; a delete, which answers
     with nothing, needs only `d` but does not say the stored version."""
     update_only = token("user/ImagingStudy.u")
-    for mutation in ('mutation { ImagingStudySetStatus(id: "theirs", status: "registered", '
-                     'versionId: "0") { id } }',
-                     'mutation { ImagingStudyAddSeries(id: "theirs", series: []) { id } }'):
+    for mutation in (
+        'mutation { ImagingStudySetStatus(id: "theirs", status: "registered", '
+        'versionId: "0") { id } }',
+        'mutation { ImagingStudyAddSeries(id: "theirs", series: []) { id } }',
+    ):
         body = await call(client, update_only, mutation)
         assert codes(body) == {"FORBIDDEN"}
         assert "theirs" not in body["errors"][0]["message"]
     delete_only = token("user/ImagingStudy.d")
-    body = await call(client, delete_only, 'mutation { ImagingStudyDelete(id: "theirs", '
-                                           'versionId: "9") { deleted } }')
+    body = await call(
+        client,
+        delete_only,
+        'mutation { ImagingStudyDelete(id: "theirs", versionId: "9") { deleted } }',
+    )
     assert codes(body) == {"VERSION_CONFLICT"}
     assert "(1)" not in json.dumps(body)
-    reader = await call(client, token("user/ImagingStudy.rd"), 'mutation { ImagingStudyDelete('
-                        'id: "theirs", versionId: "9") { deleted } }')
+    reader = await call(
+        client,
+        token("user/ImagingStudy.rd"),
+        'mutation { ImagingStudyDelete(id: "theirs", versionId: "9") { deleted } }',
+    )
     assert "(1)" in reader["errors"][0]["message"]  # a reader is told the stored version
 
 
 async def test_a_dry_run_import_says_what_the_write_would(client: httpx.AsyncClient) -> None:
     copied = new_study("copy", "p1") | {"identifier": study("theirs", "p2")["identifier"]}
     bearer = token("patient/ImagingStudy.cruds", patient="p1")
-    dry = await call(client, bearer, "mutation($r: JSON!) { ImagingStudyImport(resource: $r, "
-                     "dryRun: true) { status outcome } }", r=copied)
+    dry = await call(
+        client,
+        bearer,
+        "mutation($r: JSON!) { ImagingStudyImport(resource: $r, dryRun: true) { status outcome } }",
+        r=copied,
+    )
     real = await call(client, bearer, IMPORT, r=copied)
     assert dry["data"]["ImagingStudyImport"][0]["status"] == "rejected"
-    assert dry["data"]["ImagingStudyImport"][0]["outcome"] == \
-        real["data"]["ImagingStudyImport"][0]["outcome"]
+    assert (
+        dry["data"]["ImagingStudyImport"][0]["outcome"]
+        == real["data"]["ImagingStudyImport"][0]["outcome"]
+    )
 
 
 async def test_history_shows_a_confined_caller_only_its_patients_versions(
-        client: httpx.AsyncClient, store: Repository) -> None:
+    client: httpx.AsyncClient, store: Repository
+) -> None:
     first = study("moved", "p1")
     await store.create(first)
     await store.update("moved", {**first, "description": "v2, still p1's"}, None)
@@ -155,64 +195,78 @@ async def test_history_count_is_applied_by_the_store(store: Repository) -> None:
 
 
 async def test_a_duplicate_study_uid_names_the_holder_only_to_a_reader(
-        client: httpx.AsyncClient) -> None:
+    client: httpx.AsyncClient,
+) -> None:
     copied = new_study("copy", "p1") | {"identifier": study("theirs", "p2")["identifier"]}
-    confined = await call(client, token("patient/ImagingStudy.cruds", patient="p1"), CREATE,
-                          r=copied)
+    confined = await call(
+        client, token("patient/ImagingStudy.cruds", patient="p1"), CREATE, r=copied
+    )
     assert codes(confined) == {"BAD_USER_INPUT"}
     issue = confined["errors"][0]["extensions"]["resource"]["issue"][0]
     assert issue["expression"] == ["ImagingStudy.identifier[0]"]
     assert "already carried by another study" in issue["diagnostics"]
     assert "theirs" not in json.dumps(confined)
-    reader = await call(client, token("user/ImagingStudy.cr"), CREATE,
-                        r=copied | {"subject": {"reference": "Patient/p9"}})
+    reader = await call(
+        client,
+        token("user/ImagingStudy.cr"),
+        CREATE,
+        r=copied | {"subject": {"reference": "Patient/p9"}},
+    )
     assert "ImagingStudy/theirs" in reader["errors"][0]["message"]
 
 
-async def test_running_a_create_twice_leaves_one_study(client: httpx.AsyncClient,
-                                                      store: Repository) -> None:
+async def test_running_a_create_twice_leaves_one_study(
+    client: httpx.AsyncClient, store: Repository
+) -> None:
     bearer = token("user/ImagingStudy.cruds")
     fresh = new_study("twice", "p5")
     assert "errors" not in await call(client, bearer, CREATE, r=fresh)
     again = await call(client, bearer, CREATE, r=fresh)
     assert codes(again) == {"BAD_USER_INPUT"}
-    assert len(await store.search([("identifier", f"urn:dicom:uid|urn:oid:"
-                                    f"{demo.uid('twice')}")], 10)) == 1
+    assert (
+        len(await store.search([("identifier", f"urn:dicom:uid|urn:oid:{demo.uid('twice')}")], 10))
+        == 1
+    )
 
 
-async def test_an_update_cannot_take_another_studys_uid(client: httpx.AsyncClient,
-                                                       store: Repository) -> None:
+async def test_an_update_cannot_take_another_studys_uid(
+    client: httpx.AsyncClient, store: Repository
+) -> None:
     taking = study("mine", "p1") | {"identifier": study("theirs", "p2")["identifier"]}
     body = await call(client, token("user/ImagingStudy.cruds"), UPDATE, id="mine", r=taking)
     assert codes(body) == {"BAD_USER_INPUT"}
     assert (await store.get("mine"))["identifier"] == study("mine", "p1")["identifier"]
 
 
-async def test_import_never_merges_across_subjects(client: httpx.AsyncClient,
-                                                   store: Repository) -> None:
+async def test_import_never_merges_across_subjects(
+    client: httpx.AsyncClient, store: Repository
+) -> None:
     before = await store.get("theirs")
     incoming = new_study("theirs", "p1")  # p2's Study Instance UID, claimed for p1
     open_ = await call(client, token("user/ImagingStudy.cruds"), IMPORT, r=incoming)
     [result] = open_["data"]["ImagingStudyImport"]
     assert result["status"] == "rejected"
     assert "another subject" in result["outcome"]["issue"][0]["diagnostics"]
-    confined = await call(client, token("patient/ImagingStudy.cruds", patient="p1"), IMPORT,
-                          r=incoming)
+    confined = await call(
+        client, token("patient/ImagingStudy.cruds", patient="p1"), IMPORT, r=incoming
+    )
     [result] = confined["data"]["ImagingStudyImport"]
     assert result["status"] == "rejected"
     assert leaks(confined, sent=(demo.uid("theirs"),)) == []
     assert await store.get("theirs") == before
 
 
-async def test_ingest_never_adds_into_another_subjects_study(client: httpx.AsyncClient,
-                                                             store: Repository,
-                                                             tmp_path: Path) -> None:
+async def test_ingest_never_adds_into_another_subjects_study(
+    client: httpx.AsyncClient, store: Repository, tmp_path: Path
+) -> None:
     from store.interop.ingest import Ingest
 
-    claimed = new_study("squat", "p1") | {"identifier": [
-        {"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}]}  # the file's Study UID
-    assert "errors" not in await call(client, token("patient/ImagingStudy.cruds",
-                                                    patient="p1"), CREATE, r=claimed)
+    claimed = new_study("squat", "p1") | {
+        "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"}]
+    }  # the file's Study UID
+    assert "errors" not in await call(
+        client, token("patient/ImagingStudy.cruds", patient="p1"), CREATE, r=claimed
+    )
     [squat] = await store.search([("identifier", "urn:dicom:uid|urn:oid:1.2.3")], 2)
     report = await Ingest(store).run([write(tmp_path, "a.dcm")])
     assert report.instances_added == 0
@@ -223,11 +277,16 @@ async def test_ingest_never_adds_into_another_subjects_study(client: httpx.Async
 
 @pytest.mark.parametrize("bad_id", [None, 7, ["a"], {"x": 1}, "no spaces allowed"])
 async def test_malformed_import_ids_are_entry_rejections(
-        client: httpx.AsyncClient, store: Repository, bad_id: Any,
-        caplog: pytest.LogCaptureFixture) -> None:
-    payload = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": new_study("good", "p1")},
-        {"resource": new_study("bad", "p1") | {"id": bad_id}}]}
+    client: httpx.AsyncClient, store: Repository, bad_id: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    payload = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": new_study("good", "p1")},
+            {"resource": new_study("bad", "p1") | {"id": bad_id}},
+        ],
+    }
     with caplog.at_level("INFO", logger="imaging.audit"):
         body = await call(client, token("user/ImagingStudy.cruds"), IMPORT, r=payload)
     assert "errors" not in body, body
@@ -239,9 +298,9 @@ async def test_malformed_import_ids_are_entry_rejections(
     assert {"what": {"reference": f"ImagingStudy/{good['id']}"}} in record["entity"]
 
 
-async def test_another_patients_study_is_never_loaded(client: httpx.AsyncClient,
-                                                      store: Repository,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_another_patients_study_is_never_loaded(
+    client: httpx.AsyncClient, store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Loading a large study only to drop it would take measurably longer than answering for
     a missing id: the patient is part of the store query instead."""
     loaded: list[str] = []
@@ -252,32 +311,43 @@ async def test_another_patients_study_is_never_loaded(client: httpx.AsyncClient,
         if found is not None:
             loaded.append(found["_id"])
         return found
+
     monkeypatch.setattr(store._studies, "find_one", spy, raising=False)
     bearer = token("patient/ImagingStudy.cruds", patient="p1")
-    for operation in ('{ ImagingStudy(id: "theirs") { id series { uid } } }',
-                      'mutation { ImagingStudySetStatus(id: "theirs", status: "cancelled") '
-                      "{ id } }",
-                      'mutation { ImagingStudyDelete(id: "theirs") { deleted } }'):
+    for operation in (
+        '{ ImagingStudy(id: "theirs") { id series { uid } } }',
+        'mutation { ImagingStudySetStatus(id: "theirs", status: "cancelled") { id } }',
+        'mutation { ImagingStudyDelete(id: "theirs") { deleted } }',
+    ):
         assert codes(await call(client, bearer, operation)) <= {"NOT_FOUND"}
     assert "theirs" not in loaded
 
 
-@pytest.mark.parametrize("expression", [
-    "_id eq theirs or _id eq mine",
-    "patient eq p2 or not (patient eq p2)",
-    "not (patient eq p1)",
-    "patient ne p1 or (status pr true and not (_id eq nothing))",
-    "(patient eq p2) or (patient eq p1 and patient eq p2)",
-    "subject re Patient/p2 or _lastUpdated pr true",
-])
-async def test_a_filter_never_widens_a_confined_search(client: httpx.AsyncClient,
-                                                       expression: str) -> None:
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "_id eq theirs or _id eq mine",
+        "patient eq p2 or not (patient eq p2)",
+        "not (patient eq p1)",
+        "patient ne p1 or (status pr true and not (_id eq nothing))",
+        "(patient eq p2) or (patient eq p1 and patient eq p2)",
+        "subject re Patient/p2 or _lastUpdated pr true",
+    ],
+)
+async def test_a_filter_never_widens_a_confined_search(
+    client: httpx.AsyncClient, expression: str
+) -> None:
     """`_filter` is one more AND clause beside the patient confinement: or/not inside it
     cannot reach past it, on a list, a connection or a count."""
     bearer = token("patient/ImagingStudy.rs", patient="p1")
-    body = await call(client, bearer, "query($f: String) { ImagingStudyList(_filter: $f) { id }"
-                      " ImagingStudyConnection(_filter: $f) { count edges { resource { id } } }"
-                      " c: ImagingStudyConnection(_filter: $f) { count } }", f=expression)
+    body = await call(
+        client,
+        bearer,
+        "query($f: String) { ImagingStudyList(_filter: $f) { id }"
+        " ImagingStudyConnection(_filter: $f) { count edges { resource { id } } }"
+        " c: ImagingStudyConnection(_filter: $f) { count } }",
+        f=expression,
+    )
     assert "errors" not in body, body
     data = body["data"]
     assert {s["id"] for s in data["ImagingStudyList"]} <= {"mine"}

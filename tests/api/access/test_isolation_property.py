@@ -44,10 +44,10 @@ LIST = """query($p: [String!]) { ImagingStudyList(patient: $p) { id description
   ImagingStudyConnection(patient: $p) { count edges { resource { id description } } } }"""
 WRITES = {
     "status": 'mutation($id: ID!) { ImagingStudySetStatus(id: $id, status: "cancelled") '
-              "{ id description } }",
-    "delete": "mutation($id: ID!) { ImagingStudyDelete(id: $id, versionId: \"1\") { id } }",
-    "remove": "mutation($id: ID!) { ImagingStudyRemoveSeries(id: $id, uids: [\"1.2\"]) "
-              "{ id description } }",
+    "{ id description } }",
+    "delete": 'mutation($id: ID!) { ImagingStudyDelete(id: $id, versionId: "1") { id } }',
+    "remove": 'mutation($id: ID!) { ImagingStudyRemoveSeries(id: $id, uids: ["1.2"]) '
+    "{ id description } }",
 }
 
 
@@ -78,10 +78,23 @@ class World:
 
 
 Op = tuple[str, int, int]  # (kind, actor index, a number to pick targets with)
-KINDS = ["create", "create-if", "copy-uid", "import-uid", "import-id", "read", "list",
-         "write", "move", "ingest"]
-ops = st.lists(st.tuples(st.sampled_from(KINDS), st.integers(0, 1), st.integers(0, 50)),
-               min_size=1, max_size=10)
+KINDS = [
+    "create",
+    "create-if",
+    "copy-uid",
+    "import-uid",
+    "import-id",
+    "read",
+    "list",
+    "write",
+    "move",
+    "ingest",
+]
+ops = st.lists(
+    st.tuples(st.sampled_from(KINDS), st.integers(0, 1), st.integers(0, 50)),
+    min_size=1,
+    max_size=10,
+)
 
 
 def _tokens() -> dict[str, str]:
@@ -92,26 +105,33 @@ async def _run(script: list[Op]) -> None:
     handle, db = client.open_embedded("isolation")
     repo = Repository(db)
     await repo.ensure_indexes()
-    config = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
-                      jwt_issuer=ISSUER)
+    config = Settings(
+        seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE, jwt_issuer=ISSUER
+    )
     app = create_app(config, repo)
     tokens, admin = _tokens(), token("system/*.*")
     world = World(repo=repo)
-    watchers = {p: ScopedStore(repo, Authenticator(config).access(f"Bearer {tokens[p]}"))
-                .visible("ImagingStudyChanged") for p in PATIENTS}
+    watchers = {
+        p: ScopedStore(repo, Authenticator(config).access(f"Bearer {tokens[p]}")).visible(
+            "ImagingStudyChanged"
+        )
+        for p in PATIENTS
+    }
     delivered: dict[str, list[Change]] = {p: [] for p in PATIENTS}
     async with app.state.events.subscribe() as changes:
+
         async def collect() -> None:
             async for change in changes:
                 for p in PATIENTS:
                     if watchers[p](change):
                         delivered[p].append(change)
                         other = PATIENTS[1 - PATIENTS.index(p)]
-                        assert not _leaks(json.dumps(change.resource), world, other, ""), \
-                            change
+                        assert not _leaks(json.dumps(change.resource), world, other, ""), change
+
         collector = asyncio.create_task(collect())
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://test") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test"
+        ) as http:
             for kind, actor, pick in script:
                 me, other = PATIENTS[actor], PATIENTS[1 - actor]
                 sent, body = await _step(http, world, kind, me, other, pick, tokens, admin)
@@ -130,16 +150,28 @@ def _pick(world: World, patient: str, pick: int) -> str:
     return owned[pick % len(owned)] if owned else "none-yet"
 
 
-async def _post(http: httpx.AsyncClient, bearer: str, query: str,
-                **variables: Any) -> tuple[str, dict[str, Any]]:
+async def _post(
+    http: httpx.AsyncClient, bearer: str, query: str, **variables: Any
+) -> tuple[str, dict[str, Any]]:
     payload = json.dumps({"query": query, "variables": variables})
-    response = await http.post("/graphql", content=payload, headers={
-        "authorization": f"Bearer {bearer}", "content-type": "application/json"})
+    response = await http.post(
+        "/graphql",
+        content=payload,
+        headers={"authorization": f"Bearer {bearer}", "content-type": "application/json"},
+    )
     return payload, response.json()
 
 
-async def _step(http: httpx.AsyncClient, world: World, kind: str, me: str, other: str,
-                pick: int, tokens: dict[str, str], admin: str) -> tuple[str, Any]:
+async def _step(
+    http: httpx.AsyncClient,
+    world: World,
+    kind: str,
+    me: str,
+    other: str,
+    pick: int,
+    tokens: dict[str, str],
+    admin: str,
+) -> tuple[str, Any]:
     mine, theirs = _pick(world, me, pick), _pick(world, other, pick)
     bearer = tokens[me]
     if kind in ("create", "create-if", "copy-uid"):
@@ -147,8 +179,9 @@ async def _step(http: httpx.AsyncClient, world: World, kind: str, me: str, other
         condition = None
         if kind == "create-if":
             uid = world.studies.get(theirs, {}).get("identifier", [{}])[0].get("value", "1.2")
-            condition = [f"_id={theirs}", f"identifier=urn:dicom:uid|{uid}",
-                         f"patient={other}"][pick % 3]
+            condition = [f"_id={theirs}", f"identifier=urn:dicom:uid|{uid}", f"patient={other}"][
+                pick % 3
+            ]
         if kind == "copy-uid" and theirs in world.studies:
             resource["identifier"] = world.studies[theirs]["identifier"]
         sent, body = await _post(http, bearer, CREATE, r=resource, c=condition)
@@ -178,11 +211,19 @@ async def _step(http: httpx.AsyncClient, world: World, kind: str, me: str, other
         return "", {}
     # move: an administrator puts one of my studies right, under the other patient
     if mine in world.studies:
-        moved = {**world.studies[mine], "subject": {"reference": f"Patient/{other}"},
-                 "description": f"secret-of-{other} moved"}
-        _, body = await _post(http, admin, "mutation($id: ID!, $r: ImagingStudyInput!) { "
-                              "ImagingStudyUpdate(id: $id, res: $r) { id } }", id=mine,
-                              r={**moved, "id": mine})
+        moved = {
+            **world.studies[mine],
+            "subject": {"reference": f"Patient/{other}"},
+            "description": f"secret-of-{other} moved",
+        }
+        _, body = await _post(
+            http,
+            admin,
+            "mutation($id: ID!, $r: ImagingStudyInput!) { "
+            "ImagingStudyUpdate(id: $id, res: $r) { id } }",
+            id=mine,
+            r={**moved, "id": mine},
+        )
         if not body.get("errors"):
             world.studies[mine], world.owner[mine] = moved, other
     return "", {}
@@ -192,14 +233,22 @@ async def _ingest(world: World, patient: str, squatted: str) -> None:
     """The operator ingests an image of `patient` whose Study Instance UID is that of one of
     the other patient's studies when there is one (claimed first): never added there."""
     world.counter += 1
-    value = world.studies.get(squatted, {}).get("identifier", [{}])[0].get(
-        "value", f"urn:oid:1.2.826.0.9.{world.counter}")
+    value = (
+        world.studies.get(squatted, {})
+        .get("identifier", [{}])[0]
+        .get("value", f"urn:oid:1.2.826.0.9.{world.counter}")
+    )
     sop = f"1.2.826.0.1.{world.counter}"
     world.images.setdefault(patient, set()).add(sop)
     with tempfile.TemporaryDirectory() as folder:
-        path = write(Path(folder), "x.dcm", StudyInstanceUID=value.removeprefix("urn:oid:"),
-                     SeriesInstanceUID=f"1.2.826.0.2.{world.counter}", SOPInstanceUID=sop,
-                     PatientID=f"mrn-{patient}")
+        path = write(
+            Path(folder),
+            "x.dcm",
+            StudyInstanceUID=value.removeprefix("urn:oid:"),
+            SeriesInstanceUID=f"1.2.826.0.2.{world.counter}",
+            SOPInstanceUID=sop,
+            PatientID=f"mrn-{patient}",
+        )
         await Ingest(LocalTarget(world.repo)).run([path])
 
 
@@ -207,8 +256,7 @@ async def _ingest(world: World, patient: str, squatted: str) -> None:
 @given(script=ops)
 # The attacks of the trust issue, always tried: a conditional create naming the other's study,
 # a UID claimed before the other's DICOM study arrives, a study moved between the patients.
-@example(script=[("create", 1, 0), ("create-if", 0, 0), ("create-if", 0, 1),
-                 ("create-if", 0, 2)])
+@example(script=[("create", 1, 0), ("create-if", 0, 0), ("create-if", 0, 1), ("create-if", 0, 2)])
 @example(script=[("create", 0, 0), ("ingest", 0, 0), ("read", 0, 0), ("list", 0, 1)])
 @example(script=[("create", 0, 0), ("move", 0, 0), ("read", 0, 1), ("list", 0, 1)])
 def test_no_patient_ever_sees_the_others_studies(script: list[Op]) -> None:

@@ -20,40 +20,60 @@ BOTH = """mutation($r: JSON!, $d: ID!) { ImagingStudyImport(resource: $r) { stat
 
 
 def batch(*resources: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "batch",
-            "entry": [{"resource": r} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"resource": r} for r in resources],
+    }
 
 
 async def test_an_unexpected_fault_in_one_entry_keeps_the_others_reported(
-        client: httpx.AsyncClient, store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: httpx.AsyncClient, store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = edit.create
 
     def flaky(resource: dict[str, Any], *limits: int) -> dict[str, Any]:
         if resource.get("description") == "boom":
             raise OverflowError("date value out of range")
         return real(resource, *limits)
+
     monkeypatch.setattr(edit, "create", flaky)
-    body = await call(client, token("user/ImagingStudy.cruds"), IMPORT, r=batch(
-        new_study("a", "p1"), new_study("b", "p1") | {"description": "boom"},
-        new_study("c", "p1")))
+    body = await call(
+        client,
+        token("user/ImagingStudy.cruds"),
+        IMPORT,
+        r=batch(
+            new_study("a", "p1"),
+            new_study("b", "p1") | {"description": "boom"},
+            new_study("c", "p1"),
+        ),
+    )
     assert "errors" not in body, body
     first, second, third = body["data"]["ImagingStudyImport"]
-    assert [first["status"], second["status"], third["status"]] == \
-        ["created", "rejected", "created"]
+    assert [first["status"], second["status"], third["status"]] == [
+        "created",
+        "rejected",
+        "created",
+    ]
     assert second["outcome"]["issue"][0]["code"] == "exception"
     assert "date value" not in str(second)  # no raw text of the fault
     assert await store.get(first["id"]) is not None
 
 
 async def test_a_failing_audit_record_fails_no_request(
-        client: httpx.AsyncClient, store: Repository, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    client: httpx.AsyncClient,
+    store: Repository,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     def odd(self: ScopedStore, study: dict[str, Any] | None) -> None:
         self.touched.append((["not", "an", "id"], None))  # type: ignore[arg-type]
+
     monkeypatch.setattr(ScopedStore, "_touch", odd)
     with caplog.at_level("INFO", logger="imaging.audit"):
-        body = await call(client, token("user/ImagingStudy.cruds"), BOTH,
-                          r=new_study("d", "p1"), d="mine")
+        body = await call(
+            client, token("user/ImagingStudy.cruds"), BOTH, r=new_study("d", "p1"), d="mine"
+        )
     assert "errors" not in body, body
     assert body["data"]["ImagingStudyDelete"]["deleted"] is True
     assert await store.get("mine") is None
@@ -64,9 +84,12 @@ async def test_a_failing_audit_record_fails_no_request(
 
 async def test_an_input_error_does_not_echo_the_input_back(client: httpx.AsyncClient) -> None:
     resource = new_study("echo", "p1") | {"extension": [{"url": "http://x", "valueIntegr": 1}]}
-    body = await call(client, token("user/ImagingStudy.cruds"),
-                      "mutation($r: ImagingStudyInput!) { ImagingStudyCreate(res: $r) { id } }",
-                      r=resource)
+    body = await call(
+        client,
+        token("user/ImagingStudy.cruds"),
+        "mutation($r: ImagingStudyInput!) { ImagingStudyCreate(res: $r) { id } }",
+        r=resource,
+    )
     message = body["errors"][0]["message"]
     assert "valueIntegr" in message
     assert "http://x" not in message

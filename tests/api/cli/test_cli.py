@@ -35,15 +35,24 @@ START_SECONDS = 60  # a bound on start-up on a loaded machine, not a speed expec
 
 def environment(**extra: str) -> dict[str, str]:
     """This process's environment without the settings that would point the CLI elsewhere."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MONGODB_URI", "IMAGING_URL", "IMAGING_PORT", "IMAGING_HOST",
-                        "IMAGING_LOG_FORMAT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("MONGODB_URI", "IMAGING_URL", "IMAGING_PORT", "IMAGING_HOST", "IMAGING_LOG_FORMAT")
+    }
     return {**env, **extra}
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=120,
-                          env=environment(**env), stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [EXE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment(**env),
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -70,9 +79,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "stderr"
     with log.open("wb") as err:
-        process = subprocess.Popen([EXE, "serve", "--port", str(port)], stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=err,
-                                   env=environment())
+        process = subprocess.Popen(
+            [EXE, "serve", "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=environment(),
+        )
     try:
         wait_until_up(port, process)
         yield Server(port, log)
@@ -107,11 +120,17 @@ def test_ingest_talks_to_the_configured_port_quietly(server: Server) -> None:
 
 
 def test_serve_logs_json_lines_when_not_on_a_terminal(server: Server) -> None:
-    httpx.post(f"http://127.0.0.1:{server.port}/graphql", headers={"x-request-id": "json-1"},
-               json={"query": 'query Worklist { ImagingStudyList(patient: "p-77") { id } }'})
+    httpx.post(
+        f"http://127.0.0.1:{server.port}/graphql",
+        headers={"x-request-id": "json-1"},
+        json={"query": 'query Worklist { ImagingStudyList(patient: "p-77") { id } }'},
+    )
     lines = [json.loads(line) for line in server.log.read_text().splitlines()]
-    operation = next(line for line in lines if line["request_id"] == "json-1"
-                     and line["logger"] == "imaging.audit")
+    operation = next(
+        line
+        for line in lines
+        if line["request_id"] == "json-1" and line["logger"] == "imaging.audit"
+    )
     assert operation["message"] == "query Worklist OK"
     assert operation["duration_ms"] >= 0
     assert "p-77" not in server.log.read_text()  # no variables or search values in the log
@@ -126,10 +145,13 @@ def test_a_port_in_use_is_one_line_that_suggests_another(server: Server) -> None
         done = run("serve", "--port", str(server.port))
         assert done.returncode != 0
         [line] = done.stderr.splitlines()
-        suggested = int(re.fullmatch(
-            rf"imaging-api serve: port {server.port} on 127\.0\.0\.1 is already in use "
-            r"\(another server\?\); choose another with --port (\d+), or set IMAGING_PORT",
-            line)[1])  # type: ignore[index]
+        suggested = int(
+            re.fullmatch(
+                rf"imaging-api serve: port {server.port} on 127\.0\.0\.1 is already in use "
+                r"\(another server\?\); choose another with --port (\d+), or set IMAGING_PORT",
+                line,
+            )[1]
+        )  # type: ignore[index]
         assert suggested > server.port + 1
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", suggested))  # free indeed
@@ -141,14 +163,21 @@ def serve_on_a_terminal(**env: str) -> list[str]:
     operation, request id tty-1, whose search value is p-77."""
     port = free_port()
     leader, follower = pty.openpty()
-    process = subprocess.Popen([EXE, "serve", "--port", str(port), "--no-seed"],
-                               stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
-                               env=environment(**env))
+    process = subprocess.Popen(
+        [EXE, "serve", "--port", str(port), "--no-seed"],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env=environment(**env),
+    )
     os.close(follower)
     try:
         wait_until_up(port, process)
-        httpx.post(f"http://127.0.0.1:{port}/graphql", headers={"x-request-id": "tty-1"},
-                   json={"query": 'query Worklist { ImagingStudyList(patient: "p-77") { id } }'})
+        httpx.post(
+            f"http://127.0.0.1:{port}/graphql",
+            headers={"x-request-id": "tty-1"},
+            json={"query": 'query Worklist { ImagingStudyList(patient: "p-77") { id } }'},
+        )
         output = b""
         deadline = time.monotonic() + START_SECONDS
         while b"POST /graphql" not in output and time.monotonic() < deadline:
@@ -165,10 +194,18 @@ def serve_on_a_terminal(**env: str) -> list[str]:
 def test_serve_on_a_terminal_logs_readable_lines() -> None:
     lines = serve_on_a_terminal()
     assert all(not line.startswith("{") for line in lines), lines
-    assert any(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO +tty-1 query Worklist OK \d+ ms", line)
-               for line in lines), lines
-    assert any(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO +tty-1 POST /graphql 200 from "
-                            r"127\.0\.0\.1:\d+", line) for line in lines), lines
+    assert any(
+        re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO +tty-1 query Worklist OK \d+ ms", line)
+        for line in lines
+    ), lines
+    assert any(
+        re.fullmatch(
+            r"\d\d:\d\d:\d\d\.\d{3} INFO +tty-1 POST /graphql 200 from "
+            r"127\.0\.0\.1:\d+",
+            line,
+        )
+        for line in lines
+    ), lines
 
 
 def test_log_format_json_is_json_even_on_a_terminal() -> None:
@@ -194,11 +231,16 @@ def test_log_format_text_is_text_anywhere() -> None:
 def test_a_missing_path_fails_and_is_named(tmp_path: Path) -> None:
     (tmp_path / "here.dcm").write_bytes(b"not DICOM")
     for command in ("ingest-dicom", "import"):
-        done = run(command, str(tmp_path / "here.dcm"), str(tmp_path / "typo"),
-                   IMAGING_PORT=str(free_port()))
+        done = run(
+            command,
+            str(tmp_path / "here.dcm"),
+            str(tmp_path / "typo"),
+            IMAGING_PORT=str(free_port()),
+        )
         assert done.returncode == 2
-        assert done.stderr == (f"imaging-api {command}: no such file or folder: "
-                               f"{tmp_path / 'typo'}\n")
+        assert done.stderr == (
+            f"imaging-api {command}: no such file or folder: {tmp_path / 'typo'}\n"
+        )
 
 
 def test_an_unreachable_server_names_the_url_and_how_to_change_it() -> None:
@@ -220,7 +262,8 @@ def _commands() -> dict[str, argparse.ArgumentParser]:
 
 @pytest.mark.parametrize("command", list(_commands()))
 def test_every_command_has_version_help_and_an_example(
-        command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     parser = _commands()[command]
     assert [a.dest for a in parser._actions if not a.help] == []  # every option says what it does
     argv = [command] if command else []
@@ -237,10 +280,11 @@ def test_every_command_has_version_help_and_an_example(
 
 def test_the_cli_url_follows_the_settings() -> None:
     assert Settings().server_url == "http://127.0.0.1:8000/graphql"
-    assert Settings.from_env({"IMAGING_PORT": "9001"}).server_url == \
-        "http://127.0.0.1:9001/graphql"
-    assert Settings.from_env({"IMAGING_HOST": "0.0.0.0", "IMAGING_PORT": "9001"}).server_url \
+    assert Settings.from_env({"IMAGING_PORT": "9001"}).server_url == "http://127.0.0.1:9001/graphql"
+    assert (
+        Settings.from_env({"IMAGING_HOST": "0.0.0.0", "IMAGING_PORT": "9001"}).server_url
         == "http://127.0.0.1:9001/graphql"
+    )
     assert Settings(host="::1").server_url == "http://[::1]:8000/graphql"
     given = "https://imaging.example/api/graphql"
     assert Settings.from_env({"IMAGING_URL": given, "IMAGING_PORT": "9001"}).server_url == given
@@ -270,9 +314,13 @@ def test_listed_lines_start_clean_under_the_progress_line() -> None:
 
 def test_a_reader_that_stops_early_gets_no_traceback(server: Server) -> None:
     url = f"http://127.0.0.1:{server.port}/graphql"
-    process = subprocess.Popen([EXE, "export", "--url", url], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=environment())
+    process = subprocess.Popen(
+        [EXE, "export", "--url", url],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(),
+    )
     assert process.stdout is not None
     assert process.stderr is not None
     first = process.stdout.readline()  # `| head -1`: one study, then the pipe closes

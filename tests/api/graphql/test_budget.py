@@ -19,10 +19,10 @@ TREE = "series { instance { uid } }"  # per study: 1 + 2 series x (1 + 100 insta
 @pytest.fixture
 async def client(store: Repository) -> Any:
     await store.create(demo.study("big", 2, 100))
-    app = create_app(Settings(seed=False, max_result_values=1_000, allowed_hosts=("test",)),
-                     store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as http:
+    app = create_app(Settings(seed=False, max_result_values=1_000, allowed_hosts=("test",)), store)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
         yield http
 
 
@@ -33,15 +33,16 @@ def reads_of(store: Repository, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     async def spy(query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         seen.append(query.get("_id"))
         return await real(query, *args, **kwargs)
+
     monkeypatch.setattr(store._studies, "find_one", spy, raising=False)
     return seen
 
 
 async def test_aliases_of_a_large_study_stop_at_the_budget(
-        client: httpx.AsyncClient, store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: httpx.AsyncClient, store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reads = reads_of(store, monkeypatch)
-    query = "{ " + " ".join(f'a{n}: ImagingStudy(id: "big") {{ {TREE} }}' for n in range(10)) \
-        + " }"
+    query = "{ " + " ".join(f'a{n}: ImagingStudy(id: "big") {{ {TREE} }}' for n in range(10)) + " }"
     body = (await client.post("/graphql", json={"query": query})).json()
     served = [k for k, v in body["data"].items() if v is not None]
     assert len(served) == 2  # 403 values each: a third would pass 1,000
@@ -51,29 +52,45 @@ async def test_aliases_of_a_large_study_stop_at_the_budget(
 
 
 async def test_paged_instances_count_as_paged(client: httpx.AsyncClient) -> None:
-    query = "{ " + " ".join(f'a{n}: ImagingStudy(id: "big") {{ series {{ instance(_count: 10) '
-                            "{ uid } } }" for n in range(10)) + " }"
+    query = (
+        "{ "
+        + " ".join(
+            f'a{n}: ImagingStudy(id: "big") {{ series {{ instance(_count: 10) {{ uid }} }} }}'
+            for n in range(10)
+        )
+        + " }"
+    )
     body = (await client.post("/graphql", json={"query": query})).json()
     assert "errors" not in body, body  # 10 x (1 + 2 x (1 + 10 x 2)) = 430
 
 
-async def test_a_worklist_that_reads_no_instances_is_not_counted(
-        client: httpx.AsyncClient) -> None:
-    body = (await client.post("/graphql", json={"query": "{ " + " ".join(
-        f"a{n}: ImagingStudyList(_count: 20) {{ id status series {{ uid }} }}"
-        for n in range(20)) + " }"}
-                              )).json()
+async def test_a_worklist_that_reads_no_instances_is_not_counted(client: httpx.AsyncClient) -> None:
+    body = (
+        await client.post(
+            "/graphql",
+            json={
+                "query": "{ "
+                + " ".join(
+                    f"a{n}: ImagingStudyList(_count: 20) {{ id status series {{ uid }} }}"
+                    for n in range(20)
+                )
+                + " }"
+            },
+        )
+    ).json()
     assert "errors" not in body
 
 
 async def test_fhir_json_counts_what_it_returns(client: httpx.AsyncClient) -> None:
-    body = (await client.post("/graphql", json={"query": '{ ImagingStudy(id: "big") '
-                                                         "{ fhirJson } }"})).json()
+    body = (
+        await client.post("/graphql", json={"query": '{ ImagingStudy(id: "big") { fhirJson } }'})
+    ).json()
     assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED"  # 200 x 12 > 1,000
 
 
 async def test_an_operations_reads_stop_after_its_store_time(
-        store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Aliases of a slow search (the embedded store scans) ran one store call after another
     for minutes: now the reads of one operation share IMAGING_MAX_STORE_SECONDS."""
     import asyncio
@@ -85,12 +102,19 @@ async def test_an_operations_reads_stop_after_its_store_time(
         calls.append(1)
         await asyncio.sleep(0.3)
         return await real(params)
+
     monkeypatch.setattr(store, "count", slow)
     app = create_app(Settings(seed=False, max_store_seconds=1, allowed_hosts=("test",)), store)
-    query = "{ " + " ".join(f'a{n}: ImagingStudyConnection(instance: "1.2.{n}") {{ count }}'
-                            for n in range(10)) + " }"
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as http:
+    query = (
+        "{ "
+        + " ".join(
+            f'a{n}: ImagingStudyConnection(instance: "1.2.{n}") {{ count }}' for n in range(10)
+        )
+        + " }"
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
         body = (await http.post("/graphql", json={"query": query})).json()
     # The connection is non-null, so the refusal nulls the whole response; what matters is
     # that after 4 x 0.3 s had passed 1 s, the fifth and later aliases were never read.
@@ -98,8 +122,7 @@ async def test_an_operations_reads_stop_after_its_store_time(
     assert {e["extensions"]["code"] for e in body["errors"]} == {"QUERY_REJECTED"}
 
 
-async def test_fhirpath_is_priced_as_the_whole_studies_it_reads(
-        client: httpx.AsyncClient) -> None:
+async def test_fhirpath_is_priced_as_the_whole_studies_it_reads(client: httpx.AsyncClient) -> None:
     """An expression reads every element of every candidate: `{ id }` with fhirpath costs what
     fhirJson does, so the budget bounds the evaluation too."""
     query = '{ ImagingStudyList(_id: "big"%s) { id } }'

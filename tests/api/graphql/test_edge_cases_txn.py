@@ -18,8 +18,11 @@ LIST = "query($s: [String!]) { ImagingStudyList(started: $s) { id started } }"
 
 
 def transaction(*resources: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "transaction",
-            "entry": [{"resource": copy.deepcopy(r)} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": copy.deepcopy(r)} for r in resources],
+    }
 
 
 async def test_the_last_second_of_9999_is_stored_and_found(gql: Gql) -> None:
@@ -32,28 +35,29 @@ async def test_the_last_second_of_9999_is_stored_and_found(gql: Gql) -> None:
 
 
 @pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"])
-async def test_dates_outside_the_stored_instants_are_bad_user_input(gql: Gql,
-                                                                    value: str) -> None:
+async def test_dates_outside_the_stored_instants_are_bad_user_input(gql: Gql, value: str) -> None:
     body = await gql(CREATE, res={**demo.study("edge", 1, 1, started=value)})
     assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
     assert expressions(body) == ["ImagingStudy.started"]
-    body = await gql(IMPORT, r=transaction(demo.study("ok", 1, 1),
-                                           demo.study("edge", 1, 1, started=value)))
+    body = await gql(
+        IMPORT, r=transaction(demo.study("ok", 1, 1), demo.study("edge", 1, 1, started=value))
+    )
     results = body["data"]["ImagingStudyImport"]
     assert [r["status"] for r in results] == ["rejected", "rejected"]
-    assert results[1]["outcome"]["issue"][0]["expression"] == [
-        "Bundle.entry[1].resource.started"]
+    assert results[1]["outcome"]["issue"][0]["expression"] == ["Bundle.entry[1].resource.started"]
     body = await gql(LIST, s=[value])
     assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
     assert (await gql(LIST, s=None))["data"]["ImagingStudyList"] == []
 
 
 async def test_an_unexpected_failure_in_a_transaction_is_undone_and_answered(
-        gql: Gql, store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    gql: Gql, store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await gql(IMPORT, r=demo.study("kept", 1, 1))
 
     async def broken(*_: Any) -> None:
         raise OverflowError("planted-secret-4711")
+
     monkeypatch.setattr(store, "create", broken)
     changed = {**demo.study("kept", 1, 1), "description": "from the transaction"}
     body = await gql(IMPORT, r=transaction(changed, demo.study("new", 1, 1)))

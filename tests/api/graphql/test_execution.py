@@ -36,10 +36,20 @@ TYPES = COMPILED._schema.type_map
 # -- queries -----------------------------------------------------------------------------------
 
 # Values the field filters are drawn from: some match the generated studies, some do not.
-FILTER_VALUES = {"String": ['"urn:dicom:uid"', '"http://e"', '"CT"', '"1.2.3"', '"no"'],
-                 "Int": ["1", "2"], "Boolean": ["true"]}
-FHIRPATHS = ['"number = 1"', '"exists()"', '"code = \'CT\'"', '"system.startsWith(\'urn\')"',
-             '"url.exists() and value.empty()"', '"(("', '"uid.length() > 3"']
+FILTER_VALUES = {
+    "String": ['"urn:dicom:uid"', '"http://e"', '"CT"', '"1.2.3"', '"no"'],
+    "Int": ["1", "2"],
+    "Boolean": ["true"],
+}
+FHIRPATHS = [
+    '"number = 1"',
+    '"exists()"',
+    "\"code = 'CT'\"",
+    "\"system.startsWith('urn')\"",
+    '"url.exists() and value.empty()"',
+    '"(("',
+    '"uid.length() > 3"',
+]
 
 
 def _scalar(argument: Any) -> str:
@@ -57,15 +67,18 @@ def arguments(draw: st.DrawFn, field: Any) -> str:
     fhirpath = draw(st.sampled_from(["", "", *(f"fhirpath: {f}" for f in FHIRPATHS)]))
     filters = sorted(a for a in field.args if a not in ("_count", "_offset", "fhirpath"))
     chosen = draw(st.lists(st.sampled_from(filters), max_size=2, unique=True)) if filters else []
-    filtered = [f"{name}: {draw(st.sampled_from(FILTER_VALUES[_scalar(field.args[name])]))}"
-                for name in chosen]
+    filtered = [
+        f"{name}: {draw(st.sampled_from(FILTER_VALUES[_scalar(field.args[name])]))}"
+        for name in chosen
+    ]
     inner = ", ".join(a for a in (count, offset, fhirpath, *filtered) if a)
     return f"({inner})" if inner else ""
 
 
 @st.composite
-def selection(draw: st.DrawFn, type_name: str, depth: int = 0,
-              args: dict[str, str] | None = None) -> str:
+def selection(
+    draw: st.DrawFn, type_name: str, depth: int = 0, args: dict[str, str] | None = None
+) -> str:
     type_ = TYPES[type_name]
     assert isinstance(type_, GraphQLObjectType)
     names = sorted(type_.fields)
@@ -80,8 +93,11 @@ def selection(draw: st.DrawFn, type_name: str, depth: int = 0,
         inner = get_named_type(type_.fields[name].type)
         # Aliases unique to their field, so repeats merge (same field, same arguments).
         alias = draw(st.sampled_from(["", "", f"{name}_1: ", f"{name}_2: "]))
-        directive = draw(st.sampled_from(["", "", " @include(if: $yes)",
-                                          " @skip(if: $yes)", " @include(if: false)"]))
+        directive = draw(
+            st.sampled_from(
+                ["", "", " @include(if: $yes)", " @skip(if: $yes)", " @include(if: false)"]
+            )
+        )
         head = f"{alias}{name}{args[f'{type_name}.{name}']}{directive}"
         if isinstance(inner, GraphQLObjectType):
             if depth >= 3:
@@ -107,8 +123,9 @@ def _declared(query: str) -> str:
 def queries(draw: st.DrawFn) -> str:
     body = draw(selection("ImagingStudy"))
     if draw(st.booleans()):
-        return _declared(f'{{ ImagingStudy(id: "x") {{ ...f }} }} '
-                         f"fragment f on ImagingStudy {{ {body} }}")
+        return _declared(
+            f'{{ ImagingStudy(id: "x") {{ ...f }} }} fragment f on ImagingStudy {{ {body} }}'
+        )
     root = draw(st.sampled_from(['ImagingStudy(id: "x")', "ImagingStudyList"]))
     return _declared(f"{{ {root} {{ {body} }} }}")
 
@@ -116,16 +133,45 @@ def queries(draw: st.DrawFn) -> str:
 # -- documents ---------------------------------------------------------------------------------
 
 MISSING = object()  # the element is left out altogether
-ODD_VALUES = [MISSING, None, 7, -1, 2**40, "text", True, 1.5, [], {}, [None], ["a", None],
-              {"code": 3}]
+ODD_VALUES = [
+    MISSING,
+    None,
+    7,
+    -1,
+    2**40,
+    "text",
+    True,
+    1.5,
+    [],
+    {},
+    [None],
+    ["a", None],
+    {"code": 3},
+]
 BREAKABLE = [
-    ("status",), ("subject", "reference"), ("series",), ("series", 0, "uid"),
-    ("series", 0, "number"), ("series", 0, "modality"), ("series", 0, "instance"),
-    ("series", 0, "instance", 0, "uid"), ("series", 0, "instance", 0, "sopClass"),
-    ("series", 0, "instance", 0, "number"), ("identifier",), ("identifier", 0),
-    ("meta", "versionId"), ("extension", 0, "url"), ("extension", 0, "valueDecimal"),
-    ("numberOfSeries",), ("id",), ("_status",), ("_status", "extension"),
-    ("meta", "profile"), ("meta", "_profile"), ("series", 0, "_uid")]
+    ("status",),
+    ("subject", "reference"),
+    ("series",),
+    ("series", 0, "uid"),
+    ("series", 0, "number"),
+    ("series", 0, "modality"),
+    ("series", 0, "instance"),
+    ("series", 0, "instance", 0, "uid"),
+    ("series", 0, "instance", 0, "sopClass"),
+    ("series", 0, "instance", 0, "number"),
+    ("identifier",),
+    ("identifier", 0),
+    ("meta", "versionId"),
+    ("extension", 0, "url"),
+    ("extension", 0, "valueDecimal"),
+    ("numberOfSeries",),
+    ("id",),
+    ("_status",),
+    ("_status", "extension"),
+    ("meta", "profile"),
+    ("meta", "_profile"),
+    ("series", 0, "_uid"),
+]
 
 
 def broken(study: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
@@ -148,8 +194,12 @@ def broken(study: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str
 def studies(draw: st.DrawFn) -> dict[str, Any]:
     study = demo.study("x", draw(st.integers(0, 2)), draw(st.integers(0, 3)))
     study["meta"] = {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"}
-    study["extension"] = [{"url": "http://e", "valueDecimal": draw(
-        st.sampled_from([1.5, 2, float("nan"), True, "x"]))}]
+    study["extension"] = [
+        {
+            "url": "http://e",
+            "valueDecimal": draw(st.sampled_from([1.5, 2, float("nan"), True, "x"])),
+        }
+    ]
     if draw(st.booleans()):  # ids and extensions of primitives (`_name`), a list aligned
         study["_status"] = {"id": "s", "extension": [{"url": "http://e", "valueCode": "x"}]}
         study["meta"].update(profile=["http://p", None], _profile=[None, {"id": "p"}])
@@ -162,12 +212,18 @@ def studies(draw: st.DrawFn) -> dict[str, Any]:
 
 # -- the property ------------------------------------------------------------------------------
 
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(query=queries(), docs=st.lists(studies(), min_size=0, max_size=3), yes=st.booleans(),
-       n=st.sampled_from([None, 1, 0, 5]))
+@given(
+    query=queries(),
+    docs=st.lists(studies(), min_size=0, max_size=3),
+    yes=st.booleans(),
+    n=st.sampled_from([None, 1, 0, 5]),
+)
 @pytest.mark.slow
-def test_compiled_results_equal_graphql_core(query: str, docs: list[dict[str, Any]],
-                                             yes: bool, n: int | None) -> None:
+def test_compiled_results_equal_graphql_core(
+    query: str, docs: list[dict[str, Any]], yes: bool, n: int | None
+) -> None:
     result = asyncio.run(both(query, docs, yes, n))
     # Generated queries are valid: execution, not validation, is what is being compared.
     assert result.data is not None or any(e.path for e in result.errors or ()), result.errors
@@ -194,8 +250,8 @@ def test_every_odd_value_in_every_position() -> None:
         for path in BREAKABLE:
             for value in [*ODD_VALUES, float("nan"), False, 2**31, 3.0]:
                 for root in ('ImagingStudy(id: "x")', "ImagingStudyList"):
-                    await both(WIDE.replace("ROOT", root), [broken(base, path, value)], True,
-                                2)
+                    await both(WIDE.replace("ROOT", root), [broken(base, path, value)], True, 2)
+
     asyncio.run(run())
 
 
@@ -211,10 +267,13 @@ def test_the_compiled_path_is_taken_for_plain_data() -> None:
         result = original(self, *args)
         taken.append(any(plan is not None for plan in self._plans.values()))
         return result
+
     execution.CompiledExecutionContext.complete_object_value = spy  # type: ignore[method-assign]
     try:
-        query = ('{ ImagingStudy(id: "x") { id series { uid instance(_count: 2) { uid '
-                 "sopClass { code } } } extension { url value valueDecimal } fhirJson } }")
+        query = (
+            '{ ImagingStudy(id: "x") { id series { uid instance(_count: 2) { uid '
+            "sopClass { code } } } extension { url value valueDecimal } fhirJson } }"
+        )
         asyncio.run(both(query, [demo.study("x", 2, 3)], True, 1))
     finally:
         execution.CompiledExecutionContext.complete_object_value = original  # type: ignore
@@ -223,10 +282,16 @@ def test_the_compiled_path_is_taken_for_plain_data() -> None:
 
 
 def test_list_and_scalar_types_in_the_schema_are_covered() -> None:
-    kinds = {type(t.type if not isinstance(t.type, GraphQLNonNull | GraphQLList)
-                  else get_named_type(t.type)).__name__
-             for name, type_ in TYPES.items() if isinstance(type_, GraphQLObjectType)
-             and not name.startswith("__") for t in type_.fields.values()}
+    kinds = {
+        type(
+            t.type
+            if not isinstance(t.type, GraphQLNonNull | GraphQLList)
+            else get_named_type(t.type)
+        ).__name__
+        for name, type_ in TYPES.items()
+        if isinstance(type_, GraphQLObjectType) and not name.startswith("__")
+        for t in type_.fields.values()
+    }
     assert {GraphQLScalarType.__name__, GraphQLObjectType.__name__} <= kinds
 
 
@@ -240,17 +305,22 @@ def test_import_results_equal_graphql_core() -> None:
       index status id outcome } }"""
     fine = demo.study("imported", 1, 1)
     bad = {**demo.study("refused", 1, 1), "status": "done"}
-    payload = {"resourceType": "Bundle", "type": "batch",
-               "entry": [{"resource": fine}, {"resource": bad}, {"resource": 3}]}
+    payload = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"resource": fine}, {"resource": bad}, {"resource": 3}],
+    }
 
     async def run() -> list[str]:
         _, db = client.open_embedded("import-differential")
         outputs = []
         for schema in (COMPILED, REFERENCE):
             context = Context(_repo=Repository(db), settings=Settings())
-            outputs.append(normalised(await schema.execute(query, {"b": payload},
-                                                            context_value=context)))
+            outputs.append(
+                normalised(await schema.execute(query, {"b": payload}, context_value=context))
+            )
         return outputs
+
     compiled, reference = asyncio.run(run())
     assert compiled == reference
     assert json.loads(compiled)["data"]["ImagingStudyImport"][1]["id"] is None
@@ -286,13 +356,13 @@ result = asyncio.run(schema.execute(query, context_value=Context(_repo=Repo(),
 assert result.errors is None, result.errors
 print(missing)
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_a_plan_is_found_only_for_the_selection_it_was_made_for(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Plans are keyed by the id of graphql-core's selection list; an id is unique only while
     its object lives, so a plan must never be handed to another list that got the same id."""
     from api.graphql import execution
@@ -314,7 +384,6 @@ def test_imaging_compiled_0_switches_the_compiled_engine_off() -> None:
     from api.graphql import execution
     from api.settings import Settings
 
-    assert build_schema(Settings()).execution_context_class is \
-        execution.CompiledExecutionContext
+    assert build_schema(Settings()).execution_context_class is execution.CompiledExecutionContext
     plain = build_schema(Settings.from_env({"IMAGING_COMPILED": "0"}))
     assert plain.execution_context_class is not execution.CompiledExecutionContext

@@ -45,34 +45,39 @@ async def stored(store: Repository) -> Repository:
     return store
 
 
-LIST = "query($e: String) { ImagingStudyList(fhirpath: $e, _sort: \"_id\") { id } }"
+LIST = 'query($e: String) { ImagingStudyList(fhirpath: $e, _sort: "_id") { id } }'
 
 
-@pytest.mark.parametrize(("expression", "kept"), [
-    # fhirpathpy alone reads `status` as two items here (the value and `_status`): false.
-    ("status = 'available'", ["ext", "plain"]),
-    ("started = @2024-03-01T10:00:00Z", ["ext"]),
-    ("series.where(description = 'Head').exists()", ["ext"]),
-    ("series.instance.where(number = 2).count() = 2", ["ext"]),
-    # An expression that reads extensions or ids still sees them.
-    (f"status.extension('{NOTE}').exists()", ["ext"]),
-    ("started.id = 's-1'", ["ext"]),
-    # ... as fhirpathpy does: the value, then the sibling, so first() is the value.
-    ("status.extension.exists() and status.first() = 'available'", ["ext"]),
-    ("series.description.extension.value = 'as told by the patient'", ["ext"]),
-])
+@pytest.mark.parametrize(
+    ("expression", "kept"),
+    [
+        # fhirpathpy alone reads `status` as two items here (the value and `_status`): false.
+        ("status = 'available'", ["ext", "plain"]),
+        ("started = @2024-03-01T10:00:00Z", ["ext"]),
+        ("series.where(description = 'Head').exists()", ["ext"]),
+        ("series.instance.where(number = 2).count() = 2", ["ext"]),
+        # An expression that reads extensions or ids still sees them.
+        (f"status.extension('{NOTE}').exists()", ["ext"]),
+        ("started.id = 's-1'", ["ext"]),
+        # ... as fhirpathpy does: the value, then the sibling, so first() is the value.
+        ("status.extension.exists() and status.first() = 'available'", ["ext"]),
+        ("series.description.extension.value = 'as told by the patient'", ["ext"]),
+    ],
+)
 async def test_primitives_with_extensions_compare_by_their_value(
-        stored: Repository, gql: Gql, expression: str, kept: list[str]) -> None:
+    stored: Repository, gql: Gql, expression: str, kept: list[str]
+) -> None:
     body = await gql(LIST, e=expression)
     assert body == {"data": {"ImagingStudyList": [{"id": i} for i in kept]}}
 
 
-async def test_item_fhirpath_sees_values_and_extensions_alike(stored: Repository,
-                                                              gql: Gql) -> None:
-    body = await gql('{ ImagingStudy(id: "ext") { '
-                     'a: series(fhirpath: "description = \'Head\'") { number } '
-                     'b: series(fhirpath: "description.extension.exists()") { number } '
-                     'c: series(_count: 1) { instance(fhirpath: "number = 2") { uid } } } }')
+async def test_item_fhirpath_sees_values_and_extensions_alike(stored: Repository, gql: Gql) -> None:
+    body = await gql(
+        '{ ImagingStudy(id: "ext") { '
+        "a: series(fhirpath: \"description = 'Head'\") { number } "
+        'b: series(fhirpath: "description.extension.exists()") { number } '
+        'c: series(_count: 1) { instance(fhirpath: "number = 2") { uid } } } }'
+    )
     assert "errors" not in body, body
     study = body["data"]["ImagingStudy"]
     assert study["a"] == [{"number": 1}]
@@ -80,14 +85,20 @@ async def test_item_fhirpath_sees_values_and_extensions_alike(stored: Repository
     assert study["c"] == [{"instance": [{"uid": extended()["series"][0]["instance"][1]["uid"]}]}]
 
 
-@pytest.mark.parametrize("expression", [
-    "instance.uid.single()",  # an error item, not an exception: it used to keep the series
-    "instance.uid.first() + 1",  # an exception whose message quotes the uid
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "instance.uid.single()",  # an error item, not an exception: it used to keep the series
+        "instance.uid.first() + 1",  # an exception whose message quotes the uid
+    ],
+)
 async def test_a_failure_on_an_item_is_bad_user_input_quoting_no_value(
-        stored: Repository, gql: Gql, expression: str) -> None:
-    body = await gql('query($e: String) { ImagingStudy(id: "ext") { series(fhirpath: $e) { '
-                     "number } } }", e=expression)
+    stored: Repository, gql: Gql, expression: str
+) -> None:
+    body = await gql(
+        'query($e: String) { ImagingStudy(id: "ext") { series(fhirpath: $e) { number } } }',
+        e=expression,
+    )
     found = error(body)
     assert found["extensions"]["code"] == "BAD_USER_INPUT"
     assert expressions(body) == ["ImagingStudy.series(fhirpath)"]
@@ -115,7 +126,11 @@ def test_the_projection_of_an_item_fhirpath_reads_the_siblings_it_needs() -> Non
     elements = ("description", "number", "extension")
     assert fhirpath.names_read("description = 'x'", elements) == {"description"}
     assert fhirpath.names_read("description.extension.exists()", elements) == {
-        "description", "_description", "extension", "_extension"}
+        "description",
+        "_description",
+        "extension",
+        "_extension",
+    }
 
 
 # The attacks of a black-box tester: each held the server for seconds to minutes, or grew it to
@@ -129,8 +144,10 @@ UNBOUNDED = [
     ("descendants().count() > 0", "descendants() is not served"),
     ("'a'.replace('a', 'aa').replace('a', 'aa') = 'aaaa'", "replace() is not served"),
     ("%context.series.exists()", "environment variables"),
-    ("series.select($this).select($this).select($this).select($this).select($this).exists()",
-     "at most 4 where()"),
+    (
+        "series.select($this).select($this).select($this).select($this).select($this).exists()",
+        "at most 4 where()",
+    ),
     # Quadratic in fhirpathpy: 8.6 s on one series of 10,000 instances, on the event loop.
     ("series.instance.intersect(series.instance).exists()", "intersect() is not served"),
     ("series.instance.exclude(series.instance).empty()", "exclude() is not served"),
@@ -141,10 +158,12 @@ UNBOUNDED = [
 
 @pytest.mark.parametrize(("expression", "reason"), UNBOUNDED)
 async def test_an_expression_that_could_run_without_bound_is_refused(
-        stored: Repository, gql: Gql, caplog: pytest.LogCaptureFixture, expression: str,
-        reason: str) -> None:
-    for query in (LIST, 'query($e: String) { ImagingStudy(id: "ext") { series(fhirpath: $e) '
-                  "{ number } } }"):
+    stored: Repository, gql: Gql, caplog: pytest.LogCaptureFixture, expression: str, reason: str
+) -> None:
+    for query in (
+        LIST,
+        'query($e: String) { ImagingStudy(id: "ext") { series(fhirpath: $e) { number } } }',
+    ):
         body = await gql(query, e=expression)
         found = error(body)
         assert found["extensions"]["code"] == "BAD_USER_INPUT"
@@ -153,36 +172,44 @@ async def test_an_expression_that_could_run_without_bound_is_refused(
 
 
 async def test_an_unbounded_slice_path_is_refused(stored: Repository, gql: Gql) -> None:
-    body = await gql('{ ImagingStudy(id: "ext") { series @flatten { instance @flatten '
-                     '@slice(path: "(1|2).aggregate($total & $total, uid)") { uid } } } }')
+    body = await gql(
+        '{ ImagingStudy(id: "ext") { series @flatten { instance @flatten '
+        '@slice(path: "(1|2).aggregate($total & $total, uid)") { uid } } } }'
+    )
     assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 async def test_fhirpath_time_is_one_allowance_per_operation(
-        stored: Repository, gql: Gql, monkeypatch: pytest.MonkeyPatch) -> None:
+    stored: Repository, gql: Gql, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every FHIRPath of an operation (searches, repeating elements, @slice) draws on one
     allowance of seconds, checked after each item: an expression whose cost follows the data
     still meets a 50,000-instance study."""
     monkeypatch.setattr(fhirpath, "MAX_SECONDS", 0.0)
-    for query in ('{ ImagingStudy(id: "ext") { series(fhirpath: "number > 0") { number } } }',
-                  '{ ImagingStudyList(fhirpath: "series.exists()") { id } }',
-                  '{ ImagingStudy(id: "ext") { series @slice(path: "number") { number } } }'):
+    for query in (
+        '{ ImagingStudy(id: "ext") { series(fhirpath: "number > 0") { number } } }',
+        '{ ImagingStudyList(fhirpath: "series.exists()") { id } }',
+        '{ ImagingStudy(id: "ext") { series @slice(path: "number") { number } } }',
+    ):
         body = await gql(query)
         assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED", body
         assert "seconds of FHIRPath evaluation" in body["errors"][0]["message"]
 
 
-async def test_a_refused_slice_path_names_the_function(stored: Repository, gql: Gql,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    body = await gql('{ ImagingStudy(id: "ext") { series @slice(path: "uid.matches(\'a\')") '
-                     "{ number } } }")
+async def test_a_refused_slice_path_names_the_function(
+    stored: Repository, gql: Gql, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = await gql(
+        '{ ImagingStudy(id: "ext") { series @slice(path: "uid.matches(\'a\')") { number } } }'
+    )
     assert "matches() is not served" in error(body)["message"]
     await gql('{ ImagingStudyList(fhirpath: "`x") { id } }')  # a lexer error
     assert "recognition error" not in capsys.readouterr().out  # nothing outside the log
 
 
 async def test_evaluation_on_the_event_loop_has_an_allowance_of_its_own(
-        stored: Repository, gql: Gql, monkeypatch: pytest.MonkeyPatch) -> None:
+    stored: Repository, gql: Gql, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A repeating element's fhirpath runs in its resolver, on the event loop, where every
     other request waits: it gets a smaller allowance than the searches' (off the loop)."""
     monkeypatch.setattr(fhirpath, "LOOP_SECONDS", 0.0)

@@ -53,9 +53,16 @@ async def test_available_needs_an_instance(gql: Gql, before: str) -> None:
     assert (await gql(GET, id=study_id))["data"]["ImagingStudy"]["status"] == before
 
 
-@pytest.mark.parametrize(("status", "allowed"), [("registered", True), ("available", True),
-                                                 ("cancelled", True), ("unknown", True),
-                                                 ("entered-in-error", False)])
+@pytest.mark.parametrize(
+    ("status", "allowed"),
+    [
+        ("registered", True),
+        ("available", True),
+        ("cancelled", True),
+        ("unknown", True),
+        ("entered-in-error", False),
+    ],
+)
 async def test_create_statuses(gql: Gql, status: str, allowed: bool) -> None:
     body = await gql(CREATE, res={**demo.study("new", 1, 1), "status": status})
     if allowed:
@@ -65,7 +72,8 @@ async def test_create_statuses(gql: Gql, status: str, allowed: bool) -> None:
         assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
         assert error(body)["message"] == (
             "ImagingStudy.status: a study cannot be created as 'entered-in-error'; create it "
-            "as one of available, cancelled, registered, unknown")
+            "as one of available, cancelled, registered, unknown"
+        )
         assert (await gql(GET, id="new"))["data"]["ImagingStudy"] is None
 
 
@@ -74,7 +82,8 @@ async def test_available_create_without_instances_is_refused(gql: Gql) -> None:
     assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
     assert error(body)["message"] == (
         "ImagingStudy.status: a study created as 'available' must list at least one instance; "
-        "create it as 'registered' and set 'available' once it has instances")
+        "create it as 'registered' and set 'available' once it has instances"
+    )
     assert error(body)["extensions"]["resource"]["issue"][0]["code"] == "invalid"
     assert (await gql(GET, id="empty"))["data"]["ImagingStudy"] is None
 
@@ -87,18 +96,21 @@ ADD_SERIES = """mutation($id: ID!, $s: [ImagingStudySeriesInput!]!) {
 
 async def test_full_update_follows_the_table(gql: Gql) -> None:
     study_id = await _study_in(gql, "available")
-    body = await gql(UPDATE, id=study_id, res={**demo.study(study_id, 1, 1),
-                                                "status": "registered"})
+    body = await gql(
+        UPDATE, id=study_id, res={**demo.study(study_id, 1, 1), "status": "registered"}
+    )
     assert error(body)["extensions"]["code"] == "INVALID_STATUS_TRANSITION"
-    body = await gql(UPDATE, id=study_id, res={**demo.study(study_id, 1, 1),
-                                                "status": "cancelled"})
+    body = await gql(UPDATE, id=study_id, res={**demo.study(study_id, 1, 1), "status": "cancelled"})
     assert body["data"]["ImagingStudyUpdate"]["status"] == "cancelled"
 
 
 async def test_entered_in_error_is_read_only(gql: Gql) -> None:
     study_id = await _study_in(gql, "entered-in-error")
-    resource = {**demo.study(study_id, 1, 1), "status": "entered-in-error",
-                "description": "changed"}
+    resource = {
+        **demo.study(study_id, 1, 1),
+        "status": "entered-in-error",
+        "description": "changed",
+    }
     body = await gql(UPDATE, id=study_id, res=resource)
     assert "read-only" in error(body)["message"]
     body = await gql(ADD_SERIES, id=study_id, s=[demo.series(study_id, 2, 1)])

@@ -27,10 +27,12 @@ from tests.support.loop import LoopTicks
 
 def fragments(levels: int) -> str:
     """F0..F{levels-1}, each spreading the next ten times: 10**levels fields when expanded."""
-    spreads = [f"fragment F{n} on ImagingStudy {{ {f' ...F{n + 1}' * 10} }}"
-               for n in range(levels)]
-    return ('{ ImagingStudy(id: "x") { ...F0 } } ' + " ".join(spreads)
-            + f" fragment F{levels} on ImagingStudy {{ id }}")
+    spreads = [f"fragment F{n} on ImagingStudy {{ {f' ...F{n + 1}' * 10} }}" for n in range(levels)]
+    return (
+        '{ ImagingStudy(id: "x") { ...F0 } } '
+        + " ".join(spreads)
+        + f" fragment F{levels} on ImagingStudy {{ id }}"
+    )
 
 
 def rejected(body: dict[str, Any], what: str) -> dict[str, Any]:
@@ -60,6 +62,7 @@ def test_the_limit_walk_reads_each_selection_set_once() -> None:
             Count.sets += 1
             # AST nodes are frozen; the counter replaces the list in place for this test.
             object.__setattr__(node, "selections", _Counted(node.selections))
+
     visit(document, Count())
     _Counted.walked = 0
     [refused] = limit_errors(Limits(max_cost=10), document, {})
@@ -69,7 +72,8 @@ def test_the_limit_walk_reads_each_selection_set_once() -> None:
 
 
 async def test_nested_fragments_are_refused_before_any_store_access(
-        gql: Gql, untouched: list[str]) -> None:
+    gql: Gql, untouched: list[str]
+) -> None:
     body = await gql(fragments(8))  # 10**8 fields expanded, 800 characters written
     assert rejected(body, "cost")["measured"] == 10**8 + 1
     assert untouched == []
@@ -88,21 +92,20 @@ async def test_fhir_json_costs_the_study_it_returns(gql: Gql, untouched: list[st
 
 
 async def test_series_are_priced_at_the_series_cap(gql: Gql, untouched: list[str]) -> None:
-    series = ("s{n}: ImagingStudyList {{ series {{ uid number description "
-              "modality {{ coding {{ code }} }} }} }}")
+    series = (
+        "s{n}: ImagingStudyList {{ series {{ uid number description "
+        "modality {{ coding {{ code }} }} }} }}"
+    )
     body = await gql("{ " + " ".join(series.format(n=n) for n in range(30)) + " }")
     assert rejected(body, "cost")["measured"] > 30 * 20 * 1_000
     # One series may hold every instance of a study.
-    body = await gql("{ ImagingStudyList(_count: 50) { series(_count: 1) { instance "
-                     "{ uid } } } }")
+    body = await gql("{ ImagingStudyList(_count: 50) { series(_count: 1) { instance { uid } } } }")
     rejected(body, "cost")
     assert untouched == []
 
 
-async def test_a_variable_default_counts_like_the_literal(gql: Gql,
-                                                          untouched: list[str]) -> None:
-    query = "query($c: Int = 1000) { ImagingStudyList(_count: $c) { series { instance " \
-            "{ uid } } } }"
+async def test_a_variable_default_counts_like_the_literal(gql: Gql, untouched: list[str]) -> None:
+    query = "query($c: Int = 1000) { ImagingStudyList(_count: $c) { series { instance { uid } } } }"
     rejected(await gql(query), "cost")
     assert untouched == []
     # A value sent for the variable wins over its default.
@@ -111,11 +114,14 @@ async def test_a_variable_default_counts_like_the_literal(gql: Gql,
 
 async def test_legitimate_queries_still_pass(gql: Gql) -> None:
     await gql(CREATE, res=demo.study("v", 3, 4))
-    viewer = await gql('{ ImagingStudy(id: "v") { id fhirJson series { uid modality { coding '
-                       "{ code } } instance { uid number sopClass { code } } } } }")
+    viewer = await gql(
+        '{ ImagingStudy(id: "v") { id fhirJson series { uid modality { coding '
+        "{ code } } instance { uid number sopClass { code } } } } }"
+    )
     assert "errors" not in viewer
-    worklist = await gql("{ ImagingStudyList(_count: 100) { id status series { uid "
-                         "numberOfInstances } } }")
+    worklist = await gql(
+        "{ ImagingStudyList(_count: 100) { id status series { uid numberOfInstances } } }"
+    )
     assert "errors" not in worklist
 
 
@@ -143,8 +149,7 @@ def test_the_document_cache_is_bounded_by_the_tokens_it_keeps() -> None:
 
 def test_the_limits_come_from_the_settings() -> None:
     configured = limits(Settings(max_series=10, max_instances=100, max_query_length=50))
-    assert (configured.max_series, configured.max_instances, configured.max_length) == \
-        (10, 100, 50)
+    assert (configured.max_series, configured.max_instances, configured.max_length) == (10, 100, 50)
     assert configured.whole_study < limits(Settings()).whole_study
     assert Limits().max_series == Settings().max_series
 
@@ -178,36 +183,50 @@ def test_the_series_cap_is_configured() -> None:
 
 
 async def test_search_values_are_capped_per_argument_in_total_and_in_length(
-        gql: Gql, untouched: list[str]) -> None:
+    gql: Gql, untouched: list[str]
+) -> None:
     many = [f"CT{n}" for n in range(1_000)]  # a thousand OR'ed values
     body = await gql("query($m: [String!]) { ImagingStudyList(modality: $m) { id } }", m=many)
     assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
     assert expressions(body) == ["modality"]
     # The argument is named once, by the message's lead (issue 11).
     assert error(body)["message"].startswith("modality: at most 100 search values are allowed")
-    body = await gql("query($m: [String!]) { ImagingStudyList(modality: $m) { id } }",
-                     m=["CT"] * 101)
+    body = await gql(
+        "query($m: [String!]) { ImagingStudyList(modality: $m) { id } }", m=["CT"] * 101
+    )
     assert expressions(body) == ["modality"]
     # A comma is part of the value (graphql.html): 2 MB of commas is one value, too long.
-    body = await gql("query($m: [String!]) { ImagingStudyList(modality: $m) { id } }",
-                     m=[",".join(f"CT{n}" for n in range(200_000))])
-    assert error(body)["message"].startswith("modality: a search value may be at most 1024 "
-                                             "characters; one has 1")
-    body = await gql("query($m: [String!], $s: [String!], $i: [String!], $b: [String!]) {"
-                     " ImagingStudyList(modality: $m, status: $s, identifier: $i, "
-                     "body_site: $b) { id } }", m=["CT"] * 100, s=["final"] * 100,
-                     i=["x"] * 100, b=["y"])
+    body = await gql(
+        "query($m: [String!]) { ImagingStudyList(modality: $m) { id } }",
+        m=[",".join(f"CT{n}" for n in range(200_000))],
+    )
+    assert error(body)["message"].startswith(
+        "modality: a search value may be at most 1024 characters; one has 1"
+    )
+    body = await gql(
+        "query($m: [String!], $s: [String!], $i: [String!], $b: [String!]) {"
+        " ImagingStudyList(modality: $m, status: $s, identifier: $i, "
+        "body_site: $b) { id } }",
+        m=["CT"] * 100,
+        s=["final"] * 100,
+        i=["x"] * 100,
+        b=["y"],
+    )
     assert expressions(body) == ["status"]  # the arguments are counted in schema order
-    assert error(body)["message"] == ("status: a search may have at most 300 values over all "
-                                      "its arguments; this argument takes it to 301")
-    body = await gql('{ ImagingStudyConnection(identifier: ["a", "' + "x" * 1_025 + '"]) '
-                     "{ count } }")
+    assert error(body)["message"] == (
+        "status: a search may have at most 300 values over all "
+        "its arguments; this argument takes it to 301"
+    )
+    body = await gql(
+        '{ ImagingStudyConnection(identifier: ["a", "' + "x" * 1_025 + '"]) { count } }'
+    )
     assert expressions(body) == ["identifier"]
     assert "at most 1024 characters; one has 1025" in error(body)["message"]
     assert untouched == []
     # Up to the caps, the search runs.
-    body = await gql("query($m: [String!]) { ImagingStudyList(modality: $m) { id } }",
-                     m=["CT"] * 100)
+    body = await gql(
+        "query($m: [String!]) { ImagingStudyList(modality: $m) { id } }", m=["CT"] * 100
+    )
     assert body == {"data": {"ImagingStudyList": []}}
 
 
@@ -220,11 +239,18 @@ async def test_an_if_none_exist_search_is_capped_too(gql: Gql) -> None:
 
 
 def test_the_search_caps_are_configured() -> None:
-    settings = Settings.from_env({"IMAGING_SEARCH_MAX_VALUES": "5",
-                                  "IMAGING_SEARCH_MAX_TOTAL_VALUES": "6",
-                                  "IMAGING_SEARCH_MAX_VALUE_LENGTH": "7"})
-    assert (settings.search_max_values, settings.search_max_total_values,
-            settings.search_max_value_length) == (5, 6, 7)
+    settings = Settings.from_env(
+        {
+            "IMAGING_SEARCH_MAX_VALUES": "5",
+            "IMAGING_SEARCH_MAX_TOTAL_VALUES": "6",
+            "IMAGING_SEARCH_MAX_VALUE_LENGTH": "7",
+        }
+    )
+    assert (
+        settings.search_max_values,
+        settings.search_max_total_values,
+        settings.search_max_value_length,
+    ) == (5, 6, 7)
 
 
 async def test_metrics_label_only_known_root_fields(gql: Gql, http: httpx.AsyncClient) -> None:
@@ -239,15 +265,18 @@ async def test_metrics_label_only_known_root_fields(gql: Gql, http: httpx.AsyncC
     assert 'imaging_requests_total{operation="ImagingStudy",outcome="OK"} 40.0' in metrics
 
 
-async def test_the_write_rules_run_off_the_event_loop(gql: Gql,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_write_rules_run_off_the_event_loop(
+    gql: Gql, monkeypatch: pytest.MonkeyPatch
+) -> None:
     threads: list[int] = []
 
     def spy(rule: Any) -> Any:
         def run(*args: Any) -> Any:
             threads.append(threading.get_ident())
             return rule(*args)
+
         return run
+
     monkeypatch.setattr(edit, "create", spy(edit.create))
     monkeypatch.setattr(edit, "add_series", spy(edit.add_series))
     assert "errors" not in await gql(CREATE, res=demo.study("loop", 1, 2))
@@ -256,30 +285,42 @@ async def test_the_write_rules_run_off_the_event_loop(gql: Gql,
     assert threading.get_ident() not in threads
 
 
-@pytest.mark.parametrize("value", [["a"] * 1_001, [list(range(40))] * 600,
-                                   {"deep": [["x"] * 1_000] * 21}])
+@pytest.mark.parametrize(
+    "value", [["a"] * 1_001, [list(range(40))] * 600, {"deep": [["x"] * 1_000] * 21}]
+)
 async def test_huge_query_variables_are_refused_before_coercion(
-        gql: Gql, value: Any, untouched: list[str]) -> None:
+    gql: Gql, value: Any, untouched: list[str]
+) -> None:
     body = await gql("query($v: [String!]) { ImagingStudyList(_id: $v) { id } }", v=value)
     assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED"
     assert "variable" in body["errors"][0]["message"]
     assert untouched == []
 
 
-async def test_thirty_large_variables_are_refused_before_authentication(
-        store: Repository) -> None:
+async def test_thirty_large_variables_are_refused_before_authentication(store: Repository) -> None:
     """Thirty lists of 49,999 values (6 MB, each under the instance cap) held the loop 3 s,
     with no token at all, before the search-value cap refused them."""
-    app = create_app(Settings(seed=False, auth="jwt", jwt_secret="s" * 32,
-                              allowed_hosts=("test",)), store)
+    app = create_app(
+        Settings(seed=False, auth="jwt", jwt_secret="s" * 32, allowed_hosts=("test",)), store
+    )
     names = [f"v{n}" for n in range(30)]
-    query = ("query(" + ", ".join(f"${n}: [String!]" for n in names) + ") { " + " ".join(
-        f"a{n}: ImagingStudyList(instance: ${name}) {{ id }}" for n, name in enumerate(names))
-        + " }")
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as http:
-        body = (await http.post("/graphql", json={"query": query, "variables": {
-            n: ["1"] * 49_999 for n in names}})).json()
+    query = (
+        "query("
+        + ", ".join(f"${n}: [String!]" for n in names)
+        + ") { "
+        + " ".join(
+            f"a{n}: ImagingStudyList(instance: ${name}) {{ id }}" for n, name in enumerate(names)
+        )
+        + " }"
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
+        body = (
+            await http.post(
+                "/graphql", json={"query": query, "variables": {n: ["1"] * 49_999 for n in names}}
+            )
+        ).json()
     assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED"
     assert body["errors"][0]["extensions"]["limit"] == 1_000
 
@@ -299,8 +340,11 @@ def _documents(app: Any) -> DocumentCache:
     """The app's cache of parsed documents."""
     from api.graphql.documents import QueryLimitsFactory
 
-    [view] = [r.endpoint for r in app.routes if getattr(r, "path", "") == "/graphql"
-              and hasattr(r.endpoint, "schema")][:1]
+    [view] = [
+        r.endpoint
+        for r in app.routes
+        if getattr(r, "path", "") == "/graphql" and hasattr(r.endpoint, "schema")
+    ][:1]
     [factory] = [e for e in view.schema.extensions if isinstance(e, QueryLimitsFactory)]
     return factory.documents
 
@@ -328,12 +372,16 @@ async def test_a_new_heavy_document_leaves_the_event_loop_free(gql: Gql) -> None
 def test_a_series_fhirpath_that_walks_instances_is_priced_at_them() -> None:
     """X4: series(fhirpath: "instance....") ran over every instance of the study, on the event
     loop, priced as if it read the series alone."""
+
     def cost(expression: str, variables: dict[str, Any] | None = None) -> int:
-        text = ('query($e: String) { ImagingStudy(id: "x") { series(fhirpath: $e) { uid } } }'
-                if variables is not None else
-                f'{{ ImagingStudy(id: "x") {{ series(fhirpath: "{expression}") {{ uid }} }} }}')
+        text = (
+            'query($e: String) { ImagingStudy(id: "x") { series(fhirpath: $e) { uid } } }'
+            if variables is not None
+            else f'{{ ImagingStudy(id: "x") {{ series(fhirpath: "{expression}") {{ uid }} }} }}'
+        )
         [refused] = limit_errors(Limits(max_cost=1), parse(text), variables or {})
         return int((refused.extensions or {})["measured"])
+
     alone = cost("modality.exists()")
     walking = cost("instance.exists()")
     assert walking - alone == 10 * Limits().max_instances

@@ -28,21 +28,27 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the input types of which an object gets built."""
     made: list[str] = []
     for name, cls in vars(inputs).items():
-        if not (isinstance(cls, type) and has_object_definition(cls)
-                and cls.__strawberry_definition__.is_input):
+        if not (
+            isinstance(cls, type)
+            and has_object_definition(cls)
+            and cls.__strawberry_definition__.is_input
+        ):
             continue
         original = cls.__init__
 
-        def init(self: Any, *args: Any, _name: str = name, _init: Any = original,
-                 **kwargs: Any) -> None:
+        def init(
+            self: Any, *args: Any, _name: str = name, _init: Any = original, **kwargs: Any
+        ) -> None:
             made.append(_name)
             _init(self, *args, **kwargs)
+
         monkeypatch.setattr(cls, "__init__", init)
     return made
 
 
 async def test_write_inputs_reach_the_store_as_fhir_json_without_input_objects(
-        gql: Gql, store: Repository, built: list[str]) -> None:
+    gql: Gql, store: Repository, built: list[str]
+) -> None:
     study = demo.study("json", 1, 2)
     instance = study["series"][0]["instance"][0]
     instance["title"] = None  # explicit nulls leave FHIR JSON, as omitted fields do
@@ -64,13 +70,15 @@ async def test_write_inputs_reach_the_store_as_fhir_json_without_input_objects(
 
 
 async def test_mutations_coerce_their_variables_off_the_event_loop(
-        gql: Gql, monkeypatch: pytest.MonkeyPatch) -> None:
+    gql: Gql, monkeypatch: pytest.MonkeyPatch
+) -> None:
     threads: list[int] = []
     coerce = executor.get_variable_values
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         threads.append(threading.get_ident())
         return coerce(*args, **kwargs)
+
     monkeypatch.setattr(executor, "get_variable_values", spy)
     assert "errors" not in await gql(CREATE, res=demo.study("off", 1, 1))
     assert "errors" not in await gql(READ, id="off")

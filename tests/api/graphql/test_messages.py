@@ -20,15 +20,21 @@ IMPORT = """mutation($r: JSON!, $dry: Boolean) {
   ImagingStudyImport(resource: $r, dryRun: $dry) { index status outcome } }"""
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    (["2020-13-01"], "started: '2020-13-01' is not a calendar date or time: month must be in "
-                     "1..12"),
-    ([""], "started: a search value must not be empty"),
-    (["ge2020", ""], "started: a search value must not be empty"),
-    (["ge2020,"], "started: '2020,' is not a FHIR date or dateTime"),  # a comma is a char
-])
-async def test_a_search_error_names_its_argument_once(gql: Gql, values: list[str],
-                                                      message: str) -> None:
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            ["2020-13-01"],
+            "started: '2020-13-01' is not a calendar date or time: month must be in 1..12",
+        ),
+        ([""], "started: a search value must not be empty"),
+        (["ge2020", ""], "started: a search value must not be empty"),
+        (["ge2020,"], "started: '2020,' is not a FHIR date or dateTime"),  # a comma is a char
+    ],
+)
+async def test_a_search_error_names_its_argument_once(
+    gql: Gql, values: list[str], message: str
+) -> None:
     body = await gql(LIST, s=values)
     assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
     assert error(body)["message"].startswith(message)
@@ -40,15 +46,21 @@ async def test_a_reference_of_the_wrong_type_is_named_once(gql: Gql) -> None:
     assert error(body)["message"] == "patient: searches Patient references, not Device"
 
 
-@pytest.mark.parametrize(("value", "advice"), [(">=2020", "ge2020"), ("<2021-06", "lt2021-06"),
-                                               ("> 2020-01-01", "gt2020-01-01"),
-                                               ("!=2020", "ne2020")])
-async def test_a_comparison_sign_gets_the_prefix_to_use(gql: Gql, value: str,
-                                                        advice: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "advice"),
+    [
+        (">=2020", "ge2020"),
+        ("<2021-06", "lt2021-06"),
+        ("> 2020-01-01", "gt2020-01-01"),
+        ("!=2020", "ne2020"),
+    ],
+)
+async def test_a_comparison_sign_gets_the_prefix_to_use(gql: Gql, value: str, advice: str) -> None:
     body = await gql(LIST, s=[value])
     assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
-    assert error(body)["message"] == (f"started: '{value}' is not a FHIR date search; use a "
-                                      f"prefix: {advice}")
+    assert error(body)["message"] == (
+        f"started: '{value}' is not a FHIR date search; use a prefix: {advice}"
+    )
 
 
 async def test_the_advised_prefix_works(gql: Gql) -> None:
@@ -58,8 +70,9 @@ async def test_the_advised_prefix_works(gql: Gql) -> None:
 
 async def test_an_if_none_exist_error_names_the_parameter(gql: Gql) -> None:
     body = await gql(CREATE, res=demo.study("ine", 1, 1), ine="started=>=2020")
-    assert error(body)["message"] == ("ifNoneExist: started: '>=2020' is not a FHIR date "
-                                      "search; use a prefix: ge2020")
+    assert error(body)["message"] == (
+        "ifNoneExist: started: '>=2020' is not a FHIR date search; use a prefix: ge2020"
+    )
 
 
 async def test_paging_errors_name_the_argument_once(gql: Gql) -> None:
@@ -68,22 +81,25 @@ async def test_paging_errors_name_the_argument_once(gql: Gql) -> None:
 
 
 async def test_a_cost_refusal_says_how_to_fit(gql: Gql, untouched: list[str]) -> None:
-    body = await gql("{ ImagingStudyList(_count: 50) { series(_count: 1) { instance "
-                     "{ uid } } } }")
+    body = await gql("{ ImagingStudyList(_count: 50) { series(_count: 1) { instance { uid } } } }")
     message = error(body)["message"]
     assert message.startswith("query rejected: cost ")
-    assert message.endswith("; to fit, page the instances: instance(_count: 100, _offset: 0), "
-                            "then the next _offset; lower the _count of ImagingStudyList")
+    assert message.endswith(
+        "; to fit, page the instances: instance(_count: 100, _offset: 0), "
+        "then the next _offset; lower the _count of ImagingStudyList"
+    )
     diagnostics = error(body)["extensions"]["resource"]["issue"][0]["diagnostics"]
     assert diagnostics == message
     body = await gql('{ ImagingStudyHistory(id: "x") { fhirJson } }')
     assert error(body)["message"].endswith(
-        "; to fit, ask fhirJson of fewer studies at once; lower the _count of "
-        "ImagingStudyHistory")
+        "; to fit, ask fhirJson of fewer studies at once; lower the _count of ImagingStudyHistory"
+    )
     assert untouched == []
     # Following the advice fits.
-    body = await gql("{ ImagingStudyList(_count: 50) { series(_count: 1) { "
-                     "instance(_count: 100, _offset: 0) { uid } } } }")
+    body = await gql(
+        "{ ImagingStudyList(_count: 50) { series(_count: 1) { "
+        "instance(_count: 100, _offset: 0) { uid } } } }"
+    )
     assert "errors" not in body
 
 
@@ -99,9 +115,15 @@ async def test_more_issues_are_counted_in_good_english(gql: Gql) -> None:
 
 async def test_import_issues_name_the_entry(gql: Gql) -> None:
     bad = {**demo.study("bad", 1, 1), "status": "bogus"}
-    payload = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"resource": demo.study("ok1", 1, 1)}, {"resource": demo.study("ok2", 1, 1)},
-        {"resource": bad}]}
+    payload = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"resource": demo.study("ok1", 1, 1)},
+            {"resource": demo.study("ok2", 1, 1)},
+            {"resource": bad},
+        ],
+    }
     results = (await gql(IMPORT, r=payload))["data"]["ImagingStudyImport"]
     assert [r["status"] for r in results] == ["created", "created", "rejected"]
     assert results[2]["outcome"]["issue"][0]["expression"] == ["Bundle.entry[2].resource.status"]
@@ -116,10 +138,18 @@ def files(tmp_path: Path) -> Path:
     lines[2] = json.dumps({**demo.study("bad", 1, 1), "status": "bogus"})
     lines[3] = '{"resourceType": "ImagingStudy", oops}'
     (tmp_path / "studies.ndjson").write_text("\n".join(lines) + "\n")
-    (tmp_path / "bundle.json").write_text(json.dumps({
-        "resourceType": "Bundle", "type": "collection", "entry": [
-            {"resource": demo.study("b0", 1, 1)},
-            {"resource": {**demo.study("b1", 1, 1), "status": "bogus"}}]}))
+    (tmp_path / "bundle.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [
+                    {"resource": demo.study("b0", 1, 1)},
+                    {"resource": {**demo.study("b1", 1, 1), "status": "bogus"}},
+                ],
+            }
+        )
+    )
     return tmp_path
 
 
@@ -129,15 +159,16 @@ async def test_the_import_report_names_lines_and_entries(files: Path, store: Rep
     assert problems["bundle.json"].startswith("Bundle.entry[1].resource.status: ")
     # An NDJSON line is named by its line number, its issue by the resource's own path.
     assert problems["studies.ndjson:3"].startswith("ImagingStudy.status: ")
-    assert problems["studies.ndjson:4"] == ("not JSON: Expecting property name enclosed in "
-                                            "double quotes at column 34")
+    assert problems["studies.ndjson:4"] == (
+        "not JSON: Expecting property name enclosed in double quotes at column 34"
+    )
     assert "dry run" not in report.table()
 
 
-async def test_a_dry_run_summary_says_nothing_was_written(files: Path,
-                                                          store: Repository) -> None:
+async def test_a_dry_run_summary_says_nothing_was_written(files: Path, store: Repository) -> None:
     report = await run_import(LocalTarget(store), [str(files)], dry_run=True, out=io.StringIO())
     assert report.counts["created"] == 4
-    assert report.table().splitlines()[-1] == ("dry run: nothing was written; the counts say "
-                                               "what an import would have done")
+    assert report.table().splitlines()[-1] == (
+        "dry run: nothing was written; the counts say what an import would have done"
+    )
     assert await store.count([]) == 0

@@ -57,6 +57,7 @@ def stored_form(source: dict[str, Any], back: dict[str, Any]) -> dict[str, Any]:
 
 # -- the rules ------------------------------------------------------------------------------
 
+
 def issues(study: dict[str, Any]) -> list[tuple[str, str]]:
     return [(i.expression, i.diagnostics) for i in validate(study, 50_000)]
 
@@ -70,58 +71,94 @@ def test_primitive_extensions_are_valid_r5(name: str) -> None:
 
 def test_a_primitive_value_of_an_extension_takes_extensions_too() -> None:
     study = demo.example("ImagingStudy-example.json")
-    study["extension"] = [{"url": NOTE, "valueCode": "a", "_valueCode": {"id": "c"}},
-                          {"url": NOTE, "_valueString": {"extension": EXT}}]
+    study["extension"] = [
+        {"url": NOTE, "valueCode": "a", "_valueCode": {"id": "c"}},
+        {"url": NOTE, "_valueString": {"extension": EXT}},
+    ]
     assert issues(study) == []
 
 
 BAD = [
     # (where, what, the element the error names, words of the rule)
     ("root", {"_foo": {"id": "a"}}, "ImagingStudy._foo", "no element 'foo'"),
-    ("root", {"_started": {"value": "2024"}}, "ImagingStudy._started.value",
-     "only id and extension"),
+    (
+        "root",
+        {"_started": {"value": "2024"}},
+        "ImagingStudy._started.value",
+        "only id and extension",
+    ),
     ("root", {"_started": {}}, "ImagingStudy._started", "must not be empty"),
     ("root", {"_started": "2024"}, "ImagingStudy._started", "must be an object"),
     ("root", {"_started": [{"id": "a"}]}, "ImagingStudy._started", "not a list"),
     ("root", {"_started": {"id": 7}}, "ImagingStudy._started.id", "must be a string"),
-    ("root", {"_started": {"extension": [{"url": NOTE}]}}, "ImagingStudy._started.extension[0]",
-     "needs a value[x]"),
+    (
+        "root",
+        {"_started": {"extension": [{"url": NOTE}]}},
+        "ImagingStudy._started.extension[0]",
+        "needs a value[x]",
+    ),
     # R5 types every id as System.String: no id or extensions, so `_id` is no R5 JSON.
     ("root", {"_id": {"id": "a"}}, "ImagingStudy._id", "not a primitive element"),
     ("root", {"_srv": {"deleted": False}}, "ImagingStudy._srv", "no element 'srv'"),
     ("root", {"_subject": {"id": "a"}}, "ImagingStudy._subject", "not a primitive element"),
     ("series", {"_id": {"id": "a"}}, "ImagingStudy.series[0]._id", "not a primitive element"),
     ("text", {"_div": {"id": "a"}}, "ImagingStudy.text._div", "not a primitive element"),
-    ("extension", {"_url": {"id": "a"}}, "ImagingStudy.extension[0]._url",
-     "not a primitive element"),
-    ("meta", {"profile": [PROFILE], "_profile": {"id": "a"}}, "ImagingStudy.meta._profile",
-     "aligned by position"),
-    ("meta", {"profile": [PROFILE], "_profile": [None, {"id": "a"}]},
-     "ImagingStudy.meta._profile", "as many items as profile (1)"),
-    ("meta", {"profile": [PROFILE, None], "_profile": [None, None]},
-     "ImagingStudy.meta._profile[1]", "null here and in profile[1]"),
-    ("meta", {"profile": [PROFILE, None]}, "ImagingStudy.meta.profile[1]",
-     "unless _profile[1] carries"),
+    (
+        "extension",
+        {"_url": {"id": "a"}},
+        "ImagingStudy.extension[0]._url",
+        "not a primitive element",
+    ),
+    (
+        "meta",
+        {"profile": [PROFILE], "_profile": {"id": "a"}},
+        "ImagingStudy.meta._profile",
+        "aligned by position",
+    ),
+    (
+        "meta",
+        {"profile": [PROFILE], "_profile": [None, {"id": "a"}]},
+        "ImagingStudy.meta._profile",
+        "as many items as profile (1)",
+    ),
+    (
+        "meta",
+        {"profile": [PROFILE, None], "_profile": [None, None]},
+        "ImagingStudy.meta._profile[1]",
+        "null here and in profile[1]",
+    ),
+    (
+        "meta",
+        {"profile": [PROFILE, None]},
+        "ImagingStudy.meta.profile[1]",
+        "unless _profile[1] carries",
+    ),
     ("meta", {"_profile": []}, "ImagingStudy.meta._profile", "empty list"),
 ]
 
 
 @pytest.mark.parametrize(("where", "change", "element", "rule"), BAD)
 def test_bad_primitive_siblings_name_the_element_and_the_rule(
-        where: str, change: dict[str, Any], element: str, rule: str) -> None:
+    where: str, change: dict[str, Any], element: str, rule: str
+) -> None:
     study = demo.example("ImagingStudy-example-xr.json")
-    target = {"root": study, "series": study["series"][0], "text": study["text"],
-              "meta": study.setdefault("meta", {}),
-              "extension": study.setdefault("extension", [{"url": NOTE, "valueCode": "a"}])[0]}
+    target = {
+        "root": study,
+        "series": study["series"][0],
+        "text": study["text"],
+        "meta": study.setdefault("meta", {}),
+        "extension": study.setdefault("extension", [{"url": NOTE, "valueCode": "a"}])[0],
+    }
     target[where].update(copy.deepcopy(change))
     found = issues(study)
     assert any(e == element and rule in d for e, d in found), found
 
 
-@pytest.mark.parametrize(("path", "name"), [((), "status"), (("series", 0), "uid"),
-                                            (("series", 0, "instance", 0), "uid")])
-def test_an_extension_does_not_replace_a_required_value(path: tuple[Any, ...],
-                                                        name: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [((), "status"), (("series", 0), "uid"), (("series", 0, "instance", 0), "uid")],
+)
+def test_an_extension_does_not_replace_a_required_value(path: tuple[Any, ...], name: str) -> None:
     """R5 lets a mandatory element be present with extensions alone; this server keys and
     lifecycles on these values, so it refuses that, and says so."""
     study = demo.example("ImagingStudy-example-xr.json")
@@ -129,9 +166,14 @@ def test_an_extension_does_not_replace_a_required_value(path: tuple[Any, ...],
     for step in path:
         target = target[step]
     del target[name]
-    target[f"_{name}"] = {"extension": [{
-        "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
-        "valueCode": "unknown"}]}
+    target[f"_{name}"] = {
+        "extension": [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                "valueCode": "unknown",
+            }
+        ]
+    }
     [(element, rule)] = issues(study)
     assert element.endswith(f".{name}")
     assert f"an id or extension in _{name} does not replace its value" in rule
@@ -170,8 +212,10 @@ async def test_create_update_and_read_keep_them_exactly(gql: Gql, name: str) -> 
     assert stored_form(changed, updated["data"]["ImagingStudyUpdate"]["fhirJson"]) == changed
 
     read = (await gql(READ, id=source["id"]))["data"]["ImagingStudy"]
-    assert read["_status"] == {"id": "st-1", "extension": [{"url": NOTE,
-                                                            "valueString": EXT[0]["valueString"]}]}
+    assert read["_status"] == {
+        "id": "st-1",
+        "extension": [{"url": NOTE, "valueString": EXT[0]["valueString"]}],
+    }
     assert read["_started"] == {"extension": [{"valueString": EXT[0]["valueString"]}]}
     assert (read["description"], read["_description"]) == (None, {"id": "no-value"})
     assert read["meta"]["profile"] == [None, PROFILE]
@@ -211,16 +255,18 @@ async def test_compiled_reads_equal_graphql_core(store: Repository) -> None:
 
 # -- import and export ----------------------------------------------------------------------
 
+
 async def test_import_and_export_keep_them_exactly(store: Repository) -> None:
     sources = [decorated(name) for name in demo.EXAMPLES]
     with_value_sibling = copy.deepcopy(sources[0])
     with_value_sibling["id"] = "value-sibling"
-    with_value_sibling["identifier"] = [{"system": "urn:dicom:uid",
-                                         "value": "urn:oid:1.2.3.4.5"}]
-    with_value_sibling["extension"] = [{"url": NOTE, "valueCode": "a",
-                                        "_valueCode": {"id": "c"}}]
-    bundle = {"resourceType": "Bundle", "type": "batch",
-              "entry": [{"resource": r} for r in [*sources, with_value_sibling]]}
+    with_value_sibling["identifier"] = [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.3.4.5"}]
+    with_value_sibling["extension"] = [{"url": NOTE, "valueCode": "a", "_valueCode": {"id": "c"}}]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"resource": r} for r in [*sources, with_value_sibling]],
+    }
     results = await Importer(store).run(bundle)
     assert [r.status for r in results] == ["created"] * 3
     out = io.StringIO()

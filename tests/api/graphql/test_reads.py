@@ -44,19 +44,26 @@ async def test_derived_counts_are_filled_in(gql: Gql) -> None:
     body = await gql("""query { ImagingStudy(id: "derived") { numberOfSeries numberOfInstances
         modality { coding { code } } series { numberOfInstances } } }""")
     assert body["data"]["ImagingStudy"] == {
-        "numberOfSeries": 2, "numberOfInstances": 6, "modality": [{"coding": [{"code": "MR"}]}],
-        "series": [{"numberOfInstances": 3}, {"numberOfInstances": 3}]}
+        "numberOfSeries": 2,
+        "numberOfInstances": 6,
+        "modality": [{"coding": [{"code": "MR"}]}],
+        "series": [{"numberOfInstances": 3}, {"numberOfInstances": 3}],
+    }
 
 
 async def test_nested_filters_and_paging(gql: Gql) -> None:
     resource = demo.study("nested", 3, 5)
     resource["series"][1]["modality"]["coding"][0]["code"] = "MR"
     await gql(CREATE, res=resource)
-    body = await gql("""query($u: String) { ImagingStudy(id: "nested") {
+    body = await gql(
+        """query($u: String) { ImagingStudy(id: "nested") {
         mr: series(modality: "MR") { number }
         page: series(_count: 1, _offset: 2) { number instance(_count: 2, _offset: 3) { number } }
         one: series(uid: $u) { number instance(uid: $i) { number } } } }""".replace(
-        "$i", f'"{demo.uid("nested", 1, 4)}"'), u=demo.uid("nested", 1))
+            "$i", f'"{demo.uid("nested", 1, 4)}"'
+        ),
+        u=demo.uid("nested", 1),
+    )
     study = body["data"]["ImagingStudy"]
     assert study["mr"] == [{"number": 2}]
     assert study["page"] == [{"number": 3, "instance": [{"number": 4}, {"number": 5}]}]
@@ -70,14 +77,16 @@ async def test_ten_thousand_instances_in_batches_read_whole_and_paged(gql: Gql) 
         batch = [demo.instance("big", 1, n) for n in range(start + 1, start + 2_501)]
         body = await gql(ADD, id="big", s=series_uid, i=batch)
         assert body["data"]["ImagingStudyAddInstances"]["numberOfInstances"] == start + 2_500
-    whole = await gql('{ ImagingStudy(id: "big") { numberOfInstances series { instance '
-                      '{ uid number } } } }')
+    whole = await gql(
+        '{ ImagingStudy(id: "big") { numberOfInstances series { instance { uid number } } } }'
+    )
     instances = whole["data"]["ImagingStudy"]["series"][0]["instance"]
     assert whole["data"]["ImagingStudy"]["numberOfInstances"] == 10_000
     assert [i["number"] for i in instances] == list(range(1, 10_001))
     assert len({i["uid"] for i in instances}) == 10_000
-    page = await gql('{ ImagingStudy(id: "big") { series { instance(_count: 500, '
-                     '_offset: 9800) { number } } } }')
+    page = await gql(
+        '{ ImagingStudy(id: "big") { series { instance(_count: 500, _offset: 9800) { number } } } }'
+    )
     numbers = [i["number"] for i in page["data"]["ImagingStudy"]["series"][0]["instance"]]
     assert numbers == list(range(9_801, 10_001))
 
@@ -96,11 +105,13 @@ async def test_list_filters_pages_and_orders_newest_first(gql: Gql) -> None:
     assert ids(await gql(LIST, identifier=uid)) == ["l2"]
 
 
-@pytest.mark.parametrize(("count", "offset", "argument"), [(0, None, "_count"),
-                                                           (1001, None, "_count"),
-                                                           (5, -1, "_offset")])
-async def test_bad_list_paging_is_bad_user_input(gql: Gql, count: int, offset: int | None,
-                                                 argument: str) -> None:
+@pytest.mark.parametrize(
+    ("count", "offset", "argument"),
+    [(0, None, "_count"), (1001, None, "_count"), (5, -1, "_offset")],
+)
+async def test_bad_list_paging_is_bad_user_input(
+    gql: Gql, count: int, offset: int | None, argument: str
+) -> None:
     body = await gql(LIST, c=count, o=offset)
     assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
     assert error(body)["extensions"]["resource"]["issue"][0]["expression"] == [argument]
@@ -111,21 +122,26 @@ async def test_history_lists_every_version_newest_first(gql: Gql) -> None:
     await gql(CREATE, res=resource)
     changed = copy.deepcopy(resource)
     changed["description"] = "second"
-    await gql("""mutation($res: ImagingStudyInput!) { ImagingStudyUpdate(id: "hist", res: $res)
-              { id } }""", res=changed)
+    await gql(
+        """mutation($res: ImagingStudyInput!) { ImagingStudyUpdate(id: "hist", res: $res)
+              { id } }""",
+        res=changed,
+    )
     await gql('mutation { ImagingStudyDelete(id: "hist") { deleted } }')
     body = await gql('{ ImagingStudyHistory(id: "hist") { description meta { versionId } } }')
     assert body["data"]["ImagingStudyHistory"] == [
         {"description": "second", "meta": {"versionId": "2"}},
-        {"description": resource["description"], "meta": {"versionId": "1"}}]
+        {"description": resource["description"], "meta": {"versionId": "1"}},
+    ]
 
 
-@pytest.mark.parametrize(("arguments", "argument"), [("_count: 0", "_count"),
-                                                     ("_offset: -1", "_offset")])
-async def test_bad_nested_paging_is_bad_user_input(gql: Gql, arguments: str,
-                                                   argument: str) -> None:
+@pytest.mark.parametrize(
+    ("arguments", "argument"), [("_count: 0", "_count"), ("_offset: -1", "_offset")]
+)
+async def test_bad_nested_paging_is_bad_user_input(gql: Gql, arguments: str, argument: str) -> None:
     await gql(CREATE, res=demo.study("np", 1, 2))
-    body = await gql(f'{{ ImagingStudy(id: "np") {{ series {{ instance({arguments}) '
-                     "{ uid } } } }")
+    body = await gql(
+        f'{{ ImagingStudy(id: "np") {{ series {{ instance({arguments}) {{ uid }} }} }} }}'
+    )
     assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
     assert error(body)["extensions"]["resource"]["issue"][0]["expression"] == [argument]

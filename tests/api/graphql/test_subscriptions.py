@@ -25,21 +25,31 @@ from tests.support.websocket import SUBSCRIBE, text_message
 
 
 @asynccontextmanager
-async def subscription(address: str, variables: dict[str, Any],
-                       params: dict[str, Any] | None = None) -> AsyncIterator[Any]:
+async def subscription(
+    address: str, variables: dict[str, Any], params: dict[str, Any] | None = None
+) -> AsyncIterator[Any]:
     """A graphql-transport-ws subscription; yields a function returning the next event."""
-    async with websockets.connect(f"ws://{address}/graphql",
-                                  subprotocols=["graphql-transport-ws"]) as ws:
+    async with websockets.connect(
+        f"ws://{address}/graphql", subprotocols=["graphql-transport-ws"]
+    ) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": params or {}}))
         assert text_message(await ws.recv())["type"] == "connection_ack"
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-            "query": SUBSCRIBE, "variables": variables}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {"query": SUBSCRIBE, "variables": variables},
+                }
+            )
+        )
         await asyncio.sleep(0.2)  # let the server register the subscriber
 
         async def next_event() -> dict[str, Any]:
             message = text_message(await asyncio.wait_for(ws.recv(), 5))
             assert message["type"] == "next", message
             return message["payload"]
+
         yield next_event
 
 
@@ -55,36 +65,48 @@ async def test_a_committed_write_reaches_the_subscriber(store: Repository) -> No
     assert created["data"]["ImagingStudyChanged"]["action"] == "create"
     event = updated["data"]["ImagingStudyChanged"]
     assert (event["action"], event["id"], event["versionId"], event["status"]) == (
-        "update", "s1", "2", "cancelled")
+        "update",
+        "s1",
+        "2",
+        "cancelled",
+    )
 
 
 async def test_a_patient_scoped_subscriber_sees_only_its_patient(store: Repository) -> None:
-    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
-                        jwt_issuer=ISSUER)
+    settings = Settings(
+        seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE, jwt_issuer=ISSUER
+    )
     app = create_app(settings, store)
     writer = token("system/*.*")
     confined = {"Authorization": f"Bearer {token('patient/ImagingStudy.rs', patient='p1')}"}
     async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
         async with subscription(address, {}, confined) as next_event:
             for n, patient in enumerate(["p2", "p2", "p1"]):
-                body = await post(http, CREATE, writer,
-                                  res=demo.study(f"s{n}", 1, 1, patient=patient))
+                body = await post(
+                    http, CREATE, writer, res=demo.study(f"s{n}", 1, 1, patient=patient)
+                )
                 assert "errors" not in body
             event = (await next_event())["data"]["ImagingStudyChanged"]
     assert (event["id"], event["resource"]["subject"]["reference"]) == ("s2", "Patient/p1")
 
 
 async def test_subscribing_needs_read_access(store: Repository) -> None:
-    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
-                        jwt_issuer=ISSUER)
+    settings = Settings(
+        seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE, jwt_issuer=ISSUER
+    )
     app = create_app(settings, store)
-    async with serving(app) as address, websockets.connect(
-            f"ws://{address}/graphql", subprotocols=["graphql-transport-ws"]) as ws:
+    async with (
+        serving(app) as address,
+        websockets.connect(f"ws://{address}/graphql", subprotocols=["graphql-transport-ws"]) as ws,
+    ):
         writer = {"Authorization": f"Bearer {token('user/ImagingStudy.c')}"}
         await ws.send(json.dumps({"type": "connection_init", "payload": writer}))
         await ws.recv()
-        await ws.send(json.dumps({"id": "1", "type": "subscribe",
-                                  "payload": {"query": SUBSCRIBE, "variables": {}}}))
+        await ws.send(
+            json.dumps(
+                {"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE, "variables": {}}}
+            )
+        )
         message = text_message(await asyncio.wait_for(ws.recv(), 5))
     assert message["type"] in ("error", "next")
     errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
@@ -94,12 +116,20 @@ async def test_subscribing_needs_read_access(store: Repository) -> None:
 def test_change_stream_events_map_to_changes() -> None:
     changes = [from_change_stream(e) for e in RECORDED]
     assert [(c.action, c.id, c.version_id, c.status) if c else None for c in changes] == [
-        ("create", "a", "1", "registered"), ("update", "a", "2", "available"),
-        ("delete", "a", "3", None), ("delete", "b", "", None), None]
+        ("create", "a", "1", "registered"),
+        ("update", "a", "2", "available"),
+        ("delete", "a", "3", None),
+        ("delete", "b", "", None),
+        None,
+    ]
     assert changes[0] is not None
-    assert changes[0].resource == {"resourceType": "ImagingStudy", "id": "a",
-                                   "status": "registered", "meta": {"versionId": "1"},
-                                   "subject": {"reference": "Patient/p"}}
+    assert changes[0].resource == {
+        "resourceType": "ImagingStudy",
+        "id": "a",
+        "status": "registered",
+        "meta": {"versionId": "1"},
+        "subject": {"reference": "Patient/p"},
+    }
 
 
 async def test_the_feeder_resumes_after_an_interruption() -> None:

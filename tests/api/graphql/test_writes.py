@@ -38,8 +38,9 @@ async def _refused_create(gql: Gql, resource: dict[str, Any]) -> list[str]:
 
 
 @pytest.mark.parametrize(("edit", "expression"), REQUIRED)
-async def test_missing_required_element(gql: Gql, edit: Callable[[Any], None],
-                                        expression: str) -> None:
+async def test_missing_required_element(
+    gql: Gql, edit: Callable[[Any], None], expression: str
+) -> None:
     resource = xr()
     edit(resource)
     assert await _refused_create(gql, resource) == [expression]
@@ -53,8 +54,9 @@ async def test_bad_uid(gql: Gql, uid: str, rule: str) -> None:
 
 
 @pytest.mark.parametrize(("path", "reference", "expression"), WRONG_TARGETS)
-async def test_wrong_reference_target(gql: Gql, path: tuple[Any, ...], reference: str,
-                                      expression: str) -> None:
+async def test_wrong_reference_target(
+    gql: Gql, path: tuple[Any, ...], reference: str, expression: str
+) -> None:
     resource = with_reference(path, reference)
     assert await _refused_create(gql, resource) == [expression]
 
@@ -63,10 +65,10 @@ async def test_bad_status_and_unknown_element(gql: Gql) -> None:
     assert await _refused_create(gql, {**xr(), "status": "done"}) == ["ImagingStudy.status"]
     resource = xr()
     resource["series"][0]["instance"][1]["frames"] = 3
-    assert await _refused_create(gql, resource) == [
-        "ImagingStudy.series[0].instance[1].frames"]
-    body = await gql('mutation { ImagingStudyCreate(res: {status: "registered", frames: 1}) '
-                     "{ id } }")
+    assert await _refused_create(gql, resource) == ["ImagingStudy.series[0].instance[1].frames"]
+    body = await gql(
+        'mutation { ImagingStudyCreate(res: {status: "registered", frames: 1}) { id } }'
+    )
     assert expressions(body) == ["ImagingStudy.frames"]
 
 
@@ -76,7 +78,10 @@ async def test_all_violations_of_a_write_come_together(gql: Gql) -> None:
     resource["series"][0]["uid"] = "01.2"
     resource["started"] = "2024-01-01T10:00:00"
     assert sorted(await _refused_create(gql, resource)) == [
-        "ImagingStudy.series[0].uid", "ImagingStudy.started", "ImagingStudy.subject"]
+        "ImagingStudy.series[0].uid",
+        "ImagingStudy.started",
+        "ImagingStudy.subject",
+    ]
 
 
 async def test_add_series_refuses_a_uid_already_in_the_study(gql: Gql) -> None:
@@ -128,10 +133,15 @@ async def test_remove_series_and_instances_update_the_derived_fields(gql: Gql) -
     await gql(CREATE, res=resource)
     body = await gql(REMOVE, id="rm", s=demo.uid("rm", 1), u=[demo.uid("rm", 1, 2)])
     assert body["data"]["ImagingStudyRemoveInstances"] == {
-        "numberOfInstances": 5, "series": [{"numberOfInstances": 2}, {"numberOfInstances": 3}]}
+        "numberOfInstances": 5,
+        "series": [{"numberOfInstances": 2}, {"numberOfInstances": 3}],
+    }
     body = await gql(REMOVE_SERIES, id="rm", u=[demo.uid("rm", 2)])
     assert body["data"]["ImagingStudyRemoveSeries"] == {
-        "numberOfSeries": 1, "numberOfInstances": 2, "modality": [{"coding": [{"code": "CT"}]}]}
+        "numberOfSeries": 1,
+        "numberOfInstances": 2,
+        "modality": [{"coding": [{"code": "CT"}]}],
+    }
     body = await gql(REMOVE_SERIES, id="rm", u=["9.9"])
     assert "no series with UID 9.9" in error(body)["message"]
 
@@ -150,8 +160,9 @@ async def test_writes_to_a_missing_study_are_not_found(gql: Gql) -> None:
 @pytest.mark.slow
 async def test_hundred_unversioned_instance_adds_over_graphql_all_land(gql: Gql) -> None:
     await gql(CREATE, res=demo.study("h", 1, 0))
-    bodies = await asyncio.gather(*(gql(ADD, id="h", s=demo.uid("h", 1),
-                                        i=[demo.instance("h", 1, n)]) for n in range(1, 101)))
+    bodies = await asyncio.gather(
+        *(gql(ADD, id="h", s=demo.uid("h", 1), i=[demo.instance("h", 1, n)]) for n in range(1, 101))
+    )
     assert [b for b in bodies if "errors" in b] == []
     state = (await gql(FULL_STATE, id="h"))["data"]["ImagingStudy"]
     assert sorted(i["number"] for i in state["series"][0]["instance"]) == list(range(1, 101))
@@ -160,9 +171,12 @@ async def test_hundred_unversioned_instance_adds_over_graphql_all_land(gql: Gql)
 
 async def test_twenty_writers_with_one_version_over_graphql(gql: Gql) -> None:
     await gql(CREATE, res=demo.study("v", 1, 0))
-    bodies = await asyncio.gather(*(gql(ADD, id="v", s=demo.uid("v", 1),
-                                        i=[demo.instance("v", 1, n)], v="1")
-                                    for n in range(1, 21)))
+    bodies = await asyncio.gather(
+        *(
+            gql(ADD, id="v", s=demo.uid("v", 1), i=[demo.instance("v", 1, n)], v="1")
+            for n in range(1, 21)
+        )
+    )
     codes = [b["errors"][0]["extensions"]["code"] for b in bodies if "errors" in b]
     assert codes == ["VERSION_CONFLICT"] * 19
     state = (await gql(FULL_STATE, id="v"))["data"]["ImagingStudy"]
@@ -172,17 +186,23 @@ async def test_twenty_writers_with_one_version_over_graphql(gql: Gql) -> None:
 
 async def test_conditional_create_over_graphql(gql: Gql) -> None:
     condition = f"identifier=urn:dicom:uid|urn:oid:{demo.uid('ine')}"
-    bodies = await asyncio.gather(*(gql(CREATE, res={**demo.study("ine", 1, 1), "id": f"i{n}"},
-                                        ine=condition) for n in range(50)))
+    bodies = await asyncio.gather(
+        *(
+            gql(CREATE, res={**demo.study("ine", 1, 1), "id": f"i{n}"}, ine=condition)
+            for n in range(50)
+        )
+    )
     assert len({b["data"]["ImagingStudyCreate"]["id"] for b in bodies}) == 1
     body = await gql(CREATE, res=demo.study("bad", 1, 1), ine="nonsense=1")
     assert expressions(body) == ["ifNoneExist"]
 
 
-async def test_unexpected_errors_are_masked(gql: Gql, store: Repository,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_unexpected_errors_are_masked(
+    gql: Gql, store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def broken(_: str) -> None:
         raise RuntimeError("planted-secret-4711")
+
     monkeypatch.setattr(store, "get", broken)
     body = await gql('{ ImagingStudy(id: "x") { id } }')
     assert error(body)["extensions"]["code"] == "INTERNAL_SERVER_ERROR"

@@ -21,13 +21,13 @@ from api.settings import Settings
 
 async def get(settings: Settings, path: str) -> httpx.Response:
     app = create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
         return await http.get(path)
 
 
-async def test_the_served_module_is_what_the_cli_prints(capsys: pytest.CaptureFixture[str]
-                                                        ) -> None:
+async def test_the_served_module_is_what_the_cli_prints(capsys: pytest.CaptureFixture[str]) -> None:
     served = await get(Settings(seed=False, allowed_hosts=("test",)), "/apollo-cache.js")
     assert main(["apollo-cache"]) == 0
     assert served.status_code == 200
@@ -38,8 +38,9 @@ async def test_the_served_module_is_what_the_cli_prints(capsys: pytest.CaptureFi
 
 async def test_production_serves_no_cache_module() -> None:
     # Like introspection and GraphiQL, a description of the schema is for development.
-    settings = Settings(seed=False, env="production", allowed_hosts=("test",),
-                        cursor_secret="x" * 32)
+    settings = Settings(
+        seed=False, env="production", allowed_hosts=("test",), cursor_secret="x" * 32
+    )
     assert (await get(settings, "/apollo-cache.js")).status_code == 404
 
 
@@ -48,15 +49,24 @@ def test_the_configuration_follows_the_schema() -> None:
     # Only a resource has an id that names it; a FHIR element's id is unique only inside its
     # resource, and the change event's id is the study's: those are never keyed.
     assert facts["resources"] == ["ImagingStudy"]
-    assert {"ImagingStudySeries", "ImagingStudySeriesInstance", "Coding",
-            "ImagingStudyChangeEvent"} <= set(facts["unkeyed"])
-    assert facts["pagedFields"] == {"ImagingStudySeries": {"instance": [
-        "fhirpath", "id", "number", "title", "uid"]}}
+    assert {
+        "ImagingStudySeries",
+        "ImagingStudySeriesInstance",
+        "Coding",
+        "ImagingStudyChangeEvent",
+    } <= set(facts["unkeyed"])
+    assert facts["pagedFields"] == {
+        "ImagingStudySeries": {"instance": ["fhirpath", "id", "number", "title", "uid"]}
+    }
     assert facts["listsByUid"] == {"ImagingStudy": {"series": ["instance"]}}
-    objects = {name for name, t in schema._schema.type_map.items()
-               if hasattr(t, "fields") and not name.startswith("__")
-               and name not in {"Query", "Mutation", "Subscription"}
-               and not name.endswith("Input")}
+    objects = {
+        name
+        for name, t in schema._schema.type_map.items()
+        if hasattr(t, "fields")
+        and not name.startswith("__")
+        and name not in {"Query", "Mutation", "Subscription"}
+        and not name.endswith("Input")
+    }
     assert set(facts["resources"]) | set(facts["unkeyed"]) == objects
 
 

@@ -22,29 +22,40 @@ from tests.support.tokens import token
 
 
 async def test_a_failing_mutation_keeps_the_result_of_the_one_before(
-        http: httpx.AsyncClient, store: Repository) -> None:
+    http: httpx.AsyncClient, store: Repository
+) -> None:
     # Two writes in one request: the first commits; the second is refused. The client must
     # still learn the id the first one created, or it cannot find (or undo) its own write.
     both = """mutation($res: ImagingStudyInput!) {
       made: ImagingStudyCreate(res: $res) { id }
       refused: ImagingStudySetStatus(id: "no-such-study", status: "available") { id } }"""
-    body = (await http.post("/graphql", json={
-        "query": both, "variables": {"res": demo.study("first", 1, 1)}})).json()
+    body = (
+        await http.post(
+            "/graphql", json={"query": both, "variables": {"res": demo.study("first", 1, 1)}}
+        )
+    ).json()
     assert body["data"]["made"] == {"id": "first"}
     assert body["data"]["refused"] is None
     assert [e["extensions"]["code"] for e in body["errors"]] == ["NOT_FOUND"]
     assert await store.get("first") is not None
 
 
-async def test_a_failing_list_leaves_the_other_root_fields(http: httpx.AsyncClient,
-                                                           store: Repository) -> None:
+async def test_a_failing_list_leaves_the_other_root_fields(
+    http: httpx.AsyncClient, store: Repository
+) -> None:
     await store.create(demo.study("s", 1, 1))
-    body = (await http.post("/graphql", json={"query": """{
+    body = (
+        await http.post(
+            "/graphql",
+            json={
+                "query": """{
       one: ImagingStudy(id: "s") { id }
-      bad: ImagingStudyList(_count: -1) { id } }"""})).json()
+      bad: ImagingStudyList(_count: -1) { id } }"""
+            },
+        )
+    ).json()
     assert body["data"] == {"one": {"id": "s"}, "bad": None}
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
-
 
 
 # --- refusals as GraphQL JSON, with the GraphQL-over-HTTP status codes ---
@@ -66,36 +77,75 @@ def refusal_code(response: httpx.Response) -> str:
 
 
 REFUSED: list[tuple[str, dict[str, Any], int, str]] = [
-    ("body not JSON", {"method": "POST", "content": b'{"query":',
-                       "headers": {"content-type": "application/json"}}, 400, "BAD_REQUEST"),
-    ("body a number", {"method": "POST", "content": b"5",
-                       "headers": {"content-type": "application/json"}}, 400, "BAD_REQUEST"),
-    ("batch", {"method": "POST", "json": [{"query": "{ __typename }"}] * 2}, 400,
-     "BAD_REQUEST"),
+    (
+        "body not JSON",
+        {
+            "method": "POST",
+            "content": b'{"query":',
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "BAD_REQUEST",
+    ),
+    (
+        "body a number",
+        {"method": "POST", "content": b"5", "headers": {"content-type": "application/json"}},
+        400,
+        "BAD_REQUEST",
+    ),
+    ("batch", {"method": "POST", "json": [{"query": "{ __typename }"}] * 2}, 400, "BAD_REQUEST"),
     ("no query", {"method": "POST", "json": {"variables": {}}}, 400, "BAD_REQUEST"),
     ("query not a string", {"method": "POST", "json": {"query": 5}}, 400, "BAD_REQUEST"),
-    ("operationName not a string", {"method": "POST", "json": {
-        "query": "{ __typename }", "operationName": {"a": 1}}}, 400, "BAD_REQUEST"),
-    ("variables not an object", {"method": "POST", "json": {
-        "query": "{ __typename }", "variables": [7]}}, 400, "BAD_REQUEST"),
-    ("GET variables not JSON", {"method": "GET", "params": {
-        "query": "{ __typename }", "variables": "{"}}, 400, "BAD_REQUEST"),
-    ("text/plain body", {"method": "POST", "content": b'{"query": "{ __typename }"}',
-                         "headers": {"content-type": "text/plain"}}, 415, "BAD_REQUEST"),
-    ("form body", {"method": "POST", "content": b"query=%7B__typename%7D",
-                   "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415,
-     "BAD_REQUEST"),
+    (
+        "operationName not a string",
+        {"method": "POST", "json": {"query": "{ __typename }", "operationName": {"a": 1}}},
+        400,
+        "BAD_REQUEST",
+    ),
+    (
+        "variables not an object",
+        {"method": "POST", "json": {"query": "{ __typename }", "variables": [7]}},
+        400,
+        "BAD_REQUEST",
+    ),
+    (
+        "GET variables not JSON",
+        {"method": "GET", "params": {"query": "{ __typename }", "variables": "{"}},
+        400,
+        "BAD_REQUEST",
+    ),
+    (
+        "text/plain body",
+        {
+            "method": "POST",
+            "content": b'{"query": "{ __typename }"}',
+            "headers": {"content-type": "text/plain"},
+        },
+        415,
+        "BAD_REQUEST",
+    ),
+    (
+        "form body",
+        {
+            "method": "POST",
+            "content": b"query=%7B__typename%7D",
+            "headers": {"content-type": "application/x-www-form-urlencoded"},
+        },
+        415,
+        "BAD_REQUEST",
+    ),
     ("GET mutation", {"method": "GET", "params": {"query": MUTATION}}, 405, "BAD_REQUEST"),
     ("PUT", {"method": "PUT", "json": {"query": "{ __typename }"}}, 405, "BAD_REQUEST"),
 ]
 
 
 @pytest.mark.parametrize("media", [GR, "application/json"])
-@pytest.mark.parametrize(("name", "request_", "status", "code"), REFUSED,
-                         ids=[r[0] for r in REFUSED])
-async def test_http_refusals_are_graphql_json(http: httpx.AsyncClient, media: str, name: str,
-                                             request_: dict[str, Any], status: int,
-                                             code: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "request_", "status", "code"), REFUSED, ids=[r[0] for r in REFUSED]
+)
+async def test_http_refusals_are_graphql_json(
+    http: httpx.AsyncClient, media: str, name: str, request_: dict[str, Any], status: int, code: str
+) -> None:
     headers = {**request_.get("headers", {}), "accept": media}
     response = await http.request(url="/graphql", **{**request_, "headers": headers})
     assert response.status_code == status, (name, response.text)
@@ -117,9 +167,9 @@ async def test_an_unknown_operation_name_is_a_request_error(http: httpx.AsyncCli
 
 
 async def test_validation_errors_get_400_only_with_graphql_response_json(
-        http: httpx.AsyncClient) -> None:
-    for query in ("{ nope }", "{", 'query { ImagingStudy(id: "x") { id } } query Q { '
-                  "__typename }"):
+    http: httpx.AsyncClient,
+) -> None:
+    for query in ("{ nope }", "{", 'query { ImagingStudy(id: "x") { id } } query Q { __typename }'):
         modern = await http.post("/graphql", json={"query": query}, headers={"accept": GR})
         assert modern.status_code == 400, query
         assert modern.headers["content-type"] == f"{GR}; charset=utf-8"
@@ -128,35 +178,53 @@ async def test_validation_errors_get_400_only_with_graphql_response_json(
         assert legacy.status_code == 200, query
         assert legacy.headers["content-type"] == "application/json"
         assert legacy.json()["data"] is None
-    coercion = await http.post("/graphql", headers={"accept": GR}, json={
-        "query": "query($id: ID!) { ImagingStudy(id: $id) { id } }", "variables": {"id": []}})
+    coercion = await http.post(
+        "/graphql",
+        headers={"accept": GR},
+        json={"query": "query($id: ID!) { ImagingStudy(id: $id) { id } }", "variables": {"id": []}},
+    )
     assert coercion.status_code == 400
     assert refusal_code(coercion) == "BAD_USER_INPUT"
 
 
 async def test_a_field_error_is_still_200_with_graphql_response_json(
-        http: httpx.AsyncClient) -> None:
-    response = await http.post("/graphql", headers={"accept": GR}, json={
-        "query": 'mutation { ImagingStudySetStatus(id: "none", status: "available") { id } }'})
+    http: httpx.AsyncClient,
+) -> None:
+    response = await http.post(
+        "/graphql",
+        headers={"accept": GR},
+        json={
+            "query": 'mutation { ImagingStudySetStatus(id: "none", status: "available") { id } }'
+        },
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["data"] == {"ImagingStudySetStatus": None}
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
 
 
-@pytest.mark.parametrize(("accept", "media"), [
-    (None, "application/json"), ("*/*", "application/json"),
-    ("application/json", "application/json"), (GR, GR),
-    (f"{GR},application/json;q=0.9", GR),  # Apollo Client 4
-    (f"{GR}, application/graphql+json, application/json, text/event-stream, multipart/mixed",
-     GR),  # urql
-    (f"application/json, {GR}", "application/json"),  # a tie: the first listed
-    (f"{GR};q=0.5, application/json", "application/json"),
-    ("text/html,application/xhtml+xml,*/*;q=0.8", "application/json"),  # a browser tab
-    ("text/html", None), (f"{GR};q=0, text/plain", None),
-])
-async def test_accept_is_honoured(http: httpx.AsyncClient, accept: str | None,
-                                  media: str | None) -> None:
+@pytest.mark.parametrize(
+    ("accept", "media"),
+    [
+        (None, "application/json"),
+        ("*/*", "application/json"),
+        ("application/json", "application/json"),
+        (GR, GR),
+        (f"{GR},application/json;q=0.9", GR),  # Apollo Client 4
+        (
+            f"{GR}, application/graphql+json, application/json, text/event-stream, multipart/mixed",
+            GR,
+        ),  # urql
+        (f"application/json, {GR}", "application/json"),  # a tie: the first listed
+        (f"{GR};q=0.5, application/json", "application/json"),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", "application/json"),  # a browser tab
+        ("text/html", None),
+        (f"{GR};q=0, text/plain", None),
+    ],
+)
+async def test_accept_is_honoured(
+    http: httpx.AsyncClient, accept: str | None, media: str | None
+) -> None:
     headers = {"accept": accept} if accept is not None else {}
     if accept is None:
         http.headers.pop("accept", None)  # httpx sends */* unless told otherwise
@@ -170,20 +238,27 @@ async def test_accept_is_honoured(http: httpx.AsyncClient, accept: str | None,
     assert response.json() == {"data": {"__typename": "Query"}}
 
 
-async def test_a_raw_application_graphql_body_is_the_query(http: httpx.AsyncClient,
-                                                           store: Repository) -> None:
+async def test_a_raw_application_graphql_body_is_the_query(
+    http: httpx.AsyncClient, store: Repository
+) -> None:
     await store.create(demo.study("s", 1, 1))
     response = await http.post(
-        "/graphql", content=b"query Q($id: ID!) { ImagingStudy(id: $id) { id } }",
+        "/graphql",
+        content=b"query Q($id: ID!) { ImagingStudy(id: $id) { id } }",
         params={"variables": '{"id": "s"}', "operationName": "Q"},
-        headers={"content-type": "application/graphql; charset=utf-8"})
+        headers={"content-type": "application/graphql; charset=utf-8"},
+    )
     assert response.json() == {"data": {"ImagingStudy": {"id": "s"}}}
-    created = await http.post("/graphql", content=CREATE.encode(), params={
-        "variables": json.dumps({"res": demo.study("raw", 1, 1)})},
-        headers={"content-type": "application/graphql"})
+    created = await http.post(
+        "/graphql",
+        content=CREATE.encode(),
+        params={"variables": json.dumps({"res": demo.study("raw", 1, 1)})},
+        headers={"content-type": "application/graphql"},
+    )
     assert created.json()["data"]["ImagingStudyCreate"]["id"] == "raw"
-    not_utf8 = await http.post("/graphql", content=b"{ \xff }",
-                               headers={"content-type": "application/graphql"})
+    not_utf8 = await http.post(
+        "/graphql", content=b"{ \xff }", headers={"content-type": "application/graphql"}
+    )
     assert not_utf8.status_code == 400
     assert refusal_code(not_utf8) == "BAD_REQUEST"
 
@@ -191,12 +266,15 @@ async def test_a_raw_application_graphql_body_is_the_query(http: httpx.AsyncClie
 @pytest.mark.parametrize("media", [GR, "application/json"])
 async def test_middleware_refusals_are_graphql_json(store: Repository, media: str) -> None:
     app = create_app(Settings(seed=False, allowed_hosts=("test",), max_body_bytes=1024), store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test", headers={"accept": media}) as http:
-        big = await http.post("/graphql", content=b" " * 2048,
-                              headers={"content-type": "application/json"})
-        host = await http.post("/graphql", json={"query": "{ __typename }"},
-                               headers={"host": "evil.example"})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test", headers={"accept": media}
+    ) as http:
+        big = await http.post(
+            "/graphql", content=b" " * 2048, headers={"content-type": "application/json"}
+        )
+        host = await http.post(
+            "/graphql", json={"query": "{ __typename }"}, headers={"host": "evil.example"}
+        )
     assert big.status_code == 413
     assert "IMAGING_MAX_BODY_BYTES" in big.json()["errors"][0]["message"]
     assert host.status_code == 400
@@ -208,7 +286,7 @@ async def test_middleware_refusals_are_graphql_json(store: Repository, media: st
 
 # --- Apollo's automatic persisted queries ---
 
-READ = 'query Read($id: ID!) { ImagingStudy(id: $id) { id status } }'
+READ = "query Read($id: ID!) { ImagingStudy(id: $id) { id status } }"
 
 
 def sha(query: str) -> str:
@@ -217,40 +295,51 @@ def sha(query: str) -> str:
 
 def hashed(query: str, **extra: Any) -> dict[str, Any]:
     """The GET parameters Apollo's link sends with useGETForHashedQueries: no query."""
-    return {"extensions": json.dumps({"persistedQuery": {"version": 1,
-                                                         "sha256Hash": sha(query)}}), **extra}
+    return {
+        "extensions": json.dumps({"persistedQuery": {"version": 1, "sha256Hash": sha(query)}}),
+        **extra,
+    }
 
 
-async def test_apollo_persisted_query_protocol(http: httpx.AsyncClient,
-                                               store: Repository) -> None:
+async def test_apollo_persisted_query_protocol(http: httpx.AsyncClient, store: Repository) -> None:
     await store.create(demo.study("s", 1, 1))
     variables = json.dumps({"id": "s"})
     # 1. The hash alone, unknown: Apollo's link retries on this code (or this very message).
     for media in ("application/json", GR):  # 200 either way, as Apollo Server answers
-        unknown = await http.get("/graphql", params=hashed(READ, variables=variables),
-                                 headers={"accept": media})
+        unknown = await http.get(
+            "/graphql", params=hashed(READ, variables=variables), headers={"accept": media}
+        )
         assert unknown.status_code == 200
         assert unknown.headers["cache-control"] == "private, no-cache, must-revalidate"
         assert unknown.json()["errors"][0]["message"] == "PersistedQueryNotFound"
         assert refusal_code(unknown) == "PERSISTED_QUERY_NOT_FOUND"
     # 2. The retry: a POST with the query and its hash runs it and registers it.
     extensions = {"persistedQuery": {"version": 1, "sha256Hash": sha(READ)}}
-    first = await http.post("/graphql", json={"query": READ, "variables": {"id": "s"},
-                                              "operationName": "Read",
-                                              "extensions": extensions})
+    first = await http.post(
+        "/graphql",
+        json={
+            "query": READ,
+            "variables": {"id": "s"},
+            "operationName": "Read",
+            "extensions": extensions,
+        },
+    )
     assert first.json() == {"data": {"ImagingStudy": {"id": "s", "status": "available"}}}
     # 3. From then on the hash alone works, by GET (which HTTP caches can keep).
-    again = await http.get("/graphql", params=hashed(READ, variables=variables,
-                                                     operationName="Read"),
-                           headers={"accept": "*/*"})  # Apollo Client 3: not GraphiQL
+    again = await http.get(
+        "/graphql",
+        params=hashed(READ, variables=variables, operationName="Read"),
+        headers={"accept": "*/*"},
+    )  # Apollo Client 3: not GraphiQL
     assert again.status_code == 200
     assert again.json() == first.json()
 
 
 async def test_a_hash_that_does_not_match_its_query_is_refused(http: httpx.AsyncClient) -> None:
     wrong = {"persistedQuery": {"version": 1, "sha256Hash": sha("{ __typename }")}}
-    response = await http.post("/graphql", json={"query": READ, "variables": {"id": "s"},
-                                                 "extensions": wrong})
+    response = await http.post(
+        "/graphql", json={"query": READ, "variables": {"id": "s"}, "extensions": wrong}
+    )
     assert response.status_code == 400
     assert refusal_code(response) == "BAD_REQUEST"
     assert "does not match" in response.json()["errors"][0]["message"]
@@ -259,18 +348,26 @@ async def test_a_hash_that_does_not_match_its_query_is_refused(http: httpx.Async
         later = await http.get("/graphql", params=hashed(query))
         assert refusal_code(later) == "PERSISTED_QUERY_NOT_FOUND"
     for bad in ({"version": 2, "sha256Hash": sha(READ)}, {"version": 1, "sha256Hash": "x"}, 7):
-        refused = await http.post("/graphql", json={"query": READ, "variables": {"id": "s"},
-                                                    "extensions": {"persistedQuery": bad}})
+        refused = await http.post(
+            "/graphql",
+            json={"query": READ, "variables": {"id": "s"}, "extensions": {"persistedQuery": bad}},
+        )
         assert refused.status_code == 400, bad
         assert "extensions.persistedQuery" in refused.json()["errors"][0]["message"]
 
 
-async def test_a_hashed_mutation_runs_only_by_post(http: httpx.AsyncClient,
-                                                   store: Repository) -> None:
+async def test_a_hashed_mutation_runs_only_by_post(
+    http: httpx.AsyncClient, store: Repository
+) -> None:
     await store.create(demo.study("s", 1, 1))
     delete = 'mutation { ImagingStudyDelete(id: "s") { deleted } }'
-    registered = await http.post("/graphql", json={"query": delete, "extensions": {
-        "persistedQuery": {"version": 1, "sha256Hash": sha(delete)}}})
+    registered = await http.post(
+        "/graphql",
+        json={
+            "query": delete,
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha(delete)}},
+        },
+    )
     assert registered.json() == {"data": {"ImagingStudyDelete": {"deleted": True}}}
     await store.create(demo.study("s", 1, 1))
     by_get = await http.get("/graphql", params=hashed(delete))
@@ -279,13 +376,18 @@ async def test_a_hashed_mutation_runs_only_by_post(http: httpx.AsyncClient,
     assert await store.get("s") is not None
 
 
-async def test_a_query_that_does_not_validate_is_not_registered(
-        http: httpx.AsyncClient) -> None:
+async def test_a_query_that_does_not_validate_is_not_registered(http: httpx.AsyncClient) -> None:
     bad = "{ nope }"
-    await http.post("/graphql", json={"query": bad, "extensions": {
-        "persistedQuery": {"version": 1, "sha256Hash": sha(bad)}}})
-    assert refusal_code(await http.get("/graphql", params=hashed(bad))) == \
-        "PERSISTED_QUERY_NOT_FOUND"
+    await http.post(
+        "/graphql",
+        json={
+            "query": bad,
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha(bad)}},
+        },
+    )
+    assert (
+        refusal_code(await http.get("/graphql", params=hashed(bad))) == "PERSISTED_QUERY_NOT_FOUND"
+    )
 
 
 def test_the_store_is_bounded_least_recently_used_first() -> None:
@@ -318,14 +420,14 @@ def test_one_caller_filling_the_store_pushes_out_its_own_queries_only() -> None:
     assert queries.get(f"reader\0{sha(text)}") == text
     kept = [f for f in padded if queries.get(f"flooder\0{sha(f)}") is not None]
     assert 0 < len(kept) <= 6  # its own share, its most recent texts
-    assert kept == padded[-len(kept):]
+    assert kept == padded[-len(kept) :]
 
 
 async def test_persisted_queries_can_be_turned_off(store: Repository) -> None:
-    app = create_app(Settings(seed=False, allowed_hosts=("test",), persisted_query_bytes=0),
-                     store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as http:
+    app = create_app(Settings(seed=False, allowed_hosts=("test",), persisted_query_bytes=0), store)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
         off = await http.get("/graphql", params=hashed("{ __typename }"))
     assert off.status_code == 200  # Apollo's link then sends the query without a hash
     assert off.json()["errors"][0]["message"] == "PersistedQueryNotSupported"
@@ -338,9 +440,14 @@ async def test_a_registered_query_is_no_privilege(client: httpx.AsyncClient) -> 
     caller without a valid token registers nothing."""
     query = '{ ImagingStudy(id: "mine") { id } }'
     reader = {"authorization": f"Bearer {token('system/ImagingStudy.rs')}"}
-    registered = await client.post("/graphql", headers=reader, json={
-        "query": query, "extensions": {"persistedQuery": {"version": 1,
-                                                          "sha256Hash": sha(query)}}})
+    registered = await client.post(
+        "/graphql",
+        headers=reader,
+        json={
+            "query": query,
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha(query)}},
+        },
+    )
     assert registered.json() == {"data": {"ImagingStudy": {"id": "mine"}}}
     again = await client.get("/graphql", params=hashed(query), headers=reader)
     assert again.json() == {"data": {"ImagingStudy": {"id": "mine"}}}
@@ -348,13 +455,22 @@ async def test_a_registered_query_is_no_privilege(client: httpx.AsyncClient) -> 
     for headers in ({}, other):  # not theirs to see: as if never registered
         probed = await client.get("/graphql", params=hashed(query), headers=headers)
         assert refusal_code(probed) == "PERSISTED_QUERY_NOT_FOUND"
-    confined = await client.post("/graphql", headers=other, json={
-        "query": query, "extensions": {"persistedQuery": {"version": 1,
-                                                          "sha256Hash": sha(query)}}})
+    confined = await client.post(
+        "/graphql",
+        headers=other,
+        json={
+            "query": query,
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha(query)}},
+        },
+    )
     assert confined.json() == {"data": {"ImagingStudy": None}}  # run as itself
-    anonymous = await client.post("/graphql", json={
-        "query": "{ __typename }", "extensions": {"persistedQuery": {
-            "version": 1, "sha256Hash": sha("{ __typename }")}}})
+    anonymous = await client.post(
+        "/graphql",
+        json={
+            "query": "{ __typename }",
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha("{ __typename }")}},
+        },
+    )
     assert anonymous.json() == {"data": {"__typename": "Query"}}
     still = await client.get("/graphql", params=hashed("{ __typename }"))
     assert refusal_code(still) == "PERSISTED_QUERY_NOT_FOUND"  # a bad token registers nothing
@@ -365,67 +481,81 @@ async def test_every_graphql_answer_forbids_shared_caches(client: httpx.AsyncCli
     another: every answer, refusals included, says no-store."""
     reader = {"authorization": f"Bearer {token('system/ImagingStudy.rs')}"}
     answers = [
-        await client.get("/graphql", params={"query": "{ ImagingStudyList { id } }"},
-                         headers=reader),
-        await client.post("/graphql", json={"query": "{ ImagingStudyList { id } }"},
-                          headers=reader),
+        await client.get(
+            "/graphql", params={"query": "{ ImagingStudyList { id } }"}, headers=reader
+        ),
+        await client.post(
+            "/graphql", json={"query": "{ ImagingStudyList { id } }"}, headers=reader
+        ),
         await client.get("/graphql", params={"query": "{ nosuchfield }"}, headers=reader),
-        await client.post("/graphql", content=b"[1]", headers={
-            **reader, "content-type": "application/json"}),
-        await client.get("/graphql", params={"query": "{ __typename }"},
-                         headers={**reader, "accept": "text/csv"}),
+        await client.post(
+            "/graphql", content=b"[1]", headers={**reader, "content-type": "application/json"}
+        ),
+        await client.get(
+            "/graphql", params={"query": "{ __typename }"}, headers={**reader, "accept": "text/csv"}
+        ),
     ]
     assert [a.headers.get("cache-control") for a in answers] == ["no-store"] * len(answers)
 
 
 # --- CORS ---
 
-CLIENT_HEADERS = ("authorization, content-type, apollographql-client-name, "
-                  "apollographql-client-version, x-request-id")
+CLIENT_HEADERS = (
+    "authorization, content-type, apollographql-client-name, "
+    "apollographql-client-version, x-request-id"
+)
 
 
 def preflight(origin: str, headers: str = CLIENT_HEADERS) -> dict[str, str]:
-    return {"origin": origin, "access-control-request-method": "POST",
-            "access-control-request-headers": headers}
+    return {
+        "origin": origin,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": headers,
+    }
 
 
 async def test_cors_preflights_of_client_headers_pass(store: Repository) -> None:
     viewer = "http://localhost:5173"
-    app = create_app(Settings(seed=False, allowed_hosts=("test",), cors_origins=(viewer,)),
-                     store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as http:
+    app = create_app(Settings(seed=False, allowed_hosts=("test",), cors_origins=(viewer,)), store)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
         allowed = await http.options("/graphql", headers=preflight(viewer))
-        call = await http.post("/graphql", json={"query": "{ __typename }"},
-                               headers={"origin": viewer})
+        call = await http.post(
+            "/graphql", json={"query": "{ __typename }"}, headers={"origin": viewer}
+        )
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == viewer
-    granted = {h.strip().lower() for h in
-               allowed.headers["access-control-allow-headers"].split(",")}
+    granted = {
+        h.strip().lower() for h in allowed.headers["access-control-allow-headers"].split(",")
+    }
     assert {h.strip() for h in CLIENT_HEADERS.split(",")} <= granted
     assert call.headers["access-control-allow-origin"] == viewer
     assert "x-request-id" in call.headers["access-control-expose-headers"]
 
 
 async def test_a_refused_preflight_says_once_which_setting_allows_it(
-        store: Repository, caplog: pytest.LogCaptureFixture) -> None:
+    store: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="imaging.api")
     app = create_app(Settings(seed=False, allowed_hosts=("test",)), store)  # no origins
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
         for _ in range(3):
-            refused = await http.options("/graphql", headers=preflight(
-                "http://localhost:5173", "content-type, x-custom"))
+            refused = await http.options(
+                "/graphql", headers=preflight("http://localhost:5173", "content-type, x-custom")
+            )
             assert refused.status_code == 400
     lines = [r.getMessage() for r in caplog.records if r.name == "imaging.api"]
     assert len(lines) == 2, lines  # once per refused origin and header, not per preflight
-    assert any("http://localhost:5173" in line and "IMAGING_CORS_ORIGINS" in line
-               for line in lines)
+    assert any("http://localhost:5173" in line and "IMAGING_CORS_ORIGINS" in line for line in lines)
     assert any("x-custom" in line for line in lines)
 
 
 def test_a_flood_of_refused_origins_neither_floods_nor_silences_the_log(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """At most `burst` lines a window; once the window has passed, a new origin is logged
     again, saying how many refusals were left out meanwhile."""
     from api.http import middleware

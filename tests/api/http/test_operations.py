@@ -24,11 +24,9 @@ def audit_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     return [r.audit for r in caplog.records if r.name == "imaging.audit"]
 
 
-async def test_one_audit_record_per_operation(gql: Gql,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_one_audit_record_per_operation(gql: Gql, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="imaging.audit")
-    resource = {**demo.study("aud", 1, 1, patient="p7"),
-                "description": "Secret-Description-42"}
+    resource = {**demo.study("aud", 1, 1, patient="p7"), "description": "Secret-Description-42"}
     operations = [
         (CREATE, {"res": resource}),
         ('{ ImagingStudy(id: "aud") { id description } }', {}),
@@ -56,10 +54,13 @@ async def test_one_audit_record_per_operation(gql: Gql,
 
 
 async def test_the_record_names_root_fields_selected_through_fragments(
-        gql: Gql, caplog: pytest.LogCaptureFixture) -> None:
+    gql: Gql, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="imaging.audit")
-    await gql("query { ...Q ... on Query { ImagingStudyHistory(id: \"x\") { id } } } "
-              "fragment Q on Query { ImagingStudyList(_count: 1) { id } }")
+    await gql(
+        'query { ...Q ... on Query { ImagingStudyHistory(id: "x") { id } } } '
+        "fragment Q on Query { ImagingStudyList(_count: 1) { id } }"
+    )
     [record] = audit_records(caplog)
     assert record["code"]["text"] == "ImagingStudyList,ImagingStudyHistory"
 
@@ -83,14 +84,16 @@ async def faulty() -> AsyncIterator[tuple[httpx.AsyncClient, client.Faults]]:
     handle, db = client.open_embedded("faulty")
     store = Repository(client.with_faults(db, faults))
     app = create_app(Settings(seed=False, allowed_hosts=("test",)), store)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
         yield http, faults
     client.close(handle)
 
 
 async def test_store_outage_then_recovery_without_restart(
-        faulty: tuple[httpx.AsyncClient, client.Faults]) -> None:
+    faulty: tuple[httpx.AsyncClient, client.Faults],
+) -> None:
     http, faults = faulty
     query = {"query": CREATE, "variables": {"res": demo.study("o", 1, 1)}}
     faults.down = True
@@ -107,14 +110,21 @@ async def test_store_outage_then_recovery_without_restart(
 async def test_unreachable_mongodb_fails_fast_with_store_unavailable() -> None:
     # A real driver against a port where nothing listens: the 2 s server selection timeout,
     # not a hang. No MongoDB server is needed for this.
-    settings = Settings(seed=False, mongodb_uri="mongodb://127.0.0.1:9/?directConnection=true",
-                        allowed_hosts=("test",))
+    settings = Settings(
+        seed=False,
+        mongodb_uri="mongodb://127.0.0.1:9/?directConnection=true",
+        allowed_hosts=("test",),
+    )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            body = (await asyncio.wait_for(http.post("/graphql", json={
-                "query": '{ ImagingStudy(id: "x") { id } }'}), timeout=3)).json()
+            body = (
+                await asyncio.wait_for(
+                    http.post("/graphql", json={"query": '{ ImagingStudy(id: "x") { id } }'}),
+                    timeout=3,
+                )
+            ).json()
             assert error(body)["extensions"]["code"] == "STORE_UNAVAILABLE"
             ready = await asyncio.wait_for(http.get("/readyz"), timeout=3)
             assert ready.status_code == 503
@@ -125,17 +135,18 @@ def test_json_log_lines_carry_the_request_id() -> None:
 
     token = request_id.set("req-1")
     try:
-        record = logging.LogRecord("imaging.api", logging.INFO, __file__, 1, "hello %s",
-                                   ("world",), None)
+        record = logging.LogRecord(
+            "imaging.api", logging.INFO, __file__, 1, "hello %s", ("world",), None
+        )
         line = json.loads(JsonFormatter().format(record))
     finally:
         request_id.reset(token)
-    assert (line["message"], line["request_id"], line["level"]) == ("hello world", "req-1",
-                                                                    "INFO")
+    assert (line["message"], line["request_id"], line["level"]) == ("hello world", "req-1", "INFO")
 
 
-def test_several_workers_need_mongodb(monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_several_workers_need_mongodb(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from api.cli import commands as cli
 
     monkeypatch.delenv("MONGODB_URI", raising=False)

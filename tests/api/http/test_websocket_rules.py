@@ -28,8 +28,13 @@ from tests.support.tokens import AUDIENCE, ISSUER, SECRET, token
 from tests.support.websocket import SUBSCRIBE, init, receive, socket, subscribe
 
 # No clock-skew leeway: the expiry tests use tokens that live two or three seconds.
-JWT = {"auth": "jwt", "jwt_secret": SECRET, "jwt_audience": AUDIENCE, "jwt_issuer": ISSUER,
-       "jwt_leeway_seconds": 0}
+JWT = {
+    "auth": "jwt",
+    "jwt_secret": SECRET,
+    "jwt_audience": AUDIENCE,
+    "jwt_issuer": ISSUER,
+    "jwt_leeway_seconds": 0,
+}
 
 
 async def close_code(ws: ClientConnection, wait: float = 5) -> int | None:
@@ -43,22 +48,29 @@ async def close_code(ws: ClientConnection, wait: float = 5) -> int | None:
 
 # --- the token at connection_init ------------------------------------------------------------
 
-@pytest.mark.parametrize("payload", [{}, {"Authorization": "Bearer not-a-jwt"},
-                                     {"Authorization": "Basic dXNlcjpwYXNz"}])
+
+@pytest.mark.parametrize(
+    "payload", [{}, {"Authorization": "Bearer not-a-jwt"}, {"Authorization": "Basic dXNlcjpwYXNz"}]
+)
 async def test_a_missing_or_bad_token_at_connection_init_closes_with_4403(
-        store: Repository, payload: dict[str, Any]) -> None:
-    async with serving(create_app(Settings(seed=False, **JWT), store)) as address, \
-            socket(address) as ws:
+    store: Repository, payload: dict[str, Any]
+) -> None:
+    async with (
+        serving(create_app(Settings(seed=False, **JWT), store)) as address,
+        socket(address) as ws,
+    ):
         await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
         assert await close_code(ws) == 4403
 
 
 @pytest.mark.parametrize("form", ["Authorization", "authorization", "headers.Authorization"])
 async def test_the_token_is_accepted_in_each_connection_parameter_form(
-        store: Repository, form: str) -> None:
+    store: Repository, form: str
+) -> None:
     bearer = f"Bearer {token('user/ImagingStudy.rs')}"
-    payload = {"headers": {"Authorization": bearer}} if form.startswith("headers.") \
-        else {form: bearer}
+    payload = (
+        {"headers": {"Authorization": bearer}} if form.startswith("headers.") else {form: bearer}
+    )
     app = create_app(Settings(seed=False, **JWT), store)
     async with serving(app) as address, socket(address) as ws:
         assert (await init(ws, payload))["type"] == "connection_ack"
@@ -71,13 +83,17 @@ async def test_the_token_is_accepted_in_each_connection_parameter_form(
 
 # --- the token's exp ---------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 async def test_a_socket_is_closed_with_4403_when_its_token_expires(store: Repository) -> None:
     app = create_app(Settings(seed=False, **JWT), store)
     writer = token("system/*.*")
     short = token("user/ImagingStudy.rs", exp=int(time.time()) + 3)
-    async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http, \
-            socket(address) as ws:
+    async with (
+        serving(app) as address,
+        httpx.AsyncClient(base_url=f"http://{address}") as http,
+        socket(address) as ws,
+    ):
         assert (await init(ws, {"Authorization": f"Bearer {short}"}))["type"] == "connection_ack"
         await subscribe(ws, "1")
         await asyncio.sleep(0.2)
@@ -106,7 +122,8 @@ def test_an_expired_token_refuses_every_check(monkeypatch: pytest.MonkeyPatch) -
     from store.fhir.outcome import UNAUTHENTICATED, StoreError
 
     access = Authenticator(Settings(**JWT)).access(
-        f"Bearer {token('system/*.*', exp=int(time.time()) + 60)}")
+        f"Bearer {token('system/*.*', exp=int(time.time()) + 60)}"
+    )
     assert access.require("r", "read") is None
     monkeypatch.setattr("api.access.auth.time.time", lambda: time.monotonic() + 1e10)
     with pytest.raises(AccessError) as refused:
@@ -117,6 +134,7 @@ def test_an_expired_token_refuses_every_check(monkeypatch: pytest.MonkeyPatch) -
 
 
 # --- message size and Origin -------------------------------------------------------------------
+
 
 async def test_a_message_over_the_body_limit_closes_the_socket(store: Repository) -> None:
     app = create_app(Settings(seed=False, max_body_bytes=2_000), store)
@@ -135,7 +153,8 @@ async def test_a_message_within_the_body_limit_is_served(store: Repository) -> N
 
 
 async def test_the_origin_check_follows_the_cors_origins(
-        store: Repository, caplog: pytest.LogCaptureFixture) -> None:
+    store: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     app = create_app(Settings(seed=False, cors_origins=("https://viewer.example",)), store)
     async with serving(app) as address:
@@ -152,6 +171,7 @@ async def test_the_origin_check_follows_the_cors_origins(
 
 
 # --- bounds: subscriptions per socket, backlog per subscriber, one encoding per event ---------
+
 
 async def test_a_socket_holds_at_most_the_configured_subscriptions(store: Repository) -> None:
     app = create_app(Settings(seed=False, max_subscriptions=2), store)
@@ -170,7 +190,8 @@ def _change(n: int) -> Change:
 
 
 async def test_a_subscriber_that_falls_behind_gets_an_error_then_complete(
-        store: Repository, caplog: pytest.LogCaptureFixture) -> None:
+    store: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
     app = create_app(Settings(seed=False, subscriber_backlog=3), store)
     async with serving(app) as address, socket(address) as ws:
         assert (await init(ws))["type"] == "connection_ack"
@@ -192,17 +213,23 @@ async def test_a_subscriber_that_falls_behind_gets_an_error_then_complete(
 
 
 async def test_an_event_is_encoded_once_whatever_the_number_of_subscribers(
-        store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     encoded: list[bytes] = []
     original = _GraphQL.encode_json
 
     def counting(self: _GraphQL, data: object) -> bytes:
         encoded.append(original(self, data))
         return encoded[-1]
+
     monkeypatch.setattr(_GraphQL, "encode_json", counting)
     app = create_app(Settings(seed=False), store)
-    async with serving(app) as address, socket(address) as a, socket(address) as b, \
-            socket(address) as c:
+    async with (
+        serving(app) as address,
+        socket(address) as a,
+        socket(address) as b,
+        socket(address) as c,
+    ):
         for ws, op in ((a, "x"), (b, "y"), (c, "z")):
             assert (await init(ws))["type"] == "connection_ack"
             await subscribe(ws, op, id="s1")
@@ -210,14 +237,19 @@ async def test_an_event_is_encoded_once_whatever_the_number_of_subscribers(
         app.state.events.publish(_change(1))
         events = [await receive(ws) for ws in (a, b, c)]
     assert [(e["id"], e["payload"]["data"]["ImagingStudyChanged"]["id"]) for e in events] == [
-        ("x", "s1"), ("y", "s1"), ("z", "s1")]
+        ("x", "s1"),
+        ("y", "s1"),
+        ("z", "s1"),
+    ]
     assert len([e for e in encoded if b'"ImagingStudyChanged"' in e]) == 1
 
 
 async def test_the_legacy_graphql_ws_protocol_is_not_served(store: Repository) -> None:
     app = create_app(Settings(seed=False, **JWT), store)
-    async with serving(app) as address, websockets.connect(
-            f"ws://{address}/graphql", subprotocols=["graphql-ws"]) as ws:
+    async with (
+        serving(app) as address,
+        websockets.connect(f"ws://{address}/graphql", subprotocols=["graphql-ws"]) as ws,
+    ):
         # It would have taken a token-less connection_init and ignored the token's exp.
         with suppress(websockets.ConnectionClosed):
             await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
@@ -225,13 +257,13 @@ async def test_the_legacy_graphql_ws_protocol_is_not_served(store: Repository) -
 
 
 async def test_each_operation_on_a_socket_is_audited_alone(
-        store: Repository, caplog: pytest.LogCaptureFixture) -> None:
+    store: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
     """A socket keeps one context for all its operations; the gate and the audit trail are
     per operation, so an operation's record names only the studies it touched."""
     for name in ("first", "second"):
         await store.create(demo.study(name, 1, 1))
-    async with serving(create_app(Settings(seed=False), store)) as address, \
-            socket(address) as ws:
+    async with serving(create_app(Settings(seed=False), store)) as address, socket(address) as ws:
         await init(ws)
         with caplog.at_level("INFO", logger="imaging.audit"):
             for n, name in enumerate(("first", "second")):
@@ -239,5 +271,7 @@ async def test_each_operation_on_a_socket_is_audited_alone(
                 assert (await receive(ws))["type"] == "next"
                 assert (await receive(ws))["type"] == "complete"
     records = [r.audit for r in caplog.records if hasattr(r, "audit")]
-    assert [[e["what"]["reference"] for e in r["entity"] if "role" not in e]
-            for r in records] == [["ImagingStudy/first"], ["ImagingStudy/second"]]
+    assert [[e["what"]["reference"] for e in r["entity"] if "role" not in e] for r in records] == [
+        ["ImagingStudy/first"],
+        ["ImagingStudy/second"],
+    ]

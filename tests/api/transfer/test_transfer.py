@@ -49,8 +49,9 @@ def remote(http: httpx.AsyncClient) -> RemoteTarget:
 
 
 @pytest.mark.slow
-async def test_both_routes_give_the_same_results(folder: Path, remote: RemoteTarget,
-                                                 other_store: Repository) -> None:
+async def test_both_routes_give_the_same_results(
+    folder: Path, remote: RemoteTarget, other_store: Repository
+) -> None:
     errors = io.StringIO()
     over_http = await run_import(remote, [str(folder)], out=errors)
     direct = await run_import(LocalTarget(other_store), [str(folder)], out=errors)
@@ -67,16 +68,18 @@ async def test_both_routes_give_the_same_results(folder: Path, remote: RemoteTar
 
 
 async def test_dry_run_writes_nothing(folder: Path, other_store: Repository) -> None:
-    report = await run_import(LocalTarget(other_store), [str(folder)], dry_run=True,
-                              out=io.StringIO())
+    report = await run_import(
+        LocalTarget(other_store), [str(folder)], dry_run=True, out=io.StringIO()
+    )
     assert report.counts["created"] == 249
     assert await other_store.count([]) == 0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["ndjson", "bundle"])
-async def test_export_over_both_routes_is_identical(folder: Path, remote: RemoteTarget,
-                                                    store: Repository, fmt: str) -> None:
+async def test_export_over_both_routes_is_identical(
+    folder: Path, remote: RemoteTarget, store: Repository, fmt: str
+) -> None:
     await run_import(LocalTarget(store), [str(folder)], out=io.StringIO())
     direct, over_http = io.StringIO(), io.StringIO()
     params = [("modality", "CT"), ("started", "ge2000")]
@@ -86,31 +89,38 @@ async def test_export_over_both_routes_is_identical(folder: Path, remote: Remote
 
 
 @pytest.mark.slow
-async def test_a_remote_export_keeps_the_cli_search_rules(folder: Path, remote: RemoteTarget,
-                                                           store: Repository) -> None:
+async def test_a_remote_export_keeps_the_cli_search_rules(
+    folder: Path, remote: RemoteTarget, store: Repository
+) -> None:
     """The CLI's options are REST strings (a comma is OR, a repeated option AND); GraphQL's
     lists are OR with literal commas, so the remote route must translate, not pass through."""
     await run_import(LocalTarget(store), [str(folder)], out=io.StringIO())
-    for params in ([("modality", "CT,DX")], [("started", "ge2000"), ("started", "lt2011")],
-                   [("modality", "CT"), ("modality", "DX")], [("_id", "example,example-xr"),
-                                                             ("modality", "DX,MR")]):
+    for params in (
+        [("modality", "CT,DX")],
+        [("started", "ge2000"), ("started", "lt2011")],
+        [("modality", "CT"), ("modality", "DX")],
+        [("_id", "example,example-xr"), ("modality", "DX,MR")],
+    ):
         direct, over_http = io.StringIO(), io.StringIO()
         count = await run_export(LocalTarget(store), params, "ndjson", direct)
         assert await run_export(remote, params, "ndjson", over_http) == count, params
         assert direct.getvalue() == over_http.getvalue()
     assert await LocalTarget(store).count([("modality", "CT,DX")]) == 249
-    assert await LocalTarget(store).count([("_id", "example,example-xr"),
-                                           ("modality", "DX,MR")]) == 1
+    assert (
+        await LocalTarget(store).count([("_id", "example,example-xr"), ("modality", "DX,MR")]) == 1
+    )
 
 
-def test_cli_exit_status_and_summary(folder: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exit_status_and_summary(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, db = client.open_embedded("cli")  # sync test: the CLI runs its own event loop
     store = Repository(db)
 
     @asynccontextmanager
     async def here(*_: Any) -> AsyncIterator[LocalTarget]:
         yield LocalTarget(store)
+
     monkeypatch.setattr(cli, "target", here)
     assert cli.main(["import", str(folder / "ImagingStudy-example.json")]) == 0
     assert "created" in capsys.readouterr().out
@@ -121,37 +131,45 @@ def test_cli_exit_status_and_summary(folder: Path, monkeypatch: pytest.MonkeyPat
     assert {s["id"] for s in exported} == {"example", "example-xr"}
 
 
-def test_cli_without_a_server_says_so(folder: Path, capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_without_a_server_says_so(
+    folder: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MONGODB_URI", raising=False)
     code = cli.main(["import", "--url", "http://127.0.0.1:9/graphql", str(folder)])
     assert code == 2
     assert "make serve" in capsys.readouterr().err
 
 
-async def test_dicom_ingest_over_both_routes(remote: RemoteTarget, store: Repository,
-                                             other_store: Repository) -> None:
+async def test_dicom_ingest_over_both_routes(
+    remote: RemoteTarget, store: Repository, other_store: Repository
+) -> None:
     folder = dicom.test_files()
     over_http = await Ingest(remote).run([folder])
     direct = await Ingest(LocalTarget(other_store)).run([folder])
     assert over_http == direct
     trees = []
     for repo in (store, other_store):
-        trees.append(sorted((s["identifier"][0]["value"], s["numberOfInstances"])
-                            for s in await repo.search([], 1000)))
+        trees.append(
+            sorted(
+                (s["identifier"][0]["value"], s["numberOfInstances"])
+                for s in await repo.search([], 1000)
+            )
+        )
     assert trees[0] == trees[1]
     again = await Ingest(remote).run([folder])
     assert (again.studies_created, again.studies_updated, again.instances_added) == (0, 0, 0)
 
 
-def test_cli_ingest_dicom(monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_ingest_dicom(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, db = client.open_embedded("cli-dicom")
     store = Repository(db)
 
     @asynccontextmanager
     async def here(*_: Any) -> AsyncIterator[LocalTarget]:
         yield LocalTarget(store)
+
     monkeypatch.setattr(cli, "target", here)
     assert cli.main(["ingest-dicom", "--timezone", "+0200", str(dicom.test_files())]) == 0
     out = capsys.readouterr().out
@@ -166,11 +184,13 @@ async def test_the_cli_sends_imaging_token_to_a_server_with_auth_on(store: Repos
     from api.transfer.targets import RemoteError
     from tests.support.tokens import AUDIENCE, ISSUER, SECRET, token
 
-    settings = Settings(seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE,
-                        jwt_issuer=ISSUER)
+    settings = Settings(
+        seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE, jwt_issuer=ISSUER
+    )
     await store.create(demo.study("s1", 1, 1))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, store)),
-                                 base_url="http://test") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(settings, store)), base_url="http://test"
+    ) as http:
         with pytest.raises(RemoteError) as refused:
             await RemoteTarget("http://test/graphql", client=http).count({})
         assert "set IMAGING_TOKEN" in str(refused.value)  # what to do about it

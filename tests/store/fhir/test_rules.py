@@ -24,8 +24,9 @@ def test_official_examples_are_valid(name: str) -> None:
 
 
 @pytest.mark.parametrize(("edit", "expression"), REQUIRED)
-def test_each_required_element_missing_is_named(edit: Callable[[Study], None],
-                                                expression: str) -> None:
+def test_each_required_element_missing_is_named(
+    edit: Callable[[Study], None], expression: str
+) -> None:
     study = xr()
     edit(study)
     problems = issues_of(study)
@@ -53,17 +54,24 @@ def test_study_uid_identifier_and_sop_class_must_be_dicom_oids() -> None:
 
 
 @pytest.mark.parametrize(("path", "reference", "expression"), WRONG_TARGETS)
-def test_each_reference_points_at_an_r5_target_type(path: tuple[Any, ...], reference: str,
-                                                     expression: str) -> None:
+def test_each_reference_points_at_an_r5_target_type(
+    path: tuple[Any, ...], reference: str, expression: str
+) -> None:
     study = with_reference(path, reference)
     problems = issues_of(study)
     assert list(problems) == [expression]
     assert "allowed targets" in problems[expression]
 
 
-@pytest.mark.parametrize("reference", ["Patient/1", "http://example.org/fhir/Patient/1",
-                                       "urn:uuid:8c1c3a4e-3a6b-4c0e-9d7e-1c2b3a4d5e6f",
-                                       "Patient/1/_history/2"])
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "Patient/1",
+        "http://example.org/fhir/Patient/1",
+        "urn:uuid:8c1c3a4e-3a6b-4c0e-9d7e-1c2b3a4d5e6f",
+        "Patient/1/_history/2",
+    ],
+)
 def test_accepted_reference_forms(reference: str) -> None:
     study = xr()
     study["subject"] = {"reference": reference}
@@ -128,10 +136,12 @@ def test_unknown_nested_element_and_dicom_modality() -> None:
 
 def test_extension_rules() -> None:
     study = xr()
-    study["extension"] = [{"url": "http://x/e", "valueString": "ok"},
-                          {"url": "http://x/e", "valueFoo": 1},
-                          {"url": "http://x/e", "valueString": "a", "valueBoolean": True},
-                          {"valueString": "no url"}]
+    study["extension"] = [
+        {"url": "http://x/e", "valueString": "ok"},
+        {"url": "http://x/e", "valueFoo": 1},
+        {"url": "http://x/e", "valueString": "a", "valueBoolean": True},
+        {"valueString": "no url"},
+    ]
     problems = issues_of(study)
     assert "ImagingStudy.extension[0]" not in problems
     assert "not an R5 value[x]" in problems["ImagingStudy.extension[1].valueFoo"]
@@ -162,8 +172,9 @@ def test_study_size_cap() -> None:
 
 def test_json_content_may_not_carry_operator_or_dotted_names() -> None:
     study = xr()
-    study["contained"] = [{"resourceType": "Patient", "id": "p", "$where": "1",
-                           "name": [{"a.b": 1}]}]
+    study["contained"] = [
+        {"resourceType": "Patient", "id": "p", "$where": "1", "name": [{"a.b": 1}]}
+    ]
     study["extension"] = [{"url": "http://x", "valueQuantity": {"$gt": 1}}]
     problems = issues_of(study)
     assert "ImagingStudy.contained[0].$where" in problems

@@ -34,18 +34,28 @@ def expected_tree(folder: Path) -> dict[str, dict[str, set[str]]]:
                 ds = pydicom.dcmread(path, stop_before_pixels=True)
         except Exception:  # not readable as DICOM: not counted
             continue
-        values = [str(ds.get(k, "") or "").strip() for k in (
-            "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "Modality",
-            "SOPClassUID")]
+        values = [
+            str(ds.get(k, "") or "").strip()
+            for k in (
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+                "SOPInstanceUID",
+                "Modality",
+                "SOPClassUID",
+            )
+        ]
         if all(values):
             tree[values[0]][values[1]].add(values[2])
     return tree
 
 
 def stored_tree(studies: list[dict[str, Any]]) -> dict[str, dict[str, set[str]]]:
-    return {s["identifier"][0]["value"].removeprefix("urn:oid:"): {
-        series["uid"]: {i["uid"] for i in series.get("instance", ())}
-        for series in s["series"]} for s in studies}
+    return {
+        s["identifier"][0]["value"].removeprefix("urn:oid:"): {
+            series["uid"]: {i["uid"] for i in series.get("instance", ())} for series in s["series"]
+        }
+        for s in studies
+    }
 
 
 async def test_pydicom_test_files_become_the_expected_studies(store: Repository) -> None:
@@ -78,11 +88,18 @@ async def _ingest_one(store: Repository, path: Path, **options: Any) -> dict[str
     return study
 
 
-@pytest.mark.parametrize("missing", [{"PatientID": ""}, {"PatientID": None,
-                                                         "PatientName": None},
-                                     {"SeriesNumber": None}, {"StudyDate": ""}])
-async def test_missing_values_still_make_a_valid_study(store: Repository, tmp_path: Path,
-                                                       missing: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "missing",
+    [
+        {"PatientID": ""},
+        {"PatientID": None, "PatientName": None},
+        {"SeriesNumber": None},
+        {"StudyDate": ""},
+    ],
+)
+async def test_missing_values_still_make_a_valid_study(
+    store: Repository, tmp_path: Path, missing: dict[str, Any]
+) -> None:
     study = await _ingest_one(store, write(tmp_path, "a.dcm", **missing))
     if "StudyDate" in missing:
         assert "started" not in study
@@ -91,16 +108,30 @@ async def test_missing_values_still_make_a_valid_study(store: Repository, tmp_pa
 
 
 async def test_mapping(store: Repository, tmp_path: Path) -> None:
-    path = write(tmp_path, "m.dcm", TimezoneOffsetFromUTC="+0100", AccessionNumber="ACC9",
-                 StudyDescription="CT chest", ReferringPhysicianName="House^Gregory^^Dr",
-                 SeriesDescription="Axial", BodyPartExamined="CHEST", Laterality="L",
-                 PerformingPhysicianName="Tech^Tom", SeriesDate="20240305",
-                 SeriesTime="101700.25", ContentLabel="AXIAL 1", IssuerOfPatientID="1.2.99")
+    path = write(
+        tmp_path,
+        "m.dcm",
+        TimezoneOffsetFromUTC="+0100",
+        AccessionNumber="ACC9",
+        StudyDescription="CT chest",
+        ReferringPhysicianName="House^Gregory^^Dr",
+        SeriesDescription="Axial",
+        BodyPartExamined="CHEST",
+        Laterality="L",
+        PerformingPhysicianName="Tech^Tom",
+        SeriesDate="20240305",
+        SeriesTime="101700.25",
+        ContentLabel="AXIAL 1",
+        IssuerOfPatientID="1.2.99",
+    )
     study = await _ingest_one(store, path, endpoint="Endpoint/wado")
     series = study["series"][0]
     assert study["started"] == "2024-03-05T10:15:00+01:00"
-    assert study["subject"] == {"type": "Patient", "display": "Jane Doe", "identifier": {
-        "value": "MRN1", "system": "urn:oid:1.2.99"}}
+    assert study["subject"] == {
+        "type": "Patient",
+        "display": "Jane Doe",
+        "identifier": {"value": "MRN1", "system": "urn:oid:1.2.99"},
+    }
     assert study["basedOn"][0]["identifier"]["value"] == "ACC9"
     assert study["referrer"] == {"display": "Dr Gregory House"}
     assert study["endpoint"] == [{"reference": "Endpoint/wado"}]
@@ -112,16 +143,17 @@ async def test_mapping(store: Repository, tmp_path: Path) -> None:
     assert series["instance"][0]["title"] == "AXIAL 1"
 
 
-@pytest.mark.parametrize(("zone", "started"), [(None, "2024-03-05"),
-                                               ("-05:00", "2024-03-05T10:15:00-05:00")])
-async def test_no_time_zone_means_a_date_only(store: Repository, tmp_path: Path,
-                                              zone: str | None, started: str) -> None:
+@pytest.mark.parametrize(
+    ("zone", "started"), [(None, "2024-03-05"), ("-05:00", "2024-03-05T10:15:00-05:00")]
+)
+async def test_no_time_zone_means_a_date_only(
+    store: Repository, tmp_path: Path, zone: str | None, started: str
+) -> None:
     study = await _ingest_one(store, write(tmp_path, "z.dcm"), timezone=zone)
     assert study["started"] == started
 
 
-async def test_writes_in_batches_and_merges_later_files(store: Repository,
-                                                        tmp_path: Path) -> None:
+async def test_writes_in_batches_and_merges_later_files(store: Repository, tmp_path: Path) -> None:
     for n in range(7):
         write(tmp_path, f"{n}.dcm", SOPInstanceUID=f"1.2.3.1.{n + 1}", InstanceNumber=n + 1)
     calls: list[str] = []
@@ -131,6 +163,7 @@ async def test_writes_in_batches_and_merges_later_files(store: Repository,
         async def counted(*args: Any, _name: str = name, _method: Any = method) -> Any:
             calls.append(_name)
             return await _method(*args)
+
         setattr(store, name, counted)
     report = await Ingest(store, batch=3, flush_at=4).run([tmp_path])
     assert report.instances_added == 7
@@ -151,8 +184,7 @@ async def test_concurrent_ingests_make_one_study(store: Repository, tmp_path: Pa
     assert study["numberOfInstances"] == 5
 
 
-async def test_unusable_files_are_skipped_with_reasons(store: Repository,
-                                                       tmp_path: Path) -> None:
+async def test_unusable_files_are_skipped_with_reasons(store: Repository, tmp_path: Path) -> None:
     write(tmp_path, "ok.dcm")
     write(tmp_path, "nouid.dcm", SOPInstanceUID=None)
     with pytest.warns(UserWarning, match="Invalid value for VR UI"):  # pydicom agrees

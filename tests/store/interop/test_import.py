@@ -22,8 +22,11 @@ from tests.support.loop import LoopTicks
 
 
 def bundle(kind: str, *resources: Any) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": kind,
-            "entry": [{"resource": copy.deepcopy(r)} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [{"resource": copy.deepcopy(r)} for r in resources],
+    }
 
 
 def statuses(results: list[Any]) -> list[str]:
@@ -65,37 +68,47 @@ async def test_id_match_and_unknown_id(store: Repository) -> None:
 async def test_collection_reports_every_entry(store: Repository) -> None:
     bad = demo.study("bad", 1, 1)
     bad["series"][0]["uid"] = "1.02"
-    results = await Importer(store).run(bundle(
-        "collection", demo.example("ImagingStudy-example.json"),
-        {"resourceType": "Patient", "id": "p"}, bad,
-        demo.example("ImagingStudy-example-xr.json")))
+    results = await Importer(store).run(
+        bundle(
+            "collection",
+            demo.example("ImagingStudy-example.json"),
+            {"resourceType": "Patient", "id": "p"},
+            bad,
+            demo.example("ImagingStudy-example-xr.json"),
+        )
+    )
     assert statuses(results) == ["created", "rejected", "rejected", "created"]
     assert "not Patient" in results[1].outcome["issue"][0]["diagnostics"]
     # Each issue names its entry, as the client wrote it (issue 11).
     assert results[2].outcome["issue"][0]["expression"] == [
-        "Bundle.entry[2].resource.series[0].uid"]
+        "Bundle.entry[2].resource.series[0].uid"
+    ]
     assert results[1].outcome["issue"][0]["expression"] == ["Bundle.entry[1].resource"]
     assert await store.get("bad") is None
 
 
 async def test_transaction_is_all_or_nothing(store: Repository) -> None:
     bad = {"resourceType": "ImagingStudy", "id": "t3", "status": "available"}
-    results = await Importer(store).run(bundle("transaction", demo.study("t1", 1, 1),
-                                               demo.study("t2", 1, 1), bad))
+    results = await Importer(store).run(
+        bundle("transaction", demo.study("t1", 1, 1), demo.study("t2", 1, 1), bad)
+    )
     assert statuses(results) == ["rejected"] * 3
     assert "failed at entry 2" in results[0].outcome["issue"][0]["diagnostics"]
     assert await store.search([], 10) == []
-    good = await Importer(store).run(bundle("transaction", demo.study("t1", 1, 1),
-                                            demo.study("t2", 1, 1)))
+    good = await Importer(store).run(
+        bundle("transaction", demo.study("t1", 1, 1), demo.study("t2", 1, 1))
+    )
     assert statuses(good) == ["created", "created"]
 
 
 async def test_transaction_failing_part_way_undoes_its_writes(
-        store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await Importer(store).run(demo.study("t2", 1, 1))
 
     async def conflict(*_: Any) -> None:
         raise fail(VERSION_CONFLICT, "ImagingStudy", "changed meanwhile")
+
     monkeypatch.setattr(store, "update", conflict)
     changed = {**demo.study("t2", 1, 1), "description": "changed"}
     results = await Importer(store).run(bundle("transaction", demo.study("t1", 1, 1), changed))
@@ -106,8 +119,9 @@ async def test_transaction_failing_part_way_undoes_its_writes(
 
 
 async def test_dry_run_writes_nothing(store: Repository) -> None:
-    results = await Importer(store, dry_run=True).run(bundle(
-        "batch", demo.study("d1", 1, 1), {**demo.study("d2", 1, 1), "status": "bogus"}))
+    results = await Importer(store, dry_run=True).run(
+        bundle("batch", demo.study("d1", 1, 1), {**demo.study("d2", 1, 1), "status": "bogus"})
+    )
     assert statuses(results) == ["created", "rejected"]
     assert await store.search([], 10) == []
 
@@ -142,7 +156,8 @@ async def test_export_validates_as_r5_and_round_trips(store: Repository, fmt: st
 
 
 async def test_a_large_import_lets_the_loop_run_between_entries(
-        store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Entries without a Study UID or id need no store call to be matched: without pauses,
     planning a Bundle of 30,000 of them held the event loop for seconds."""
     from store.fhir import edit
@@ -156,9 +171,16 @@ async def test_a_large_import_lets_the_loop_run_between_entries(
         seen.append(ticks.count)
         time.sleep(module.SLICE_SECONDS)  # each entry takes a whole slice
         return create(*args, **kwargs)
+
     monkeypatch.setattr(edit, "create", planned)
-    entries = [{"resourceType": "ImagingStudy", "status": "registered",
-                "subject": {"reference": f"Patient/p{n}"}} for n in range(20)]
+    entries = [
+        {
+            "resourceType": "ImagingStudy",
+            "status": "registered",
+            "subject": {"reference": f"Patient/p{n}"},
+        }
+        for n in range(20)
+    ]
     async with ticks:
         results = await Importer(store, dry_run=True).run(bundle("transaction", *entries))
     assert statuses(results) == ["created"] * 20
@@ -166,8 +188,9 @@ async def test_a_large_import_lets_the_loop_run_between_entries(
     assert all(later > earlier for earlier, later in itertools.pairwise(seen))
 
 
-async def test_a_large_entry_is_planned_off_the_loop(store: Repository,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_large_entry_is_planned_off_the_loop(
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
 
     from store.fhir import edit
@@ -178,9 +201,11 @@ async def test_a_large_entry_is_planned_off_the_loop(store: Repository,
     def spy(*args: Any) -> Any:
         threads.append(threading.current_thread().name)
         return real(*args)
+
     monkeypatch.setattr(edit, "create", spy)
-    await Importer(store, dry_run=True).run(bundle("batch", demo.study("small", 1, 3),
-                                                   demo.study("large", 2, 600)))
+    await Importer(store, dry_run=True).run(
+        bundle("batch", demo.study("small", 1, 3), demo.study("large", 2, 600))
+    )
     main = threading.main_thread().name
     assert threads[0] == main
     assert threads[1] != main

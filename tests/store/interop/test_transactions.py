@@ -18,13 +18,18 @@ from store.mongo.repository import HistoryClash, Repository
 # With MongoDB the Bundle runs in a server transaction: there is nothing to undo, and a
 # concurrent writer waits for the transaction instead of interleaving with it.
 SERVER = bool(os.environ.get("MONGODB_URI"))
-COMPENSATING = pytest.mark.skipif(SERVER, reason="undoing writes is the embedded store's "
-                                  "path; MongoDB aborts the transaction instead")
+COMPENSATING = pytest.mark.skipif(
+    SERVER,
+    reason="undoing writes is the embedded store's path; MongoDB aborts the transaction instead",
+)
 
 
 def transaction(*resources: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": "transaction",
-            "entry": [{"resource": copy.deepcopy(r)} for r in resources]}
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": copy.deepcopy(r)} for r in resources],
+    }
 
 
 async def versions(store: Repository, study_id: str) -> list[int]:
@@ -32,19 +37,23 @@ async def versions(store: Repository, study_id: str) -> list[int]:
     return sorted(int(v["meta"]["versionId"]) for v in await store.history(study_id, 1000))
 
 
-def failing_create(store: Repository, monkeypatch: pytest.MonkeyPatch, error: Exception,
-                   before: Any = None) -> None:
+def failing_create(
+    store: Repository, monkeypatch: pytest.MonkeyPatch, error: Exception, before: Any = None
+) -> None:
     """Makes creating a study fail, after `before` (another client's writes) has run."""
+
     async def create(*_: Any) -> None:
         if before is not None:
             await before()
         raise error
+
     monkeypatch.setattr(store, "create", create)
 
 
 @COMPENSATING
 async def test_undo_keeps_writes_acknowledged_meanwhile(
-        store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await store.create(demo.study("s", 1, 1))
     series_uid = demo.uid("s", 1)
     added = [demo.instance("s", 1, n) for n in range(2, 6)]
@@ -53,8 +62,9 @@ async def test_undo_keeps_writes_acknowledged_meanwhile(
         for item in added:
             await store.add_instances("s", series_uid, [item], None)
 
-    failing_create(store, monkeypatch, fail(VERSION_CONFLICT, "ImagingStudy", "conflict"),
-                   other_clients)
+    failing_create(
+        store, monkeypatch, fail(VERSION_CONFLICT, "ImagingStudy", "conflict"), other_clients
+    )
     update = {**demo.study("s", 1, 1), "description": "from the transaction"}
     results = await Importer(store).run(transaction(update, demo.study("new", 1, 1)))
 
@@ -70,7 +80,8 @@ async def test_undo_keeps_writes_acknowledged_meanwhile(
 
 
 async def test_undo_of_an_update_writes_a_new_version(
-        store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await store.create(demo.study("s", 1, 1))
     failing_create(store, monkeypatch, fail(VERSION_CONFLICT, "ImagingStudy", "conflict"))
     update = {**demo.study("s", 1, 1), "description": "from the transaction"}
@@ -92,10 +103,12 @@ async def test_undo_of_an_update_writes_a_new_version(
     assert written == history[0]
 
 
-@pytest.mark.parametrize("error", [OverflowError("date value out of range"),
-                                   RuntimeError("planted-secret-4711")])
+@pytest.mark.parametrize(
+    "error", [OverflowError("date value out of range"), RuntimeError("planted-secret-4711")]
+)
 async def test_any_exception_undoes_the_earlier_entries(
-        store: Repository, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    store: Repository, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
     await store.create(demo.study("s", 1, 1))
     failing_create(store, monkeypatch, error)
     update = {**demo.study("s", 1, 1), "description": "from the transaction"}
@@ -112,13 +125,15 @@ async def test_any_exception_undoes_the_earlier_entries(
 
 
 async def test_a_failed_transaction_does_not_revive_a_deleted_study(
-        store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await store.create(demo.study("gone", 1, 1))
     await store.delete("gone", None)
     await store.create(demo.study("s", 1, 1))
 
     async def conflict(*_: Any) -> None:
         raise fail(VERSION_CONFLICT, "ImagingStudy", "changed meanwhile")
+
     monkeypatch.setattr(store, "update", conflict)
     update = {**demo.study("s", 1, 1), "description": "from the transaction"}
     results = await Importer(store).run(transaction(demo.study("gone", 1, 1), update))
@@ -174,9 +189,11 @@ class _Collection:
                 calls.log.append(name if session is not None else f"{name} WITHOUT SESSION")
 
         if name == "find":
+
             def find(*args: Any, session: Any = None, **kwargs: Any) -> Any:
                 check(session)
                 return attr(*args, **kwargs)
+
             return find
 
         async def call(*args: Any, session: Any = None, **kwargs: Any) -> Any:
@@ -186,6 +203,7 @@ class _Collection:
             except Exception:
                 calls.log.append(f"{name} REFUSED")
                 raise
+
         return call
 
 
@@ -241,13 +259,17 @@ async def test_a_server_transaction_carries_its_session_and_publishes_after_comm
     await repo.delete("gone", None)
     repo.events = _Events(calls)
     update = {**demo.study("s", 1, 1), "description": "from the transaction"}
-    results = await Importer(repo).run(transaction(update, demo.study("gone", 1, 1),
-                                                   demo.study("new", 1, 1)))
+    results = await Importer(repo).run(
+        transaction(update, demo.study("gone", 1, 1), demo.study("new", 1, 1))
+    )
     client.close(handle)
 
     assert [(r.status, r.version) for r in results] == [
-        ("updated", "2"), ("created", "3"), ("created", "1")]
+        ("updated", "2"),
+        ("created", "3"),
+        ("created", "1"),
+    ]
     assert not [c for c in calls.log if "WITHOUT SESSION" in c or "REFUSED" in c], calls.log
     commit = calls.log.index("commit")
-    assert calls.log[commit + 1:] == ["event update s", "event create gone", "event create new"]
+    assert calls.log[commit + 1 :] == ["event update s", "event create gone", "event create new"]
     assert not [c for c in calls.log[:commit] if c.startswith("event")]

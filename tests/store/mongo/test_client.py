@@ -15,10 +15,13 @@ from store.mongo.repository import Repository
 from tests.support.loop import LoopTicks
 
 
-@pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")),
-                    reason="checks the embedded store; with MONGODB_URI the tests use motor")
+@pytest.mark.skipif(
+    bool(os.environ.get("MONGODB_URI")),
+    reason="checks the embedded store; with MONGODB_URI the tests use motor",
+)
 async def test_the_embedded_store_works_off_the_event_loop(
-        store: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[tuple[int, int]] = []
     run = client._run
 
@@ -27,6 +30,7 @@ async def test_the_embedded_store_works_off_the_event_loop(
         time.sleep(0.02)  # the loop goes on meanwhile, unless the call holds it
         seen.append((before, ticks.count))
         return run(*args)
+
     monkeypatch.setattr(client, "_run", slow)
     async with LoopTicks() as ticks:
         await store.create(demo.study("slow", 1, 1))

@@ -10,10 +10,23 @@ from store.fhir.outcome import BAD_USER_INPUT, StoreError
 from store.interop import demo
 from store.mongo.repository import Repository
 
-KEPT = ["9999-12-31T23:59:59Z", "9999-12-31T23:59:59.998Z", "9999-12-31", "9999-12", "9999",
-        "0001-01-01T00:00:00Z", "0001-01-01T01:00:00+01:00", "0001"]
-REFUSED = ["0001-01-01T00:00:00+01:00", "0001-01-01T00:59:59.999+01:00",
-           "9999-12-31T23:30:00-01:00", "9999-12-31T23:59:59.999Z", "0000"]
+KEPT = [
+    "9999-12-31T23:59:59Z",
+    "9999-12-31T23:59:59.998Z",
+    "9999-12-31",
+    "9999-12",
+    "9999",
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T01:00:00+01:00",
+    "0001",
+]
+REFUSED = [
+    "0001-01-01T00:00:00+01:00",
+    "0001-01-01T00:59:59.999+01:00",
+    "9999-12-31T23:30:00-01:00",
+    "9999-12-31T23:59:59.999Z",
+    "0000",
+]
 PREFIXES = ["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
 
 
@@ -21,16 +34,18 @@ PREFIXES = ["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
 async def test_edge_dates_work_in_writes_and_searches(store: Repository, value: str) -> None:
     await store.create(demo.study("edge", 1, 1, started=value))
     series = demo.study("edge", 1, 1)["series"]
-    await store.update("edge", {**demo.study("edge", 1, 1, started=value),
-                                "series": [{**series[0], "started": value}]}, None)
+    await store.update(
+        "edge",
+        {**demo.study("edge", 1, 1, started=value), "series": [{**series[0], "started": value}]},
+        None,
+    )
     assert [s["id"] for s in await store.search([("started", value)], 10)] == ["edge"]
     for prefix in PREFIXES:  # every comparison runs (whether or not it matches)
         await store.search([("started", prefix + value)], 10, sort="-started")
 
 
 @pytest.mark.parametrize("value", REFUSED)
-async def test_dates_outside_the_stored_instants_are_refused(store: Repository,
-                                                             value: str) -> None:
+async def test_dates_outside_the_stored_instants_are_refused(store: Repository, value: str) -> None:
     with pytest.raises(StoreError) as caught:
         await store.create(demo.study("edge", 1, 1, started=value))
     assert caught.value.code == BAD_USER_INPUT

@@ -12,8 +12,11 @@ from store.mongo.repository import Page, Repository
 
 
 def _study(study_id: str, started: str | None, patient: str = "p") -> dict[str, object]:
-    study: dict[str, object] = {"id": study_id, "status": "registered",
-                                "subject": {"reference": f"Patient/{patient}"}}
+    study: dict[str, object] = {
+        "id": study_id,
+        "status": "registered",
+        "subject": {"reference": f"Patient/{patient}"},
+    }
     if started:
         study["started"] = started
     return study
@@ -24,8 +27,13 @@ def _started(rng: random.Random) -> str | None:
     return rng.choice([None, "2023", "2024-01", "2024-01-05", "2024-01-05T10:00:00Z"])
 
 
-async def _walk(repo: Repository, params: list[tuple[str, str]], count: int,
-                sort: str | None = None, between: object = None) -> list[Page]:
+async def _walk(
+    repo: Repository,
+    params: list[tuple[str, str]],
+    count: int,
+    sort: str | None = None,
+    between: object = None,
+) -> list[Page]:
     pages = [await repo.page(params, count, sort=sort, fields=None)]
     while pages[-1].next:
         if callable(between):
@@ -39,8 +47,9 @@ def _ids(pages: list[Page]) -> list[str]:
 
 
 @pytest.mark.parametrize("sort", [None, "started", "-_lastUpdated", "status,-_id"])
-async def test_walking_next_under_concurrent_inserts_and_deletes(store: Repository,
-                                                                 sort: str | None) -> None:
+async def test_walking_next_under_concurrent_inserts_and_deletes(
+    store: Repository, sort: str | None
+) -> None:
     rng = random.Random(7)
     kept = [f"k{n:02d}" for n in range(40)]
     for study_id in kept:
@@ -74,8 +83,9 @@ async def test_previous_walks_back_and_pages_carry_totals(store: Repository) -> 
     while back.previous:
         back = await store.page([], 5, back.previous, fields=None)
         walked.append(back)
-    assert [[s["id"] for s in p.studies] for p in walked[::-1]] == \
-        [[s["id"] for s in p.studies] for p in pages]
+    assert [[s["id"] for s in p.studies] for p in walked[::-1]] == [
+        [s["id"] for s in p.studies] for p in pages
+    ]
     assert walked[-1].offset == 0
     last = await store.page([], 5, pages[0].last, fields=None)
     assert [s["id"] for s in last.studies] == ["s04", "s03", "s02", "s01", "s00"]

@@ -127,9 +127,12 @@ async def test_condition_values_are_matched_literally(store: Repository) -> None
 async def test_100_concurrent_instance_adds_without_version_all_land(store: Repository) -> None:
     await store.create(demo.study("many", 1, 0))
     series_uid = demo.uid("many", 1)
-    await asyncio.gather(*(store.add_instances("many", series_uid,
-                                               [demo.instance("many", 1, n)], None)
-                           for n in range(1, 101)))
+    await asyncio.gather(
+        *(
+            store.add_instances("many", series_uid, [demo.instance("many", 1, n)], None)
+            for n in range(1, 101)
+        )
+    )
     study = await store.get("many")
     assert study is not None
     assert len(study["series"][0]["instance"]) == 100
@@ -140,9 +143,13 @@ async def test_100_concurrent_instance_adds_without_version_all_land(store: Repo
 async def test_20_writers_on_one_version_leave_one_winner(store: Repository) -> None:
     await store.create(demo.study("race", 1, 0))
     series_uid = demo.uid("race", 1)
-    results = await asyncio.gather(*(store.add_instances(
-        "race", series_uid, [demo.instance("race", 1, n)], "1") for n in range(20)),
-        return_exceptions=True)
+    results = await asyncio.gather(
+        *(
+            store.add_instances("race", series_uid, [demo.instance("race", 1, n)], "1")
+            for n in range(20)
+        ),
+        return_exceptions=True,
+    )
     winners = [r for r in results if isinstance(r, dict)]
     losers = [r for r in results if isinstance(r, StoreError)]
     assert len(winners) == 1
@@ -155,8 +162,9 @@ async def test_20_writers_on_one_version_leave_one_winner(store: Repository) -> 
 
 async def test_50_concurrent_conditional_creates_leave_one_study(store: Repository) -> None:
     condition = UID_CONDITION.format(demo.uid("cond"))
-    results = await asyncio.gather(*(store.create({**demo.study("cond", 1, 1), "id": f"c{n}"},
-                                                  condition) for n in range(50)))
+    results = await asyncio.gather(
+        *(store.create({**demo.study("cond", 1, 1), "id": f"c{n}"}, condition) for n in range(50))
+    )
     ids = {study["id"] for study, _ in results}
     assert len(ids) == 1
     assert sum(created for _, created in results) == 1

@@ -26,8 +26,9 @@ async def ids(repo: Repository, *params: tuple[str, str], sort: str | None = Non
 
 
 @pytest.mark.parametrize(("name", "a", "b", "none", "bad"), TABLE, ids=[r[0] for r in TABLE])
-async def test_parameter(loaded: Repository, name: str, a: str, b: str, none: str,
-                         bad: str) -> None:
+async def test_parameter(
+    loaded: Repository, name: str, a: str, b: str, none: str, bad: str
+) -> None:
     assert await ids(loaded, (name, a)) == ["a"]
     assert await ids(loaded, (name, b)) == ["b"]
     assert await ids(loaded, (name, none)) == []
@@ -64,24 +65,41 @@ async def test_reference_forms(loaded: Repository) -> None:
 
 
 async def test_absolute_references_match_as_written(store: Repository) -> None:
-    await store.create({"id": "abs", "status": "registered",
-                        "subject": {"reference": "http://pacs.example/fhir/Patient/9"}})
+    await store.create(
+        {
+            "id": "abs",
+            "status": "registered",
+            "subject": {"reference": "http://pacs.example/fhir/Patient/9"},
+        }
+    )
     assert await ids(store, ("patient", "http://pacs.example/fhir/Patient/9")) == ["abs"]
     assert await ids(store, ("patient", "9")) == []
 
 
 DATE_CASES = [
     # stored started, search value, matches
-    ("2024-03", "2024", True), ("2024-03", "2024-03", True), ("2024-03", "2024-03-05", False),
-    ("2024-03", "ne2024-03-05", True), ("2024-03", "ne2024", False),
-    ("2024-03", "ge2024-03-05", True), ("2024-03", "ge2024-04", False),
-    ("2024-03", "gt2024-03", False), ("2024-03", "gt2024-02", True),
-    ("2024-03", "lt2024-03-31", True), ("2024-03", "lt2024-03", False),
-    ("2024-03", "le2024-03", True), ("2024-03", "le2024-02", False),
-    ("2024-03", "sa2024-02", True), ("2024-03", "sa2024-03-01", False),
-    ("2024-03", "eb2024-04", True), ("2024-03", "eb2024-03-31", False),
-    ("2024-03", "ap2024-03", True), ("2024-03", "ap2010", False),
-    ("2024", "eq2024-06", False), ("2024", "ge2024-06", True), ("2024", "lt2024-06", True),
+    ("2024-03", "2024", True),
+    ("2024-03", "2024-03", True),
+    ("2024-03", "2024-03-05", False),
+    ("2024-03", "ne2024-03-05", True),
+    ("2024-03", "ne2024", False),
+    ("2024-03", "ge2024-03-05", True),
+    ("2024-03", "ge2024-04", False),
+    ("2024-03", "gt2024-03", False),
+    ("2024-03", "gt2024-02", True),
+    ("2024-03", "lt2024-03-31", True),
+    ("2024-03", "lt2024-03", False),
+    ("2024-03", "le2024-03", True),
+    ("2024-03", "le2024-02", False),
+    ("2024-03", "sa2024-02", True),
+    ("2024-03", "sa2024-03-01", False),
+    ("2024-03", "eb2024-04", True),
+    ("2024-03", "eb2024-03-31", False),
+    ("2024-03", "ap2024-03", True),
+    ("2024-03", "ap2010", False),
+    ("2024", "eq2024-06", False),
+    ("2024", "ge2024-06", True),
+    ("2024", "lt2024-06", True),
     ("2024-03-05T10:00:00+01:00", "2024-03-05", True),
     ("2024-03-05T10:00:00+01:00", "2024-03-05T09:00:00Z", True),
     ("2024-03-05T10:00:00+01:00", "2024-03-05T10:00+01:00", True),
@@ -92,13 +110,15 @@ DATE_CASES = [
     ("2024-03-05T10:00:00+01:00", "ge2024-03-05T09:00:01Z", False),
     ("2024-03-05T23:30:00-05:00", "2024-03-06", True),  # 04:30 UTC on the 6th
     ("2024-03-05T23:30:00-05:00", "2024-03-05", False),
-    (None, "ne2024", False), (None, "ge1900", False),
+    (None, "ne2024", False),
+    (None, "ge1900", False),
 ]
 
 
 @pytest.mark.parametrize(("stored", "value", "matches"), DATE_CASES)
-async def test_date_prefixes_against_partial_dates(store: Repository, stored: str | None,
-                                                   value: str, matches: bool) -> None:
+async def test_date_prefixes_against_partial_dates(
+    store: Repository, stored: str | None, value: str, matches: bool
+) -> None:
     study = {"id": "d", "status": "registered", "subject": {"reference": "Patient/p"}}
     if stored:
         study["started"] = stored
@@ -106,20 +126,25 @@ async def test_date_prefixes_against_partial_dates(store: Repository, stored: st
     assert await ids(store, ("started", value)) == (["d"] if matches else [])
 
 
-@pytest.mark.parametrize("value", ["xx2024", "2024-13", "2024-02-30", "ge", "2024-03-05T25:00Z",
-                                   "2024-03-05T10:00+15:00", "24"])
+@pytest.mark.parametrize(
+    "value",
+    ["xx2024", "2024-13", "2024-02-30", "ge", "2024-03-05T25:00Z", "2024-03-05T10:00+15:00", "24"],
+)
 async def test_malformed_dates(store: Repository, value: str) -> None:
     with pytest.raises(StoreError) as caught:
         await ids(store, ("started", value))
     assert caught.value.issues[0].expression == "started"
 
 
-@pytest.mark.parametrize("value", ['{"$ne": null}', "$where", '{"$gt": ""}', ".*", "$ne",
-                                   "a.b", "$regex"])
-@pytest.mark.parametrize("name", ["identifier", "subject", "_id", "modality", "series",
-                                  "status", "patient"])
+@pytest.mark.parametrize(
+    "value", ['{"$ne": null}', "$where", '{"$gt": ""}', ".*", "$ne", "a.b", "$regex"]
+)
+@pytest.mark.parametrize(
+    "name", ["identifier", "subject", "_id", "modality", "series", "status", "patient"]
+)
 async def test_injection_shaped_values_match_literally_or_are_refused(
-        loaded: Repository, name: str, value: str) -> None:
+    loaded: Repository, name: str, value: str
+) -> None:
     try:
         found = await ids(loaded, (name, value))
     except StoreError as error:
@@ -128,8 +153,13 @@ async def test_injection_shaped_values_match_literally_or_are_refused(
 
 
 async def _dated(store: Repository) -> None:
-    for study_id, started in [("s1", "2024-01-01"), ("s2", "2024-01-01"), ("s0", None),
-                              ("s3", "2023"), ("s4", "2024-01-01")]:
+    for study_id, started in [
+        ("s1", "2024-01-01"),
+        ("s2", "2024-01-01"),
+        ("s0", None),
+        ("s3", "2023"),
+        ("s4", "2024-01-01"),
+    ]:
         study = {"id": study_id, "status": "registered", "subject": {"reference": "Patient/p"}}
         if started:
             study["started"] = started

@@ -26,14 +26,20 @@ def _bounds(value: str) -> tuple[datetime, datetime]:
     """[start, end) of a partial date, by padding and bumping its last given part."""
     if "T" in value:
         day, rest = value.split("T")
-        zone = UTC if rest.endswith("Z") else timezone(
-            (1 if rest[-6] == "+" else -1) * timedelta(hours=int(rest[-5:-3]),
-                                                         minutes=int(rest[-2:])))
+        zone = (
+            UTC
+            if rest.endswith("Z")
+            else timezone(
+                (1 if rest[-6] == "+" else -1)
+                * timedelta(hours=int(rest[-5:-3]), minutes=int(rest[-2:]))
+            )
+        )
         clock = rest.rstrip("Z")[:-6] if not rest.endswith("Z") else rest[:-1]
         parts = [int(p) for p in clock.split(":")]
         y, m, d = (int(p) for p in day.split("-"))
-        start = datetime(y, m, d, parts[0], parts[1], parts[2] if len(parts) > 2 else 0,
-                         tzinfo=zone)
+        start = datetime(
+            y, m, d, parts[0], parts[1], parts[2] if len(parts) > 2 else 0, tzinfo=zone
+        )
         return start, start + (timedelta(seconds=1) if len(parts) > 2 else timedelta(minutes=1))
     parts = [int(p) for p in value.split("-")]
     if len(parts) == 1:
@@ -52,9 +58,16 @@ def _date_matches(stored: str | None, query: str) -> bool:
     s_lo, s_hi = _bounds(stored)
     q_lo, q_hi = _bounds(value)
     within = q_lo <= s_lo and s_hi <= q_hi
-    return {"eq": within, "ne": not within, "gt": s_hi > q_hi, "lt": s_lo < q_lo,
-            "ge": s_hi > q_hi or within, "le": s_lo < q_lo or within,
-            "sa": s_lo >= q_hi, "eb": s_hi <= q_lo}[prefix]
+    return {
+        "eq": within,
+        "ne": not within,
+        "gt": s_hi > q_hi,
+        "lt": s_lo < q_lo,
+        "ge": s_hi > q_hi or within,
+        "le": s_lo < q_lo or within,
+        "sa": s_lo >= q_hi,
+        "eb": s_hi <= q_lo,
+    }[prefix]
 
 
 def _token_matches(codings: list[dict[str, Any]], query: str) -> bool:
@@ -87,10 +100,15 @@ partial_dates = st.one_of(
     years.map(str),
     st.tuples(years, st.integers(1, 12)).map(lambda t: f"{t[0]}-{t[1]:02d}"),
     st.tuples(years, st.integers(1, 12), st.integers(1, 28)).map(
-        lambda t: f"{t[0]}-{t[1]:02d}-{t[2]:02d}"),
-    st.tuples(years, st.integers(1, 12), st.integers(1, 28), st.integers(0, 23),
-              st.sampled_from(["Z", "+01:00", "-05:00", "+14:00"])).map(
-        lambda t: f"{t[0]}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:30:00{t[4]}"),
+        lambda t: f"{t[0]}-{t[1]:02d}-{t[2]:02d}"
+    ),
+    st.tuples(
+        years,
+        st.integers(1, 12),
+        st.integers(1, 28),
+        st.integers(0, 23),
+        st.sampled_from(["Z", "+01:00", "-05:00", "+14:00"]),
+    ).map(lambda t: f"{t[0]}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:30:00{t[4]}"),
 )
 
 
@@ -103,13 +121,20 @@ def studies(draw: st.DrawFn) -> list[dict[str, Any]]:
             coding = {"code": draw(st.sampled_from(CODES))}
             if draw(st.booleans()):
                 coding["system"] = DCM
-            series.append({"uid": f"1.{n}.{s}", "modality": {"coding": [coding]},
-                           "instance": [{"uid": f"1.{n}.{s}.1", "sopClass": {"code": "x"}}]})
-        study = {"id": f"s{n}", "status": draw(st.sampled_from(
-                     ["registered", "available", "cancelled", "unknown"])),
-                 "subject": {"reference": f"Patient/{draw(st.sampled_from(PATIENTS))}"},
-                 "identifier": [{"system": "urn:acc", "value": f"A{n % 4}"}],
-                 "series": series}
+            series.append(
+                {
+                    "uid": f"1.{n}.{s}",
+                    "modality": {"coding": [coding]},
+                    "instance": [{"uid": f"1.{n}.{s}.1", "sopClass": {"code": "x"}}],
+                }
+            )
+        study = {
+            "id": f"s{n}",
+            "status": draw(st.sampled_from(["registered", "available", "cancelled", "unknown"])),
+            "subject": {"reference": f"Patient/{draw(st.sampled_from(PATIENTS))}"},
+            "identifier": [{"system": "urn:acc", "value": f"A{n % 4}"}],
+            "series": series,
+        }
         started = draw(st.none() | partial_dates)
         if started:
             study["started"] = started
@@ -118,18 +143,30 @@ def studies(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 def queries(dates: st.SearchStrategy[str]) -> st.SearchStrategy[list[tuple[str, str]]]:
-    return st.lists(st.one_of(
-    st.tuples(st.just("patient"), st.sampled_from(PATIENTS)),
-    st.tuples(st.just("status"), st.sampled_from(["available", "registered,cancelled",
-                                                  "unknown"])),
-    st.tuples(st.just("modality"), st.sampled_from(CODES).flatmap(lambda c: st.sampled_from(
-        [c, f"{DCM}|{c}", f"|{c}"]))),
-    st.tuples(st.just("started"), st.tuples(
-        st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]),
-        dates).map("".join)),
-    st.tuples(st.just("identifier"), st.sampled_from(["A0", "urn:acc|A1", "A3"])),
-    st.tuples(st.just("series"), st.sampled_from(["1.0.0", "1.1.1", "1.2.0"])),
-    ), min_size=1, max_size=3)
+    return st.lists(
+        st.one_of(
+            st.tuples(st.just("patient"), st.sampled_from(PATIENTS)),
+            st.tuples(
+                st.just("status"), st.sampled_from(["available", "registered,cancelled", "unknown"])
+            ),
+            st.tuples(
+                st.just("modality"),
+                st.sampled_from(CODES).flatmap(
+                    lambda c: st.sampled_from([c, f"{DCM}|{c}", f"|{c}"])
+                ),
+            ),
+            st.tuples(
+                st.just("started"),
+                st.tuples(
+                    st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]), dates
+                ).map("".join),
+            ),
+            st.tuples(st.just("identifier"), st.sampled_from(["A0", "urn:acc|A1", "A3"])),
+            st.tuples(st.just("series"), st.sampled_from(["1.0.0", "1.1.1", "1.2.0"])),
+        ),
+        min_size=1,
+        max_size=3,
+    )
 
 
 def _before(value: str) -> str:
@@ -167,8 +204,9 @@ async def _check(data: list[dict[str, Any]], query_sets: list[list[tuple[str, st
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=studies(), draw=st.data())
-def test_search_agrees_with_a_brute_force_filter(data: list[dict[str, Any]],
-                                                 draw: st.DataObject) -> None:
+def test_search_agrees_with_a_brute_force_filter(
+    data: list[dict[str, Any]], draw: st.DataObject
+) -> None:
     near = _near(data)
     dates = st.one_of(partial_dates, st.sampled_from(near)) if near else partial_dates
     query_sets = draw.draw(st.lists(queries(dates), min_size=1, max_size=8))
@@ -182,15 +220,28 @@ _FILTER_OPS = {"started": ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]}
 
 def filter_trees(dates: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
     """Trees of ("test", name, op, value), ("and"|"or", [parts]) and ("not", part)."""
-    comparisons = queries(dates).map(lambda pairs: pairs[0]).filter(
-        lambda pair: "," not in pair[1]).flatmap(lambda pair: (
-            st.sampled_from(_FILTER_OPS["started"]).map(
-                lambda op: ("test", "started", op, pair[1].lstrip("abcdefghijklmnopqrstuvwxyz")))
-            if pair[0] == "started" else st.sampled_from(["eq", "ne"]).map(
-                lambda op: ("test", pair[0], op, pair[1]))))
-    return st.recursive(comparisons, lambda inner: st.one_of(
-        st.tuples(st.sampled_from(["and", "or"]), st.lists(inner, min_size=2, max_size=3)),
-        st.tuples(st.just("not"), inner)), max_leaves=6)
+    comparisons = (
+        queries(dates)
+        .map(lambda pairs: pairs[0])
+        .filter(lambda pair: "," not in pair[1])
+        .flatmap(
+            lambda pair: (
+                st.sampled_from(_FILTER_OPS["started"]).map(
+                    lambda op: ("test", "started", op, pair[1].lstrip("abcdefghijklmnopqrstuvwxyz"))
+                )
+                if pair[0] == "started"
+                else st.sampled_from(["eq", "ne"]).map(lambda op: ("test", pair[0], op, pair[1]))
+            )
+        )
+    )
+    return st.recursive(
+        comparisons,
+        lambda inner: st.one_of(
+            st.tuples(st.sampled_from(["and", "or"]), st.lists(inner, min_size=2, max_size=3)),
+            st.tuples(st.just("not"), inner),
+        ),
+        max_leaves=6,
+    )
 
 
 def render(tree: Any) -> str:
@@ -229,23 +280,29 @@ async def _check_filters(data: list[dict[str, Any]], trees: list[Any]) -> None:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=studies(), draw=st.data())
-def test_filter_agrees_with_a_brute_force_filter(data: list[dict[str, Any]],
-                                                 draw: st.DataObject) -> None:
+def test_filter_agrees_with_a_brute_force_filter(
+    data: list[dict[str, Any]], draw: st.DataObject
+) -> None:
     near = _near(data)
     dates = st.one_of(partial_dates, st.sampled_from(near)) if near else partial_dates
-    asyncio.run(_check_filters(data, draw.draw(st.lists(filter_trees(dates), min_size=1,
-                                                        max_size=6))))
+    asyncio.run(
+        _check_filters(data, draw.draw(st.lists(filter_trees(dates), min_size=1, max_size=6)))
+    )
 
 
 @settings(max_examples=200, deadline=None)
 @given(params=queries(partial_dates))
 def test_a_filter_comparison_compiles_to_the_plain_arguments_filter(
-        params: list[tuple[str, str]]) -> None:
+    params: list[tuple[str, str]],
+) -> None:
     # Each REST value, as a `_filter` expression (OR of its comma values, AND of the pairs),
     # is the very same store filter.
-    text = " and ".join("(" + " or ".join(filter_comparison(name, value)
-                                          for value in split_unescaped(raw, ",")) + ")"
-                        for name, raw in params)
+    text = " and ".join(
+        "("
+        + " or ".join(filter_comparison(name, value) for value in split_unescaped(raw, ","))
+        + ")"
+        for name, raw in params
+    )
     plain = to_filter(params)["$and"][1:]
     [compiled] = to_filter([("_filter", text)])["$and"][1:]
     assert compiled == ({"$and": plain} if len(plain) > 1 else plain[0])
