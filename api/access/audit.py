@@ -119,6 +119,18 @@ def record(
     }
 
 
+def delivered(context: Any, operation: str, study_id: str, subject: str | None) -> None:
+    """The audit record of one subscription event given to one subscriber: a disclosure, so
+    it is recorded when it happens, not when the subscription (which may run for days) ends.
+    The record never fails the delivery."""
+    try:
+        event = record(operation, "subscription", [operation], context, None, [(study_id, subject)])
+        event["category"] = [{"text": "graphql subscription event"}]
+        audit_log.info("subscription event %s", operation, extra={"audit": event})
+    except Exception:
+        audit_log.exception("audit record of a %s event incomplete", operation)
+
+
 class AuditLog(SchemaExtension):
     """Writes the audit record of each operation when it completes, errors included."""
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import strawberry
 
+from api.access.audit import delivered
 from api.graphql.context import Info
 from api.graphql.limits import rejected
 from api.graphql.types.imaging_study import ImagingStudy
@@ -112,6 +113,7 @@ class Subscription:
             async with context.events.subscribe(after) as changes:
                 async for change in changes:
                     if _matches(change, id, patient, status, visible):
+                        delivered(context, "ImagingStudyChanged", change.id, change.subject)
                         delivering.set(change)
                         yield ImagingStudyChangeEvent(
                             action=change.action,

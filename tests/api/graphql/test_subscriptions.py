@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 import websockets
 
 from api.http.app import create_app
@@ -88,6 +90,37 @@ async def test_a_patient_scoped_subscriber_sees_only_its_patient(store: Reposito
                 assert "errors" not in body
             event = (await next_event())["data"]["ImagingStudyChanged"]
     assert (event["id"], event["resource"]["subject"]["reference"]) == ("s2", "Patient/p1")
+
+
+async def test_each_event_given_to_a_subscriber_is_audited_when_given(
+    store: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A subscription may run for days: the studies it discloses are recorded as they are
+    given, each with the subscriber and the patient, and only those it was given."""
+    caplog.set_level(logging.INFO, logger="imaging.audit")
+    settings = Settings(
+        seed=False, auth="jwt", jwt_secret=SECRET, jwt_audience=AUDIENCE, jwt_issuer=ISSUER
+    )
+    app = create_app(settings, store)
+    writer = token("system/*.*", sub="writer")
+    confined = {
+        "Authorization": f"Bearer {token('patient/ImagingStudy.rs', patient='p1', sub='nurse')}"
+    }
+    async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
+        async with subscription(address, {}, confined) as next_event:
+            for n, patient in enumerate(["p2", "p1"]):
+                await post(http, CREATE, writer, res=demo.study(f"e{n}", 1, 1, patient=patient))
+            await next_event()
+            deliveries = [
+                r.audit
+                for r in caplog.records
+                if r.name == "imaging.audit"
+                and r.audit["category"] == [{"text": "graphql subscription event"}]
+            ]
+    [given] = deliveries  # e1 only: e0 is another patient's, never given
+    assert given["agent"][0]["who"]["identifier"]["value"] == "nurse"
+    assert {"what": {"reference": "ImagingStudy/e1"}} in given["entity"]
+    assert {"what": {"reference": "Patient/p1"}, "role": {"text": "patient"}} in given["entity"]
 
 
 async def test_subscribing_needs_read_access(store: Repository) -> None:
