@@ -25,7 +25,7 @@ from api.settings import Settings, SettingsError
 from api.transfer.targets import LocalTarget, RemoteError, RemoteTarget, Target
 from store.fhir.outcome import OutcomeError
 from store.mongo import client
-from store.mongo.search import CODES
+from store.mongo.search import CODES, graphql_name
 
 
 def _version() -> str:
@@ -174,8 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     dump.add_argument("--sort", help="_sort, e.g. -started")
     for code in CODES:
         dump.add_argument(
-            f"--{code}",
-            dest=code.replace("-", "_"),
+            f"--{code.replace(':', '-')}",  # patient:identifier is --patient-identifier
+            dest=graphql_name(code),
             action="append",
             default=[],
             metavar="VALUE",
@@ -219,7 +219,7 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
     from api.transfer.stream import open_output, run_export
 
-    params = [(code, value) for code in CODES for value in getattr(args, code.replace("-", "_"))]
+    params = [(code, value) for code in CODES for value in getattr(args, graphql_name(code))]
     out = open_output(args.out)
     try:
         async with target(settings, args.url) as where:

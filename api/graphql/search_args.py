@@ -12,7 +12,15 @@ import strawberry
 
 from api.graphql.context import Info
 from store.fhir.definitions import search_parameters
-from store.mongo.search import CODES, FILTER, ValueCaps, check_values, graphql_name, or_value
+from store.mongo.search import (
+    CODES,
+    FILTER,
+    IDENTIFIER_SEARCHES,
+    ValueCaps,
+    check_values,
+    graphql_name,
+    or_value,
+)
 
 T = TypeVar("T")
 
@@ -21,6 +29,8 @@ _SYNTAX = {
     "reference": "A reference: Type/id, a bare id, or an absolute URL (matched as written).",
     "date": "A date with an optional prefix eq ne gt lt ge le sa eb ap, e.g. ge2024-01-01; "
     "partial dates are ranges (2024 is the whole year).",
+    "identifier": "An identifier: system|value, |value (no system), value (any system) or "
+    "system| (any value).",
 }
 _EXTRA = {
     "_id": ("token", "The logical id of the study."),
@@ -30,6 +40,32 @@ _EXTRA = {
         "The reason for the study. R5 gives no expression: a value that looks "
         "like a reference (Condition/1) searches reason.reference, anything else is a "
         "token on reason.concept.",
+    ),
+    # FHIR's `:identifier` modifier: what each one searches (the reference is never resolved).
+    "based-on:identifier": (
+        "identifier",
+        "The identifier of a basedOn reference, such as the accession number of the "
+        "ServiceRequest (basedOn.identifier, the REST based-on:identifier).",
+    ),
+    "patient:identifier": (
+        "identifier",
+        "The identifier of the subject when the subject is a Patient by its type or its "
+        "literal reference, such as the MRN (subject.identifier, the REST "
+        "patient:identifier).",
+    ),
+    "performer:identifier": (
+        "identifier",
+        "The identifier of a series performer's actor (series.performer.actor.identifier, "
+        "the REST performer:identifier).",
+    ),
+    "referrer:identifier": (
+        "identifier",
+        "The identifier of the referrer (referrer.identifier, the REST referrer:identifier).",
+    ),
+    "subject:identifier": (
+        "identifier",
+        "The identifier of the subject, whatever its type (subject.identifier, the REST "
+        "subject:identifier).",
     ),
 }
 
@@ -46,13 +82,21 @@ _REPEAT = (
     " A list of values means any of them (OR); a comma is part of the value. For AND, "
     "modifiers and more, use _filter."
 )
+# _filter's grammar has no modifiers (R5 search_filter.html), so it cannot say :identifier.
+_REPEAT_IDENTIFIER = (
+    " A list of values means any of them (OR); a comma is part of the value. Not in _filter."
+)
 _PARAMETERS = [
     inspect.Parameter(
         graphql_name(code),
         inspect.Parameter.KEYWORD_ONLY,
         default=None,
         annotation=Annotated[
-            list[str] | None, strawberry.argument(description=_description(code) + _REPEAT)
+            list[str] | None,
+            strawberry.argument(
+                description=_description(code)
+                + (_REPEAT_IDENTIFIER if code in IDENTIFIER_SEARCHES else _REPEAT)
+            ),
         ],
     )
     for code in CODES

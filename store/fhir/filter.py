@@ -193,6 +193,23 @@ class _Parser:
         while _is_name_char(self.peek()):
             self.at += 1
         name = self.text[start : self.at]
+        if self.peek() == ":":
+            # R5's grammar has no modifiers (a name is letters, digits, `_` and `-`); the
+            # plain arguments take the one this server has, `:identifier`.
+            end = self.at + 1
+            while _is_name_char(self.text[end : end + 1]):
+                end += 1
+            modifier = self.text[self.at + 1 : end]
+            hint = (
+                "; the :identifier searches are search arguments of their own "
+                "(patient_identifier, based_on_identifier, ...)"
+                if modifier == "identifier"
+                else ""
+            )
+            raise self.error(
+                f"'{name}:{modifier}': _filter takes no search modifiers (R5's grammar has none)"
+                + hint
+            )
         if self.peek() in (".", "["):
             raise self.error(
                 f"'{self.peek()}' after '{name}': chained parameters and "

@@ -34,7 +34,8 @@ INDEXES = [
         [("_srv.k.p", 1), ("_srv.k.c", 1), ("_srv.k.s", 1)],
         "every token and reference parameter: identifier, modality, body-site, dicom-class, "
         "reason, subject/patient, encounter, based-on, referrer, endpoint, performer, "
-        "body-structure (multikey over the private keys)",
+        "body-structure, and the :identifier modifier of based-on, patient, performer, "
+        "referrer and subject (multikey over the private keys)",
     ),
     Index(STUDIES, [("series.uid", 1)], "the series parameter (multikey over series)"),
     Index(

@@ -2,7 +2,8 @@
 indexed equality or range match. Computed on every write, stripped from every read.
 
 - `_srv.k`: token and reference keys, `{p: parameter, c: code or reference, s: system}`
-  (s absent for references); one compound multikey index serves them all.
+  (s absent for references), and the identifiers of references under `p: parameter:identifier`
+  (the `:identifier` modifier); one compound multikey index serves them all.
 - `_srv.started`, `_srv.lu`: `{lo, hi}` instant ranges of `started` and `meta.lastUpdated`.
 - `_srv.sort`: sort keys that are always present (a study without `started` sorts last).
 - `_srv.uid`: the Study Instance UID, under a unique index (absent on deleted studies)."""
@@ -50,6 +51,27 @@ def _references(param: str, refs: Iterable[dict[str, Any] | None]) -> Iterator[d
             yield {"p": param, "c": key}
 
 
+def _identifiers(param: str, refs: Iterable[dict[str, Any] | None]) -> Iterator[dict[str, Any]]:
+    """Token keys of the `identifier` of each Reference, for `param:identifier`."""
+    for ref in refs:
+        identifier = (ref or {}).get("identifier")
+        if isinstance(identifier, dict):
+            yield from _token(
+                f"{param}:identifier", identifier.get("system"), identifier.get("value")
+            )
+
+
+def is_patient(reference: dict[str, Any] | None) -> bool:
+    """Whether a Reference says it is to a Patient: by its `type`, else by its literal reference.
+    One given by identifier alone must say its type (store/fhir/references.py), so a subject
+    without either (an absolute URL without a type, a urn:uuid) is not known to be a Patient."""
+    ref = reference or {}
+    if ref.get("type") is not None:
+        return bool(ref["type"] == "Patient")
+    literal = ref.get("reference")
+    return isinstance(literal, str) and reference_type(literal) == "Patient"
+
+
 def _keys(study: Study) -> Iterator[dict[str, Any]]:
     series = study.get("series") or []
     for identifier in study.get("identifier") or ():
@@ -75,6 +97,14 @@ def _keys(study: Study) -> Iterator[dict[str, Any]]:
         yield from _references("endpoint", item.get("endpoint") or ())
         yield from _references("body-structure", [(item.get("bodySite") or {}).get("reference")])
         yield from _references("performer", (p.get("actor") for p in item.get("performer") or ()))
+        yield from _identifiers("performer", (p.get("actor") for p in item.get("performer") or ()))
+    subject = study.get("subject")
+    yield from _identifiers("subject", [subject])
+    # R5's `patient` is subject.where(resolve() is Patient): with :identifier nothing is resolved,
+    # so the Reference's own type (or literal reference) must say Patient.
+    yield from _identifiers("patient", [subject] if is_patient(subject) else [])
+    yield from _identifiers("referrer", [study.get("referrer")])
+    yield from _identifiers("based-on", study.get("basedOn") or ())
 
 
 def _range(value: str) -> dict[str, datetime]:

@@ -1,11 +1,12 @@
 """FHIR search parameters -> a MongoDB filter. Pure: no I/O.
 
-The 17 R5 ImagingStudy parameters plus `_id` and `_lastUpdated`, and `_filter` (an expression
-over them, store/fhir/filter.py). Parameters are (name, value) pairs in FHIR's REST form: repeated
-names are AND, a comma inside one value is OR (GraphQL lists arrive here as one value, their
-items joined by `or_value`, so a comma inside an item stays literal). User text only ever lands
-in value positions of equality matches, never in an operator or field name, so a value such as
-`{"$ne": 1}` is matched literally."""
+The 17 R5 ImagingStudy parameters plus `_id` and `_lastUpdated`, the `:identifier` modifier on
+five reference parameters (`patient:identifier`, ...), and `_filter` (an expression over the
+unmodified ones, store/fhir/filter.py). Parameters are (name, value) pairs in FHIR's REST form:
+repeated names are AND, a comma inside one value is OR (GraphQL lists arrive here as one value,
+their items joined by `or_value`, so a comma inside an item stays literal). User text only ever
+lands in value positions of equality matches, never in an operator or field name, so a value
+such as `{"$ne": 1}` is matched literally."""
 
 from __future__ import annotations
 
@@ -124,6 +125,25 @@ def _reference(key: str, targets: tuple[str, ...]) -> Build:
     return build
 
 
+def _identifier(key: str) -> Build:
+    """The `:identifier` modifier: the Reference's own `identifier` (never resolved), given as
+    `system|value`, `|value` (no system), `value` (any system) or `system|` (any value)."""
+
+    def build(_: str, value: str) -> dict[str, Any]:
+        try:
+            system, code = parse_token(value)
+        except ValueError:
+            raise ValueError("an identifier is value, system|value, |value or system|") from None
+        match: dict[str, Any] = {"p": key}
+        if code is not None:
+            match["c"] = code
+        if system is not None:
+            match["s"] = system
+        return {"_srv.k": {"$elemMatch": match}}
+
+    return build
+
+
 def _reason(name: str, value: str) -> dict[str, Any]:
     # R5 gives `reason` no expression: a value that looks like a reference searches
     # reason.reference, anything else is a token on reason.concept.
@@ -237,8 +257,16 @@ PARAMETERS: dict[str, Build] = {
     "status": _plain_code("status", STATUS_SYSTEM),
     "subject": _reference("subject", ("Patient", "Device", "Group")),
 }
+# The reference parameters that take FHIR's `:identifier` modifier (R5 search.html, "identifier"
+# modifier): each searches the `identifier` of the References its parameter searches, under a
+# private key of the same name (store/mongo/keys.py). `patient:identifier` keeps `patient`'s
+# target: a subject whose type (or literal reference) says Patient.
+IDENTIFIER_SEARCHES = [
+    f"{code}:identifier" for code in ("based-on", "patient", "performer", "referrer", "subject")
+]
+PARAMETERS.update({name: _identifier(name) for name in IDENTIFIER_SEARCHES})
 # Every code a search takes, in the order the GraphQL arguments and the CLI's options list them.
-CODES = [*search_parameters(), "_id", "_lastUpdated"]
+CODES = [*search_parameters(), "_id", "_lastUpdated", *IDENTIFIER_SEARCHES]
 
 
 # The type of each parameter, which decides the `_filter` operators it takes. `reason` is a
@@ -479,19 +507,21 @@ def to_filter(params: Params, argument: str | None = None) -> dict[str, Any]:
     `argument` when given (e.g. ifNoneExist), else the GraphQL argument of the parameter."""
     clauses = [LIVE]
     for name, raw in params:
-        if ":" in name:
+        if ":" in name and name not in PARAMETERS:
             raise fail(
                 BAD_USER_INPUT,
                 argument or name,
-                f"search modifiers such as '{name}' are not supported",
+                f"search modifiers such as '{name}' are not supported; the one supported is "
+                f":identifier, on {', '.join(n.split(':')[0] for n in IDENTIFIER_SEARCHES)}",
             )
         clauses.append(_clause(name, raw, argument or graphql_name(name)))
     return {"$and": clauses}
 
 
 def graphql_name(name: str) -> str:
-    """The GraphQL argument of a FHIR search parameter: `-` is written `_`."""
-    return name.replace("-", "_")
+    """The GraphQL argument of a FHIR search parameter: `-` and a modifier's `:` are written `_`
+    (`based-on:identifier` is `based_on_identifier`)."""
+    return name.replace("-", "_").replace(":", "_")
 
 
 def parse_query(query: str, argument: str, caps: ValueCaps = ValueCaps()) -> Params:

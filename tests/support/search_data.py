@@ -19,6 +19,7 @@ def _series(
     actor: str,
     instance: str,
     sop: dict[str, str],
+    actor_identifier: dict[str, str],
 ) -> dict[str, Any]:
     return {
         "uid": uid,
@@ -28,7 +29,7 @@ def _series(
             "reference": {"reference": structure},
         },
         "endpoint": [{"reference": endpoint}],
-        "performer": [{"actor": {"reference": actor}}],
+        "performer": [{"actor": {"reference": actor, "identifier": actor_identifier}}],
         "instance": [{"uid": instance, "sopClass": sop}],
     }
 
@@ -40,11 +41,16 @@ A = {
         {"system": "urn:dicom:uid", "value": "urn:oid:1.2.3"},
         {"system": "urn:acc", "value": "ACC1"},
     ],
-    "subject": {"reference": "Patient/p1"},
+    "subject": {"reference": "Patient/p1", "identifier": {"system": "urn:mrn", "value": "MRN1"}},
     "encounter": {"reference": "Encounter/e1"},
     "started": "2024-03-05T10:00:00+01:00",
-    "basedOn": [{"reference": "ServiceRequest/sr1"}],
-    "referrer": {"reference": "Practitioner/r1"},
+    "basedOn": [
+        {"reference": "ServiceRequest/sr1", "identifier": {"system": "urn:acc", "value": "ACC1"}}
+    ],
+    "referrer": {
+        "reference": "Practitioner/r1",
+        "identifier": {"system": "urn:npi", "value": "N1"},
+    },
     "endpoint": [{"reference": "Endpoint/ep1"}],
     "reason": [
         {"concept": {"coding": [{"system": SCT, "code": "357009"}]}},
@@ -60,6 +66,7 @@ A = {
             "Practitioner/tech1",
             "1.2.3.1.1",
             {"system": "urn:ietf:rfc:3986", "code": CT_IMAGE},
+            {"system": "urn:staff", "value": "T1"},
         )
     ],
 }
@@ -67,11 +74,17 @@ B = {
     "id": "b",
     "status": "registered",
     "identifier": [{"system": "urn:dicom:uid", "value": "urn:oid:1.2.4"}],
-    "subject": {"reference": "Patient/p2"},
+    "subject": {"reference": "Patient/p2", "identifier": {"value": "MRN2"}},
     "encounter": {"reference": "Encounter/e2"},
     "started": "2023",
-    "basedOn": [{"reference": "ServiceRequest/sr2"}],
-    "referrer": {"reference": "PractitionerRole/r2"},
+    "basedOn": [
+        {"reference": "ServiceRequest/sr2"},
+        {"type": "ServiceRequest", "identifier": {"value": "ACC2"}},
+    ],
+    "referrer": {
+        "reference": "PractitionerRole/r2",
+        "identifier": {"system": "urn:npi", "value": "N2"},
+    },
     "reason": [{"reference": {"reference": "Observation/o1"}}],
     "series": [
         _series(
@@ -83,10 +96,17 @@ B = {
             "Organization/o2",
             "1.2.4.1.1",
             {"code": MR_IMAGE},
+            {"value": "O2"},
         )
     ],
 }
-C = {"id": "c", "status": "cancelled", "subject": {"reference": "Group/g1"}}
+# C's subject is a Group carrying an MRN-like identifier: subject_identifier finds it,
+# patient_identifier does not.
+C = {
+    "id": "c",
+    "status": "cancelled",
+    "subject": {"reference": "Group/g1", "identifier": {"system": "urn:mrn", "value": "MRN3"}},
+}
 STUDIES = [A, B, C]
 
 # parameter, a value matching only A, one matching only B, one matching none, a malformed one
@@ -115,4 +135,14 @@ TABLE = [
     ("status", "available", "http://hl7.org/fhir/imagingstudy-status|registered", "unknown", "|"),
     ("subject", "Patient/p1", "p2", "Device/d9", "Encounter/e1"),
     ("_id", "a", "b", "z", "a|b|c"),
+]
+
+# The same columns for the `:identifier` searches (plain arguments only: `_filter` has no
+# modifiers).
+IDENTIFIER_TABLE = [
+    ("based-on:identifier", "urn:acc|ACC1", "ACC2", "urn:acc|ACC2", "a|b|c"),
+    ("patient:identifier", "urn:mrn|MRN1", "|MRN2", "urn:mrn|MRN3", "a|b|c"),
+    ("performer:identifier", "urn:staff|T1", "|O2", "urn:staff|O2", "|"),
+    ("referrer:identifier", "urn:npi|N1", "N2", "|N1", "a|b|c"),
+    ("subject:identifier", "MRN1", "|MRN2", "urn:other|MRN1", "a|b|c"),
 ]

@@ -354,3 +354,37 @@ async def test_a_filter_never_widens_a_confined_search(
     assert {e["resource"]["id"] for e in data["ImagingStudyConnection"]["edges"]} <= {"mine"}
     assert data["c"]["count"] == len(data["ImagingStudyList"])
     assert leaks(body) == [], body
+
+
+async def test_an_identifier_search_never_widens_a_confined_search(
+    client: httpx.AsyncClient, store: Repository
+) -> None:
+    """A token confined to p1 that knows p2's MRN finds nothing by it: the identifier search is
+    ANDed with the confinement, like every other argument."""
+    for study_id, patient, mrn in (("mine-mrn", "p1", "MRN-1"), ("theirs-mrn", "p2", "MRN-2")):
+        resource = study(study_id, patient)
+        resource["subject"]["identifier"] = {"system": "urn:mrn", "value": mrn}
+        resource["basedOn"] = [{"type": "ServiceRequest", "identifier": {"value": f"A-{mrn}"}}]
+        await store.create(resource)
+    query = """query($m: [String!], $s: [String!], $a: [String!]) {
+      ImagingStudyList(patient_identifier: $m, subject_identifier: $s, based_on_identifier: $a) {
+        id }
+      ImagingStudyConnection(patient_identifier: $m, subject_identifier: $s,
+        based_on_identifier: $a) { count edges { resource { id } } } }"""
+    bearer = token("patient/ImagingStudy.rs", patient="p1")
+    for found, variables in [
+        ([], {"m": ["urn:mrn|MRN-2"]}),
+        ([], {"s": ["MRN-2"]}),
+        ([], {"a": ["A-MRN-2"]}),
+        (["mine-mrn"], {"m": ["MRN-2", "MRN-1"]}),
+    ]:
+        body = await call(client, bearer, query, **variables)
+        assert "errors" not in body, body
+        assert [s["id"] for s in body["data"]["ImagingStudyList"]] == found
+        connection = body["data"]["ImagingStudyConnection"]
+        assert [e["resource"]["id"] for e in connection["edges"]] == found
+        assert connection["count"] == len(found)
+    # The unconfined operator's view, so the empty answers above are the gate's doing.
+    everyone = token("system/ImagingStudy.rs", patient=None)
+    body = await call(client, everyone, query, m=["MRN-2"])
+    assert [s["id"] for s in body["data"]["ImagingStudyList"]] == ["theirs-mrn"]

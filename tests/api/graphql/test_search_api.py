@@ -286,3 +286,40 @@ async def test_fhirpath_evaluation_is_bounded_in_time(
     body = await gql(FHIRPATH_LIST, e="true")
     assert error(body)["extensions"]["code"] == "QUERY_REJECTED"
     assert "FHIRPath evaluation" in error(body)["message"]
+
+
+async def test_worklist_by_patient_identifier(loaded: Repository, gql: Gql) -> None:
+    """The worklist query of radiology, all studies of MRN X, on both search fields, with a
+    list as OR and the accession number on basedOn."""
+    query = """query($mrn: [String!], $acc: [String!]) {
+      ImagingStudyList(patient_identifier: $mrn, based_on_identifier: $acc) { id }
+      ImagingStudyConnection(patient_identifier: $mrn, based_on_identifier: $acc) {
+        count edges { resource { id } } } }"""
+    for mrn, acc, found in [
+        (["urn:mrn|MRN1"], None, ["a"]),
+        (["urn:mrn|MRN1", "|MRN2"], None, ["a", "b"]),
+        (["MRN3"], None, []),  # a Group's identifier: not a patient
+        (None, ["ACC2"], ["b"]),
+        (["urn:mrn|MRN1"], ["ACC2"], []),
+    ]:
+        body = await gql(query, mrn=mrn, acc=acc)
+        assert "errors" not in body, body
+        assert [s["id"] for s in body["data"]["ImagingStudyList"]] == found
+        connection = body["data"]["ImagingStudyConnection"]
+        assert connection["count"] == len(found)
+        assert [e["resource"]["id"] for e in connection["edges"]] == found
+    body = await gql('{ ImagingStudyList(subject_identifier: "MRN3") { id } }')
+    assert body["data"]["ImagingStudyList"] == [{"id": "c"}]
+
+
+async def test_identifier_argument_errors_name_the_argument(loaded: Repository, gql: Gql) -> None:
+    body = await gql('{ ImagingStudyList(referrer_identifier: "a|b|c") { id } }')
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error(body)["extensions"]["resource"]["issue"][0]["expression"] == [
+        "referrer_identifier"
+    ]
+    assert "system|value" in error(body)["message"]
+    # _filter's grammar has no modifiers: refused with where to go instead.
+    body = await gql('{ ImagingStudyList(_filter: "patient:identifier eq MRN1") { id } }')
+    assert error(body)["extensions"]["resource"]["issue"][0]["expression"] == ["_filter"]
+    assert "patient_identifier" in error(body)["message"]

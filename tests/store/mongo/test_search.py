@@ -9,9 +9,11 @@ import copy
 import pytest
 
 from store.fhir.outcome import BAD_USER_INPUT, StoreError
+from store.mongo.indexes import INDEXES
+from store.mongo.indexes import STUDIES as STUDIES_COLLECTION
 from store.mongo.repository import Repository
-from store.mongo.search import graphql_name
-from tests.support.search_data import STUDIES, TABLE
+from store.mongo.search import IDENTIFIER_SEARCHES, graphql_name, to_filter
+from tests.support.search_data import IDENTIFIER_TABLE, STUDIES, TABLE
 
 
 @pytest.fixture
@@ -25,7 +27,11 @@ async def ids(repo: Repository, *params: tuple[str, str], sort: str | None = Non
     return [s["id"] for s in await repo.search(list(params), 100, sort=sort)]
 
 
-@pytest.mark.parametrize(("name", "a", "b", "none", "bad"), TABLE, ids=[r[0] for r in TABLE])
+@pytest.mark.parametrize(
+    ("name", "a", "b", "none", "bad"),
+    [*TABLE, *IDENTIFIER_TABLE],
+    ids=[r[0] for r in [*TABLE, *IDENTIFIER_TABLE]],
+)
 async def test_parameter(
     loaded: Repository, name: str, a: str, b: str, none: str, bad: str
 ) -> None:
@@ -181,3 +187,55 @@ async def test_unknown_sort_key_is_refused(store: Repository) -> None:
     with pytest.raises(StoreError) as caught:
         await ids(store, sort="-modality")
     assert caught.value.issues[0].expression == "_sort"
+
+
+async def test_patient_identifier_needs_a_subject_that_says_patient(store: Repository) -> None:
+    """R5's `patient` is subject.where(resolve() is Patient); :identifier resolves nothing, so
+    the Reference itself must say Patient: by its type, else by its literal reference."""
+    mrn = {"system": "urn:mrn", "value": "M7"}
+    subjects = {
+        "typed": {"type": "Patient", "identifier": mrn},  # as ingest-dicom writes it
+        "literal": {"reference": "Patient/p7", "identifier": mrn},
+        "absolute": {"reference": "http://ehr.example/fhir/Patient/7", "identifier": mrn},
+        "group": {"type": "Group", "identifier": mrn},
+        "device": {"reference": "Device/d7", "identifier": mrn},
+        "uuid": {"reference": "urn:uuid:0f4c7f0e-8f5c-4d3c-9a57-2f3c1b0b6b1a", "identifier": mrn},
+    }
+    for study_id, subject in subjects.items():
+        await store.create({"id": study_id, "status": "registered", "subject": subject})
+    patients = ["absolute", "literal", "typed"]
+    for value in ("urn:mrn|M7", "M7", "urn:mrn|"):
+        assert sorted(await ids(store, ("patient:identifier", value))) == patients
+        assert sorted(await ids(store, ("subject:identifier", value))) == sorted(subjects)
+    assert await ids(store, ("patient:identifier", "|M7")) == []  # |value: no system
+    assert await ids(store, ("patient:identifier", "urn:other|M7")) == []
+
+
+async def test_identifier_searches_and_with_the_others(loaded: Repository) -> None:
+    assert await ids(loaded, ("patient:identifier", "MRN1"), ("modality", "CT")) == ["a"]
+    assert await ids(loaded, ("patient:identifier", "MRN1"), ("patient", "p2")) == []
+    assert sorted(await ids(loaded, ("subject:identifier", "urn:mrn|MRN1,urn:mrn|MRN3"))) == [
+        "a",
+        "c",
+    ]
+
+
+@pytest.mark.parametrize("name", ["patient:missing", "modality:not", "identifier:identifier"])
+async def test_other_modifiers_are_refused_naming_the_one_there_is(
+    loaded: Repository, name: str
+) -> None:
+    with pytest.raises(StoreError) as caught:
+        await ids(loaded, (name, "x"))
+    assert caught.value.code == BAD_USER_INPUT
+    assert ":identifier, on based-on, patient" in caught.value.message
+
+
+@pytest.mark.parametrize("name", IDENTIFIER_SEARCHES)
+def test_identifier_searches_are_served_by_the_key_index(name: str) -> None:
+    """On MongoDB a search must not scan the collection: an :identifier search is one
+    $elemMatch over `_srv.k` whose parameter, value and system are the multikey index's three
+    keys, in order, so the server bounds all three."""
+    [clause] = to_filter([(name, "urn:mrn|M1")])["$and"][1:]
+    assert clause == {"_srv.k": {"$elemMatch": {"p": name, "c": "M1", "s": "urn:mrn"}}}
+    [index] = [i for i in INDEXES if i.collection == STUDIES_COLLECTION and "_srv.k.p" in i.name]
+    assert [field for field, _ in index.keys] == ["_srv.k.p", "_srv.k.c", "_srv.k.s"]

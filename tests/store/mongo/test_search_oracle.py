@@ -1,6 +1,8 @@
 """Property: search agrees with a brute-force filter written here, independently of the store,
-over generated studies and queries (patient, status, modality, started, identifier, series),
-and `_filter` trees of the same comparisons under and/or/not."""
+over generated studies and queries (patient, status, modality, started, identifier, series, and
+the :identifier searches of patient, subject, based-on, referrer and performer), and `_filter`
+trees of the same comparisons (but the :identifier ones, which _filter has not) under
+and/or/not."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from store.mongo.search import filter_comparison, split_unescaped, to_filter
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 PATIENTS = ["p1", "p2", "p3"]
 CODES = ["CT", "MR", "US"]
+MRN = "urn:mrn"
+IDENTIFIED = ["patient", "subject", "based-on", "referrer", "performer"]
 
 # -- an independent reading of FHIR dates and prefixes -----------------------------------------
 
@@ -77,9 +81,43 @@ def _token_matches(codings: list[dict[str, Any]], query: str) -> bool:
     return any(c["code"] == code and c.get("system", "") == system for c in codings)
 
 
-def oracle(study: dict[str, Any], name: str, value: str) -> bool:
+def _says_patient(ref: dict[str, Any]) -> bool:
+    """The Reference's type, else the type its literal `Type/id` names, is Patient."""
+    if "type" in ref:
+        return bool(ref["type"] == "Patient")
+    return str(ref.get("reference", "")).startswith("Patient/")
+
+
+def _references(study: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The References a parameter's :identifier looks at."""
     if name == "patient":
-        return study["subject"]["reference"] == f"Patient/{value}"
+        return [study["subject"]] if _says_patient(study["subject"]) else []
+    if name == "subject":
+        return [study["subject"]]
+    if name == "based-on":
+        return list(study.get("basedOn", []))
+    if name == "referrer":
+        return [study["referrer"]] if "referrer" in study else []
+    return [p["actor"] for s in study["series"] for p in s.get("performer", [])]
+
+
+def _identifier_matches(refs: list[dict[str, Any]], query: str) -> bool:
+    identifiers = [r["identifier"] for r in refs if "identifier" in r]
+    if "|" not in query:
+        return any(i.get("value") == query for i in identifiers)
+    system, value = query.split("|")
+    return any(
+        i.get("system", "") == system and (value == "" or i.get("value") == value)
+        for i in identifiers
+    )
+
+
+def oracle(study: dict[str, Any], name: str, value: str) -> bool:
+    if name.endswith(":identifier"):
+        refs = _references(study, name.split(":")[0])
+        return any(_identifier_matches(refs, item) for item in value.split(","))
+    if name == "patient":
+        return study["subject"].get("reference") == f"Patient/{value}"
     if name == "status":
         return study["status"] in value.split(",")
     if name == "modality":
@@ -112,6 +150,28 @@ partial_dates = st.one_of(
 )
 
 
+def _identifier(draw: st.DrawFn) -> dict[str, str]:
+    identifier = {"value": draw(st.sampled_from(["M1", "M2"]))}
+    if draw(st.booleans()):
+        identifier["system"] = MRN
+    return identifier
+
+
+def _reference(draw: st.DrawFn, types: list[str]) -> dict[str, Any]:
+    """A Reference by literal reference, by identifier (with its type, as R5 requires), or
+    both."""
+    kind = draw(st.sampled_from(types))
+    form = draw(st.sampled_from(["literal", "identifier", "both"]))
+    ref: dict[str, Any] = {}
+    if form != "identifier":
+        ref["reference"] = f"{kind}/{draw(st.sampled_from(PATIENTS))}"
+    else:
+        ref["type"] = kind
+    if form != "literal":
+        ref["identifier"] = _identifier(draw)
+    return ref
+
+
 @st.composite
 def studies(draw: st.DrawFn) -> list[dict[str, Any]]:
     made = []
@@ -121,20 +181,31 @@ def studies(draw: st.DrawFn) -> list[dict[str, Any]]:
             coding = {"code": draw(st.sampled_from(CODES))}
             if draw(st.booleans()):
                 coding["system"] = DCM
-            series.append(
-                {
-                    "uid": f"1.{n}.{s}",
-                    "modality": {"coding": [coding]},
-                    "instance": [{"uid": f"1.{n}.{s}.1", "sopClass": {"code": "x"}}],
-                }
-            )
+            item = {
+                "uid": f"1.{n}.{s}",
+                "modality": {"coding": [coding]},
+                "instance": [{"uid": f"1.{n}.{s}.1", "sopClass": {"code": "x"}}],
+            }
+            if draw(st.booleans()):
+                actor = _reference(draw, ["Practitioner", "Organization"])
+                item["performer"] = [{"actor": actor}]
+            series.append(item)
         study = {
             "id": f"s{n}",
             "status": draw(st.sampled_from(["registered", "available", "cancelled", "unknown"])),
-            "subject": {"reference": f"Patient/{draw(st.sampled_from(PATIENTS))}"},
+            "subject": (
+                {"reference": f"Patient/{draw(st.sampled_from(PATIENTS))}"}
+                if draw(st.booleans())
+                else _reference(draw, ["Patient", "Group"])
+            ),
             "identifier": [{"system": "urn:acc", "value": f"A{n % 4}"}],
             "series": series,
         }
+        based_on = [_reference(draw, ["ServiceRequest"]) for _ in range(draw(st.integers(0, 2)))]
+        if based_on:
+            study["basedOn"] = based_on
+        if draw(st.booleans()):
+            study["referrer"] = _reference(draw, ["Practitioner"])
         started = draw(st.none() | partial_dates)
         if started:
             study["started"] = started
@@ -142,9 +213,20 @@ def studies(draw: st.DrawFn) -> list[dict[str, Any]]:
     return made
 
 
-def queries(dates: st.SearchStrategy[str]) -> st.SearchStrategy[list[tuple[str, str]]]:
+IDENTIFIER_QUERIES = st.tuples(
+    st.sampled_from(IDENTIFIED).map(lambda name: f"{name}:identifier"),
+    st.sampled_from(["M1", "M2", f"{MRN}|M1", "|M2", f"{MRN}|", f"{MRN}|M2,|M1"]),
+)
+
+
+def queries(
+    dates: st.SearchStrategy[str], identified: bool = False
+) -> st.SearchStrategy[list[tuple[str, str]]]:
+    """Lists of (parameter, value); with `identified`, the :identifier searches too (which
+    _filter has not)."""
     return st.lists(
         st.one_of(
+            *([IDENTIFIER_QUERIES] if identified else []),
             st.tuples(st.just("patient"), st.sampled_from(PATIENTS)),
             st.tuples(
                 st.just("status"), st.sampled_from(["available", "registered,cancelled", "unknown"])
@@ -209,7 +291,7 @@ def test_search_agrees_with_a_brute_force_filter(
 ) -> None:
     near = _near(data)
     dates = st.one_of(partial_dates, st.sampled_from(near)) if near else partial_dates
-    query_sets = draw.draw(st.lists(queries(dates), min_size=1, max_size=8))
+    query_sets = draw.draw(st.lists(queries(dates, identified=True), min_size=1, max_size=8))
     asyncio.run(_check(data, query_sets))
 
 
