@@ -11,11 +11,11 @@ import httpx
 from api.access.auth import Access
 from api.access.scoped import ScopedStore
 from store.fhir import Study
-from store.fhir.outcome import QUERY_REJECTED, UNAUTHENTICATED
+from store.fhir.outcome import BAD_USER_INPUT, QUERY_REJECTED, UNAUTHENTICATED, fail
 from store.interop.bundle import study_uid_token
 from store.interop.files import canonical
 from store.interop.importer import EntryResult
-from store.interop.ingest import Writer
+from store.interop.ingest import ID_ELEMENT, Writer
 from store.mongo.repository import Repository
 from store.mongo.search import CODES, Params, filter_comparison, graphql_name, split_unescaped
 
@@ -54,9 +54,12 @@ class LocalTarget:
 class RemoteError(Exception):
     """The server refused a request (`code` is its contract code) or could not be reached."""
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, code: str | None = None, expression: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.expression = expression  # the element the first issue names, if any
 
 
 IMPORT = """mutation($r: JSON!, $d: Boolean!) { ImagingStudyImport(resource: $r, dryRun: $d) {
@@ -134,7 +137,9 @@ class RemoteTarget:
                 if code == UNAUTHENTICATED and not self.headers
                 else ""
             )
-            raise RemoteError(f"{code}: {first['message']}{hint}", code)
+            issues = (first.get("extensions", {}).get("resource") or {}).get("issue") or [{}]
+            expression = (issues[0].get("expression") or [None])[0]
+            raise RemoteError(f"{code}: {first['message']}{hint}", code, expression)
         data: dict[str, Any] = body["data"]
         return data
 
@@ -194,7 +199,14 @@ class RemoteTarget:
             if found:
                 return found[0], False
         # The GraphQL input mirrors FHIR JSON, so the resource goes as it is.
-        data = await self.call(CREATE, r=resource, c=if_none_exist)
+        try:
+            data = await self.call(CREATE, r=resource, c=if_none_exist)
+        except RemoteError as error:
+            # The server's refusal of a chosen id that is taken, as the store's own, which
+            # ingest answers by letting the server choose (store/interop/ingest.py).
+            if error.code == BAD_USER_INPUT and error.expression == ID_ELEMENT:
+                raise fail(BAD_USER_INPUT, ID_ELEMENT, str(error)) from None
+            raise
         return data["ImagingStudyCreate"], True
 
     async def add_series(

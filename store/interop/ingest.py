@@ -4,8 +4,10 @@ study through a Writer in batches (never one write per file).
 A study whose Study Instance UID is already stored gets the new series and instances added; a
 SOP instance already present is a duplicate (the same image in several transfer syntaxes is one
 instance). Creation is a conditional create on the Study UID, so concurrent ingests of one study
-from two processes never make two studies. The Writer is the repository itself, or a running
-server's GraphQL API: the same algorithm either way."""
+from two processes never make two studies. A new study's id is its Study Instance UID when that
+is a valid FHIR id no other study has (`stable_id`), so the same files give the same ids on
+every machine and at every start. The Writer is the repository itself, or a running server's
+GraphQL API: the same algorithm either way."""
 
 from __future__ import annotations
 
@@ -17,14 +19,28 @@ from typing import Any, Protocol
 
 from store.fhir import Study
 from store.fhir.edit import INSTANCE_KEY, SERIES_KEY
-from store.fhir.identity import same_subject
+from store.fhir.identity import same_subject, study_uid
 from store.fhir.outcome import BAD_USER_INPUT, StoreError, fail
+from store.fhir.primitives import CHECKS
 from store.fhir.validate import part_issues, structure_issues
 from store.interop import dicom
 from store.interop.bundle import study_uid_condition
 
 BATCH = 10_000  # instances per write, the AddInstances limit
 FLUSH_AT = 5_000  # pending instances that trigger writing what has been read so far
+ID_ELEMENT = "ImagingStudy.id"
+
+
+def stable_id(study_uid: str) -> str | None:
+    """The id a study made from DICOM asks for: its Study Instance UID when that is a FHIR id
+    (R5: 1 to 64 of A-Z a-z 0-9 - .; every valid DICOM UID is one), else None (a random id)."""
+    return study_uid if CHECKS["id"](study_uid) is None else None
+
+
+def id_taken(error: StoreError) -> bool:
+    """Whether a create was refused because its id is already another study's, the one
+    refusal a create with a chosen id has that a create without one has not."""
+    return error.code == BAD_USER_INPUT and [i.expression for i in error.issues] == [ID_ELEMENT]
 
 
 class Writer(Protocol):
@@ -52,6 +68,9 @@ class IngestReport:
     instances_added: int = 0
     instances_duplicate: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (Study UID, why)
+    # (Study UID, id) of the studies created with a random id: their UID is not a FHIR id, or
+    # another study has it as its id.
+    random_ids: list[tuple[str, str]] = field(default_factory=list)
 
     def table(self) -> str:
         lines = [
@@ -61,6 +80,11 @@ class IngestReport:
         lines += [f"  {reason}: {count}" for reason, count in self.skipped.most_common()]
         lines += [
             f"studies created     {self.studies_created:>8}",
+            *(
+                f"  study {uid} created as ImagingStudy/{study_id}: its Study UID is not "
+                "a free FHIR id"
+                for uid, study_id in self.random_ids
+            ),
             f"studies updated     {self.studies_updated:>8}",
             f"instances added     {self.instances_added:>8}",
             f"instances duplicate {self.instances_duplicate:>8}",
@@ -159,9 +183,7 @@ class Ingest:
             instances = pending.instances[uid][:budget]
             budget -= len(instances)
             first.append({**series, "instance": instances} if instances else series)
-        stored, created = await self.writer.create(
-            {**pending.study, "series": first}, study_uid_condition(pending.study)
-        )
+        stored, created = await self._create({**pending.study, "series": first})
         if not created and not same_subject(stored, pending.study):
             raise fail(
                 BAD_USER_INPUT,
@@ -196,6 +218,26 @@ class Ingest:
             self.report.studies_created += 1
         elif added or new_series:
             self.report.studies_updated += 1
+
+    async def _create(self, study: Study) -> tuple[Study, bool]:
+        """The conditional create on the Study UID, asking for the UID as the id. The condition
+        decides between concurrent ingests of one study (they all ask for the same id, and one
+        claim on the UID lets one of them create); the id only decides what the study is
+        called. An id another study already has (a study written with that id by hand, say)
+        is left to it and the server picks a random one."""
+        condition = study_uid_condition(study)
+        uid = study_uid(study)
+        chosen = None if uid is None else stable_id(uid)
+        if chosen is not None:
+            try:
+                return await self.writer.create({**study, "id": chosen}, condition)
+            except StoreError as error:
+                if not id_taken(error):
+                    raise
+        stored, created = await self.writer.create(study, condition)
+        if created and uid is not None:
+            self.report.random_ids.append((uid, str(stored["id"])))
+        return stored, created
 
 
 def _files(paths: Iterable[str | Path]) -> Iterable[Path]:
