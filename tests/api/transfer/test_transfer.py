@@ -20,6 +20,7 @@ from store.interop import demo, dicom
 from store.interop.ingest import Ingest
 from store.mongo import client
 from store.mongo.repository import Repository
+from tests.support.dicom import write
 
 
 @pytest.fixture
@@ -151,13 +152,30 @@ async def test_dicom_ingest_over_both_routes(
     for repo in (store, other_store):
         trees.append(
             sorted(
-                (s["identifier"][0]["value"], s["numberOfInstances"])
+                (s["identifier"][0]["value"], s["id"], s["numberOfInstances"])
                 for s in await repo.search([], 1000)
             )
         )
     assert trees[0] == trees[1]
+    # Either route calls each study by its Study Instance UID.
+    assert all(uid == f"urn:oid:{study_id}" for uid, study_id, _ in trees[0])
     again = await Ingest(remote).run([folder])
     assert (again.studies_created, again.studies_updated, again.instances_added) == (0, 0, 0)
+
+
+async def test_a_remote_ingest_leaves_a_taken_id_to_its_study(
+    remote: RemoteTarget, store: Repository, tmp_path: Path
+) -> None:
+    """The server refuses the UID as an id another study has; ingest then lets it choose."""
+    await store.create(demo.study("1.2.3", 1, 1))
+    write(tmp_path, "a.dcm")
+    report = await Ingest(remote).run([tmp_path])
+    assert report.failed == []
+    [(uid, study_id)] = report.random_ids
+    assert uid == "1.2.3"
+    ingested = await store.get(study_id)
+    assert ingested is not None
+    assert ingested["identifier"][0]["value"] == "urn:oid:1.2.3"
 
 
 def test_cli_ingest_dicom(
