@@ -17,7 +17,14 @@ from store.interop.files import canonical
 from store.interop.importer import EntryResult
 from store.interop.ingest import ID_ELEMENT, Writer
 from store.mongo.repository import Repository
-from store.mongo.search import CODES, Params, filter_comparison, graphql_name, split_unescaped
+from store.mongo.search import (
+    CODES,
+    IDENTIFIER_SEARCHES,
+    Params,
+    filter_comparison,
+    graphql_name,
+    split_unescaped,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8000/graphql"
 
@@ -159,6 +166,11 @@ class RemoteTarget:
         for name, value in params:
             items = split_unescaped(value, ",")
             if graphql_name(name) in found:
+                if name in IDENTIFIER_SEARCHES:  # _filter has no modifiers to say it with
+                    raise RemoteError(
+                        f"--{name.replace(':', '-')} may be given once over a server (a comma "
+                        "between values means any of them); with MONGODB_URI it may repeat"
+                    )
                 ands.append(f"({' or '.join(filter_comparison(name, i) for i in items)})")
             else:
                 found[graphql_name(name)] = items

@@ -15,7 +15,7 @@ import pytest
 
 from api.cli import commands as cli
 from api.transfer.stream import run_export, run_import
-from api.transfer.targets import LocalTarget, RemoteTarget
+from api.transfer.targets import LocalTarget, RemoteError, RemoteTarget
 from store.interop import demo, dicom
 from store.interop.ingest import Ingest
 from store.mongo import client
@@ -130,6 +130,36 @@ def test_cli_exit_status_and_summary(
     assert cli.main(["export", "--out", str(out), "--patient", "dicom"]) == 0
     exported = [json.loads(line) for line in out.read_text().splitlines()]
     assert {s["id"] for s in exported} == {"example", "example-xr"}
+
+
+def test_cli_export_by_patient_identifier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, db = client.open_embedded("cli-mrn")  # sync test: the CLI runs its own event loop
+    store = Repository(db)
+
+    @asynccontextmanager
+    async def here(*_: Any) -> AsyncIterator[LocalTarget]:
+        yield LocalTarget(store)
+
+    monkeypatch.setattr(cli, "target", here)
+    for name, mrn in (("m1", "M1"), ("m2", "M2")):
+        study = demo.study(name, 1, 1)
+        study["subject"]["identifier"] = {"system": "urn:mrn", "value": mrn}
+        (tmp_path / f"{name}.json").write_text(json.dumps(study))
+    assert cli.main(["import", str(tmp_path)]) == 0
+    out = tmp_path / "out.ndjson"
+    assert cli.main(["export", "--out", str(out), "--patient-identifier", "urn:mrn|M2"]) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["m2"]
+
+
+async def test_a_remote_export_refuses_a_repeated_identifier_option(
+    remote: RemoteTarget,
+) -> None:
+    """A repeated option is AND, which over GraphQL takes _filter, which has no modifiers:
+    said plainly instead of the server's _filter error."""
+    params = [("patient:identifier", "M1"), ("patient:identifier", "M2")]
+    with pytest.raises(RemoteError, match="--patient-identifier may be given once"):
+        await run_export(remote, params, "ndjson", io.StringIO())
+    assert await run_export(remote, [("patient:identifier", "M1,M2")], "ndjson", io.StringIO()) == 0
 
 
 def test_cli_without_a_server_says_so(
