@@ -61,6 +61,8 @@ def test_not_and_parentheses() -> None:
         ("not status eq a", 5, "'not' takes a filter in parentheses"),
         ("subject.name eq x", 8, "chained parameters and [filter] paths are not supported"),
         ("related[type eq x].target re y", 8, "chained parameters"),
+        ("patient:identifier eq M1", 8, "the :identifier searches are search arguments"),
+        ("status:missing eq true", 7, "'status:missing': _filter takes no search modifiers"),
         ('status eq "open', 11, "a quoted value must be a JSON string"),
         ("status eq )", 11, "expected a value"),
         ("9x eq a", 1, "expected a search parameter name"),

@@ -239,3 +239,15 @@ def test_identifier_searches_are_served_by_the_key_index(name: str) -> None:
     assert clause == {"_srv.k": {"$elemMatch": {"p": name, "c": "M1", "s": "urn:mrn"}}}
     [index] = [i for i in INDEXES if i.collection == STUDIES_COLLECTION and "_srv.k.p" in i.name]
     assert [field for field, _ in index.keys] == ["_srv.k.p", "_srv.k.c", "_srv.k.s"]
+
+
+async def test_a_conditional_create_by_mrn(store: Repository) -> None:
+    """ifNoneExist takes the REST form of the modifier, as a search string does."""
+    first = {
+        "status": "registered",
+        "subject": {"type": "Patient", "identifier": {"system": "urn:mrn", "value": "M9"}},
+    }
+    made, created = await store.create(copy.deepcopy(first), "patient:identifier=urn:mrn|M9")
+    assert created
+    again, created = await store.create(copy.deepcopy(first), "patient:identifier=urn:mrn|M9")
+    assert (again["id"], created) == (made["id"], False)
