@@ -183,7 +183,7 @@ class Ingest:
             instances = pending.instances[uid][:budget]
             budget -= len(instances)
             first.append({**series, "instance": instances} if instances else series)
-        stored, created = await self._create({**pending.study, "series": first})
+        stored, created = await self.create_study({**pending.study, "series": first})
         if not created and not same_subject(stored, pending.study):
             raise fail(
                 BAD_USER_INPUT,
@@ -219,8 +219,12 @@ class Ingest:
         elif added or new_series:
             self.report.studies_updated += 1
 
-    async def _create(self, study: Study) -> tuple[Study, bool]:
-        """The conditional create on the Study UID, asking for the UID as the id. The condition
+    async def create_study(self, study: Study) -> tuple[Study, bool]:
+        """Creates `study` (new from DICOM: no id) unless its Study UID is stored; returns the
+        stored study and whether it was created. Every route in (files, the DICOMweb sync)
+        creates through here, so all give the same ids.
+
+        A conditional create on the Study UID, asking for the UID as the id. The condition
         decides between concurrent ingests of one study (they all ask for the same id, and one
         claim on the UID lets one of them create); the id only decides what the study is
         called. An id another study already has (a study written with that id by hand, say)
