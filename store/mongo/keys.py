@@ -61,10 +61,11 @@ def _identifiers(param: str, refs: Iterable[dict[str, Any] | None]) -> Iterator[
             )
 
 
-def is_patient(reference: dict[str, Any] | None) -> bool:
-    """Whether a Reference says it is to a Patient: by its `type`, else by its literal reference.
-    One given by identifier alone must say its type (store/fhir/references.py), so a subject
-    without either (an absolute URL without a type, a urn:uuid) is not known to be a Patient."""
+def _is_patient(reference: dict[str, Any] | None) -> bool:
+    """Whether a Reference says it is to a Patient: by its `type`, else by the type its literal
+    reference (relative or absolute) names. One given by identifier alone must say its type
+    (store/fhir/references.py); one whose literal names no type (a urn:uuid) is not known to be
+    a Patient."""
     ref = reference or {}
     if ref.get("type") is not None:
         return bool(ref["type"] == "Patient")
@@ -102,7 +103,7 @@ def _keys(study: Study) -> Iterator[dict[str, Any]]:
     yield from _identifiers("subject", [subject])
     # R5's `patient` is subject.where(resolve() is Patient): with :identifier nothing is resolved,
     # so the Reference's own type (or literal reference) must say Patient.
-    yield from _identifiers("patient", [subject] if is_patient(subject) else [])
+    yield from _identifiers("patient", [subject] if _is_patient(subject) else [])
     yield from _identifiers("referrer", [study.get("referrer")])
     yield from _identifiers("based-on", study.get("basedOn") or ())
 
