@@ -16,6 +16,7 @@ reported for its study and the others go on.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ INSTANCE_COUNT = "00201208"  # NumberOfStudyRelatedInstances
 URI_SYSTEM = "urn:ietf:rfc:3986"
 TIMEOUT = 30.0  # seconds per HTTP request
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+# retrying logs each failed attempt with its traceback; the sync reports each study's failure.
+logging.getLogger("retrying").setLevel(logging.ERROR)
 
 
 class RemoteFailure(Exception):
@@ -95,8 +98,9 @@ class Server:
         if token is not None:
             session.headers["Authorization"] = f"Bearer {token}"
         self.client = DICOMwebClient(self.url, session=session, timeout=timeout)
-        # 429/408/503/504 are retried, with 0.5 s, 1 s between three attempts.
-        self.client.set_http_retry_params(max_attempts=3, wait_exponential_multiplier=500)
+        # 429, 408, 503, 504 and failed connections are tried three times, 0.5 s then 1 s
+        # apart (retrying waits multiplier * 2**attempt ms).
+        self.client.set_http_retry_params(max_attempts=3, wait_exponential_multiplier=250)
 
     def studies(self, since: date | None, uid: str | None) -> list[dict[str, Any]]:
         """QIDO-RS studies (all pages): their UIDs and counts of series and instances."""
@@ -121,6 +125,8 @@ class Server:
 def _checked(call: Any) -> list[dict[str, Any]]:
     try:
         answer = call()
+    except requests.JSONDecodeError:  # before RequestException: it is one, and a ValueError
+        raise RemoteFailure("malformed JSON (not DICOM JSON)") from None
     except requests.Timeout:
         raise RemoteFailure("timed out") from None
     except requests.HTTPError as error:
@@ -131,8 +137,6 @@ def _checked(call: Any) -> list[dict[str, Any]]:
         raise RemoteFailure(f"cannot connect: {type(error).__name__}") from None
     except requests.RequestException as error:
         raise RemoteFailure(f"request failed: {type(error).__name__}") from None
-    except ValueError:  # requests' JSONDecodeError
-        raise RemoteFailure("malformed JSON (not DICOM JSON)") from None
     if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
         raise RemoteFailure("malformed JSON (not an array of DICOM JSON datasets)")
     return answer
