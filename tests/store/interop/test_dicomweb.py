@@ -5,6 +5,7 @@ next poll and in --watch, one broken study does not stop the others, credentials
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,39 @@ async def test_basic_auth_is_sent_and_needed(store: Repository, tmp_path: Path) 
             await refused.poll()
         await Sync(store, Server(server.dicomweb, basic=("pacs", "s3cret"))).poll()
         assert stored_tree(await stored(store)) == served_tree(server)
+
+
+async def test_since_and_study_choose_what_is_synced(
+    orthanc: Orthanc,  # noqa: F811
+    store: Repository,
+) -> None:
+    recent = Sync(store, Server(orthanc.dicomweb), since=date(2005, 1, 1))
+    await recent.poll()  # the test files are of 2004, the generated study of 2024
+    assert list(stored_tree(await stored(store))) == [GENERATED]
+    ct = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322"
+    await Sync(store, Server(orthanc.dicomweb), studies=[ct]).poll()
+    assert set(stored_tree(await stored(store))) == {GENERATED, ct}
+
+
+async def test_a_study_of_another_patient_is_not_merged_and_the_others_sync(
+    orthanc: Orthanc,  # noqa: F811
+    store: Repository,
+) -> None:
+    other = {
+        "resourceType": "ImagingStudy",
+        "status": "registered",
+        "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{GENERATED}"}],
+        "subject": {"type": "Patient", "identifier": {"value": "ANOTHER-MRN"}},
+    }
+    created, _ = await store.create(other)
+    sync = Sync(store, Server(orthanc.dicomweb))
+    await sync.poll()
+    [(uid, why)] = sync.report.ingest.failed
+    assert uid == GENERATED
+    assert "about another patient" in why
+    assert f"study {GENERATED} not written" in sync.report.table()
+    studies = await stored(store)
+    assert len(studies) == 4
+    [kept] = [s for s in studies if s["id"] == created["id"]]
+    assert kept["meta"]["versionId"] == created["meta"]["versionId"]
+    assert "series" not in kept
