@@ -199,7 +199,7 @@ class Sync:
     ) -> None:
         for uid in studies:
             if not _UID.fullmatch(uid):
-                raise ValueError(f"--study {uid!r} is not a DICOM UID (digits and dots)")
+                raise ValueError(f"study {uid!r} is not a DICOM UID (digits and dots)")
         self.source = source
         self.since = since
         self.only = tuple(studies)
