@@ -219,10 +219,9 @@ async def test_a_bearer_token_is_sent(orthanc: Orthanc, store: Repository) -> No
 async def test_basic_auth_is_sent_and_needed(store: Repository, tmp_path: Path) -> None:
     if reason := available():
         pytest.skip(reason)
-    with loaded(
-        Orthanc(AUTH_HTTP_PORT, AUTH_DICOM_PORT, tmp_path / "o", users={"pacs": "s3cret"}),
-        tmp_path,
-    ) as server:
+    server = Orthanc(AUTH_HTTP_PORT, AUTH_DICOM_PORT, tmp_path / "o", users={"pacs": "s3cret"})
+    with server:  # stopped however the test ends, loading included
+        loaded(server, tmp_path)
         refused = Sync(store, Server(server.dicomweb))
         with pytest.raises(RemoteFailure, match="HTTP 401"):
             await refused.poll()
