@@ -146,6 +146,11 @@ class Settings:
     # The bearer token the CLI sends to that server (auth on). From the environment only: a
     # command-line option would show it in every process listing. Kept out of the repr.
     token: str | None = field(default=None, repr=False)
+    # Credentials `sync-dicomweb` sends to the DICOMweb server (a PACS): a bearer token, or
+    # HTTP basic auth with a user and password. From the environment only, out of the repr.
+    dicomweb_token: str | None = field(default=None, repr=False)
+    dicomweb_user: str | None = None
+    dicomweb_password: str | None = field(default=None, repr=False)
     # "auto": readable lines on a terminal, JSON lines otherwise; "text" or "json" to choose.
     log_format: str = "auto"
     preload: tuple[str, ...] = ()  # FHIR JSON files imported at start-up (serve --import)
@@ -227,6 +232,15 @@ class Settings:
                 "a JWT key is set but IMAGING_AUTH is off: set IMAGING_AUTH=jwt"
                 " (or unset the key to run without authentication)"
             )
+        if settings.dicomweb_token and (settings.dicomweb_user or settings.dicomweb_password):
+            raise SettingsError(
+                "IMAGING_DICOMWEB_TOKEN and IMAGING_DICOMWEB_USER/IMAGING_DICOMWEB_PASSWORD "
+                "are two ways to authenticate to the DICOMweb server: set one"
+            )
+        if bool(settings.dicomweb_user) != bool(settings.dicomweb_password):
+            raise SettingsError(
+                "IMAGING_DICOMWEB_USER and IMAGING_DICOMWEB_PASSWORD go together (basic auth)"
+            )
         if settings.jwt_secret is not None and len(settings.jwt_secret.encode()) < 32:
             # HS256 with a short key can be brute-forced offline (RFC 7518 section 3.2).
             raise SettingsError("IMAGING_JWT_SECRET must be at least 32 bytes (256 bits)")
@@ -291,4 +305,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IMAGING_URL": ("url", _url),
     "IMAGING_TOKEN": ("token", str),
     "IMAGING_LOG_FORMAT": ("log_format", _choice(*LOG_FORMATS)),
+    "IMAGING_DICOMWEB_TOKEN": ("dicomweb_token", str),
+    "IMAGING_DICOMWEB_USER": ("dicomweb_user", str),
+    "IMAGING_DICOMWEB_PASSWORD": ("dicomweb_password", str),
 }

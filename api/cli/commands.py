@@ -1,4 +1,4 @@
-"""The `imaging-api` command: serve, schema, import, export and ingest-dicom.
+"""The `imaging-api` command: serve, schema, import, export, ingest-dicom and sync-dicomweb.
 
 Commands that write go straight to MongoDB when MONGODB_URI is set, and otherwise to a running
 server through its GraphQL API (`--url`, else IMAGING_URL, else this host's IMAGING_HOST and
@@ -143,6 +143,42 @@ def _parser() -> argparse.ArgumentParser:
         help="list every skipped file with the reason it was skipped",
     )
     _url_option(scan)
+    sync = _command(
+        commands,
+        "sync-dicomweb",
+        "index the studies of a DICOMweb server (a PACS: QIDO-RS and WADO-RS metadata); "
+        "incremental, so it can run again, or --watch",
+        "imaging-api sync-dicomweb http://pacs:8042/dicom-web --since 2024-01-01 --watch 60",
+    )
+    sync.add_argument(
+        "dicomweb_url",
+        metavar="URL",
+        help="the DICOMweb base (its QIDO-RS and WADO-RS root); credentials come from "
+        "IMAGING_DICOMWEB_TOKEN, or IMAGING_DICOMWEB_USER and IMAGING_DICOMWEB_PASSWORD",
+    )
+    sync.add_argument(
+        "--since",
+        metavar="DATE",
+        help="only studies whose StudyDate is DATE (YYYY-MM-DD) or later",
+    )
+    sync.add_argument(
+        "--study",
+        action="append",
+        default=[],
+        metavar="UID",
+        help="only this Study Instance UID (repeatable)",
+    )
+    sync.add_argument(
+        "--watch",
+        type=float,
+        metavar="SECONDS",
+        help="poll again every SECONDS until stopped (Ctrl-C or SIGTERM print the summary)",
+    )
+    sync.add_argument(
+        "--timezone",
+        help="time zone offset (+HH:MM) for instances without TimezoneOffsetFromUTC",
+    )
+    _url_option(sync)
     load = _command(
         commands,
         "import",
@@ -256,6 +292,18 @@ async def _ingest(settings: Settings, args: argparse.Namespace) -> int:
     progress.done()
     print(report.table())
     return 1 if report.failed else 0
+
+
+async def _sync(settings: Settings, args: argparse.Namespace) -> int:
+    from api.transfer.sync import SyncOptions, run_sync
+
+    try:
+        options = SyncOptions.parse(args.since, args.study, args.watch, args.timezone)
+    except ValueError as error:
+        print(f"imaging-api sync-dicomweb: {error}", file=sys.stderr)
+        return 2
+    async with target(settings, args.url) as where:
+        return await run_sync(where, settings, args.dicomweb_url, options)
 
 
 def _missing(command: str, paths: list[str]) -> bool:
@@ -378,7 +426,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return _serve(settings, args)
-    command = {"import": _import, "export": _export, "ingest-dicom": _ingest}[args.command]
+    command = {
+        "import": _import,
+        "export": _export,
+        "ingest-dicom": _ingest,
+        "sync-dicomweb": _sync,
+    }[args.command]
     try:
         return asyncio.run(command(settings, args))
     except (RemoteError, OutcomeError) as error:

@@ -69,20 +69,48 @@ class Header:
 
 
 def read(path: Path, *, timezone: str | None = None, endpoint: str | None = None) -> Header:
-    """The header of one file; raises Skip with the reason when it is not an instance."""
+    """The header of one file; raises Skip with the reason when it is not an instance.
+    `endpoint` (a literal reference, e.g. Endpoint/wado) goes on the study."""
+    study_endpoint = {"reference": endpoint} if endpoint else None
     try:
         with warnings.catch_warnings():
             # Real archives are full of small deviations pydicom warns about; the ingest
             # reports what it skips, so those warnings would only be noise here.
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-            return _header(ds, timezone, endpoint)
+            return _header(ds, timezone, study_endpoint, series_endpoint=False)
     except InvalidDicomError:
         raise Skip("not a DICOM file") from None
     except Skip:
         raise
     except Exception as error:  # any unreadable file is skipped with its error, not fatal
         raise Skip(f"unreadable: {type(error).__name__}: {error}") from None
+
+
+def from_json(
+    data: dict[str, Any], *, timezone: str | None = None, endpoint: dict[str, Any] | None = None
+) -> Header:
+    """The header of one instance given as a DICOM JSON dataset (PS3.18 F.2: what WADO-RS
+    metadata and QIDO-RS answer), mapped exactly as a file is: pydicom's Dataset.from_json
+    makes the same Dataset dcmread would, and the same `_header` maps it. `endpoint` (a
+    Reference to the server the pixels are on) goes on the study and on its series. Raises
+    Skip with the reason when the dataset is not a usable instance."""
+    try:
+        with warnings.catch_warnings():
+            # Bulk data (pixels) comes as BulkDataURI, which is never fetched: pydicom warns
+            # that it has no handler for it. Headers are all the mapping reads.
+            warnings.simplefilter("ignore")
+            ds = pydicom.Dataset.from_json(data, bulk_data_uri_handler=_no_bulk_data)
+            return _header(ds, timezone, endpoint, series_endpoint=True)
+    except Skip:
+        raise
+    except Exception as error:  # a malformed dataset is skipped with its error, not fatal
+        raise Skip(f"unreadable: {type(error).__name__}: {error}") from None
+
+
+def _no_bulk_data(tag: str, vr: str, uri: str) -> bytes:
+    """Bulk data is never fetched (headers only, as files are read stop_before_pixels)."""
+    return b""
 
 
 def test_files() -> Path:
@@ -177,7 +205,9 @@ def _subject(ds: Any) -> dict[str, Any]:
     return subject
 
 
-def _header(ds: Any, timezone: str | None, endpoint: str | None) -> Header:
+def _header(
+    ds: Any, timezone: str | None, endpoint: dict[str, Any] | None, *, series_endpoint: bool
+) -> Header:
     uids = {k: _text(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
     for keyword, value in uids.items():
         if not value:
@@ -200,7 +230,7 @@ def _header(ds: Any, timezone: str | None, endpoint: str | None) -> Header:
         "basedOn": [{"type": "ServiceRequest", "identifier": {"type": ACSN, "value": a}}]
         if (a := _text(ds, "AccessionNumber"))
         else None,
-        "endpoint": [{"reference": endpoint}] if endpoint else None,
+        "endpoint": [dict(endpoint)] if endpoint else None,
     }
     study.update({k: v for k, v in study_optional.items() if v is not None})
     series: dict[str, Any] = {"uid": series_uid, "modality": _modality(modality)}
@@ -216,6 +246,7 @@ def _header(ds: Any, timezone: str | None, endpoint: str | None) -> Header:
         "started": date_time(_text(ds, "SeriesDate"), _text(ds, "SeriesTime"), zone),
         "performer": [{"function": PERFORMER, "actor": {"display": p}} for p in performers if p]
         or None,
+        "endpoint": [dict(endpoint)] if endpoint and series_endpoint else None,
     }
     series.update({k: v for k, v in series_optional.items() if v is not None})
     sop_class = _text(ds, "SOPClassUID")

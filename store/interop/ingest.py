@@ -140,6 +140,15 @@ class Ingest:
         await self._flush()
         return self.report
 
+    def add(self, header: dicom.Header) -> None:
+        """Queue one instance read elsewhere than a file (the DICOMweb sync reads it from the
+        network); raises dicom.Skip as a file's header would. flush() writes the queue."""
+        self._add(header)
+
+    async def flush(self) -> None:
+        """Write what add() queued, in the same batches as files (failures to the report)."""
+        await self._flush()
+
     def _add(self, header: dicom.Header) -> None:
         pending = self._pending.get(header.study_uid)
         if pending is None:
