@@ -53,7 +53,7 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 
 from api.graphql.fhirpath import FhirPathError, run_path
-from api.graphql.selection import Walker
+from api.graphql.selection import Walker, operation_of
 from store.fhir.outcome import BAD_USER_INPUT, fail
 
 NAMES = ("flatten", "first", "singleton", "slice")
@@ -499,7 +499,7 @@ class Reshape(SchemaExtension):
             return
         context.graphql_document = document
         result = context.result
-        operation = _operation(document, context.operation_name)
+        operation = operation_of(document, context.operation_name)
         if result.data is None or operation is None:
             return
         schema = context.schema._schema
@@ -519,13 +519,3 @@ class Reshape(SchemaExtension):
         except GraphQLError as error:  # a limit met while reshaping (FHIRPath time)
             result.data = None
             result.errors = [*(result.errors or ()), error]
-
-
-def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
-    operations = [
-        d
-        for d in document.definitions
-        if isinstance(d, OperationDefinitionNode)
-        and (name is None or (d.name and d.name.value == name))
-    ]
-    return operations[0] if len(operations) == 1 else None
