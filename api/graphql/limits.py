@@ -64,6 +64,7 @@ class _Measure(NamedTuple):
     cost: int  # for one object of the selection's type
 
 
+_NOTHING = _Measure(0, 0, 0)
 # The sizes a selection is priced in: the enclosing series list's, and the enclosing
 # connection's page size (which its edges take).
 _Context = tuple[int, int]
@@ -93,7 +94,7 @@ class _Walk:
 
     def __init__(self, limits: Limits, walker: Walker) -> None:
         self.limits = limits
-        self.measure = Fold(walker, self.field, _add, _Measure(0, 0, 0))
+        self.measure = Fold(walker, self.field, _combine)
         # What a refusal's advice names: lists priced at their most for want of a `_count`,
         # lists whose `_count` could be lower, and whether whole studies (fhirJson) are asked.
         self.unpaged: set[str] = set()
@@ -106,7 +107,7 @@ class _Walk:
         number of objects they are resolved on."""
         name = field.name
         if name.startswith("__"):
-            return _Measure(0, 0, 0)  # introspection is not counted
+            return _NOTHING  # introspection is not counted
         series, page = context
         count = self.count(field)
         if name in PAGED:  # the connection is one object; its size applies to its edges
@@ -196,9 +197,12 @@ class _Walk:
         return "to fit, " + "; ".join(steps) if steps else "to fit, select fewer fields"
 
 
-def _add(one: _Measure, other: _Measure) -> _Measure:
-    """Two measures of one selection side by side: the deeper depth, the sum of the rest."""
-    return _Measure(max(one.depth, other.depth), one.aliases + other.aliases, one.cost + other.cost)
+def _combine(measures: list[_Measure]) -> _Measure:
+    """The measure of a selection from its parts': the deepest depth, the sum of the rest."""
+    if not measures:
+        return _NOTHING
+    depths, aliases, costs = zip(*measures, strict=True)
+    return _Measure(max(depths), sum(aliases), sum(costs))
 
 
 _ADVICE = {

@@ -23,7 +23,6 @@ the side of reading and pricing more."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 import strawberry
@@ -154,24 +153,23 @@ class Walker:
         return any(t.name == on for t in self.schema.get_possible_types(abstract))
 
     def parts(
-        self, selection_set: SelectionSetNode | None, on: str | None = None
+        self,
+        selection_set: SelectionSetNode | None,
+        on: str | None = None,
+        condition: str | None = None,
     ) -> Iterator[Field | Spread]:
         """The included fields of a selection set with its inline fragments expanded in
-        place, and its named spreads as `Spread`s (of known fragments that apply), in order."""
-        yield from self._parts(selection_set, on, None)
-
-    def _parts(
-        self, selection_set: SelectionSetNode | None, on: str | None, condition: str | None
-    ) -> Iterator[Field | Spread]:
+        place, and its named spreads as `Spread`s (of known fragments that apply), in order;
+        `condition`: the type condition the selection set is under, if any."""
         for node in selection_set.selections if selection_set else ():
-            if not self.included(node):
+            if node.directives and not self.included(node):
                 continue
             if isinstance(node, FieldNode):
                 yield Field(self, node, condition)
             elif isinstance(node, InlineFragmentNode):
                 inner = node.type_condition.name.value if node.type_condition else condition
                 if self.applies(inner, on):
-                    yield from self._parts(node.selection_set, on, inner)
+                    yield from self.parts(node.selection_set, on, inner)
             elif isinstance(node, FragmentSpreadNode):
                 fragment = self.fragments.get(node.name.value)
                 if fragment is not None and self.applies(fragment.type_condition.name.value, on):
@@ -179,22 +177,25 @@ class Walker:
 
     def fields(
         self, selection_sets: Iterable[SelectionSetNode | None], on: str | None = None
-    ) -> Iterator[Field]:
+    ) -> list[Field]:
         """Every included field of the selection sets (those of one response key), fragments
         expanded, as the executor collects them: a named fragment once, whatever the spreads
         of it (so a fragment inside itself ends too)."""
+        found: list[Field] = []
         visited: set[str] = set()
 
-        def collect(set_: SelectionSetNode | None, condition: str | None) -> Iterator[Field]:
-            for part in self._parts(set_, on, condition):
+        def collect(selection_set: SelectionSetNode, condition: str | None) -> None:
+            for part in self.parts(selection_set, on, condition):
                 if isinstance(part, Field):
-                    yield part
+                    found.append(part)
                 elif part.name not in visited:
                     visited.add(part.name)
-                    yield from collect(part.fragment.selection_set, part.condition)
+                    collect(part.fragment.selection_set, part.condition)
 
         for selection_set in selection_sets:
-            yield from collect(selection_set, None)
+            if selection_set is not None:
+                collect(selection_set, None)
+        return found
 
 
 class Spread:
@@ -213,6 +214,18 @@ class Field:
     """One selected field: its name, alias, arguments (variables substituted), directives,
     nested selection, and the type condition of the fragment it was selected through."""
 
+    __slots__ = (
+        "alias",
+        "arguments",
+        "condition",
+        "directives",
+        "key",
+        "name",
+        "node",
+        "selection_set",
+        "walker",
+    )
+
     def __init__(self, walker: Walker, node: FieldNode, condition: str | None = None) -> None:
         self.walker = walker
         self.node = node
@@ -221,19 +234,20 @@ class Field:
         self.key = self.alias or self.name  # its name in the response
         self.condition = condition
         self.selection_set = node.selection_set
-
-    @cached_property
-    def arguments(self) -> dict[str, Any]:
-        """Every argument given, by name: its value, a variable's value, or None."""
-        return {a.name.value: self.walker.value(a.value) for a in self.node.arguments or ()}
-
-    @cached_property
-    def directives(self) -> dict[str, dict[str, Any]]:
-        """The field's directives by name, with their arguments' values."""
-        return {
-            d.name.value: {a.name.value: self.walker.value(a.value) for a in d.arguments or ()}
-            for d in self.node.directives or ()
-        }
+        value = walker.value
+        # Every argument given, by name: its value, a variable's value, or None; and the
+        # directives by name with their arguments' values (most fields have neither).
+        self.arguments: dict[str, Any] = (
+            {a.name.value: value(a.value) for a in node.arguments} if node.arguments else {}
+        )
+        self.directives: dict[str, dict[str, Any]] = (
+            {
+                d.name.value: {a.name.value: value(a.value) for a in d.arguments or ()}
+                for d in node.directives
+            }
+            if node.directives
+            else {}
+        )
 
     def below(self, on: str | None = None) -> Selection:
         """This field's own selection (empty for a leaf)."""
@@ -253,6 +267,7 @@ class Selection:
         self.walker = walker
         self.selection_sets = selection_sets
         self.on = on
+        self._fields: tuple[list[Field], list[Field]] | None = None
 
     @classmethod
     def of(cls, info: strawberry.Info[Any, Any], on: str | None = None) -> Selection:
@@ -261,13 +276,13 @@ class Selection:
         nodes = info._raw_info.field_nodes
         return cls(Walker.of_info(info), tuple(n.selection_set for n in nodes), on)
 
-    @cached_property
-    def _fields(self) -> list[Field]:
-        return list(self.walker.fields(self.selection_sets, self.on))
-
     def fields(self, typename: bool = False) -> list[Field]:
         """The fields selected, in order; `__typename` only when asked (it reads no data)."""
-        return [f for f in self._fields if typename or f.name != "__typename"]
+        if self._fields is None:  # collected once, when first asked (a leaf has none)
+            sets = self.selection_sets
+            every = self.walker.fields(sets, self.on) if any(sets) else []
+            self._fields = (every, [f for f in every if f.name != "__typename"])
+        return self._fields[0] if typename else self._fields[1]
 
     def names(self) -> set[str]:
         """The names of the fields selected (not their aliases), but `__typename`."""
@@ -275,46 +290,47 @@ class Selection:
 
     def child(self, name: str, on: str | None = None) -> Selection | None:
         """The merged selection of the fields named `name`, or None when none is selected."""
-        found = tuple(f.selection_set for f in self._fields if f.name == name)
+        found = tuple(f.selection_set for f in self.fields() if f.name == name)
         return Selection(self.walker, found, on) if found else None
 
 
 class Fold(Generic[C, M]):
     """A value summed over a selection set in one pass that is linear in the document:
-    `field` gives a field's value (folding its own selection through this fold), inline
-    fragments are folded in place, and a named fragment once per context, its value reused at
-    every spread, so fragments spreading fragments cannot multiply the work. Every spread is
-    counted (an upper bound of what the executor collects); a fragment inside itself (a cycle,
-    which validation refuses) adds `zero`."""
+    `field` gives a field's value (folding its own selection through this fold), `combine`
+    the value of a selection set from those of its fields and spreads (of none: an empty
+    one), inline fragments are folded in place, and a named fragment once per context, its
+    value reused at every spread, so fragments spreading fragments cannot multiply the work.
+    Every spread is counted (an upper bound of what the executor collects); a fragment inside
+    itself (a cycle, which validation refuses) counts as an empty selection."""
 
     def __init__(
         self,
         walker: Walker,
         field: Callable[[Field, C], M],
-        add: Callable[[M, M], M],
-        zero: M,
+        combine: Callable[[list[M]], M],
     ) -> None:
         self.walker = walker
         self.field = field
-        self.add = add
-        self.zero = zero
+        self.combine = combine
         self.memo: dict[tuple[str, C], M] = {}
         self.open: set[str] = set()  # fragments being folded
 
     def __call__(self, selection_set: SelectionSetNode | None, context: C) -> M:
-        total = self.zero
-        for part in self.walker.parts(selection_set):
-            if isinstance(part, Field):
-                total = self.add(total, self.field(part, context))
-            else:
-                total = self.add(total, self.spread(part, context))
-        return total
+        if selection_set is None:  # a leaf
+            return self.combine([])
+        field, spread = self.field, self.spread
+        return self.combine(
+            [
+                field(part, context) if isinstance(part, Field) else spread(part, context)
+                for part in self.walker.parts(selection_set)
+            ]
+        )
 
     def spread(self, spread: Spread, context: C) -> M:
         key = (spread.name, context)
         if key not in self.memo:
             if spread.name in self.open:
-                return self.zero
+                return self.combine([])
             self.open.add(spread.name)
             self.memo[key] = self(spread.fragment.selection_set, context)
             self.open.discard(spread.name)
