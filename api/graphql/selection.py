@@ -11,7 +11,8 @@ second selection was not read; a skipped field was priced and a defaulted `@incl
 
 Two ways to walk:
 - `Selection.fields()`: the fields of one response key, collected as the executor does (each
-  fragment once per collection, the selection sets of merged fields together);
+  fragment once per collection, the selection sets of merged fields together), each a `Field`
+  with its name, alias, argument values, directives, nested selection and type condition;
 - `Fold`: a value summed over a selection set in one pass that is linear in the document, each
   named fragment folded once per context and reused at every spread (the query limits).
 
@@ -207,6 +208,7 @@ class Spread:
 
     @property
     def condition(self) -> str:
+        """The type the fragment is on."""
         return self.fragment.type_condition.name.value
 
 
