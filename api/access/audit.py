@@ -6,18 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from graphql import (
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
-    InlineFragmentNode,
-    OperationDefinitionNode,
-)
 from strawberry.extensions import SchemaExtension
 
 from store.fhir.outcome import CLIENT_CODES, INTERNAL_SERVER_ERROR
@@ -27,35 +20,10 @@ OUTCOME = "http://terminology.hl7.org/CodeSystem/audit-event-outcome"
 _ACTIONS = {"ImagingStudyCreate": "C", "ImagingStudyDelete": "D", "ImagingStudyImport": "E"}
 
 
-def root_fields(document: Any) -> tuple[str, list[str]]:
-    """(operation type, root field names) of the operation in `document`, those selected
-    through fragments included (a record must name every root field that ran)."""
-    fragments = (
-        {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-        if document
-        else {}
-    )
-
-    def names(selection_set: Any, seen: frozenset[str]) -> list[str]:
-        found: list[str] = []
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                found.append(selection.name.value)
-            elif isinstance(selection, InlineFragmentNode):
-                found += names(selection.selection_set, seen)
-            elif (
-                isinstance(selection, FragmentSpreadNode)
-                and selection.name.value not in seen
-                and selection.name.value in fragments
-            ):
-                fragment = fragments[selection.name.value]
-                found += names(fragment.selection_set, seen | {selection.name.value})
-        return found
-
-    for definition in document.definitions if document else ():
-        if isinstance(definition, OperationDefinitionNode):
-            return definition.operation.value, names(definition.selection_set, frozenset())
-    return "unknown", []
+# (operation type, root field names) of the operation of a document that runs, given its
+# operationName and variables: `api.graphql.selection.root_fields`, which reads selections as
+# the executor does. It is a layer above this one, so whoever installs AuditLog hands it in.
+RootFields = Callable[[Any, str | None, dict[str, Any] | None], tuple[str, list[str]]]
 
 
 def outcome_of(errors: list[Any] | None) -> tuple[str, str]:
@@ -132,7 +100,11 @@ def delivered(context: Any, operation: str, study_id: str, subject: str | None) 
 
 
 class AuditLog(SchemaExtension):
-    """Writes the audit record of each operation when it completes, errors included."""
+    """Writes the audit record of each operation when it completes, errors included; its
+    root fields as `root_fields` reads them (see RootFields)."""
+
+    def __init__(self, root_fields: RootFields) -> None:
+        self.root_fields = root_fields
 
     def on_operation(self) -> Iterator[None]:
         start = time.perf_counter()
@@ -143,7 +115,9 @@ class AuditLog(SchemaExtension):
         finally:
             touched_by_operation.reset(token)
         context = self.execution_context
-        kind, fields = root_fields(context.graphql_document)
+        kind, fields = self.root_fields(
+            context.graphql_document, context.operation_name, context.variables
+        )
         result = context.result
         errors = (
             getattr(result, "errors", None) if result is not None else context.pre_execution_errors

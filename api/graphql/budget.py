@@ -21,7 +21,7 @@ from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from api.graphql.limits import rejected
-from api.graphql.projection import selected
+from api.graphql.selection import Field
 from store.fhir import Study
 
 T = TypeVar("T")
@@ -88,27 +88,28 @@ class ResultBudget(SchemaExtension):
 
 
 class Shape:
-    """How many values a selection on ImagingStudy makes per study, series and instance."""
+    """How many values a selection on ImagingStudy makes per study, series and instance
+    (`fields`: the selection's, `Selection.fields()`)."""
 
-    def __init__(self, selections: Iterable[Any]) -> None:
+    def __init__(self, fields: Iterable[Field]) -> None:
         self.study = self.series = self.instance = 0
         self.json = False
         self.series_count: int | None = None
         self.instance_count: int | None = None
-        for field in selected(selections):
+        for field in fields:
             if field.name == "fhirJson":
                 self.json = True
             elif field.name == "series":
                 self.series_count = _count(field)
-                for below in selected(field.selections):
+                for below in field.below().fields():
                     if below.name == "instance":
                         self.instance_count = _count(below)
-                        self.instance += 1 + _size(below.selections)
+                        self.instance += 1 + _size(below)
                     else:
-                        self.series += 1 + _size(below.selections)
+                        self.series += 1 + _size(below)
                 self.study += 1
             else:
-                self.study += 1 + _size(field.selections)
+                self.study += 1 + _size(field)
 
     @property
     def heavy(self) -> bool:
@@ -132,9 +133,8 @@ class Shape:
         return total
 
 
-def _count(field: Any) -> int | None:
-    # Strawberry gives a literal argument as its source text ("10"), a variable as its value.
-    value = (field.arguments or {}).get("_count")
+def _count(field: Field) -> int | None:
+    value = field.arguments.get("_count")
     if value is None:
         return None
     try:
@@ -144,8 +144,9 @@ def _count(field: Any) -> int | None:
     return count if count >= 0 else None
 
 
-def _size(selections: Iterable[Any]) -> int:
-    return sum(1 + _size(field.selections) for field in selected(selections))
+def _size(field: Field) -> int:
+    """The values a field makes below itself, per object it is resolved on."""
+    return sum(1 + _size(below) for below in field.below().fields())
 
 
 def _studies_in(found: object) -> list[Study]:

@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import (
-    BooleanValueNode,
     DirectiveLocation,
     DirectiveNode,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLArgument,
     GraphQLDirective,
     GraphQLError,
@@ -49,13 +47,13 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
     StringValueNode,
-    VariableNode,
     get_named_type,
     get_nullable_type,
 )
 from strawberry.extensions import SchemaExtension
 
 from api.graphql.fhirpath import FhirPathError, run_path
+from api.graphql.selection import Walker, operation_of
 from store.fhir.outcome import BAD_USER_INPUT, fail
 
 NAMES = ("flatten", "first", "singleton", "slice")
@@ -135,58 +133,6 @@ def uses_reshaping(document: DocumentNode) -> bool:
     return False
 
 
-class _Selection:
-    """Walks a selection as the executor collects it: @include/@skip, type conditions,
-    fragments; fields grouped by response key, in order."""
-
-    def __init__(
-        self, schema: GraphQLSchema, document: DocumentNode, variables: dict[str, Any]
-    ) -> None:
-        self.schema = schema
-        self.fragments = {
-            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-        }
-        self.variables = variables
-
-    def _included(self, node: Any) -> bool:
-        for directive in node.directives or ():
-            name = directive.name.value
-            if name in ("include", "skip"):
-                argument = next((a for a in directive.arguments if a.name.value == "if"), None)
-                value = argument.value if argument else None
-                if isinstance(value, VariableNode):
-                    flag = bool(self.variables.get(value.name.value))
-                else:
-                    flag = isinstance(value, BooleanValueNode) and value.value
-                if flag != (name == "include"):
-                    return False
-        return True
-
-    def _fields(self, selection_set: SelectionSetNode | None, type_name: str) -> Iterator[Any]:
-        for node in selection_set.selections if selection_set else ():
-            if not self._included(node):
-                continue
-            if isinstance(node, FieldNode):
-                yield node
-            elif isinstance(node, InlineFragmentNode):
-                if node.type_condition is None or node.type_condition.name.value == type_name:
-                    yield from self._fields(node.selection_set, type_name)
-            elif isinstance(node, FragmentSpreadNode):
-                fragment = self.fragments.get(node.name.value)
-                if fragment and fragment.type_condition.name.value == type_name:
-                    yield from self._fields(fragment.selection_set, type_name)
-
-    def grouped(
-        self, selection_sets: list[SelectionSetNode | None], type_name: str
-    ) -> dict[str, list[FieldNode]]:
-        groups: dict[str, list[FieldNode]] = {}
-        for selection_set in selection_sets:
-            for node in self._fields(selection_set, type_name):
-                key = node.alias.value if node.alias else node.name.value
-                groups.setdefault(key, []).append(node)
-        return groups
-
-
 @dataclass
 class _Slot:
     """One output name: its values, whether it is a list, and the type collated under it."""
@@ -259,9 +205,23 @@ class Reshaper:
     """Rebuilds executed data by the directives of the selection it was executed from."""
 
     def __init__(
-        self, schema: GraphQLSchema, document: DocumentNode, variables: dict[str, Any]
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        variables: dict[str, Any],
+        operation: OperationDefinitionNode | None = None,
     ) -> None:
-        self.selection = _Selection(schema, document, variables)
+        # The selection as the executor collected it (its variables' defaults included).
+        self.walker = Walker.of_document(document, variables, operation, schema)
+
+    def grouped(
+        self, selection_sets: list[SelectionSetNode | None], type_name: str
+    ) -> dict[str, list[FieldNode]]:
+        """The fields selected on an object of `type_name`, by response key, in order."""
+        groups: dict[str, list[FieldNode]] = {}
+        for selected in self.walker.fields(selection_sets, type_name):
+            groups.setdefault(selected.key, []).append(selected.node)
+        return groups
 
     def run(
         self, root_type: GraphQLObjectType, operation: OperationDefinitionNode, data: dict[str, Any]
@@ -282,7 +242,7 @@ class Reshaper:
     ) -> None:
         """Adds the fields of `data` to `target`; `flat`: into a flattened field's parent,
         where every name collates."""
-        for key, nodes in self.selection.grouped(selection_sets, type_.name).items():
+        for key, nodes in self.grouped(selection_sets, type_.name).items():
             name = nodes[0].name.value
             directives = _directives(nodes)
             value = data.get(key)
@@ -539,7 +499,7 @@ class Reshape(SchemaExtension):
             return
         context.graphql_document = document
         result = context.result
-        operation = _operation(document, context.operation_name)
+        operation = operation_of(document, context.operation_name)
         if result.data is None or operation is None:
             return
         schema = context.schema._schema
@@ -548,7 +508,7 @@ class Reshape(SchemaExtension):
         try:
             # On a worker thread: reshaping a 50,000-instance study held the loop ~1 s.
             result.data = await asyncio.to_thread(
-                Reshaper(schema, document, context.variables or {}).run,
+                Reshaper(schema, document, context.variables or {}, operation).run,
                 root,
                 operation,
                 result.data,
@@ -559,13 +519,3 @@ class Reshape(SchemaExtension):
         except GraphQLError as error:  # a limit met while reshaping (FHIRPath time)
             result.data = None
             result.errors = [*(result.errors or ()), error]
-
-
-def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode | None:
-    operations = [
-        d
-        for d in document.definitions
-        if isinstance(d, OperationDefinitionNode)
-        and (name is None or (d.name and d.name.value == name))
-    ]
-    return operations[0] if len(operations) == 1 else None

@@ -18,20 +18,14 @@ from typing import Any, NamedTuple
 
 from graphql import (
     DocumentNode,
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLError,
-    InlineFragmentNode,
     Lexer,
     OperationDefinitionNode,
-    SelectionSetNode,
     Source,
     TokenKind,
-    VariableNode,
 )
-from graphql.utilities import value_from_ast_untyped
 
+from api.graphql.selection import Field, Fold, Walker
 from store.fhir.outcome import ISSUE_TYPE, QUERY_REJECTED, Issue, outcome
 
 
@@ -70,6 +64,7 @@ class _Measure(NamedTuple):
     cost: int  # for one object of the selection's type
 
 
+_NOTHING = _Measure(0, 0, 0)
 # The sizes a selection is priced in: the enclosing series list's, and the enclosing
 # connection's page size (which its edges take).
 _Context = tuple[int, int]
@@ -93,28 +88,13 @@ def rejected(what: str, limit: int, measured: int | str, advice: str = "") -> Gr
 
 
 class _Walk:
-    """Depth, aliases and cost of one operation in one pass that is linear in the document:
-    a fragment is measured once per context (the sizes it is priced in) and its measure
-    reused at every spread, so fragments spreading fragments cannot multiply the work."""
+    """Depth, aliases and cost of one operation in one pass that is linear in the document
+    (the selection walker's `Fold`: a fragment is measured once per context, the sizes it is
+    priced in, and its measure reused at every spread)."""
 
-    def __init__(
-        self,
-        limits: Limits,
-        fragments: dict[str, FragmentDefinitionNode],
-        variables: dict[str, Any],
-        operation: OperationDefinitionNode,
-    ) -> None:
+    def __init__(self, limits: Limits, walker: Walker) -> None:
         self.limits = limits
-        self.fragments = fragments
-        self.variables = variables
-        # `query($c: Int = 1000)` with no $c sent runs with 1000: priced the same.
-        self.defaults = {
-            d.variable.name.value: value_from_ast_untyped(d.default_value)
-            for d in operation.variable_definitions or ()
-            if d.default_value
-        }
-        self.memo: dict[tuple[str, _Context], _Measure] = {}
-        self.open: set[str] = set()  # fragments being measured: a cycle is another rule's
+        self.measure = Fold(walker, self.field, _combine)
         # What a refusal's advice names: lists priced at their most for want of a `_count`,
         # lists whose `_count` could be lower, and whether whole studies (fhirJson) are asked.
         self.unpaged: set[str] = set()
@@ -122,39 +102,12 @@ class _Walk:
         self.whole = False
         self.fhirpaths: set[str] = set()  # lists filtered by a FHIRPath on every item
 
-    def measure(self, selection_set: SelectionSetNode | None, context: _Context) -> _Measure:
-        depth = aliases = cost = 0
-        for selection in selection_set.selections if selection_set else ():
-            if isinstance(selection, FieldNode):
-                if selection.name.value.startswith("__"):
-                    continue  # introspection is not counted
-                one = self.field(selection, context)
-            elif isinstance(selection, InlineFragmentNode):
-                one = self.measure(selection.selection_set, context)
-            elif isinstance(selection, FragmentSpreadNode):
-                one = self.spread(selection.name.value, context)
-            else:  # pragma: no cover - the grammar has no other selection
-                continue
-            depth = max(depth, one.depth)
-            aliases += one.aliases
-            cost += one.cost
-        return _Measure(depth, aliases, cost)
-
-    def spread(self, name: str, context: _Context) -> _Measure:
-        key = (name, context)
-        if key not in self.memo:
-            fragment = self.fragments.get(name)
-            if fragment is None or name in self.open:
-                return _Measure(0, 0, 0)
-            self.open.add(name)
-            self.memo[key] = self.measure(fragment.selection_set, context)
-            self.open.discard(name)
-        return self.memo[key]
-
-    def field(self, field: FieldNode, context: _Context) -> _Measure:
+    def field(self, field: Field, context: _Context) -> _Measure:
         """A field's own cost (1, or what fhirJson returns) plus its children's, times the
         number of objects they are resolved on."""
-        name = field.name.value
+        name = field.name
+        if name.startswith("__"):
+            return _NOTHING  # introspection is not counted
         series, page = context
         count = self.count(field)
         if name in PAGED:  # the connection is one object; its size applies to its edges
@@ -184,11 +137,12 @@ class _Walk:
             size = most = 1
             inner = context
         own = self.limits.whole_study if name == "fhirJson" else 1
-        if self.argument(field, "fhirpath"):
+        if "fhirpath" in field.arguments:  # given (a variable counts, even if null)
             own += FHIRPATH_COST * most
             # On a series, an expression may walk the series' instances too: all the
             # instances a study may hold, unless it names none.
-            reaches = self.text(field, "fhirpath")
+            reaches = field.arguments["fhirpath"]
+            reaches = reaches if isinstance(reaches, str) else None
             if name == "series" and (
                 reaches is None or "instance" in reaches or "children" in reaches
             ):
@@ -208,39 +162,13 @@ class _Walk:
         )
 
     @staticmethod
-    def argument(field: FieldNode, name: str) -> bool:
-        """Whether `field` is given argument `name` (a variable counts, even if null)."""
-        return any(a.name.value == name for a in field.arguments or ())
-
-    def text(self, field: FieldNode, name: str) -> str | None:
-        """A string argument's value, from the query or its variable (None: not known)."""
-        for argument in field.arguments or ():
-            if argument.name.value == name:
-                value = argument.value
-                if isinstance(value, VariableNode):
-                    raw = self.variables.get(value.name.value, self.defaults.get(value.name.value))
-                else:
-                    raw = getattr(value, "value", None)
-                return raw if isinstance(raw, str) else None
-        return None
-
-    def count(self, field: FieldNode) -> int | None:
+    def count(field: Field) -> int | None:
         """The `_count` argument, from the query, its variable or the variable's default."""
-        for argument in field.arguments or ():
-            if argument.name.value == "_count":
-                value = argument.value
-                if isinstance(value, VariableNode):
-                    name = value.name.value
-                    raw = (
-                        self.variables[name] if name in self.variables else self.defaults.get(name)
-                    )
-                else:
-                    raw = getattr(value, "value", None)
-                try:
-                    return max(int(raw), 1) if raw is not None else None
-                except (TypeError, ValueError):
-                    return 1  # a wrong type is refused by validation anyway
-        return None
+        raw = field.arguments.get("_count")
+        try:
+            return max(int(raw), 1) if raw is not None else None
+        except (TypeError, ValueError):
+            return 1  # a wrong type is refused by validation anyway
 
     def advice(self) -> str:
         """What would bring the cost down, in the order a viewer would try it."""
@@ -269,6 +197,14 @@ class _Walk:
         return "to fit, " + "; ".join(steps) if steps else "to fit, select fewer fields"
 
 
+def _combine(measures: list[_Measure]) -> _Measure:
+    """The measure of a selection from its parts': the deepest depth, the sum of the rest."""
+    if not measures:
+        return _NOTHING
+    depths, aliases, costs = zip(*measures, strict=True)
+    return _Measure(max(depths), sum(aliases), sum(costs))
+
+
 _ADVICE = {
     "depth": "to fit, nest the selection less deeply",
     "aliases": "to fit, send fewer aliases in one request (or several requests)",
@@ -279,14 +215,11 @@ def limit_errors(
     limits: Limits, document: DocumentNode, variables: dict[str, Any]
 ) -> list[GraphQLError]:
     """Depth, aliases and cost of each operation in `document`, over the limits."""
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
     errors = []
     for operation in document.definitions:
         if not isinstance(operation, OperationDefinitionNode):
             continue
-        walk = _Walk(limits, fragments, variables, operation)
+        walk = _Walk(limits, Walker.of_document(document, variables, operation))
         measure = walk.measure(operation.selection_set, (1, 1))
         checks = [
             ("depth", limits.max_depth, measure.depth),

@@ -3,12 +3,10 @@ those: a worklist that does not select `series.instance` never loads instances."
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
-
 from api.graphql.fhirpath import names_read
+from api.graphql.selection import Selection
 from store.fhir.definitions import imaging_study
 
 _WHOLE = {"fhirJson"}  # fields that read the whole stored study
@@ -20,47 +18,36 @@ _CONTAINERS = {
 }
 
 
-def selected(selections: Iterable[Any]) -> Iterable[SelectedField]:
-    """The fields of a selection, fragments expanded, without __typename."""
-    for selection in selections:
-        if isinstance(selection, FragmentSpread | InlineFragment):
-            yield from selected(selection.selections)
-        elif selection.name != "__typename":
-            yield selection
-
-
-def study_paths(selections: Iterable[Any], prefix: str = "") -> set[str] | None:
+def study_paths(selection: Selection, prefix: str = "") -> set[str] | None:
     """FHIR element paths (`series.instance.uid`) that a selection on ImagingStudy reads;
     None when it needs the whole study (fhirJson)."""
     paths: set[str] = set()
-    for field in selected(selections):
+    for field in selection.fields():
         if field.name in _WHOLE:
             return None
         path = f"{prefix}.{field.name}" if prefix else field.name
         needs = _CONTAINERS.get((prefix, field.name))
         if needs is None:
             paths.add(path)  # a whole element: a datatype or a primitive
-            if _follows(field.selections):
+            if _follows(field.below()):
                 paths.add("contained")  # where a #id reference resolves
             continue
         paths.update(f"{path}.{name}" for name in needs)
-        read = _filtered(field.arguments or {}, path)
+        read = _filtered(field.arguments, path)
         if read is None:
             paths.add(path)  # a FHIRPath that may read anything: the whole list
             continue
         paths |= read
-        below = study_paths(field.selections, path)
+        below = study_paths(field.below(), path)
         if below is None:
             return None
         paths |= below
     return paths
 
 
-def _follows(selections: Iterable[Any]) -> bool:
+def _follows(selection: Selection) -> bool:
     """Whether a selection below a datatype follows a reference (Reference.resource)."""
-    return any(
-        field.name == "resource" or _follows(field.selections) for field in selected(selections)
-    )
+    return any(field.name == "resource" or _follows(field.below()) for field in selection.fields())
 
 
 def _filtered(arguments: dict[str, Any], path: str) -> set[str] | None:
@@ -79,9 +66,3 @@ def _filtered(arguments: dict[str, Any], path: str) -> set[str] | None:
             return None
         read |= {f"{path}.{name}" for name in names}
     return read
-
-
-def child(selections: Iterable[Any], name: str) -> list[Any] | None:
-    """The selections under field `name`, or None when it is not selected."""
-    found = [f for f in selected(selections) if f.name == name]
-    return [s for f in found for s in f.selections] if found else None

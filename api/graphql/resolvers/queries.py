@@ -13,9 +13,9 @@ from api.graphql.context import Info
 from api.graphql.fhirpath import DESCRIPTION as FHIRPATH
 from api.graphql.fhirpath import FhirPath
 from api.graphql.paging import check_count, check_offset
-from api.graphql.projection import child, study_paths
-from api.graphql.projection import selected as fields_of
+from api.graphql.projection import study_paths
 from api.graphql.search_args import searchable
+from api.graphql.selection import Selection
 from api.graphql.types.connection import ImagingStudyConnection
 from api.graphql.types.imaging_study import ImagingStudy
 from store.fhir import Study
@@ -36,14 +36,16 @@ Sort = Annotated[str | None, _arg(SORT)]
 FhirPathArg = Annotated[str | None, _arg(FHIRPATH)]
 
 
-def _selected(info: Info) -> list[Any]:
-    return info.selected_fields[0].selections
+def _selected(info: Info) -> Selection:
+    """The field's selection, as it will be executed: every node of its response key,
+    fragments expanded, @skip/@include applied (api/graphql/selection.py)."""
+    return Selection.of(info)
 
 
-def _paths(selections: list[Any]) -> set[str] | None:
+def _paths(selection: Selection) -> set[str] | None:
     """What the store reads: the selection, and `subject`, which the patient confinement
     and the audit record need whatever the query asks for."""
-    paths = study_paths(selections)
+    paths = study_paths(selection)
     return None if paths is None else paths | {"subject"}
 
 
@@ -82,7 +84,7 @@ class Query:
         study_id = _one_id(id, _id)
         selected = _selected(info)
         return await reading(
-            Shape(selected), lambda: info.context.store.get(study_id, _paths(selected))
+            Shape(selected.fields()), lambda: info.context.store.get(study_id, _paths(selected))
         )
 
     @strawberry.field(
@@ -132,7 +134,7 @@ class Query:
                 )
         selected = _selected(info)
         found = await reading(
-            FhirPath.priced(Shape(selected), keep),
+            FhirPath.priced(Shape(selected.fields()), keep),
             lambda: store.search(params, count, offset, _sort, None if keep else _paths(selected)),
         )
         return await keep.filtered(found) if keep else found
@@ -176,9 +178,9 @@ class Query:
         )
         keep = FhirPath.given(fhirpath, settings.search_max_value_length)
         selected = _selected(info)
-        edges = child(selected, "edges")
-        resource = child(edges, "resource") if edges is not None else None
-        wanted = {f.name for f in fields_of(selected)}  # fragments expanded
+        edges = selected.child("edges")
+        resource = edges.child("resource") if edges is not None else None
+        wanted = selected.names()
         if count == 0 or wanted <= {"count", "pagesize"}:
             # A count-only query reads no documents at all (but a bad cursor is still bad).
             if _cursor is not None:
@@ -189,7 +191,7 @@ class Query:
             # `_count: 0` is FHIR's way to ask for the total: no edges, no cursors.
             return {"count": total, "pagesize": count, **({"edges": []} if count == 0 else {})}
         page = await reading(
-            FhirPath.priced(Shape(resource or ()), keep),
+            FhirPath.priced(Shape(resource.fields() if resource else ()), keep),
             lambda: store.page(
                 params,
                 count,
@@ -229,5 +231,6 @@ class Query:
         count = check_count(_count, 100, info.context.settings.history_max_count)
         selected = _selected(info)
         return await reading(
-            Shape(selected), lambda: info.context.store.history(id, count, _paths(selected))
+            Shape(selected.fields()),
+            lambda: info.context.store.history(id, count, _paths(selected)),
         )

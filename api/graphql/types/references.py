@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
-from strawberry.types.nodes import FragmentSpread, InlineFragment
 
 from api.graphql import budget
 from api.graphql.limits import rejected
 from api.graphql.projection import study_paths
+from api.graphql.selection import Selection
 from store.fhir.outcome import NOT_FOUND, fail
 
 if TYPE_CHECKING:
@@ -95,18 +95,6 @@ def _owner(reference: dict[str, Any]) -> dict[str, Any] | None:
     return owners.get(id(reference))
 
 
-def _on_study(selections: Iterable[Any]) -> list[Any]:
-    """The selection that applies to an ImagingStudy in a selection on the union."""
-    chosen: list[Any] = []
-    for selection in selections:
-        if isinstance(selection, InlineFragment | FragmentSpread):
-            if selection.type_condition in (None, ROOT, "Resource"):
-                chosen += _on_study(selection.selections)
-        else:
-            chosen.append(selection)
-    return chosen
-
-
 async def _stored(study_id: str, info: strawberry.Info) -> dict[str, Any] | None:
     spent = budget.current.get()
     if spent is not None:
@@ -119,11 +107,13 @@ async def _stored(study_id: str, info: strawberry.Info) -> dict[str, Any] | None
                 "to fit, follow fewer references in one query (IMAGING_MAX_REFERENCE_READS)",
             )
         _reads[spent] = reads
-    selected = _on_study(info.selected_fields[0].selections)
+    # The fields that apply to a study: those outside fragments, and in fragments on
+    # ImagingStudy or on the union (not those on OtherResource).
+    selected = Selection.of(info, on=ROOT)
     paths = study_paths(selected)
     store = info.context.store
     return await budget.reading(
-        budget.Shape(selected),
+        budget.Shape(selected.fields()),
         lambda: store.get(
             study_id, None if paths is None else paths | {"subject"}, "Reference.resource"
         ),
