@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CLIENTS := tests/clients
 CLIENTS_STAMP := $(if $(shell command -v npm),$(CLIENTS)/node_modules/.installed)
 
-.PHONY: serve test lint schema bench fuzz load clean
+.PHONY: serve test lint schema inputs bench fuzz load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(STAMP) $(CLIENTS_STAMP)
 
 schema: $(STAMP)
 	$(BIN)/imaging-api schema > schema.graphql
+
+# api/graphql/inputs.py, generated from the output types (a test fails when it drifts)
+inputs: $(STAMP)
+	$(BIN)/python scripts/generate_inputs.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -20,8 +20,8 @@ from api.graphql.budget import ResultBudget
 from api.graphql.directives import Reshape
 from api.graphql.documents import query_limits
 from api.graphql.execution import CompiledExecutionContext
-from api.graphql.inputs import fhir_json_inputs
 from api.graphql.limits import Limits
+from api.graphql.mirror import fhir_json_inputs
 from api.graphql.operation_choice import OperationChoice
 from api.graphql.resolvers.mutations import ImportMutation, Mutation
 from api.graphql.resolvers.queries import Query
