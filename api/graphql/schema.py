@@ -116,7 +116,7 @@ def build_schema(
                 settings.max_store_seconds,
                 settings.max_reference_reads,
             ),
-            functools.partial(ErrorMapper, settings.production),
+            ErrorMapper,
             Reshape,
         ],
         execution_context_class=CompiledExecutionContext if compiled else None,
