@@ -123,10 +123,14 @@ class ErrorMapper(SchemaExtension):
             result.errors = [map_error(e) for e in errors]
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
-        """Each result of a subscription, before it is sent."""
-        if result is not None and getattr(result, "errors", None):
+        """Each result of a subscription, before it is sent (its refused variables among them:
+        a subscription's arguments are scalars, walked in no time)."""
+        errors: list[GraphQLError] = list(getattr(result, "errors", None) or ())
+        if result is not None and errors:
+            if any(_refused_value(e) for e in errors):
+                errors = self._with_value_errors(errors)
             # Idempotent: an error already in contract form (it has a code) stays as it is.
-            result.errors = [map_error(e) for e in result.errors]
+            result.errors = [map_error(e) for e in errors]
         yield
 
     def _with_value_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:

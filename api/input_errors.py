@@ -7,7 +7,8 @@ graphql-core decides that an input is invalid; its messages, though, carry the c
 and give the path only as text. So the problems are found again here by walking the value
 (a variable's, from the request) or the literal (an argument's, in the document) along its
 type, collecting for each the path of names and indices and a rule that names types and
-fields, never values. A leaf keeps its scalar's own reason (`Int cannot represent ...`)."""
+fields, never values. A literal leaf keeps its scalar's own reason (`Int cannot represent
+...`), which quotes what the caller wrote in the document itself."""
 
 from __future__ import annotations
 
@@ -60,26 +61,30 @@ class _Reader(NamedTuple):
     leaf: Callable[[Any, Any], str | None]  # the rule a leaf breaks, None when it fits
 
 
-def _leaf_rule(coerce: Callable[[], Any], type_: Any) -> str | None:
+def _leaf_rule(coerce: Callable[[], Any], type_: Any, reason: bool) -> str | None:
     try:
         fits = coerce() is not Undefined
     except GraphQLError as error:
-        return error.message  # the scalar's own reason
+        if reason:
+            return error.message  # the scalar's own reason
+        fits = False
     except Exception:
         fits = False
     return None if fits else f"not a value of type '{type_}'"
 
 
 def _value_leaf(value: Any, type_: Any) -> str | None:
-    return _leaf_rule(lambda: type_.coerce_input_value(value), type_)
+    # Not the scalar's reason: it quotes the value, which in a variable is data (it can be a
+    # whole object sent where a string belongs), not the caller's own document text.
+    return _leaf_rule(lambda: type_.coerce_input_value(value), type_, reason=False)
 
 
 def _literal_leaf(node: ValueNode, type_: Any) -> str | None:
     if _has_variable(node):
         return None  # its variables are checked as variables; the whole at execution
     if is_enum_type(type_) or type_.coerce_input_literal is None:
-        return _leaf_rule(lambda: type_.parse_literal(node, None), type_)
-    return _leaf_rule(lambda: type_.coerce_input_literal(node), type_)
+        return _leaf_rule(lambda: type_.parse_literal(node, None), type_, reason=True)
+    return _leaf_rule(lambda: type_.coerce_input_literal(node), type_, reason=True)
 
 
 def _has_variable(node: ValueNode) -> bool:

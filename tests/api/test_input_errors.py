@@ -9,9 +9,14 @@ from typing import Any
 from graphql import parse_value
 
 from api.graphql.schema import schema
+from api.http.app import create_app
 from api.input_errors import LITERALS, MAX_PROBLEMS, VALUES, Problem, expression, problems
+from api.settings import Settings
 from store.interop import demo
+from store.mongo.repository import Repository
 from tests.support.graphql import CREATE, Gql, error, expressions
+from tests.support.server import serving
+from tests.support.websocket import init, receive, socket, subscribe
 
 ADD = """mutation($id: ID!, $u: String!, $i: [ImagingStudySeriesInstanceInput!]!) {
   ImagingStudyAddInstances(id: $id, seriesUid: $u, instances: $i) { id } }"""
@@ -29,12 +34,14 @@ def test_values_and_literals_are_walked_to_the_same_problems() -> None:
     value = {"uid": 5, "sopClass": {"code": "x", "colour": "red"}, "frames": 2}
     literal = parse_value('{uid: 5, sopClass: {code: "x", colour: "red"}, frames: 2}')
     expected = [
-        Problem(("uid",), "String cannot represent a non string value: 5"),
+        Problem(("uid",), "not a value of type 'String'"),
         Problem(("sopClass", "colour"), "not a field of type 'CodingInput'"),
         Problem(("frames",), "not a field of type 'ImagingStudySeriesInstanceInput'"),
     ]
     assert problems(VALUES, value, INSTANCE) == expected
-    assert problems(LITERALS, literal, INSTANCE) == expected
+    # A literal's leaf keeps its scalar's reason: it quotes the document, not data sent with it.
+    reason = Problem(("uid",), "String cannot represent a non string value: 5")
+    assert problems(LITERALS, literal, INSTANCE) == [reason, *expected[1:]]
     assert expression("$i", (3, "sopClass", "colour")) == "$i[3].sopClass.colour"
 
 
@@ -69,3 +76,20 @@ async def test_a_batch_of_bad_values_is_refused_in_a_bounded_answer(gql: Gql) ->
     assert len(body["errors"]) <= MAX_PROBLEMS + 1
     assert _issues({"errors": named})[-1] == ("BAD_USER_INPUT", f"$i[{MAX_PROBLEMS - 1}].colour")
     assert "xxx" not in str(body)  # no value of the caller's is echoed
+
+
+async def test_a_subscription_variable_is_refused_in_the_same_form(store: Repository) -> None:
+    changed = "subscription($after: String) { ImagingStudyChanged(after: $after) { id } }"
+    async with serving(create_app(Settings(seed=False), store)) as address, socket(address) as ws:
+        assert (await init(ws, None))["type"] == "connection_ack"
+        await subscribe(ws, "1", changed, after=["position", "secret-ish"])
+        message = await receive(ws)
+    assert message["type"] == "error"
+    [refused] = message["payload"]
+    assert refused["extensions"]["code"] == "BAD_USER_INPUT"
+    assert refused["extensions"]["resource"]["issue"][0]["expression"] == ["$after"]
+    assert (
+        refused["message"]
+        == "Variable '$after' has an invalid value: not a value of type 'String'."
+    )
+    assert "secret-ish" not in str(refused)
