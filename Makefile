@@ -23,8 +23,8 @@ serve: $(STAMP)
 	$(BIN)/imaging-api serve
 
 test: $(STAMP) $(CLIENTS_STAMP)
-	$(BIN)/ruff check api store tests bench
-	$(BIN)/ruff format --check api store tests bench
+	$(BIN)/ruff check api store tests bench scripts
+	$(BIN)/ruff format --check api store tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
