@@ -4,10 +4,13 @@ for variables and literals alike, and no more than a bounded number per input.""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import pytest
 from graphql import parse_value
 
+import api.errors
 from api.graphql.schema import schema
 from api.http.app import create_app
 from api.input_errors import LITERALS, MAX_PROBLEMS, VALUES, Problem, expression, problems
@@ -76,6 +79,23 @@ async def test_a_batch_of_bad_values_is_refused_in_a_bounded_answer(gql: Gql) ->
     assert len(body["errors"]) <= MAX_PROBLEMS + 1
     assert _issues({"errors": named})[-1] == ("BAD_USER_INPUT", f"$i[{MAX_PROBLEMS - 1}].colour")
     assert "xxx" not in str(body)  # no value of the caller's is echoed
+
+
+async def test_a_refused_variable_is_walked_again_off_the_event_loop(
+    gql: Gql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+    walk = api.errors.variable_errors
+
+    def spy(*args: Any) -> Any:
+        threads.append(threading.get_ident())
+        return walk(*args)
+
+    monkeypatch.setattr(api.errors, "variable_errors", spy)
+    body = await gql(ADD, id="kinds", u="1.2", i=[{"uid": "1.2.3", "frames": 1}])
+    assert expressions(body) == ["$i[0].frames"]
+    assert threads
+    assert threading.get_ident() not in threads
 
 
 async def test_a_subscription_variable_is_refused_in_the_same_form(store: Repository) -> None:
