@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CLIENTS := tests/clients
 CLIENTS_STAMP := $(if $(shell command -v npm),$(CLIENTS)/node_modules/.installed)
 
-.PHONY: serve test lint schema bench fuzz load clean
+.PHONY: serve test lint schema inputs bench fuzz load clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,14 +23,18 @@ serve: $(STAMP)
 	$(BIN)/imaging-api serve
 
 test: $(STAMP) $(CLIENTS_STAMP)
-	$(BIN)/ruff check api store tests bench
-	$(BIN)/ruff format --check api store tests bench
+	$(BIN)/ruff check api store tests bench scripts
+	$(BIN)/ruff format --check api store tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 schema: $(STAMP)
 	$(BIN)/imaging-api schema > schema.graphql
+
+# api/graphql/inputs.py, generated from the output types (a test fails when it drifts)
+inputs: $(STAMP)
+	$(BIN)/python scripts/generate_inputs.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

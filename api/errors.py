@@ -6,15 +6,17 @@ store/fhir/outcome.py, shared with the store."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, print_ast
+from graphql import GraphQLError, ValuesOfCorrectTypeRule, VariableDefinitionNode
+from graphql.pyutils import Undefined
 from strawberry.extensions import SchemaExtension
 
+from api.input_errors import InputValuesRule, variable_errors
 from store.fhir.outcome import (
     BAD_USER_INPUT,
     INTERNAL_SERVER_ERROR,
@@ -54,61 +56,22 @@ def refusal(message: str, code: str, issue: str, diagnostics: str | None = None)
     }
 
 
-_VARIABLE = re.compile(r"Variable '\$(?P<var>\w+)' has invalid value at (?P<path>[\w.\[\]]*)")
-_UNKNOWN = re.compile(r"type '(?P<type>\w+)Input' not to include unknown field '(?P<field>\w+)'")
-
-
-def _fhir_root(input_type: str) -> str:
-    """ImagingStudySeriesInstance -> ImagingStudy.series.instance; datatypes stay as named."""
-    parts = re.findall(r"[A-Z][a-z]+", input_type)
-    if input_type.startswith("ImagingStudy") and "".join(parts) == input_type:
-        return ".".join(["ImagingStudy", *(p.lower() for p in parts[2:])])
-    return input_type
-
-
-def _input_expression(message: str, variables: dict[str, str]) -> str | None:
-    """Where a refused input element sits: a FHIRPath when the input was a whole study."""
-    unknown = _UNKNOWN.search(message)
-    if unknown is None:
-        return None
-    variable = _VARIABLE.search(message)
-    if variable is None:
-        return f"{_fhir_root(unknown['type'])}.{unknown['field']}"
-    root = (
-        "ImagingStudy"
-        if variables.get(variable["var"]) == "ImagingStudyInput"
-        else f"${variable['var']}"
-    )
-    return f"{root}{variable['path']}.{unknown['field']}"
-
-
-# graphql-core ends some messages with the offending value ("..., found: {...}" or "...?
-# Found: {...}"): cut, since it can be a whole batch, and is printed as a Python value.
-_ECHO = re.compile(r"[,;.?]?\s+found:", re.IGNORECASE)
-_SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
-
-
-def map_error(
-    error: GraphQLError, variables: dict[str, str] | None = None, production: bool = False
-) -> GraphQLError:
-    """The contract form of one error. `variables` maps variable names to their input types.
-    In production, "Did you mean ...?" suggestions are cut: they reveal the schema."""
+def map_error(error: GraphQLError) -> GraphQLError:
+    """The contract form of one error."""
     original = error.original_error
     if error.extensions and "code" in error.extensions:
-        return error  # already in contract form (a query limit)
+        return error  # already in contract form (a query limit, an input value's problem)
     if isinstance(original, OutcomeError):
         extensions = {"code": original.code, "resource": original.outcome()}
         message = original.message
     elif original is None or isinstance(original, GraphQLError):
-        # Parse, validation and variable coercion errors: the request itself was wrong. The
-        # echo of the offending value is cut: it can be a whole 10,000-instance batch.
-        message = _ECHO.split(error.message)[0]
-        if production:
-            message = _SUGGESTION.sub("", message)
-        expression = _input_expression(error.message, variables or {})
+        # Parse, validation and variable errors: the request itself was wrong. Those about an
+        # input's value are built from structure already (api/input_errors.py); these name no
+        # value, and a variable's error names it in `expression`.
+        message = error.message
         extensions = {
             "code": BAD_USER_INPUT,
-            "resource": outcome([Issue(expression, message, "invalid")]),
+            "resource": outcome([Issue(_variable_named(error), message, "invalid")]),
         }
     else:
         request_id = uuid.uuid4().hex
@@ -129,32 +92,70 @@ def map_error(
     )
 
 
+def _variable_of(error: GraphQLError) -> VariableDefinitionNode | None:
+    """The variable definition graphql-core refused a value of, if that is the error."""
+    node = error.nodes[0] if error.nodes else None
+    return node if isinstance(node, VariableDefinitionNode) else None
+
+
+def _variable_named(error: GraphQLError) -> str | None:
+    variable = _variable_of(error)
+    return None if variable is None else f"${variable.variable.name.value}"
+
+
 class ErrorMapper(SchemaExtension):
-    """Rewrites every error of an operation into the contract form (README "Errors")."""
+    """Rewrites every error of an operation into the contract form (README "Errors"); has the
+    literal input values of a document checked by InputValuesRule, which reports in that form."""
 
-    def __init__(self, production: bool = False) -> None:
-        self.production = production
-
-    def on_operation(self) -> Iterator[None]:
+    async def on_operation(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        context.validation_rules = tuple(
+            InputValuesRule if rule is ValuesOfCorrectTypeRule else rule
+            for rule in context.validation_rules
+        )
         yield
-        self._map(self.execution_context.result)
+        result = context.result
+        errors: list[GraphQLError] = list(getattr(result, "errors", None) or ())
+        if result is not None and errors:
+            if any(_refused_value(e) for e in errors):
+                # Off the loop: the values walked again can be a 50,000-instance study.
+                errors = await asyncio.to_thread(self._with_value_errors, errors)
+            result.errors = [map_error(e) for e in errors]
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
-        """Each result of a subscription, before it is sent."""
-        self._map(result)
+        """Each result of a subscription, before it is sent (its refused variables among them:
+        a subscription's arguments are scalars, walked in no time)."""
+        errors: list[GraphQLError] = list(getattr(result, "errors", None) or ())
+        if result is not None and errors:
+            if any(_refused_value(e) for e in errors):
+                errors = self._with_value_errors(errors)
+            # Idempotent: an error already in contract form (it has a code) stays as it is.
+            result.errors = [map_error(e) for e in errors]
         yield
 
-    def _map(self, result: Any) -> None:
-        if result is not None and getattr(result, "errors", None):
-            variables = _variable_types(self.execution_context.graphql_document)
-            # Idempotent: an error already in contract form (it has a code) stays as it is.
-            result.errors = [map_error(e, variables, self.production) for e in result.errors]
+    def _with_value_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        """graphql-core's errors for refused variable values, each variable's replaced by the
+        problems its value has, built from structure (api/input_errors.py)."""
+        context = self.execution_context
+        values = context.variables or {}
+        done: set[str] = set()
+        mapped: list[GraphQLError] = []
+        for error in errors:
+            variable = _variable_of(error) if _refused_value(error) else None
+            if variable is None:
+                mapped.append(error)
+                continue
+            name = variable.variable.name.value
+            if name in done:
+                continue  # its problems are in already, found by one walk
+            done.add(name)
+            found = variable_errors(context.schema._schema, variable, values.get(name, Undefined))
+            mapped += found or [
+                GraphQLError(f"Variable '${name}' has an invalid value.", nodes=error.nodes)
+            ]
+        return mapped
 
 
-def _variable_types(document: DocumentNode | None) -> dict[str, str]:
-    types: dict[str, str] = {}
-    for definition in document.definitions if document else ():
-        if isinstance(definition, OperationDefinitionNode):
-            for variable in definition.variable_definitions or ():
-                types[variable.variable.name.value] = print_ast(variable.type).rstrip("!")
-    return types
+def _refused_value(error: GraphQLError) -> bool:
+    """An error graphql-core made refusing a variable's value: it wraps the value's problem."""
+    return _variable_of(error) is not None and isinstance(error.original_error, GraphQLError)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 
 from bench import data
 from bench.loop import on_a_filled_store, responsiveness
@@ -22,8 +24,14 @@ if TYPE_CHECKING:
     from bench.__main__ import Bench
 
 
+PORTS: list[int] = []  # `--ports`: the servers take these in turn; none: any free port
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
+    """A TCP port on 127.0.0.1 that is free now (the next of PORTS, when given)."""
+    if PORTS:
+        PORTS.append(PORTS.pop(0))
+        return PORTS[-1]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -151,6 +159,72 @@ async def writes(bench: Bench, port: int, clients: int, per_client: int) -> None
     )
 
 
+async def add_to_empty(bench: Bench, port: int, runs: int = 15) -> None:
+    """F: 1,000 instances added by one ImagingStudyAddInstances to a study with none, over HTTP
+    (one client, a fresh study each time), against an orjson round trip of the same body (the
+    limit: what decoding and encoding the request's JSON costs at best), timed alternately."""
+    base = data.study("F", 1, 0)
+    series_uid = base["series"][0]["uid"]
+    ours, limit = [], []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as session:
+        for run in range(runs + 2):  # the first two warm up
+            study_id = f"F-{run}"
+            created = await session.post(
+                "/graphql",
+                json={
+                    "query": CREATE,
+                    "variables": {
+                        "r": {
+                            **base,
+                            "id": study_id,
+                            "identifier": [{"system": "urn:x", "value": study_id}],
+                        }
+                    },
+                },
+            )
+            assert "errors" not in created.json(), created.text[:300]
+            instances = [
+                {
+                    "uid": f"1.2.826.0.6.{run}.{k}",
+                    "number": k,
+                    "sopClass": {
+                        "system": "urn:ietf:rfc:3986",
+                        "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2",
+                    },
+                }
+                for k in range(1, 1001)
+            ]
+            content = orjson.dumps(
+                {"query": ADD, "variables": {"id": study_id, "u": series_uid, "i": instances}}
+            )
+            start = time.perf_counter()
+            response = await session.post(
+                "/graphql", content=content, headers={"content-type": "application/json"}
+            )
+            elapsed = time.perf_counter() - start
+            assert b'"errors"' not in response.content[:200], response.text[:300]
+            start = time.perf_counter()
+            orjson.dumps(orjson.loads(content))
+            if run >= 2:
+                limit.append(time.perf_counter() - start)
+                ours.append(elapsed)
+    ms, lim = statistics.median(ours) * 1000, statistics.median(limit) * 1000
+    bench.row("F", "limit: orjson round trip of the body", lim, f"{len(content)} bytes")
+    bench.row(
+        "F",
+        "HTTP, 1 client: AddInstances of 1,000",
+        ms,
+        f"into a study with none; min {min(ours) * 1000:.1f} ms (a busy machine weighs on the "
+        "server, not on the round trip)",
+    )
+    bench.target(
+        "F: 1,000-instance AddInstances into an empty study, over HTTP, within 60x an orjson "
+        "round trip of its body",
+        ms <= 60 * lim,
+        f"{ms / lim:.0f}x ({ms:.1f} ms / {lim:.2f} ms)",
+    )
+
+
 async def over_http(bench: Bench, worklist: int, requests: int) -> None:
     bodies = {
         "A": {"query": QUERIES["A"], "variables": {"id": "A"}},
@@ -179,6 +253,8 @@ async def over_http(bench: Bench, worklist: int, requests: int) -> None:
     # embedded store, which every full garbage collection walks (see bench/loop.py).
     async with server(0) as port:
         await responsiveness(bench, port)
+    async with server(0) as port:  # F on a server of its own too, for the same reason
+        await add_to_empty(bench, port)
     rows = {(s, w): ms for s, w, ms, _ in bench.rows}
     read, encode = rows[("A", "store read")], rows[("A", "limit: orjson.dumps")]
     spent = rows[("A", "HTTP, 1 client: p50")] - read

@@ -23,12 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import graphql.validation.rules.overlapping_fields_can_be_merged as overlap
-from graphql import DocumentNode, GraphQLError, OperationDefinitionNode
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, validate
 from graphql.language import parse
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
-from strawberry.schema.schema import validate_document
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from api.graphql.limits import (
     Limits,
@@ -77,8 +78,13 @@ class DocumentCache(OrderedDict[str, tuple[DocumentNode, int]]):
             self.kept -= old
 
 
-def _validated(schema: Any, document: DocumentNode, rules: tuple[Any, ...]) -> list[GraphQLError]:
-    return list(validate_document(schema, document, rules))
+def _validated(
+    schema: Any, document: DocumentNode, rules: tuple[Any, ...], hide_suggestions: bool
+) -> list[GraphQLError]:
+    # Strawberry's validate_document (its own two rules added), with graphql-core's switch
+    # for "Did you mean ...?" suggestions, rather than cutting them out of the messages after.
+    rules = (*rules, MaybeNullValidationRule, OneOfInputValidationRule)
+    return validate(schema, document, rules, hide_suggestions=hide_suggestions)
 
 
 class QueryLimits(SchemaExtension):
@@ -133,7 +139,11 @@ class QueryLimits(SchemaExtension):
                 rules = context.validation_rules + (
                     () if self.limits.introspection else (NoSchemaIntrospectionCustomRule,)
                 )
-                errors = await _off_loop(_validated, context.schema._schema, document, rules)
+                # Suggestions reveal the schema: hidden where introspection is (production).
+                hidden = not self.limits.introspection
+                errors = await _off_loop(
+                    _validated, context.schema._schema, document, rules, hidden
+                )
                 if any(isinstance(e, ValidationAbortedError) for e in errors):
                     errors = [
                         rejected(

@@ -20,8 +20,8 @@ from api.graphql.budget import ResultBudget
 from api.graphql.directives import Reshape
 from api.graphql.documents import query_limits
 from api.graphql.execution import CompiledExecutionContext
-from api.graphql.inputs import fhir_json_inputs
 from api.graphql.limits import Limits
+from api.graphql.mirror import fhir_json_inputs
 from api.graphql.operation_choice import OperationChoice
 from api.graphql.resolvers.mutations import ImportMutation, Mutation
 from api.graphql.resolvers.queries import Query
@@ -116,7 +116,7 @@ def build_schema(
                 settings.max_store_seconds,
                 settings.max_reference_reads,
             ),
-            functools.partial(ErrorMapper, settings.production),
+            ErrorMapper,
             Reshape,
         ],
         execution_context_class=CompiledExecutionContext if compiled else None,

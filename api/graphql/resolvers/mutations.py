@@ -1,10 +1,9 @@
 """Write fields. Each is one atomic compare-and-set in the store; `versionId`, when given, must
-equal the stored meta.versionId. Inputs arrive as FHIR JSON (see api/graphql/inputs.py): the GraphQL
+equal the stored meta.versionId. Inputs arrive as FHIR JSON (see api/graphql/mirror.py): the GraphQL
 argument types stay the typed inputs; the resolvers get their values as dicts."""
 
 from __future__ import annotations
 
-import types
 from typing import Annotated, Any, TypedDict
 
 import strawberry
@@ -30,17 +29,13 @@ Version = Annotated[
         "atomically to the latest version."
     ),
 ]
-# The typed inputs in the schema; their values as FHIR JSON in the resolvers. The input classes
-# are made when api/graphql/inputs.py is imported, values to a type checker, so their list types are
-# made as values too (what `list[...]` makes).
+# The typed inputs in the schema; their values as FHIR JSON in the resolvers (see mirror.py).
 StudyJson = Annotated[Study, strawberry.argument(graphql_type=ImagingStudyInput)]
 SeriesJson = Annotated[
-    list[dict[str, Any]],
-    strawberry.argument(graphql_type=types.GenericAlias(list, ImagingStudySeriesInput)),
+    list[dict[str, Any]], strawberry.argument(graphql_type=list[ImagingStudySeriesInput])
 ]
 InstancesJson = Annotated[
-    list[dict[str, Any]],
-    strawberry.argument(graphql_type=types.GenericAlias(list, ImagingStudySeriesInstanceInput)),
+    list[dict[str, Any]], strawberry.argument(graphql_type=list[ImagingStudySeriesInstanceInput])
 ]
 
 
