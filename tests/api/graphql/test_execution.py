@@ -171,6 +171,18 @@ BREAKABLE = [
     ("meta", "profile"),
     ("meta", "_profile"),
     ("series", 0, "_uid"),
+    # The column-wise plans of lists of leaf-only objects: an item, its leaves, a nested
+    # object (required or not), an item of a list of nullable objects.
+    ("series", 0, "instance", 0),
+    ("series", 0, "instance", 1),
+    ("series", 0, "instance", 1, "number"),
+    ("series", 0, "instance", 1, "title"),
+    ("series", 0, "instance", 1, "sopClass", "code"),
+    ("series", 0, "endpoint", 0),
+    ("series", 0, "endpoint", 0, "identifier"),
+    ("series", 0, "endpoint", 0, "identifier", "value"),
+    ("meta", "_profile", 1),
+    ("meta", "_profile", 1, "id"),
 ]
 
 
@@ -265,7 +277,8 @@ def test_the_compiled_path_is_taken_for_plain_data() -> None:
 
     def spy(self: Any, *args: Any) -> Any:
         result = original(self, *args)
-        taken.append(any(plan is not None for plan in self._plans.values()))
+        # (The cache holds (selection, plan) pairs: the plan is the second.)
+        taken.append(any(plan is not None for _, plan in self._plans.values()))
         return result
 
     execution.CompiledExecutionContext.complete_object_value = spy  # type: ignore[method-assign]
@@ -335,18 +348,18 @@ def test_repeating_elements_compile_whatever_the_import_order() -> None:
     script = """
 import asyncio
 from api.graphql.schema import build_schema
-from api.graphql import execution
+from api.graphql import plans
 from store.interop import demo
 from api.graphql.context import Context
 from api.settings import Settings
 missing = []
-original = execution._Codegen.field
+original = plans.Codegen.field
 def field(self, parent, details, source, var):
     found = original(self, parent, details, source, var)
     if found is None:
         missing.append(details[0].node.name.value)
     return found
-execution._Codegen.field = field
+plans.Codegen.field = field
 class Repo:
     async def get(self, *_, **__): return demo.study("x", 2, 2)
 schema = build_schema()
@@ -365,9 +378,9 @@ def test_a_plan_is_found_only_for_the_selection_it_was_made_for(
 ) -> None:
     """Plans are keyed by the id of graphql-core's selection list; an id is unique only while
     its object lives, so a plan must never be handed to another list that got the same id."""
-    from api.graphql import execution
+    from api.graphql import execution, plans
 
-    monkeypatch.setattr(execution._Codegen, "build", lambda self, type_, fields: fields[0])
+    monkeypatch.setattr(plans.Codegen, "build", lambda self, type_, fields: fields[0])
     context = execution.CompiledExecutionContext.__new__(execution.CompiledExecutionContext)
     context.middleware_manager = None
     context._plans = {}
@@ -387,3 +400,111 @@ def test_imaging_compiled_0_switches_the_compiled_engine_off() -> None:
     assert build_schema(Settings()).execution_context_class is execution.CompiledExecutionContext
     plain = build_schema(Settings.from_env({"IMAGING_COMPILED": "0"}))
     assert plain.execution_context_class is not execution.CompiledExecutionContext
+
+
+COLUMNS = """query($yes: Boolean!, $n: Int) { ROOT { meta { _profile { __typename id p: id } }
+  series { endpoint { reference r: reference identifier { system value __typename } }
+  instance { __typename uid n: number number @skip(if: $yes) title @include(if: $yes)
+  sopClass { code system @include(if: $yes) __typename } } i2: instance(_count: $n) { uid
+  sopClass { code } } } } }"""
+
+
+def _column_study() -> dict[str, Any]:
+    """A study whose lists of leaf-only objects have every case: nulls, missing elements, a
+    nested object present in one item and absent in another."""
+    base = demo.study("x", 2, 3)
+    base["meta"] = {
+        "versionId": "1",
+        "profile": ["http://p", None],
+        "_profile": [None, {"id": "p"}],
+    }
+    base["series"][0]["endpoint"] = [
+        {"reference": "Endpoint/a", "identifier": {"system": "urn:x", "value": "a"}},
+        {"reference": "Endpoint/b"},
+    ]
+    base["series"][0]["instance"][1]["title"] = "t"
+    del base["series"][1]["instance"][0]["number"]
+    return base
+
+
+@pytest.mark.slow
+def test_column_plans_equal_graphql_core_on_every_odd_value() -> None:
+    """Lists of leaf-only objects are completed by one comprehension each: with nulls (as
+    items, as values, as nested objects), aliases, __typename, elements missing in the data,
+    @skip/@include, and every kind of wrong value in each of those positions, the response
+    is graphql-core's."""
+    base = _column_study()
+
+    async def run() -> None:
+        for path in BREAKABLE:
+            for value in [*ODD_VALUES, float("nan"), False, 2**31, 3.0]:
+                for root in ('ImagingStudy(id: "x")', "ImagingStudyList"):
+                    for yes in (True, False):
+                        query = COLUMNS.replace("ROOT", root)
+                        await both(query, [broken(base, path, value)], yes, 2)
+
+    asyncio.run(run())
+
+
+def test_the_column_plans_are_taken_for_lists_of_leaf_only_objects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Guards the test above from passing vacuously: each list of leaf-only objects of its
+    query gets a comprehension, and on valid data no plan falls back."""
+    from api.graphql import execution, plans
+
+    columns: list[str] = []
+    original = plans.Codegen.columns
+
+    def spy(self: Any, item_type: Any, items: str, details: Any) -> str | None:
+        found = original(self, item_type, items, details)
+        if found is not None:
+            columns.append(get_named_type(item_type).name)
+        return found
+
+    fallbacks: list[bool] = []
+    run = execution._collector_paused
+
+    def paused(plan: Any) -> Any:
+        try:
+            return run(plan)
+        except plans.Fallback:
+            fallbacks.append(True)
+            raise
+
+    monkeypatch.setattr(plans.Codegen, "columns", spy)
+    monkeypatch.setattr(execution, "_collector_paused", paused)
+    for yes in (True, False):
+        asyncio.run(
+            both(COLUMNS.replace("ROOT", 'ImagingStudy(id: "x")'), [_column_study()], yes, 2)
+        )
+    assert sorted(set(columns)) == [
+        "ElementBase",
+        "ImagingStudySeriesInstance",
+        "Reference",
+    ]
+    assert not fallbacks
+
+
+def test_the_engine_overrides_and_calls_only_the_graphql_core_methods_it_declares() -> None:
+    """graphql-core marks its completion methods private: the engine's use of them is the
+    list in GRAPHQL_CORE_PRIVATE, each still there with the parameters the engine expects,
+    and no other graphql-core method is overridden but the public `build`."""
+    import inspect
+
+    from graphql import Executor
+
+    from api.graphql import execution
+
+    engine = execution.CompiledExecutionContext
+    overridden = {
+        name for name in vars(engine) if hasattr(Executor, name) and not name.startswith("__")
+    }
+    assert overridden <= {"build", *execution.GRAPHQL_CORE_PRIVATE}
+    for name in execution.GRAPHQL_CORE_PRIVATE:
+        theirs = list(inspect.signature(getattr(Executor, name)).parameters)
+        if name in vars(engine):
+            ours = list(inspect.signature(getattr(engine, name)).parameters)
+            assert ours == theirs, name
+        else:
+            assert theirs == ["self", "return_type", "field_details_list"], name
