@@ -49,10 +49,12 @@ from graphql import (
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from api.graphql.plans import Build, Codegen, Fallback
+from api.graphql.shared_plans import SharedPlans
 
 # The private graphql-core methods the engine overrides (the first two) or calls (the last):
 # see the module's docstring.
 GRAPHQL_CORE_PRIVATE = ("complete_object_value", "complete_list_value", "collect_subfields")
+SHARED = SharedPlans()  # api/graphql/shared_plans.py
 
 
 def _is_mutation(document: DocumentNode, operation_name: str | None) -> bool:
@@ -118,7 +120,8 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return build()
 
     def _plan(self, type_: GraphQLObjectType, field_details_list: Any) -> Build | None:
-        """The plan of a selection on `type_`, made once per request; None: no plan."""
+        """The plan of a selection on `type_`, found once per request (and made once for
+        every request that selects the same, api/graphql/shared_plans.py); None: no plan."""
         # Field middleware (an extension with a `resolve` hook) must see every field: then
         # graphql-core does the whole job. Strawberry always passes a manager, maybe empty.
         middleware = self.middleware_manager
@@ -131,7 +134,12 @@ class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if found is None or found[0] is not field_details_list:
             found = self._plans[key] = (
                 field_details_list,
-                Codegen(self).build(type_, field_details_list),
+                SHARED.plan(
+                    self,
+                    type_,
+                    field_details_list,
+                    lambda: Codegen(self).build(type_, field_details_list),
+                ),
             )
         return found[1]
 

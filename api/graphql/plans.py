@@ -97,6 +97,14 @@ def _compiled(source: str) -> Any:
     return compile(source, "<compiled selection>", "exec")
 
 
+def _passes(check: str, nullable: str | None, absent: str | None) -> str:
+    """The condition of a comprehension clause: `check`, or the value may be null (`nullable`
+    is None), or its object is absent (`absent` is None), or else `B()` refuses. The check
+    comes first: on valid data it is the one test made."""
+    alternatives = [check, *(f"{v} is None" for v in (nullable, absent) if v is not None)]
+    return " or ".join([*alternatives, "B()"])
+
+
 def _indent(lines: list[str]) -> list[str]:
     return ["    " + line for line in lines]
 
@@ -266,15 +274,15 @@ class Codegen:
         if not isinstance(object_type, GraphQLObjectType):
             return None
         item = self.name("x")
-        clauses = [f"for {item} in {items} if {self.is_dict(item, required)} or B()"]
+        clauses = [f"for {item} in {items} if {self.is_dict(item, required)}"]
         built = self.flat(object_type, details, item, None if required else item, clauses)
         if built is None:
             return None
         return f"[{self.maybe(built, item, required)} {' '.join(clauses)}]"
 
     @staticmethod
-    def is_dict(var: str, required: bool) -> str:
-        return f"type({var}) is dict" if required else f"({var} is None or type({var}) is dict)"
+    def is_dict(var: str, required: bool, absent: str | None = None) -> str:
+        return _passes(f"type({var}) is dict", None if required else var, absent)
 
     @staticmethod
     def maybe(expression: str, var: str, required: bool) -> str:
@@ -310,11 +318,8 @@ class Codegen:
             read = f"{source}[{name!r}]" if required else f"{source}.get({name!r})"
             if absent is not None:
                 read = f"None if {absent} is None else {read}"
-            skip = "" if absent is None else f"{absent} is None or "
             if isinstance(inner, GraphQLObjectType):
-                clauses.append(
-                    f"for {var} in ({read},) if {skip}{self.is_dict(var, required)} or B()"
-                )
+                clauses.append(f"for {var} in ({read},) if {self.is_dict(var, required, absent)}")
                 # Its fields are absent when it is, or when it is required but its parent absent.
                 inside = None if required and absent is None else var
                 built = self.flat(inner, field_details, var, inside, clauses)
@@ -326,14 +331,16 @@ class Codegen:
                 return None  # lists stay row by row
             check = _CHECKS.get(inner.name)
             if check is not None:
-                ok = check.format(v=var) if required else f"{var} is None or {check.format(v=var)}"
-                clauses.append(f"for {var} in ({read},) if {skip}{ok} or B()")
+                ok = _passes(check.format(v=var), None if required else var, absent)
+                clauses.append(f"for {var} in ({read},) if {ok}")
                 entries.append(f"{response_key!r}: {var}")
                 continue
             # Another leaf (Float, JSON, an enum): its own coercion, a call on each value.
             coerce = f"{self.bind(_coerce(inner))}({var})"
             if required:
-                clauses.append(f"for {var} in ({read},) if {skip}{var} is not None or B()")
+                clauses.append(
+                    f"for {var} in ({read},) if {_passes(f'{var} is not None', None, absent)}"
+                )
             else:
                 clauses.append(f"for {var} in ({read},)")
             entries.append(f"{response_key!r}: {self.maybe(coerce, var, required)}")

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from api.graphql.context import Context
 from api.graphql.schema import build_schema
+from api.graphql.shared_plans import SharedPlans
 from api.settings import Settings
 from store.interop import demo
 from tests.support.differential import COMPILED, REFERENCE, both, normalised
@@ -381,6 +382,8 @@ def test_a_plan_is_found_only_for_the_selection_it_was_made_for(
     from api.graphql import execution, plans
 
     monkeypatch.setattr(plans.Codegen, "build", lambda self, type_, fields: fields[0])
+    # (The plans shared across requests are keyed by the selection's nodes: tested apart.)
+    monkeypatch.setattr(execution.SHARED, "plan", lambda executor, type_, fields, build: build())
     context = execution.CompiledExecutionContext.__new__(execution.CompiledExecutionContext)
     context.middleware_manager = None
     context._plans = {}
@@ -474,6 +477,7 @@ def test_the_column_plans_are_taken_for_lists_of_leaf_only_objects(
 
     monkeypatch.setattr(plans.Codegen, "columns", spy)
     monkeypatch.setattr(execution, "_collector_paused", paused)
+    monkeypatch.setattr(execution, "SHARED", SharedPlans())  # none made by earlier tests
     for yes in (True, False):
         asyncio.run(
             both(COLUMNS.replace("ROOT", 'ImagingStudy(id: "x")'), [_column_study()], yes, 2)
@@ -508,3 +512,69 @@ def test_the_engine_overrides_and_calls_only_the_graphql_core_methods_it_declare
             assert ours == theirs, name
         else:
             assert theirs == ["self", "return_type", "field_details_list"], name
+
+
+def test_plans_are_shared_by_requests_selecting_the_same_with_the_same_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plan is made once for every request whose selection and variables used inside it
+    are the same: a variable used only above it (the root's `_count`) changes nothing, one
+    used inside it (@include) makes another plan, and each gives graphql-core's response."""
+    from api.graphql import execution, plans
+
+    made: list[str] = []
+    original = plans.Codegen.build
+
+    def build(self: Any, type_: Any, fields: Any) -> Any:
+        made.append(type_.name)
+        return original(self, type_, fields)
+
+    monkeypatch.setattr(plans.Codegen, "build", build)
+    monkeypatch.setattr(execution, "SHARED", SharedPlans())
+    query = """query($yes: Boolean!, $n: Int) { ImagingStudyList(_count: $n) { id
+      series { uid number @include(if: $yes) } } }"""
+    docs = [demo.study("x", 2, 1), demo.study("y", 1, 1)]
+
+    def run(yes: bool, n: int) -> int:
+        result = asyncio.run(both(query, docs, yes, n))
+        assert result.errors is None
+        return len(made)
+
+    first = run(True, 2)
+    assert first >= 1
+    assert run(True, 1) == first  # another value above the plan
+    assert run(False, 2) > first  # another value inside it
+    assert run(True, 2) == run(False, 2)  # both are kept
+
+
+def test_a_shared_plan_is_never_found_for_other_nodes_with_the_same_ids() -> None:
+    """Shared plans are keyed by the ids of the selection's nodes: an entry holds its nodes,
+    and a lookup whose nodes are other objects (as if the first had been freed and their ids
+    reused) makes its own plan."""
+    from types import SimpleNamespace
+
+    from graphql import parse
+
+    shared = SharedPlans()
+    schema = COMPILED._schema
+    study = schema.type_map["ImagingStudy"]
+
+    def executor_for(text: str) -> tuple[Any, Any]:
+        document = parse(text)
+        field = document.definitions[0].selection_set.selections[0]  # type: ignore[attr-defined]
+        details = [SimpleNamespace(node=field, fragment_variable_values=None, defer_usage=None)]
+        variables = SimpleNamespace(sources={}, coerced={})
+        executor = SimpleNamespace(
+            schema=schema, variable_values=variables, fragment_definitions={}
+        )
+        return executor, details
+
+    executor, details = executor_for("{ ImagingStudy(id: 1) { id } }")
+    assert shared.plan(executor, study, details, lambda: "first") == "first"  # type: ignore
+    assert shared.plan(executor, study, details, lambda: "again") == "first"  # type: ignore
+    other, other_details = executor_for("{ ImagingStudy(id: 1) { status } }")
+    # As if the first nodes were freed and the new ones allocated where they were:
+    ((key, entry),) = shared._plans.items()
+    moved = (key[0], key[1], tuple(map(id, (d.node for d in other_details))), key[3])
+    shared._plans[moved] = entry
+    assert shared.plan(other, study, other_details, lambda: "second") == "second"  # type: ignore
