@@ -35,7 +35,9 @@ from graphql.execution.values import get_argument_values
 from api.graphql.pure import registered
 
 Build = Callable[[Any], Any]
-_MAX_INT = 2**31
+# GraphQL's Int: 32-bit signed. Written into the source as literals, which CPython folds into
+# constants (a name would be looked up, and `-M` negated, on every value).
+_INT_RANGE = f"{-(2**31)} <= {{v}} < {2**31}"
 
 
 class Fallback(Exception):
@@ -81,13 +83,13 @@ def _coerce(type_: Any) -> Build:
 _REFUSALS = {
     GraphQLString.name: "type({v}) is not str",
     GraphQLID.name: "type({v}) is not str",
-    GraphQLInt.name: "type({v}) is not int or not -M <= {v} < M",
+    GraphQLInt.name: f"type({{v}}) is not int or not {_INT_RANGE}",
     GraphQLBoolean.name: "type({v}) is not bool",
 }
 _CHECKS = {
     GraphQLString.name: "type({v}) is str",
     GraphQLID.name: "type({v}) is str",
-    GraphQLInt.name: "(type({v}) is int and -M <= {v} < M)",
+    GraphQLInt.name: f"(type({{v}}) is int and {_INT_RANGE})",
     GraphQLBoolean.name: "type({v}) is bool",
 }
 
@@ -116,7 +118,7 @@ class Codegen:
 
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
-        self.env: dict[str, Any] = {"F": FALLBACK, "M": _MAX_INT, "B": _refuse}
+        self.env: dict[str, Any] = {"F": FALLBACK, "B": _refuse}
         self.count = 0
         self.active: set[tuple[str, int]] = set()
 
