@@ -4,12 +4,12 @@ a twentieth of running it over 10,000 instances, and viewers send the same few d
 and over (the document cache of api/graphql/documents.py hands out the same parsed nodes).
 
 A plan is a function of the schema, of its selection (the AST nodes of its fields, and the
-fragments they spread) and of the values of the variables used inside that selection
-(@include/@skip, arguments): the key is exactly these, so `ImagingStudy(id: $id)` opened for
-another study reuses the plan, while another `_count: $n` or `@include(if: $yes)` makes its
-own. Entries keep what their key names by `id()` alive, and a hit checks identity, so an id
-reused by another object never finds a plan made for the old one. Bounded: least recently used
-plans go first."""
+fragments they spread, in its operation) and of the values of the variables used inside that
+selection (@include/@skip, arguments): the key is exactly these, so `ImagingStudy(id: $id)`
+opened for another study reuses the plan, while another `_count: $n` or `@include(if: $yes)`
+makes its own. Entries keep what their key names by `id()` alive, and a hit checks identity, so
+an id reused by another object never finds a plan made for the old one. Bounded: least recently
+used plans go first."""
 
 from __future__ import annotations
 
@@ -120,8 +120,9 @@ class SharedPlans:
             )
             for name in sorted(uses[0])
         )
-        owners = (executor.schema, type_, nodes)
-        key = (id(executor.schema), id(type_), tuple(map(id, nodes)), values)
+        # (The operation too: a fragment's nodes may be spread by several operations.)
+        owners = (executor.schema, executor.operation, type_, nodes)
+        key = (*map(id, owners[:3]), tuple(map(id, nodes)), values)
         with self._lock:
             found = self._plans.get(key)
             if found is not None and _same(found[0], owners):

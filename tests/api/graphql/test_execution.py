@@ -565,7 +565,10 @@ def test_a_shared_plan_is_never_found_for_other_nodes_with_the_same_ids() -> Non
         details = [SimpleNamespace(node=field, fragment_variable_values=None, defer_usage=None)]
         variables = SimpleNamespace(sources={}, coerced={})
         executor = SimpleNamespace(
-            schema=schema, variable_values=variables, fragment_definitions={}
+            schema=schema,
+            operation=document.definitions[0],
+            variable_values=variables,
+            fragment_definitions={},
         )
         return executor, details
 
@@ -575,6 +578,7 @@ def test_a_shared_plan_is_never_found_for_other_nodes_with_the_same_ids() -> Non
     other, other_details = executor_for("{ ImagingStudy(id: 1) { status } }")
     # As if the first nodes were freed and the new ones allocated where they were:
     ((key, entry),) = shared._plans.items()
-    moved = (key[0], key[1], tuple(map(id, (d.node for d in other_details))), key[3])
+    nodes = tuple(map(id, (d.node for d in other_details)))
+    moved = (id(schema), id(other.operation), id(study), nodes, key[4])
     shared._plans[moved] = entry
     assert shared.plan(other, study, other_details, lambda: "second") == "second"  # type: ignore
