@@ -18,10 +18,11 @@ registered the resolver as pure (api/graphql/pure.py): this module imports no sc
 
 graphql-core 3.3 marks every completion method of its `Executor` private (":meta private:");
 its public hooks (`Executor.build`, `execute_operation`, resolvers, middleware,
-`ExecutionHooks`) cannot complete an object in its place. So the engine overrides exactly the
-methods in `GRAPHQL_CORE_PRIVATE` and calls only those there too; a test pins their signatures
-against the installed graphql-core, so an upgrade that changes them fails the suite, not a
-request. `IMAGING_COMPILED=0` runs plain graphql-core (api/graphql/schema.py).
+`ExecutionHooks`) cannot complete an object in its place. So the engine overrides two of
+those methods and calls a third (plans.py), all named in `GRAPHQL_CORE_PRIVATE`, and no other;
+a test pins their signatures against the installed graphql-core, so an upgrade that changes
+them fails the suite, not a request. `IMAGING_COMPILED=0` runs plain graphql-core
+(api/graphql/schema.py).
 
 Building the executor coerces the variables: for a write of a large study, a million values
 walked in Python, seconds during which the event loop would serve no other request. So a
