@@ -43,19 +43,40 @@ async def median(run: Callable[[], Awaitable[Any]], repeat: int) -> float:
 
 async def paired(
     ours: Callable[[], Awaitable[Any]], reference: Callable[[], Any], repeat: int
-) -> tuple[float, float]:
+) -> tuple[float, float, float, float]:
     """Medians of two measurements taken in alternation: a busy moment of the machine then
-    weighs on both, not on one, and their ratio stays meaningful."""
+    weighs on both, not on one, and their ratio stays meaningful. Each is timed twice: on the
+    wall clock, and in CPU time of this thread (`time.thread_time`), which leaves out the
+    moments another process had the core (ours run in this thread: the stores here are
+    stubs). Returns ours and the reference on the wall clock, then both in CPU time (ms)."""
     await ours()
-    a, b = [], []
+    wall: tuple[list[float], list[float]] = ([], [])
+    cpu: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        start = time.perf_counter()
-        await ours()
-        a.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        reference()
-        b.append(time.perf_counter() - start)
-    return statistics.median(a) * 1000, statistics.median(b) * 1000
+        for i, run in enumerate((ours, reference)):
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            done = run()
+            if i == 0:
+                await done
+            cpu[i].append(time.thread_time() - start_cpu)
+            wall[i].append(time.perf_counter() - start)
+    return (
+        statistics.median(wall[0]) * 1000,
+        statistics.median(wall[1]) * 1000,
+        statistics.median(cpu[0]) * 1000,
+        statistics.median(cpu[1]) * 1000,
+    )
+
+
+def spread(ratios: list[float]) -> tuple[float, float, float]:
+    """Min, median and 90th percentile (within the data) of the ratios of several rounds."""
+    if len(ratios) == 1:
+        return ratios[0], ratios[0], ratios[0]
+    return (
+        min(ratios),
+        statistics.median(ratios),
+        statistics.quantiles(ratios, n=10, method="inclusive")[8],
+    )
 
 
 def limit(value: Any, repeat: int = 30) -> float:
@@ -81,10 +102,12 @@ async def projection_of(ours: Ours, query: str, variables: Any, repo: Repository
 
 
 class Bench:
-    def __init__(self, repeat: int) -> None:
+    def __init__(self, repeat: int, rounds: int = 9) -> None:
         self.repeat = repeat
+        self.rounds = rounds
         self.rows: Rows = []
         self.targets: list[tuple[str, bool, str]] = []
+        self.spreads: list[str] = []  # A and B against the limit over the rounds
         self.ours, self.reference = Ours(), Ours(compiled=False)
         self.generic, self.naive = Generic(), Naive()
 
@@ -106,18 +129,32 @@ class Bench:
             await median(lambda: repo.get(study, fields), self.repeat),
             "the elements the query selects",
         )
-        ours_ms, lim_ms = await paired(
-            lambda: self.ours.run(query, variables, Stub(doc)),
-            lambda: orjson.dumps(data_),
-            self.repeat * 2,
-        )
-        lim = self.row(scenario, "limit: orjson.dumps", lim_ms)
+        # Several rounds of alternating pairs: the ratio of each round's medians, then its
+        # spread over the rounds, since the machine may be busy during some of them. The
+        # target is judged in CPU time: on a machine shared with other work, the wall clock
+        # of a 6 ms run counts the other processes' time slices, and a 1 ms one mostly not.
+        rounds = [
+            await paired(
+                lambda: self.ours.run(query, variables, Stub(doc)),
+                lambda: orjson.dumps(data_),
+                self.repeat,
+            )
+            for _ in range(self.rounds)
+        ]
+        wall = spread(sorted(r[0] / r[1] for r in rounds))
+        cpu = spread(sorted(r[2] / r[3] for r in rounds))
+        self.row(scenario, "limit: orjson.dumps", statistics.median(r[1] for r in rounds))
         ours = self.row(
             scenario,
             "ours (compiled)",
-            ours_ms,
+            statistics.median(r[0] for r in rounds),
             "timed alternately with the limit, so both see the same machine",
         )
+        for clock, (low, mid, p90) in (("wall clock", wall), ("CPU time", cpu)):
+            self.spreads.append(
+                f"{scenario}: ours / orjson.dumps over {len(rounds)} rounds, {clock}: "
+                f"min {low:.1f}x, median {mid:.1f}x, p90 {p90:.1f}x"
+            )
         self.row(
             scenario,
             "strawberry, not compiled",
@@ -140,7 +177,10 @@ class Bench:
             ),
         )
         self.target(
-            f"{scenario}: execution within 10x orjson.dumps", ours <= 10 * lim, f"{ours / lim:.1f}x"
+            f"{scenario}: execution within 5x orjson.dumps (p90 of the rounds, CPU time)",
+            cpu[2] <= 5,
+            f"min {cpu[0]:.1f}x, median {cpu[1]:.1f}x, p90 {cpu[2]:.1f}x "
+            f"(wall clock: p90 {wall[2]:.1f}x)",
         )
         self.target(
             f"{scenario}: 20x faster than naive", naive >= 20 * ours, f"{naive / ours:.1f}x"
@@ -303,7 +343,7 @@ class Bench:
 
 
 async def main(args: argparse.Namespace) -> Bench:
-    bench = Bench(args.repeat)
+    bench = Bench(args.repeat, args.rounds)
     _, db = client.open_embedded("bench")
     repo = Repository(db)
     await repo.ensure_indexes()
@@ -354,6 +394,9 @@ def report(bench: Bench) -> str:
     for scenario, what, ms, note in bench.rows:
         ratio = f"{ms / limits[scenario]:.1f}" if scenario in limits else ""
         lines.append(f"{scenario:<4} {what:<44} {ms:>10.2f} {ratio:>8}  {note}")
+    if bench.spreads:
+        lines += ["", "execution / limit, spread over the rounds:"]
+        lines += [f"  {line}" for line in bench.spreads]
     lines += ["", "targets:"]
     lines += [
         f"  [{'met' if ok else 'MISSED'}] {name}: {detail}" for name, ok, detail in bench.targets
@@ -378,6 +421,9 @@ def only_f() -> int:
 def cli() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument(
+        "--rounds", type=int, default=9, help="rounds of A and B against orjson (min/median/p90)"
+    )
     parser.add_argument("--worklist", type=int, default=5_000)
     parser.add_argument("--requests", type=int, default=160)
     parser.add_argument("--no-http", action="store_true")

@@ -10,6 +10,7 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
+from api.graphql.pure import register
 from api.graphql.types.describe import dt
 from api.graphql.types.references import resource_field
 from store.fhir import definitions as defs
@@ -106,6 +107,9 @@ class Extension:
     )
     def value(self, root: strawberry.Parent[dict[str, Any]]) -> Any:
         return extension_value(root)
+
+
+register("Extension", "value", extension_value)  # the compiled plans call it directly
 
 
 @strawberry.type(description=D["Coding"])

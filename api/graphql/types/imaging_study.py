@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.scalars import JSON
 
+from api.graphql.pure import register
 from api.graphql.types.datatypes import (
     Annotation,
     CodeableConcept,
@@ -171,6 +172,8 @@ class ImagingStudy:
     def fhirJson(self, root: Root) -> Study:
         return canonical(root)
 
+
+register("ImagingStudy", "fhirJson", canonical)  # the compiled plans call it directly
 
 # The generated resolvers of the two lists a viewer pages (api/graphql/execution.py, bench).
 study_series = REPEATING[("ImagingStudy", "series")]

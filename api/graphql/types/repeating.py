@@ -6,8 +6,8 @@ value), then `_offset` and `_count`, which apply to the filtered list.
 
 The resolvers are generated from the R5 element tables (store/fhir/definitions.py) for each list
 field the types declare, and registered in `REPEATING` by (GraphQL type, field): they are pure
-functions of the parent dict and the arguments, so the compiled execution plans
-(api/graphql/execution.py) call them exactly as graphql-core does."""
+functions of the parent dict and the arguments, so each is also registered with the compiled
+executor (api/graphql/pure.py), whose plans call them exactly as graphql-core does."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import strawberry
 
 from api.graphql.fhirpath import evaluate, truth
 from api.graphql.paging import page
+from api.graphql.pure import register
 from store.fhir.definitions import Element
 
 Root = strawberry.Parent[dict[str, Any]]
@@ -39,7 +40,7 @@ _SCALARS: dict[str, type] = {
     "positiveInt": int,
     "integer64": int,
 }
-# (GraphQL type, field) -> the generated resolver; api/graphql/execution.py calls them directly.
+# (GraphQL type, field) -> the generated resolver (each also registered in api/graphql/pure.py).
 REPEATING: dict[tuple[str, str], Resolver] = {}
 # (GraphQL type, field) -> the field filters it takes (the names of primitive sub-elements).
 FILTERS: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -142,6 +143,9 @@ def repeating(
     resolve.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     resolve.__name__ = f"{owner}_{name}"
     REPEATING[(owner, name)] = resolve
+    # Without arguments `select` keeps every item and `custom` filters on nothing: the stored
+    # list as it is, which a plan reads inline.
+    register(owner, name, resolve, stored_without_arguments=True)
     FILTERS[(owner, name)] = (*own_names, *filters)
     return resolve
 

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from api.graphql.context import Context
 from api.graphql.schema import build_schema
+from api.graphql.shared_plans import SharedPlans
 from api.settings import Settings
 from store.interop import demo
 from tests.support.differential import COMPILED, REFERENCE, both, normalised
@@ -171,6 +172,18 @@ BREAKABLE = [
     ("meta", "profile"),
     ("meta", "_profile"),
     ("series", 0, "_uid"),
+    # The column-wise plans of lists of leaf-only objects: an item, its leaves, a nested
+    # object (required or not), an item of a list of nullable objects.
+    ("series", 0, "instance", 0),
+    ("series", 0, "instance", 1),
+    ("series", 0, "instance", 1, "number"),
+    ("series", 0, "instance", 1, "title"),
+    ("series", 0, "instance", 1, "sopClass", "code"),
+    ("series", 0, "endpoint", 0),
+    ("series", 0, "endpoint", 0, "identifier"),
+    ("series", 0, "endpoint", 0, "identifier", "value"),
+    ("meta", "_profile", 1),
+    ("meta", "_profile", 1, "id"),
 ]
 
 
@@ -265,7 +278,8 @@ def test_the_compiled_path_is_taken_for_plain_data() -> None:
 
     def spy(self: Any, *args: Any) -> Any:
         result = original(self, *args)
-        taken.append(any(plan is not None for plan in self._plans.values()))
+        # (The cache holds (selection, plan) pairs: the plan is the second.)
+        taken.append(any(plan is not None for _, plan in self._plans.values()))
         return result
 
     execution.CompiledExecutionContext.complete_object_value = spy  # type: ignore[method-assign]
@@ -335,18 +349,18 @@ def test_repeating_elements_compile_whatever_the_import_order() -> None:
     script = """
 import asyncio
 from api.graphql.schema import build_schema
-from api.graphql import execution
+from api.graphql import plans
 from store.interop import demo
 from api.graphql.context import Context
 from api.settings import Settings
 missing = []
-original = execution._Codegen.field
+original = plans.Codegen.field
 def field(self, parent, details, source, var):
     found = original(self, parent, details, source, var)
     if found is None:
         missing.append(details[0].node.name.value)
     return found
-execution._Codegen.field = field
+plans.Codegen.field = field
 class Repo:
     async def get(self, *_, **__): return demo.study("x", 2, 2)
 schema = build_schema()
@@ -365,9 +379,11 @@ def test_a_plan_is_found_only_for_the_selection_it_was_made_for(
 ) -> None:
     """Plans are keyed by the id of graphql-core's selection list; an id is unique only while
     its object lives, so a plan must never be handed to another list that got the same id."""
-    from api.graphql import execution
+    from api.graphql import execution, plans
 
-    monkeypatch.setattr(execution._Codegen, "build", lambda self, type_, fields: fields[0])
+    monkeypatch.setattr(plans.Codegen, "build", lambda self, type_, fields: fields[0])
+    # (The plans shared across requests are keyed by the selection's nodes: tested apart.)
+    monkeypatch.setattr(execution.SHARED, "plan", lambda executor, type_, fields, build: build())
     context = execution.CompiledExecutionContext.__new__(execution.CompiledExecutionContext)
     context.middleware_manager = None
     context._plans = {}
@@ -387,3 +403,182 @@ def test_imaging_compiled_0_switches_the_compiled_engine_off() -> None:
     assert build_schema(Settings()).execution_context_class is execution.CompiledExecutionContext
     plain = build_schema(Settings.from_env({"IMAGING_COMPILED": "0"}))
     assert plain.execution_context_class is not execution.CompiledExecutionContext
+
+
+COLUMNS = """query($yes: Boolean!, $n: Int) { ROOT { meta { _profile { __typename id p: id } }
+  series { endpoint { reference r: reference identifier { system value __typename } }
+  instance { __typename uid n: number number @skip(if: $yes) title @include(if: $yes)
+  sopClass { code system @include(if: $yes) __typename } } i2: instance(_count: $n) { uid
+  sopClass { code } } } } }"""
+
+
+def _column_study() -> dict[str, Any]:
+    """A study whose lists of leaf-only objects have every case: nulls, missing elements, a
+    nested object present in one item and absent in another."""
+    base = demo.study("x", 2, 3)
+    base["meta"] = {
+        "versionId": "1",
+        "profile": ["http://p", None],
+        "_profile": [None, {"id": "p"}],
+    }
+    base["series"][0]["endpoint"] = [
+        {"reference": "Endpoint/a", "identifier": {"system": "urn:x", "value": "a"}},
+        {"reference": "Endpoint/b"},
+    ]
+    base["series"][0]["instance"][1]["title"] = "t"
+    del base["series"][1]["instance"][0]["number"]
+    return base
+
+
+@pytest.mark.slow
+def test_column_plans_equal_graphql_core_on_every_odd_value() -> None:
+    """Lists of leaf-only objects are completed by one comprehension each: with nulls (as
+    items, as values, as nested objects), aliases, __typename, elements missing in the data,
+    @skip/@include, and every kind of wrong value in each of those positions, the response
+    is graphql-core's."""
+    base = _column_study()
+
+    async def run() -> None:
+        for path in BREAKABLE:
+            for value in [*ODD_VALUES, float("nan"), False, 2**31, 3.0]:
+                for root in ('ImagingStudy(id: "x")', "ImagingStudyList"):
+                    for yes in (True, False):
+                        query = COLUMNS.replace("ROOT", root)
+                        await both(query, [broken(base, path, value)], yes, 2)
+
+    asyncio.run(run())
+
+
+def test_the_column_plans_are_taken_for_lists_of_leaf_only_objects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Guards the test above from passing vacuously: each list of leaf-only objects of its
+    query gets a comprehension, and on valid data no plan falls back."""
+    from api.graphql import execution, plans
+
+    columns: list[str] = []
+    original = plans.Codegen.columns
+
+    def spy(self: Any, item_type: Any, items: str, details: Any) -> str | None:
+        found = original(self, item_type, items, details)
+        if found is not None:
+            columns.append(get_named_type(item_type).name)
+        return found
+
+    fallbacks: list[bool] = []
+    run = execution._collector_paused
+
+    def paused(plan: Any) -> Any:
+        try:
+            return run(plan)
+        except plans.Fallback:
+            fallbacks.append(True)
+            raise
+
+    monkeypatch.setattr(plans.Codegen, "columns", spy)
+    monkeypatch.setattr(execution, "_collector_paused", paused)
+    monkeypatch.setattr(execution, "SHARED", SharedPlans())  # none made by earlier tests
+    for yes in (True, False):
+        asyncio.run(
+            both(COLUMNS.replace("ROOT", 'ImagingStudy(id: "x")'), [_column_study()], yes, 2)
+        )
+    assert sorted(set(columns)) == [
+        "ElementBase",
+        "ImagingStudySeriesInstance",
+        "Reference",
+    ]
+    assert not fallbacks
+
+
+def test_the_engine_overrides_and_calls_only_the_graphql_core_methods_it_declares() -> None:
+    """graphql-core marks its completion methods private: the engine's use of them is the
+    list in GRAPHQL_CORE_PRIVATE, each still there with the parameters the engine expects,
+    and no other graphql-core method is overridden but the public `build`."""
+    import inspect
+
+    from graphql import Executor
+
+    from api.graphql import execution
+
+    engine = execution.CompiledExecutionContext
+    overridden = {
+        name for name in vars(engine) if hasattr(Executor, name) and not name.startswith("__")
+    }
+    assert overridden <= {"build", *execution.GRAPHQL_CORE_PRIVATE}
+    for name in execution.GRAPHQL_CORE_PRIVATE:
+        theirs = list(inspect.signature(getattr(Executor, name)).parameters)
+        if name in vars(engine):
+            ours = list(inspect.signature(getattr(engine, name)).parameters)
+            assert ours == theirs, name
+        else:
+            assert theirs == ["self", "return_type", "field_details_list"], name
+
+
+def test_plans_are_shared_by_requests_selecting_the_same_with_the_same_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plan is made once for every request whose selection and variables used inside it
+    are the same: a variable used only above it (the root's `_count`) changes nothing, one
+    used inside it (@include) makes another plan, and each gives graphql-core's response."""
+    from api.graphql import execution, plans
+
+    made: list[str] = []
+    original = plans.Codegen.build
+
+    def build(self: Any, type_: Any, fields: Any) -> Any:
+        made.append(type_.name)
+        return original(self, type_, fields)
+
+    monkeypatch.setattr(plans.Codegen, "build", build)
+    monkeypatch.setattr(execution, "SHARED", SharedPlans())
+    query = """query($yes: Boolean!, $n: Int) { ImagingStudyList(_count: $n) { id
+      series { uid number @include(if: $yes) } } }"""
+    docs = [demo.study("x", 2, 1), demo.study("y", 1, 1)]
+
+    def run(yes: bool, n: int) -> int:
+        result = asyncio.run(both(query, docs, yes, n))
+        assert result.errors is None
+        return len(made)
+
+    first = run(True, 2)
+    assert first >= 1
+    assert run(True, 1) == first  # another value above the plan
+    assert run(False, 2) > first  # another value inside it
+    assert run(True, 2) == run(False, 2)  # both are kept
+
+
+def test_a_shared_plan_is_never_found_for_other_nodes_with_the_same_ids() -> None:
+    """Shared plans are keyed by the ids of the selection's nodes: an entry holds its nodes,
+    and a lookup whose nodes are other objects (as if the first had been freed and their ids
+    reused) makes its own plan."""
+    from types import SimpleNamespace
+
+    from graphql import parse
+
+    shared = SharedPlans()
+    schema = COMPILED._schema
+    study = schema.type_map["ImagingStudy"]
+
+    def executor_for(text: str) -> tuple[Any, Any]:
+        document = parse(text)
+        field = document.definitions[0].selection_set.selections[0]  # type: ignore[attr-defined]
+        details = [SimpleNamespace(node=field, fragment_variable_values=None, defer_usage=None)]
+        variables = SimpleNamespace(sources={}, coerced={})
+        executor = SimpleNamespace(
+            schema=schema,
+            operation=document.definitions[0],
+            variable_values=variables,
+            fragment_definitions={},
+        )
+        return executor, details
+
+    executor, details = executor_for("{ ImagingStudy(id: 1) { id } }")
+    assert shared.plan(executor, study, details, lambda: "first") == "first"  # type: ignore
+    assert shared.plan(executor, study, details, lambda: "again") == "first"  # type: ignore
+    other, other_details = executor_for("{ ImagingStudy(id: 1) { status } }")
+    # As if the first nodes were freed and the new ones allocated where they were:
+    ((key, entry),) = shared._plans.items()
+    nodes = tuple(map(id, (d.node for d in other_details)))
+    moved = (id(schema), id(other.operation), id(study), nodes, key[4])
+    shared._plans[moved] = entry
+    assert shared.plan(other, study, other_details, lambda: "second") == "second"  # type: ignore
