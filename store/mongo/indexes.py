@@ -72,6 +72,12 @@ INDEXES = [
         partial={"_srv.uid": {"$type": "string"}},
     ),
     Index(
+        STUDIES,
+        [("_id", 1), ("_srv.deleted", 1), ("subject.reference", 1), ("meta.versionId", 1)],
+        "the study cache's version probe (store/mongo/cache.py): a covered read of one study's "
+        "current version under the live and subject conditions, never loading the document",
+    ),
+    Index(
         HISTORY,
         [("_srv.study", 1), ("_srv.version", -1)],
         "a study's history, newest version first",

@@ -11,7 +11,8 @@ from typing import Any, ParamSpec, TypeVar
 from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, STORE_UNAVAILABLE, fail
 from store.mongo import paging, search
-from store.mongo.client import StoreDown
+from store.mongo.cache import StudyCache
+from store.mongo.client import StoreDown, find_one_sized
 from store.mongo.search import Params
 
 P = ParamSpec("P")
@@ -67,6 +68,10 @@ class Reads:
     _studies: Any
     _history: Any
     _cursor_secret: bytes
+    # The version-checked study cache (store/mongo/cache.py); None: off.
+    cache: StudyCache | None = None
+    in_transaction: bool
+    _embedded: bool  # the store is the embedded one (client.embedded)
 
     @guarded
     async def ping(self) -> None:
@@ -84,8 +89,30 @@ class Reads:
         query: dict[str, Any] = {"_id": study_id, **search.LIVE}
         if subject is not None:
             query["subject.reference"] = subject
-        doc = await self._studies.find_one(query, projection(fields))
-        return public(doc) if doc else None
+        cache = self.cache
+        # Inside a server transaction a read may see the transaction's own, uncommitted
+        # writes, whose version numbers an abort gives back: never kept.
+        if cache is None or self.in_transaction:
+            doc = await self._studies.find_one(query, projection(fields))
+            return public(doc) if doc else None
+        # The version is read under the same conditions as the study, so a study that is
+        # deleted, or about another subject than the caller's, is absent here too and is
+        # never served from the cache.
+        wanted = projection(fields, "meta.versionId")
+        probe = await self._studies.find_one(query, {"_id": 0, "meta.versionId": 1})
+        if probe is None:
+            cache.forget(study_id)
+            return None
+        kept = cache.find(study_id, probe["meta"]["versionId"], wanted)
+        if kept is not None:
+            return kept
+        doc, size = await find_one_sized(self._studies, query, wanted, self._embedded)
+        if doc is None:
+            return None
+        study = public(doc)
+        # Kept under the version it was read at, which may be newer than the probe's.
+        cache.keep(study, wanted, size)
+        return dict(study)
 
     @guarded
     async def match(self, params: Params) -> Study | None:
