@@ -21,8 +21,10 @@ from typing import Any
 
 import orjson
 
+from api.settings import Settings
 from bench import data
 from bench.http import over_http
+from bench.scale import scale
 from bench.scenarios import QUERIES, Generic, Naive, Ours, Stub
 from store.mongo import client
 from store.mongo.repository import Repository
@@ -99,11 +101,18 @@ class Bench:
         doc = await repo.get(study)
         data_ = await self.ours.run(query, variables, Stub(doc))
         fields = await projection_of(self.ours, query, variables, repo)
+        uncached = Repository(repo._db)  # the same store without the study cache
+        self.row(
+            scenario,
+            "store read, cache off",
+            await median(lambda: uncached.get(study, fields), self.repeat),
+            "the elements the query selects (the embedded store copies them)",
+        )
         read = self.row(
             scenario,
             "store read",
             await median(lambda: repo.get(study, fields), self.repeat),
-            "the elements the query selects",
+            "the same through the study cache: a version probe, the kept study",
         )
         ours_ms, lim_ms = await paired(
             lambda: self.ours.run(query, variables, Stub(doc)),
@@ -304,7 +313,7 @@ class Bench:
 async def main(args: argparse.Namespace) -> Bench:
     bench = Bench(args.repeat)
     _, db = client.open_embedded("bench")
-    repo = Repository(db)
+    repo = Repository(db, cache_bytes=Settings().cache_mb * 2**20)  # as the server makes it
     await repo.ensure_indexes()
     print("loading data...", file=sys.stderr)
     await repo.create(data.study("A", 20, 500))
@@ -322,6 +331,9 @@ async def main(args: argparse.Namespace) -> Bench:
         await repo.create(resource)
     gc.freeze()
     await bench.worklist(repo)
+    if args.scale:
+        print(f"growing the embedded store to {args.scale} studies...", file=sys.stderr)
+        await scale(bench, [int(n) for n in args.scale.split(",")])
     if not args.no_http:
         print("measuring over HTTP...", file=sys.stderr)
         await over_http(bench, args.worklist, args.requests)
@@ -366,6 +378,11 @@ def cli() -> int:
     parser.add_argument("--worklist", type=int, default=5_000)
     parser.add_argument("--requests", type=int, default=160)
     parser.add_argument("--no-http", action="store_true")
+    parser.add_argument(
+        "--scale",
+        default="1000,10000,50000",
+        help="store sizes of scenario S, comma-separated ('' skips it)",
+    )
     parser.add_argument("--record", action="store_true", help="write bench/RESULTS.md")
     args = parser.parse_args()
     bench = asyncio.run(main(args))

@@ -51,6 +51,7 @@ class ScopedStore:
     NOT_FOR_CALLERS = {
         "ensure_indexes": "run once at start-up by the app",
         "ping": "the readiness probe; reads no study",
+        "explain": "query plans, for operators and tests; reads no study",
     }
 
     def __init__(

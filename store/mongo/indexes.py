@@ -116,3 +116,23 @@ async def ensure(db: Database) -> None:
 def plan() -> list[dict[str, Any]]:
     """The indexes as data, for operators and tests."""
     return [{"collection": i.collection, "name": i.name, "reason": i.reason} for i in INDEXES]
+
+
+def stages(plan: Any) -> list[str]:
+    """The stages of the winning plan in an `explain` answer (`COLLSCAN`, `IXSCAN`,
+    `FETCH`, ...), in any nesting: a sharded cluster's per-shard plans, $or's inputs."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("stage"), str):
+                found.append(node["stage"])
+            for key, value in node.items():
+                if key != "rejectedPlans":
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(plan.get("queryPlanner", plan) if isinstance(plan, dict) else plan)
+    return found

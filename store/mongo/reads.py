@@ -16,6 +16,8 @@ from store.mongo.client import StoreDown, find_one_sized
 from store.mongo.search import Params
 
 P = ParamSpec("P")
+# The version probe's projection: one field, which the probe index covers (indexes.py).
+VERSION = {"_id": 0, "meta.versionId": 1}
 T = TypeVar("T")
 ROOT = "ImagingStudy"
 
@@ -86,9 +88,7 @@ class Reads:
         """The study, reading only the FHIR element paths in `fields` (None: all); with
         `subject`, only if it is about that subject (a study of another is never loaded, so
         answering takes as long as for a missing id)."""
-        query: dict[str, Any] = {"_id": study_id, **search.LIVE}
-        if subject is not None:
-            query["subject.reference"] = subject
+        query = _one(study_id, subject)
         cache = self.cache
         # Inside a server transaction a read may see the transaction's own, uncommitted
         # writes, whose version numbers an abort gives back: never kept.
@@ -99,7 +99,7 @@ class Reads:
         # deleted, or about another subject than the caller's, is absent here too and is
         # never served from the cache.
         wanted = projection(fields, "meta.versionId")
-        probe = await self._studies.find_one(query, {"_id": 0, "meta.versionId": 1})
+        probe = await self._studies.find_one(query, VERSION)
         if probe is None:
             cache.forget(study_id)
             return None
@@ -113,6 +113,21 @@ class Reads:
         # Kept under the version it was read at, which may be newer than the probe's.
         cache.keep(study, wanted, size)
         return dict(study)
+
+    @guarded
+    async def explain(
+        self, params: Params, sort: str | None = None, study: tuple[str, str | None] | None = None
+    ) -> dict[str, Any]:
+        """MongoDB's query plan (`explain`) of a search page sorted by `sort`, or, with
+        `study` (id, subject), of the study cache's version probe: for operators and the
+        tests that check every search uses an index. A real server only."""
+        if study is not None:
+            cursor = self._studies.find(_one(*study), VERSION).limit(1)
+        else:
+            spec = paging.sort_spec(sort)
+            cursor = self._studies.find(search.to_filter(params)).sort(spec).limit(50)
+        plan: dict[str, Any] = await cursor.explain()
+        return plan
 
     @guarded
     async def match(self, params: Params) -> Study | None:
@@ -275,6 +290,14 @@ class Reads:
                 {"_srv.study": study_id}, {"subject": 1}, sort=[("_srv.version", -1)]
             )
         return current is not None and _about(current, subject)
+
+
+def _one(study_id: str, subject: str | None) -> dict[str, Any]:
+    """The filter of one live study, with `subject` only if about it (a reference)."""
+    query: dict[str, Any] = {"_id": study_id, **search.LIVE}
+    if subject is not None:
+        query["subject.reference"] = subject
+    return query
 
 
 def _about(study: Study, subject: str) -> bool:
