@@ -10,7 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, STORE_UNAVAILABLE, fail
-from store.mongo import paging, search
+from store.mongo import pages, paging, search
 from store.mongo.cache import StudyCache
 from store.mongo.client import StoreDown, find_one_sized
 from store.mongo.search import Params
@@ -83,11 +83,22 @@ class Reads:
 
     @guarded
     async def get(
-        self, study_id: str, fields: Iterable[str] | None = None, subject: str | None = None
+        self,
+        study_id: str,
+        fields: Iterable[str] | None = None,
+        subject: str | None = None,
+        instances: tuple[int, int | None] | None = None,
     ) -> Study | None:
         """The study, reading only the FHIR element paths in `fields` (None: all); with
         `subject`, only if it is about that subject (a study of another is never loaded, so
-        answering takes as long as for a missing id)."""
+        answering takes as long as for a missing id). With `instances` (offset, count; count
+        None: to the end), each series holds only `instance[offset:offset + count]`: MongoDB
+        sends only that page (store/mongo/pages.py), the embedded store cuts it from the
+        kept study."""
+        if instances is not None:
+            if instances[1] is not None and instances[1] < 1:
+                raise ValueError("a page of instances holds at least one")
+            return await self._paged(study_id, fields, subject, *instances)
         query = _one(study_id, subject)
         cache = self.cache
         # Inside a server transaction a read may see the transaction's own, uncommitted
@@ -113,6 +124,21 @@ class Reads:
         # Kept under the version it was read at, which may be newer than the probe's.
         cache.keep(study, wanted, size)
         return dict(study)
+
+    async def _paged(
+        self,
+        study_id: str,
+        fields: Iterable[str] | None,
+        subject: str | None,
+        offset: int,
+        count: int | None,
+    ) -> Study | None:
+        if self._embedded:
+            study = await self.get(study_id, fields, subject)
+            return None if study is None else pages.page_of(study, offset, count)
+        steps = pages.pipeline(_one(study_id, subject), projection(fields), offset, count)
+        found = await self._studies.aggregate(steps).to_list(1)
+        return public(found[0]) if found else None
 
     @guarded
     async def explain(
