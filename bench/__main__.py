@@ -73,9 +73,11 @@ async def projection_of(ours: Ours, query: str, variables: Any, repo: Repository
     seen: list[Any] = []
 
     class Spy:
-        async def get(self, study_id: str, fields: Any = None, subject: Any = None) -> Any:
+        async def get(
+            self, study_id: str, fields: Any = None, subject: Any = None, instances: Any = None
+        ) -> Any:
             seen.append(fields)
-            return await repo.get(study_id, fields, subject)
+            return await repo.get(study_id, fields, subject, instances)
 
     await ours.run(query, variables, Spy())
     return seen[0]

@@ -85,3 +85,28 @@ def child(selections: Iterable[Any], name: str) -> list[Any] | None:
     """The selections under field `name`, or None when it is not selected."""
     found = [f for f in selected(selections) if f.name == name]
     return [s for f in found for s in f.selections] if found else None
+
+
+def instance_window(selections: Iterable[Any]) -> tuple[int, int | None] | None:
+    """(offset, count) when the query reads the instances of a study's series only as one
+    page (`series { instance(_offset:, _count:) }`, selected once, with no filter, FHIRPath
+    or directive that would read other instances), so the store may send just that page;
+    else None."""
+    series = [f for f in selected(selections) if f.name == "series"]
+    if len(series) != 1 or series[0].directives or (series[0].arguments or {}).get("fhirpath"):
+        return None
+    pages = [f for f in selected(series[0].selections) if f.name == "instance"]
+    if len(pages) != 1 or pages[0].directives:
+        return None
+    arguments = {k: v for k, v in (pages[0].arguments or {}).items() if v is not None}
+    offset, count = _whole(arguments.pop("_offset", 0)), _whole(arguments.pop("_count", None))
+    if arguments or offset is None or offset < 0 or (count is not None and count < 1):
+        return None  # a filter reads every instance; a bad value is the resolver's to refuse
+    return (offset, count) if offset or count is not None else None
+
+
+def _whole(value: Any) -> int | None:
+    # Strawberry gives a literal argument as its source text ("10"), a variable as its value.
+    if type(value) is int:
+        return value
+    return int(value) if type(value) is str and value.isdigit() else None

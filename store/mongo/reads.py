@@ -99,11 +99,18 @@ class Reads:
             if instances[1] is not None and instances[1] < 1:
                 raise ValueError("a page of instances holds at least one")
             return await self._paged(study_id, fields, subject, *instances)
+        return await self._read(study_id, fields, subject)
+
+    async def _read(
+        self, study_id: str, fields: Iterable[str] | None, subject: str | None
+    ) -> Study | None:
+        fields = None if fields is None else list(fields)  # looked at twice below
         query = _one(study_id, subject)
         cache = self.cache
         # Inside a server transaction a read may see the transaction's own, uncommitted
-        # writes, whose version numbers an abort gives back: never kept.
-        if cache is None or self.in_transaction:
+        # writes, whose version numbers an abort gives back: never kept. A read of no series
+        # (a summary, a subject) is as small as the version probe: read at once, not kept.
+        if cache is None or self.in_transaction or not _has_series(fields):
             doc = await self._studies.find_one(query, projection(fields))
             return public(doc) if doc else None
         # The version is read under the same conditions as the study, so a study that is
@@ -133,8 +140,10 @@ class Reads:
         offset: int,
         count: int | None,
     ) -> Study | None:
-        if self._embedded:
-            study = await self.get(study_id, fields, subject)
+        # The embedded store has the kept study to cut; a transaction's session does not
+        # carry aggregations (client._InSession), and its reads are few.
+        if self._embedded or self.in_transaction:
+            study = await self._read(study_id, fields, subject)
             return None if study is None else pages.page_of(study, offset, count)
         steps = pages.pipeline(_one(study_id, subject), projection(fields), offset, count)
         found = await self._studies.aggregate(steps).to_list(1)
@@ -316,6 +325,10 @@ class Reads:
                 {"_srv.study": study_id}, {"subject": 1}, sort=[("_srv.version", -1)]
             )
         return current is not None and _about(current, subject)
+
+
+def _has_series(fields: Iterable[str] | None) -> bool:
+    return fields is None or any(f == "series" or f.startswith("series.") for f in fields)
 
 
 def _one(study_id: str, subject: str | None) -> dict[str, Any]:

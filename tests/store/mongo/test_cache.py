@@ -67,11 +67,13 @@ async def test_a_deleted_study_is_never_served(store: Repository) -> None:
 
 async def test_a_partial_read_never_answers_a_wider_one(store: Repository) -> None:
     await store.create(demo.study("p", 2, 4))
-    narrow = await store.get("p", {"status"})
+    narrow = await store.get("p", {"series.uid"})
     assert narrow is not None
-    assert "series" not in narrow
+    assert "identifier" not in narrow
+    assert len(cache_of(store)) == 1
     whole = await store.get("p")
     assert whole is not None
+    assert whole["identifier"][0]["system"] == "urn:dicom:uid"
     assert [len(s["instance"]) for s in whole["series"]] == [4, 4]
     viewer = await store.get("p", {"series.uid", "series.instance.uid"})
     assert viewer is not None
@@ -82,12 +84,20 @@ async def test_a_whole_study_answers_a_projection_with_what_it_asks(store: Repos
     await store.create(demo.study("q", 1, 2))
     await store.get("q")
     hits = cache_of(store).hits
-    narrow = await store.get("q", {"status"})
+    narrow = await store.get("q", {"series.uid"})
     assert cache_of(store).hits == hits + 1
     assert narrow is not None
-    assert narrow["status"] == "available"
+    assert narrow["series"][0]["uid"] == demo.uid("q", 1)
     assert narrow["id"] == "q"
-    assert "series" not in narrow
+    assert "identifier" not in narrow
+
+
+async def test_a_read_of_no_series_is_not_kept(store: Repository) -> None:
+    await store.create(demo.study("n", 1, 2))
+    summary = await store.get("n", {"status", "subject"})
+    assert summary is not None
+    assert summary["status"] == "available"
+    assert len(cache_of(store)) == 0
 
 
 async def test_the_subject_condition_holds_for_a_kept_study(store: Repository) -> None:
