@@ -5,6 +5,7 @@ Runs on a real MongoDB too when MONGODB_URI is set (the raw BSON read of the siz
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -219,3 +220,30 @@ async def test_a_read_sends_a_version_probe_then_the_asked_projection(
     # Only the first read loads the study; every read asks for the version under its own
     # conditions.
     assert sent == [probe, (live, wanted), probe, probe]
+
+
+async def test_reads_during_concurrent_writes_match_their_version(store: Repository) -> None:
+    """Each write adds one instance, so version k holds exactly k instances: a read that
+    paired a kept study with the wrong version would show another count."""
+    await store.create(demo.study("cw", 1, 1))
+    series = demo.uid("cw", 1)
+    seen: list[tuple[int, int]] = []
+
+    async def write(n: int) -> None:
+        await store.add_instances("cw", series, [demo.instance("cw", 1, 100 + n)], None)
+
+    async def read() -> None:
+        for _ in range(15):
+            for fields in (None, {"series.instance.uid"}):
+                study = await store.get("cw", fields)
+                assert study is not None
+                version = int(study["meta"]["versionId"])
+                seen.append((version, len(study["series"][0]["instance"])))
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(write(n) for n in range(12)), *(read() for _ in range(4)))
+    assert all(version == count for version, count in seen), seen
+    assert len({version for version, _ in seen}) > 1  # the reads did see the writes happen
+    final = await store.get("cw")
+    assert final is not None
+    assert final["meta"]["versionId"] == "13"
