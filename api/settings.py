@@ -97,6 +97,9 @@ class Settings:
     workers: int = 1
     max_instances: int = 50_000  # per study; keeps a study well inside MongoDB's 16 MiB document
     max_series: int = 1_000  # per study; what a query's cost prices a study's series at
+    # Megabytes of decoded studies each process keeps by version (store/mongo/cache.py), counted
+    # as stored (BSON or JSON); Python holds about 4x that. 0: off.
+    cache_mb: int = 64
     list_default_count: int = 20
     list_max_count: int = 1_000
     history_max_count: int = 1_000
@@ -272,6 +275,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IMAGING_WORKERS": ("workers", _integer(1, 256)),
     "IMAGING_MAX_INSTANCES": ("max_instances", _integer(1, 1_000_000)),
     "IMAGING_MAX_SERIES": ("max_series", _integer(1, 100_000)),
+    "IMAGING_CACHE_MB": ("cache_mb", _integer(0, 1_000_000)),
     "IMAGING_LIST_MAX_COUNT": ("list_max_count", _integer(1, 100_000)),
     "IMAGING_SEARCH_MAX_VALUES": ("search_max_values", _integer(1, 100_000)),
     "IMAGING_SEARCH_MAX_TOTAL_VALUES": ("search_max_total_values", _integer(1, 1_000_000)),

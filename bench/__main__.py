@@ -22,8 +22,10 @@ from typing import Any
 
 import orjson
 
+from api.settings import Settings
 from bench import data
 from bench.http import PORTS, add_to_empty, over_http, server
+from bench.scale import scale
 from bench.scenarios import QUERIES, Generic, Naive, Ours, Stub
 from store.mongo import client
 from store.mongo.repository import Repository
@@ -93,9 +95,11 @@ async def projection_of(ours: Ours, query: str, variables: Any, repo: Repository
     seen: list[Any] = []
 
     class Spy:
-        async def get(self, study_id: str, fields: Any = None, subject: Any = None) -> Any:
+        async def get(
+            self, study_id: str, fields: Any = None, subject: Any = None, instances: Any = None
+        ) -> Any:
             seen.append(fields)
-            return await repo.get(study_id, fields, subject)
+            return await repo.get(study_id, fields, subject, instances)
 
     await ours.run(query, variables, Spy())
     return seen[0]
@@ -123,11 +127,18 @@ class Bench:
         doc = await repo.get(study)
         data_ = await self.ours.run(query, variables, Stub(doc))
         fields = await projection_of(self.ours, query, variables, repo)
+        uncached = Repository(repo._db)  # the same store without the study cache
+        self.row(
+            scenario,
+            "store read, cache off",
+            await median(lambda: uncached.get(study, fields), self.repeat),
+            "the elements the query selects (the embedded store copies them)",
+        )
         read = self.row(
             scenario,
             "store read",
             await median(lambda: repo.get(study, fields), self.repeat),
-            "the elements the query selects",
+            "the same through the study cache: a version probe, the kept study",
         )
         # Several rounds of alternating pairs: the ratio of each round's medians, then its
         # spread over the rounds, since the machine may be busy during some of them. The
@@ -345,7 +356,7 @@ class Bench:
 async def main(args: argparse.Namespace) -> Bench:
     bench = Bench(args.repeat, args.rounds)
     _, db = client.open_embedded("bench")
-    repo = Repository(db)
+    repo = Repository(db, cache_bytes=Settings().cache_mb * 2**20)  # as the server makes it
     await repo.ensure_indexes()
     print("loading data...", file=sys.stderr)
     await repo.create(data.study("A", 20, 500))
@@ -363,6 +374,9 @@ async def main(args: argparse.Namespace) -> Bench:
         await repo.create(resource)
     gc.freeze()
     await bench.worklist(repo)
+    if args.scale:
+        print(f"growing the embedded store to {args.scale} studies...", file=sys.stderr)
+        await scale(bench, [int(n) for n in args.scale.split(",")])
     if not args.no_http:
         print("measuring over HTTP...", file=sys.stderr)
         await over_http(bench, args.worklist, args.requests)
@@ -427,6 +441,11 @@ def cli() -> int:
     parser.add_argument("--worklist", type=int, default=5_000)
     parser.add_argument("--requests", type=int, default=160)
     parser.add_argument("--no-http", action="store_true")
+    parser.add_argument(
+        "--scale",
+        default="1000,10000,50000",
+        help="store sizes of scenario S, comma-separated ('' skips it)",
+    )
     parser.add_argument("--record", action="store_true", help="write bench/RESULTS.md")
     parser.add_argument(
         "--ports", metavar="FIRST-LAST", help="loopback ports for the HTTP servers (any free one)"

@@ -22,6 +22,7 @@ async def load(repo: Repository, worklist: int) -> None:
     await repo.ensure_indexes()
     await repo.create(data.study("A", 20, 500))
     await repo.create(data.study("D", 1, 5_000))
+    await repo.create(data.study("P", 1, 10_000))  # one series: a page at offset 2,000
     for resource in data.worklist(worklist):
         await repo.create(resource)
 
@@ -37,13 +38,14 @@ def main() -> None:
         help="make the store unavailable SECONDS long, START seconds after "
         "start-up (the fault seam of store/mongo/client.py; for the load test)",
     )
+    parser.add_argument("--cache-mb", type=int, default=Settings().cache_mb)
     args = parser.parse_args()
     _, db = client.open_embedded("bench")
     faults = client.Faults()
     asyncio.run(load(Repository(db), args.worklist))
-    repo = Repository(client.with_faults(db, faults))
+    repo = Repository(client.with_faults(db, faults), cache_bytes=args.cache_mb * 2**20)
     logging.disable(logging.INFO)  # the access log would measure the terminal
-    app: Any = create_app(Settings(seed=False), repo)
+    app: Any = create_app(Settings(seed=False, cache_mb=args.cache_mb), repo)
     if args.outage:
         start, seconds = (float(v) for v in args.outage.split(","))
         threading.Timer(start, lambda: setattr(faults, "down", True)).start()

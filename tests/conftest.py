@@ -14,6 +14,7 @@ import pytest
 from api.http.app import create_app
 from api.settings import Settings
 from store.mongo import client
+from store.mongo.cache import StudyCache
 from store.mongo.repository import Repository
 from tests.support.graphql import Gql
 
@@ -29,8 +30,12 @@ async def store(settings: Settings) -> AsyncIterator[Repository]:
     name = f"imaging_test_{uuid.uuid4().hex[:12]}"
     handle, db = client.open_server(uri, name) if uri else client.open_embedded(name)
     repo = Repository(db, max_instances=settings.max_instances, max_series=settings.max_series)
+    # The suite runs with the study cache on, auditing every hit: a reader that changed a
+    # kept study in place fails the test that did it.
+    repo.cache = StudyCache(settings.cache_mb * 2**20, audit=True) if settings.cache_mb else None
     await repo.ensure_indexes()
     yield repo
+    assert repo.cache is None or not repo.cache.changed(), "a kept study was changed in place"
     if uri:
         await handle.drop_database(name)
     client.close(handle)

@@ -51,6 +51,7 @@ class ScopedStore:
     NOT_FOR_CALLERS = {
         "ensure_indexes": "run once at start-up by the app",
         "ping": "the readiness probe; reads no study",
+        "explain": "query plans, for operators and tests; reads no study",
     }
 
     def __init__(
@@ -148,12 +149,21 @@ class ScopedStore:
     # -- reads -------------------------------------------------------------------------------
 
     async def get(
-        self, study_id: str, fields: set[str] | None = None, operation: str = "ImagingStudy"
+        self,
+        study_id: str,
+        fields: set[str] | None = None,
+        operation: str = "ImagingStudy",
+        instances: tuple[int, int | None] | None = None,
     ) -> Study | None:
+        """The study, if the caller may read it; `instances` (offset, count): only that page
+        of each series' instances (see Reads.get)."""
         patient = self.require("r", operation)
         # Another patient's study is as good as absent, and is not even loaded.
         study = await self._repo.get(
-            study_id, None if fields is None else fields | {"subject"}, subject=_reference(patient)
+            study_id,
+            None if fields is None else fields | {"subject"},
+            subject=_reference(patient),
+            instances=instances,
         )
         self._touch(study)
         return study

@@ -66,3 +66,27 @@ def _filtered(arguments: dict[str, Any], path: str) -> set[str] | None:
             return None
         read |= {f"{path}.{name}" for name in names}
     return read
+
+
+def instance_window(selection: Selection) -> tuple[int, int | None] | None:
+    """(offset, count) when the query reads the instances of a study's series only as one
+    page (`series { instance(_offset:, _count:) }`, selected once, with no filter, FHIRPath
+    or directive that would read other instances), so the store may send just that page;
+    else None."""
+    series = [f for f in selection.fields() if f.name == "series"]
+    if len(series) != 1 or series[0].directives or series[0].arguments.get("fhirpath"):
+        return None
+    pages = [f for f in series[0].below().fields() if f.name == "instance"]
+    if len(pages) != 1 or pages[0].directives:
+        return None
+    arguments = {k: v for k, v in pages[0].arguments.items() if v is not None}
+    offset, count = _whole(arguments.pop("_offset", 0)), _whole(arguments.pop("_count", None))
+    if arguments or offset is None or offset < 0 or (count is not None and count < 1):
+        return None  # a filter reads every instance; a bad value is the resolver's to refuse
+    return (offset, count) if offset or count is not None else None
+
+
+def _whole(value: Any) -> int | None:
+    # The walker gives a literal as Python data and a variable as its value; only a whole
+    # number makes a window (anything else is left to the resolver to refuse).
+    return value if type(value) is int else None

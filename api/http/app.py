@@ -169,6 +169,7 @@ def open_repository(settings: Settings, events: Bus | None = None) -> tuple[Any,
         max_series=settings.max_series,
         cursor_secret=settings.cursor_secret.encode(),
         events=events,
+        cache_bytes=settings.cache_mb * 2**20,
     )
 
 

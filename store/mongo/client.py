@@ -10,6 +10,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import bson
+import orjson
+from bson.raw_bson import RawBSONDocument
 from pymongo.errors import (
     ConnectionFailure,
     DuplicateKeyError,
@@ -22,6 +25,8 @@ __all__ = [
     "DuplicateKey",
     "Faults",
     "StoreDown",
+    "embedded",
+    "find_one_sized",
     "in_transaction",
     "open_embedded",
     "open_server",
@@ -151,7 +156,9 @@ class _Faulty:
             if self._faults.down:
                 raise ServerSelectionTimeoutError("injected fault: the store is down")
             result = attr(*args, **kwargs)
-            return _Faulty(result, self._faults) if hasattr(result, "to_list") else result
+            # Cursors, and collections (`with_options`), keep failing while the store is down.
+            wrap = hasattr(result, "to_list") or hasattr(result, "find_one")
+            return _Faulty(result, self._faults) if wrap else result
 
         return call
 
@@ -198,15 +205,43 @@ def _driver(db: Database) -> Any:
     return db
 
 
+def embedded(db: Database) -> bool:
+    """Whether a database or collection is the embedded store's (mongomock), the one place
+    that tells the store kinds apart."""
+    driver = _driver(db)
+    # mongomock-motor's classes subclass motor's: tell them apart by where they come from.
+    return any(cls.__module__.startswith("mongomock") for cls in type(driver).__mro__)
+
+
+async def find_one_sized(
+    collection: Any, query: dict[str, Any], projection: dict[str, int] | None, embedded: bool
+) -> tuple[dict[str, Any] | None, int]:
+    """`find_one`, and the encoded size of what it read, for bounding a cache by bytes (the
+    caller says whether the collection is the embedded store's: see `embedded`). From
+    MongoDB the size is the BSON the server sent, known without a walk: the document comes
+    raw and is decoded here as the driver would have. The embedded store keeps no encoded
+    form, so its size is that of the JSON encoding (orjson; about a tenth of its read)."""
+    if embedded:
+        doc = await collection.find_one(query, projection)
+        return doc, 0 if doc is None else len(orjson.dumps(doc, default=str))
+    options = collection.codec_options
+    raw = await collection.with_options(
+        codec_options=options.with_options(document_class=RawBSONDocument)
+    ).find_one(query, projection)
+    if raw is None:
+        return None, 0
+    data = raw.raw
+    return bson.decode(data, codec_options=options), len(data)
+
+
 async def in_transaction(db: Database, work: Callable[[Database | None], Awaitable[T]]) -> T:
     """Runs `work` in a MongoDB multi-document transaction, handing it `db` bound to the
     transaction: committed when `work` returns, aborted when it raises, run again whole when
     the server reports a transient conflict. The embedded store has no transactions: there
     `work` gets None and runs once, and undoing a failure is the caller's part."""
-    driver = _driver(db)
-    # mongomock-motor's classes subclass motor's: tell them apart by where they come from.
-    if any(cls.__module__.startswith("mongomock") for cls in type(driver).__mro__):
+    if embedded(db):
         return await work(None)
+    driver = _driver(db)
     async with await driver.client.start_session() as session:
         result: T = await session.with_transaction(lambda bound: work(_InSession(db, bound)))
         return result

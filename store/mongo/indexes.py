@@ -73,6 +73,12 @@ INDEXES = [
         partial={"_srv.uid": {"$type": "string"}},
     ),
     Index(
+        STUDIES,
+        [("_id", 1), ("_srv.deleted", 1), ("subject.reference", 1), ("meta.versionId", 1)],
+        "the study cache's version probe (store/mongo/cache.py): a covered read of one study's "
+        "current version under the live and subject conditions, never loading the document",
+    ),
+    Index(
         HISTORY,
         [("_srv.study", 1), ("_srv.version", -1)],
         "a study's history, newest version first",
@@ -111,3 +117,23 @@ async def ensure(db: Database) -> None:
 def plan() -> list[dict[str, Any]]:
     """The indexes as data, for operators and tests."""
     return [{"collection": i.collection, "name": i.name, "reason": i.reason} for i in INDEXES]
+
+
+def stages(plan: Any) -> list[str]:
+    """The stages of the winning plan in an `explain` answer (`COLLSCAN`, `IXSCAN`,
+    `FETCH`, ...), in any nesting: a sharded cluster's per-shard plans, $or's inputs."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("stage"), str):
+                found.append(node["stage"])
+            for key, value in node.items():
+                if key != "rejectedPlans":
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(plan.get("queryPlanner", plan) if isinstance(plan, dict) else plan)
+    return found

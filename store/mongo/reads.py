@@ -10,11 +10,14 @@ from typing import Any, ParamSpec, TypeVar
 
 from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, STORE_UNAVAILABLE, fail
-from store.mongo import paging, search
-from store.mongo.client import StoreDown
+from store.mongo import pages, paging, search
+from store.mongo.cache import StudyCache
+from store.mongo.client import StoreDown, find_one_sized
 from store.mongo.search import Params
 
 P = ParamSpec("P")
+# The version probe's projection: one field, which the probe index covers (indexes.py).
+VERSION = {"_id": 0, "meta.versionId": 1}
 T = TypeVar("T")
 ROOT = "ImagingStudy"
 
@@ -67,6 +70,10 @@ class Reads:
     _studies: Any
     _history: Any
     _cursor_secret: bytes
+    # The version-checked study cache (store/mongo/cache.py); None: off.
+    cache: StudyCache | None = None
+    in_transaction: bool
+    _embedded: bool  # the store is the embedded one (client.embedded)
 
     @guarded
     async def ping(self) -> None:
@@ -76,16 +83,86 @@ class Reads:
 
     @guarded
     async def get(
-        self, study_id: str, fields: Iterable[str] | None = None, subject: str | None = None
+        self,
+        study_id: str,
+        fields: Iterable[str] | None = None,
+        subject: str | None = None,
+        instances: tuple[int, int | None] | None = None,
     ) -> Study | None:
         """The study, reading only the FHIR element paths in `fields` (None: all); with
         `subject`, only if it is about that subject (a study of another is never loaded, so
-        answering takes as long as for a missing id)."""
-        query: dict[str, Any] = {"_id": study_id, **search.LIVE}
-        if subject is not None:
-            query["subject.reference"] = subject
-        doc = await self._studies.find_one(query, projection(fields))
-        return public(doc) if doc else None
+        answering takes as long as for a missing id). With `instances` (offset, count; count
+        None: to the end), each series holds only `instance[offset:offset + count]`: MongoDB
+        sends only that page (store/mongo/pages.py), the embedded store cuts it from the
+        kept study."""
+        if instances is not None:
+            if instances[1] is not None and instances[1] < 1:
+                raise ValueError("a page of instances holds at least one")
+            return await self._paged(study_id, fields, subject, *instances)
+        return await self._read(study_id, fields, subject)
+
+    async def _read(
+        self, study_id: str, fields: Iterable[str] | None, subject: str | None
+    ) -> Study | None:
+        fields = None if fields is None else list(fields)  # looked at twice below
+        query = _one(study_id, subject)
+        cache = self.cache
+        # Inside a server transaction a read may see the transaction's own, uncommitted
+        # writes, whose version numbers an abort gives back: never kept. A read of no series
+        # (a summary, a subject) is as small as the version probe: read at once, not kept.
+        if cache is None or self.in_transaction or not _has_series(fields):
+            doc = await self._studies.find_one(query, projection(fields))
+            return public(doc) if doc else None
+        # The version is read under the same conditions as the study, so a study that is
+        # deleted, or about another subject than the caller's, is absent here too and is
+        # never served from the cache.
+        wanted = projection(fields, "meta.versionId")
+        probe = await self._studies.find_one(query, VERSION)
+        if probe is None:
+            cache.forget(study_id)
+            return None
+        kept = cache.find(study_id, probe["meta"]["versionId"], wanted)
+        if kept is not None:
+            return kept
+        doc, size = await find_one_sized(self._studies, query, wanted, self._embedded)
+        if doc is None:
+            return None
+        study = public(doc)
+        # Kept under the version it was read at, which may be newer than the probe's.
+        cache.keep(study, wanted, size)
+        return dict(study)
+
+    async def _paged(
+        self,
+        study_id: str,
+        fields: Iterable[str] | None,
+        subject: str | None,
+        offset: int,
+        count: int | None,
+    ) -> Study | None:
+        # The embedded store has the kept study to cut; a transaction's session does not
+        # carry aggregations (client._InSession), and its reads are few.
+        if self._embedded or self.in_transaction:
+            study = await self._read(study_id, fields, subject)
+            return None if study is None else pages.page_of(study, offset, count)
+        steps = pages.pipeline(_one(study_id, subject), projection(fields), offset, count)
+        found = await self._studies.aggregate(steps).to_list(1)
+        return public(found[0]) if found else None
+
+    @guarded
+    async def explain(
+        self, params: Params, sort: str | None = None, study: tuple[str, str | None] | None = None
+    ) -> dict[str, Any]:
+        """MongoDB's query plan (`explain`) of a search page sorted by `sort`, or, with
+        `study` (id, subject), of the study cache's version probe: for operators and the
+        tests that check every search uses an index. A real server only."""
+        if study is not None:
+            cursor = self._studies.find(_one(*study), VERSION).limit(1)
+        else:
+            spec = paging.sort_spec(sort)
+            cursor = self._studies.find(search.to_filter(params)).sort(spec).limit(50)
+        plan: dict[str, Any] = await cursor.explain()
+        return plan
 
     @guarded
     async def match(self, params: Params) -> Study | None:
@@ -248,6 +325,18 @@ class Reads:
                 {"_srv.study": study_id}, {"subject": 1}, sort=[("_srv.version", -1)]
             )
         return current is not None and _about(current, subject)
+
+
+def _has_series(fields: Iterable[str] | None) -> bool:
+    return fields is None or any(f == "series" or f.startswith("series.") for f in fields)
+
+
+def _one(study_id: str, subject: str | None) -> dict[str, Any]:
+    """The filter of one live study, with `subject` only if about it (a reference)."""
+    query: dict[str, Any] = {"_id": study_id, **search.LIVE}
+    if subject is not None:
+        query["subject.reference"] = subject
+    return query
 
 
 def _about(study: Study, subject: str) -> bool:

@@ -27,6 +27,7 @@ from store.fhir.identity import study_uid, uid_element
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, fail
 from store.fhir.validate import MAX_SERIES
 from store.mongo import client, indexes, search
+from store.mongo.cache import StudyCache
 from store.mongo.claims import Claims
 from store.mongo.client import Database, DuplicateKey
 from store.mongo.events import Bus, Change, change_of
@@ -87,6 +88,7 @@ class Repository(Reads):
         max_attempts: int = 200,
         cursor_secret: bytes = b"imaging-api cursors",
         events: Bus | None = None,
+        cache_bytes: int = 0,
     ) -> None:
         self._db = db
         # Set for the embedded store; with MongoDB a change stream feeds the bus instead, so
@@ -100,6 +102,9 @@ class Repository(Reads):
         self._max_attempts = max_attempts
         self._cursor_secret = cursor_secret
         self.in_transaction = False  # True for the copy `atomically` hands its work
+        # Reads of whole studies kept by version (store/mongo/cache.py); 0 bytes: off.
+        self.cache = StudyCache(cache_bytes) if cache_bytes > 0 else None
+        self._embedded = client.embedded(db)
 
     @guarded
     async def ensure_indexes(self) -> None:

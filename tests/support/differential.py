@@ -12,6 +12,7 @@ from typing import Any
 from api.graphql.context import Context
 from api.graphql.schema import build_schema
 from api.settings import Settings
+from store.mongo import pages
 
 # Limits out of the way: the execution of generated queries is what is compared.
 _UNLIMITED = Settings(max_depth=1000, max_aliases=10**6, max_tokens=10**6, max_cost=10**12)
@@ -26,8 +27,14 @@ class _Repo:
     def __init__(self, studies: list[dict[str, Any]]) -> None:
         self.studies = studies
 
-    async def get(self, study_id: str, fields: Any = None, subject: Any = None) -> Any:
-        return copy.deepcopy(self.studies[0]) if self.studies else None
+    async def get(
+        self, study_id: str, fields: Any = None, subject: Any = None, instances: Any = None
+    ) -> Any:
+        if not self.studies:
+            return None
+        study = copy.deepcopy(self.studies[0])
+        # Only the page of each series' instances when asked, as the store sends it.
+        return study if instances is None else pages.page_of(study, *instances)
 
     async def search(self, *_: Any, **__: Any) -> list[Any]:
         return copy.deepcopy(self.studies)

@@ -13,7 +13,7 @@ from api.graphql.context import Info
 from api.graphql.fhirpath import DESCRIPTION as FHIRPATH
 from api.graphql.fhirpath import FhirPath
 from api.graphql.paging import check_count, check_offset
-from api.graphql.projection import study_paths
+from api.graphql.projection import instance_window, study_paths
 from api.graphql.search_args import searchable
 from api.graphql.selection import Selection
 from api.graphql.types.connection import ImagingStudyConnection
@@ -47,6 +47,25 @@ def _paths(selection: Selection) -> set[str] | None:
     and the audit record need whatever the query asks for."""
     paths = study_paths(selection)
     return None if paths is None else paths | {"subject"}
+
+
+def _placed(study: Study, offset: int) -> Study:
+    """A study whose series hold one page of instances (the store sent only the page), each
+    page put back at its offset: the positions before it hold None, so the `instance` field's
+    own `_offset` and `_count` pick exactly the page, as from the whole list (no other
+    selection reads the instances: `instance_window`)."""
+    if not offset or type(study.get("series")) is not list:
+        return study
+    before: list[Any] = [None] * offset
+    return {
+        **study,
+        "series": [
+            {**s, "instance": before + s["instance"]}
+            if type(s) is dict and type(s.get("instance")) is list
+            else s
+            for s in study["series"]
+        ],
+    }
 
 
 def _one_id(id: str | None, alias: str | None) -> str:
@@ -83,9 +102,18 @@ class Query:
     ) -> Study | None:
         study_id = _one_id(id, _id)
         selected = _selected(info)
-        return await reading(
-            Shape(selected.fields()), lambda: info.context.store.get(study_id, _paths(selected))
+        paths = _paths(selected)
+        window = (
+            None
+            if paths is None or info.selected_fields[0].directives
+            else instance_window(selected)
         )
+
+        async def read() -> Study | None:
+            study = await info.context.store.get(study_id, paths, instances=window)
+            return study if study is None or window is None else _placed(study, window[0])
+
+        return await reading(Shape(selected.fields()), read)
 
     @strawberry.field(
         name="ImagingStudyList",

@@ -19,6 +19,7 @@ TREE = "series { instance { uid } }"  # per study: 1 + 2 series x (1 + 100 insta
 @pytest.fixture
 async def client(store: Repository) -> Any:
     await store.create(demo.study("big", 2, 100))
+    store.cache = None  # each alias's read reaches the store, for `reads_of` to count
     app = create_app(Settings(seed=False, max_result_values=1_000, allowed_hosts=("test",)), store)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test"
