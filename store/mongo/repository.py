@@ -26,7 +26,7 @@ from store.fhir import Study, edit
 from store.fhir.identity import study_uid, uid_element
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, fail
 from store.fhir.validate import MAX_SERIES
-from store.mongo import client, indexes, search
+from store.mongo import appends, client, history, indexes, search
 from store.mongo.claims import Claims
 from store.mongo.client import Database, DuplicateKey
 from store.mongo.events import Bus, Change, change_of
@@ -180,6 +180,19 @@ class Repository(Reads):
         version_id: str | None,
         guard: Guard = None,
     ) -> Study:
+        """Adds instances to a series: one guarded append when the instances are plainly
+        valid and sort after the series' last one (store/mongo/appends.py), else the rules
+        whole, which also answer a retry of instances already there by changing nothing."""
+        appended = await self._append(
+            study_id,
+            version_id,
+            guard,
+            lambda doc, now: appends.plan_instances(
+                doc, series_uid, instances, self.max_instances, now
+            ),
+        )
+        if appended is not None:
+            return appended
         return await self._write(
             study_id,
             version_id,
@@ -253,9 +266,14 @@ class Repository(Reads):
         doc = await self._studies.find_one({"_id": study_id, "meta.versionId": written})
         if doc is None or doc["_srv"]["deleted"]:
             return False
-        await self._keep(public(doc))
+        await self._keep(doc)
         replacement = self._document(
-            previous or {}, study_id, int(written) + 1, deleted=previous is None, was=public(doc)
+            previous or {},
+            study_id,
+            int(written) + 1,
+            deleted=previous is None,
+            was=public(doc),
+            back=True,
         )
         result = await self._studies.replace_one(
             {"_id": study_id, "meta.versionId": written}, replacement
@@ -291,9 +309,9 @@ class Repository(Reads):
             new = await asyncio.to_thread(change, old)  # pure; off the event loop
             if new is old or same_content(new, old):
                 return old  # an unchanged write keeps its version
-            await self._keep(old)
+            await self._keep(doc)
             replacement = self._document(
-                new, study_id, int(current) + 1, deleted=tombstone, was=old
+                new, study_id, int(current) + 1, deleted=tombstone, was=old, back=True
             )
             try:
                 result = await self._studies.replace_one(
@@ -313,6 +331,46 @@ class Repository(Reads):
             f"{ROOT}.meta.versionId",
             "the study changed under this write too many times; retry it",
         )
+
+    async def _append(
+        self,
+        study_id: str,
+        version_id: str | None,
+        guard: Guard,
+        plan: Callable[[dict[str, Any], str], appends.Plan | None],
+    ) -> Study | None:
+        """The compare-and-set of an append: one update under the version condition, after
+        keeping the history entry the replaced version needs, as `_write` does. None: the
+        append does not apply (appends.plan_instances) and the caller runs the whole rules."""
+        for attempt in range(self._max_attempts):
+            doc = await self._studies.find_one({"_id": study_id, **search.LIVE}, appends.FIELDS)
+            if doc is None:
+                return None  # the whole rules say NOT_FOUND
+            if guard is not None:
+                guard(public(doc))  # before the version comparison, as in `_write`
+            current = doc["meta"]["versionId"]
+            if version_id is not None and version_id != current:
+                raise self._conflict(version_id, current)
+            made = plan(doc, _now())
+            if made is None:
+                return None
+            if not await self._keep(doc, whole=False):
+                return None
+            new = await self._studies.find_one_and_update(
+                made.filter, made.update, return_document=client.AFTER
+            )
+            if new is not None:
+                self._publish("update", new)
+                return public(new)
+            still = await self._studies.find_one(
+                {"_id": study_id, "meta.versionId": current}, {"_id": 1}
+            )
+            if still is not None:
+                return None  # a new instance's UID is in the study: the rules say how
+            if version_id is not None:
+                raise self._conflict(version_id, "a newer version")
+            await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
+        return None
 
     @guarded
     async def check_uid(self, study: Study) -> None:
@@ -346,22 +404,28 @@ class Repository(Reads):
             f"the stored version ({stored}); read the study again and retry",
         )
 
-    async def _keep(self, old: Study) -> None:
-        version = int(old["meta"]["versionId"])
-        # The private keys come last, so no key of the study can ever stand in for them.
-        doc = {
-            **old,
-            "_id": f"{old['id']}/{version}",
-            "_srv": {"study": old["id"], "version": version},
-        }
-        stored = await self._insert_once(self._history, doc)
-        # A retry after a crash between keeping and replacing stores the same content again,
-        # which is harmless; any other content under a stored version means versions were
-        # reused, and overwriting history would hide it.
-        if stored is not None and public(stored) != public(doc):
+    async def _keep(self, doc: dict[str, Any], whole: bool = True) -> bool:
+        """Inserts the history entry the replacement of stored document `doc` needs first:
+        the patch `doc` carries back to the version before it (store/mongo/history.py).
+        False: `doc` is not `whole` (an append's projection) and the entry stored already is
+        a whole version, which only the whole document can be compared with."""
+        kept = history.entry(doc)
+        if kept is None:
+            return True
+        stored = await self._insert_once(self._history, kept)
+        if stored is None or stored == kept:
+            return True
+        if not whole and "patch" not in stored["_srv"]:
+            return False
+        # A retry after a crash between keeping and replacing, or a write that lost its
+        # compare-and-set, inserts the same entry again, which is harmless; any other content
+        # under a stored version means versions were reused, and overwriting would hide it.
+        if not history.same_entry(stored, kept, public(doc)):
             raise HistoryClash(
-                f"history of study {old['id']} already holds a different version {version}"
+                f"history of study {doc['id']} already holds a different version "
+                f"{kept['_srv']['version']}"
             )
+        return True
 
     async def _insert_once(self, collection: Any, doc: dict[str, Any]) -> dict[str, Any] | None:
         """Inserts `doc`, or returns the document already stored under its `_id`. Inside a
@@ -379,10 +443,16 @@ class Repository(Reads):
 
     @staticmethod
     def _document(
-        study: Study, study_id: str, version: int, deleted: bool = False, was: Study | None = None
+        study: Study,
+        study_id: str,
+        version: int,
+        deleted: bool = False,
+        was: Study | None = None,
+        back: bool = False,
     ) -> dict[str, Any]:
         """The stored document of a version; a tombstone (`deleted`) keeps the subject and
-        status of `was`, the version it ends."""
+        status of `was`, the version it ends; with `back`, the document carries the patch
+        from it back to `was` (its predecessor), which history keeps when it is replaced."""
         meta = {**study.get("meta", {}), "versionId": str(version), "lastUpdated": _now()}
         body = (
             {"id": study_id, "meta": meta} if deleted else {**study, "id": study_id, "meta": meta}
@@ -390,6 +460,10 @@ class Repository(Reads):
         srv: dict[str, Any] = {"deleted": deleted, **search_keys(body)}
         if deleted and was is not None:
             srv["was"] = {k: was[k] for k in ("subject", "status") if k in was}
+        if not deleted:
+            srv["s"] = appends.summary(body)
+        if back and was is not None:
+            srv["back"] = history.back_patch(body, was)
         return {**body, "_id": study_id, "_srv": srv}  # private keys last, as in _keep
 
     async def _insert(self, study: Study) -> Study:
@@ -403,7 +477,10 @@ class Repository(Reads):
         # The id is taken. A deleted study's id may be used again; its history continues.
         if stored["_srv"]["deleted"]:
             version = stored["meta"]["versionId"]
-            doc = self._document(study, study["id"], int(version) + 1)
+            await self._keep(stored)
+            doc = self._document(
+                study, study["id"], int(version) + 1, was=public(stored), back=True
+            )
             try:
                 result = await self._studies.replace_one(
                     {"_id": study["id"], "meta.versionId": version}, doc
