@@ -9,7 +9,8 @@ leave whole), which a common prefix and suffix find in one linear pass over elem
 mostly the very same objects; a general minimal-edit diff of a 50,000-instance array would
 cost more than the write. `apply` copies only the containers on the paths it changes and
 shares the rest with its input, so rebuilding k versions of a large study costs k patches,
-not k copies; the versions it returns must be treated as read-only, like every study read."""
+not k copies; the versions it returns must be treated as read-only, like every study read.
+A member added back goes last in its object: JSON objects are unordered (RFC 8259)."""
 
 from __future__ import annotations
 

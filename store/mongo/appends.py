@@ -18,9 +18,11 @@ answers None, and the repository runs the whole rules instead (store/fhir/edit.p
 the refusal or the retry's no-op exactly as before. Only documented operators are used
 (`$push` with `$each`, `$set` of dotted array indexes, `$addToSet` with `$each`, `$nin`).
 
-`_srv.s`, kept by every write, summarises each series by position: its UID `u`, its listed
-instance count `n`, its `numberOfInstances` value `d`, and the order key `t` of its last
-instance, so an append needs none of the instances."""
+Series are appended alike (`plan_series`), after the study's last series.
+
+`_srv.s`, kept by every write, summarises each series by position: its UID `u`, its order key
+`k`, its listed instance count `n`, its `numberOfInstances` value `d`, and the order key `t` of
+its last instance, so an append needs none of the instances."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from typing import Any
 
 from store.fhir import Study
 from store.fhir.derive import order_key
-from store.fhir.edit import INSTANCE_KEY
+from store.fhir.edit import INSTANCE_KEY, SERIES_KEY
 from store.fhir.validate import ROOT, part_issues
 from store.mongo.keys import part_keys, updated_range
 
@@ -45,6 +47,8 @@ FIELDS = {
         "subject",
         "contained",
         "numberOfInstances",
+        "numberOfSeries",
+        "modality",
         "_srv.s",
         "_srv.back",
     )
@@ -59,6 +63,7 @@ def summary(study: Study) -> list[dict[str, Any]]:
         made.append(
             {
                 "u": series.get("uid"),
+                "k": list(order_key(series)),
                 "n": len(instances),
                 "d": series.get("numberOfInstances"),
                 "t": list(order_key(instances[-1])) if instances else None,
@@ -153,3 +158,98 @@ def _restore(path: str, old: Any, new: Any) -> list[dict[str, Any]]:
     if old is None:
         return [{"op": "remove", "path": path}]
     return [{"op": "replace", "path": path, "value": old}]
+
+
+def plan_series(
+    doc: dict[str, Any],
+    new: list[dict[str, Any]],
+    max_instances: int,
+    max_series: int,
+    now: str,
+) -> Plan | None:
+    """The update that appends the series `new` to the stored study `doc` (read with
+    FIELDS), or None when the whole rules must decide."""
+    series = doc.get("_srv", {}).get("s")
+    if (
+        series is None
+        or doc.get("status") in ("cancelled", "entered-in-error")
+        or not new
+        or any("k" not in s for s in series)
+    ):
+        return None
+    start = len(series)
+    for k, item in enumerate(new):
+        if part_issues(doc, SERIES_KEY, item, f"{ROOT}.series[{start + k}]"):
+            return None
+    uids = [item["uid"] for item in new]
+    instance_uids = [i["uid"] for item in new for i in item.get("instance") or ()]
+    if (
+        len(set(uids)) != len(uids)
+        or set(uids) & {s["u"] for s in series}
+        or len(set(instance_uids)) != len(instance_uids)
+        or start + len(new) > max_series
+        or sum(s["n"] for s in series) + len(instance_uids) > max_instances
+    ):
+        return None
+    fresh = sorted((copy.deepcopy(item) for item in new), key=order_key)
+    if series and order_key(fresh[0]) <= tuple(series[-1]["k"]):
+        return None
+    summaries = []
+    for item in fresh:  # as derive.fill leaves them
+        if "instance" in item:
+            item["instance"].sort(key=order_key)
+        item["numberOfInstances"] = max(
+            item.get("numberOfInstances", 0), len(item.get("instance") or ())
+        )
+        summaries.extend(summary({"series": [item]}))
+    version = int(doc["meta"]["versionId"])
+    meta = {**doc["meta"], "versionId": str(version + 1), "lastUpdated": now}
+    n_series = max(doc.get("numberOfSeries") or 0, start + len(fresh))
+    total = max(doc.get("numberOfInstances") or 0, sum(s["n"] for s in series) + len(instance_uids))
+    modality = _modality(doc.get("modality"), fresh)
+    back: list[dict[str, Any]] = (
+        [
+            {"op": "remove", "path": f"/series/{k}"}
+            for k in range(start + len(fresh) - 1, start - 1, -1)
+        ]
+        if start
+        else [{"op": "remove", "path": "/series"}]
+    )
+    back += _restore("/numberOfSeries", doc.get("numberOfSeries"), n_series)
+    back += _restore("/numberOfInstances", doc.get("numberOfInstances"), total)
+    back += _restore("/modality", doc.get("modality"), modality)
+    back.append({"op": "replace", "path": "/meta", "value": doc["meta"]})
+    changed: dict[str, Any] = {
+        "meta": meta,
+        "numberOfSeries": n_series,
+        "numberOfInstances": total,
+        "_srv.lu": updated_range(now),
+        "_srv.back": back,
+    }
+    if modality is not None:
+        changed["modality"] = modality
+    update: dict[str, Any] = {
+        "$push": {"series": {"$each": fresh}, "_srv.s": {"$each": summaries}},
+        "$set": changed,
+    }
+    keys = part_keys(fresh)
+    if keys:
+        update["$addToSet"] = {"_srv.k": {"$each": keys}}
+    guard: dict[str, Any] = {"_id": doc["_id"], "meta.versionId": doc["meta"]["versionId"]}
+    if instance_uids:
+        guard["series.instance.uid"] = {"$nin": instance_uids}
+    return Plan(guard, update)
+
+
+def _modality(
+    known: list[dict[str, Any]] | None, fresh: list[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """The study's modality list after new series, as derive.fill makes it."""
+    modality = list(known or ())
+    seen = {(c.get("system"), c.get("code")) for m in modality for c in m.get("coding") or ()}
+    for item in fresh:
+        codes = {(c.get("system"), c.get("code")) for c in item["modality"].get("coding") or ()}
+        if codes and not codes <= seen:
+            modality.append(item["modality"])
+            seen |= codes
+    return modality or None

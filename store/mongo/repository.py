@@ -164,6 +164,18 @@ class Repository(Reads):
         version_id: str | None,
         guard: Guard = None,
     ) -> Study:
+        """Adds series: one guarded append when they are plainly valid and sort after the
+        study's last series (store/mongo/appends.py), else the rules whole."""
+        appended = await self._append(
+            study_id,
+            version_id,
+            guard,
+            lambda doc, now: appends.plan_series(
+                doc, series, self.max_instances, self.max_series, now
+            ),
+        )
+        if appended is not None:
+            return appended
         return await self._write(
             study_id,
             version_id,
