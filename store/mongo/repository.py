@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import orjson
+
 from store.fhir import Study, edit
 from store.fhir.identity import study_uid, uid_element
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, fail
@@ -36,6 +38,8 @@ from store.mongo.reads import ROOT, Page, Reads, guarded, projection, public
 __all__ = ["Guard", "HistoryClash", "Page", "Repository", "projection", "same_content"]
 Guard = Callable[[Study], None] | None
 T = TypeVar("T")
+# The largest patch back a document carries (history.py); beyond, the version is kept whole.
+BACK_BYTES = 1 << 20
 
 
 class HistoryClash(RuntimeError):
@@ -287,6 +291,7 @@ class Repository(Reads):
             was=public(doc),
             back=True,
         )
+        await self._bounded(doc, replacement)
         result = await self._studies.replace_one(
             {"_id": study_id, "meta.versionId": written}, replacement
         )
@@ -325,6 +330,7 @@ class Repository(Reads):
             replacement = self._document(
                 new, study_id, int(current) + 1, deleted=tombstone, was=old, back=True
             )
+            await self._bounded(doc, replacement)
             try:
                 result = await self._studies.replace_one(
                     {"_id": study_id, "meta.versionId": current}, replacement
@@ -439,6 +445,29 @@ class Repository(Reads):
             )
         return True
 
+    async def _bounded(self, replaced: dict[str, Any], replacement: dict[str, Any]) -> None:
+        """A patch back larger than BACK_BYTES (a study rewritten or deleted whole) would make
+        the document up to twice the study, against MongoDB's 16 MiB per document: the
+        replaced version is then kept whole in history at once (the same entry whoever
+        writes it) and the replacement carries no patch."""
+        back = replacement["_srv"].get("back")
+        if back is None or len(orjson.dumps(back)) <= BACK_BYTES:
+            return
+        del replacement["_srv"]["back"]
+        version = int(replaced["meta"]["versionId"])
+        whole = {
+            **public(replaced),
+            "_id": f"{replaced['id']}/{version}",
+            "_srv": {"study": replaced["id"], "version": version},
+        }
+        stored = await self._insert_once(self._history, whole)
+        # A patch stored under it means the version was replaced meanwhile: the
+        # compare-and-set that follows loses. Another whole version is a reuse of versions.
+        if stored is not None and "patch" not in stored["_srv"] and stored != whole:
+            raise HistoryClash(
+                f"history of study {replaced['id']} already holds a different version {version}"
+            )
+
     async def _insert_once(self, collection: Any, doc: dict[str, Any]) -> dict[str, Any] | None:
         """Inserts `doc`, or returns the document already stored under its `_id`. Inside a
         server transaction it looks first: a refused insert there aborts the transaction."""
@@ -493,6 +522,7 @@ class Repository(Reads):
             doc = self._document(
                 study, study["id"], int(version) + 1, was=public(stored), back=True
             )
+            await self._bounded(stored, doc)
             try:
                 result = await self._studies.replace_one(
                     {"_id": study["id"], "meta.versionId": version}, doc

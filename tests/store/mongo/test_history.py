@@ -12,7 +12,7 @@ import pytest
 
 from store.fhir import Study
 from store.interop import demo
-from store.mongo import indexes
+from store.mongo import indexes, repository
 from store.mongo.repository import Repository
 
 SOP = {"system": "urn:ietf:rfc:3986", "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2"}
@@ -178,3 +178,17 @@ async def test_a_store_written_before_patches_keeps_its_history(store: Repositor
     newest = await store.add_instances("m", uid, [instance(100)], None)
     assert await store.history("m", 100) == [newest, newer, *made[::-1]]
     assert indexes.HISTORY == store._history.name
+
+
+async def test_versions_kept_whole_when_the_patch_back_is_large(
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A patch back over BACK_BYTES (a study rewritten whole) is not carried by the document,
+    which MongoDB caps at 16 MiB: the version it replaces is kept whole at once instead."""
+    monkeypatch.setattr(repository, "BACK_BYTES", 0)
+    made = await mixed_writes(store)
+    assert await store.history("m", 100) == made[::-1]
+    doc = await store._studies.find_one({"_id": "m"})
+    assert "back" not in doc["_srv"]
+    whole = await store._history.find_one({"_id": "m/9"})  # the tombstone, kept whole
+    assert whole["meta"]["versionId"] == "9"
