@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from bench import data
+from bench import data, growth
 from bench.http import over_http
 from bench.scenarios import QUERIES, Generic, Naive, Ours, Stub
 from store.mongo import client
@@ -317,6 +317,9 @@ async def main(args: argparse.Namespace) -> Bench:
     await bench.page(repo)
     await bench.memory(repo)
     await bench.write(repo)
+    await growth.into_large_and_empty(bench, repo)
+    print("growing a study one instance per write...", file=sys.stderr)
+    await growth.grown(bench)
     print(f"loading {args.worklist} worklist studies...", file=sys.stderr)
     for resource in data.worklist(args.worklist):
         await repo.create(resource)

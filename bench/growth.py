@@ -1,0 +1,93 @@
+"""Writes whose cost follows the change: a study built one instance per write (how a PACS
+sends a CT) and 1,000 instances added to a large study against an empty one, in process on
+the embedded store. History is measured in bytes per byte of the final study."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from bench import data
+from store.mongo import client
+from store.mongo.repository import Repository
+
+if TYPE_CHECKING:
+    from bench.__main__ import Bench
+
+SOP = {"system": "urn:ietf:rfc:3986", "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2"}
+
+
+def instance(n: int) -> dict[str, Any]:
+    return {"uid": f"1.2.826.0.9.{n}", "number": n, "sopClass": SOP, "title": f"Image {n}"}
+
+
+async def grown(bench: Bench, size: int = 5_000) -> None:
+    """A study grown to `size` instances one instance per write: the time per addition from
+    the first to the last thousand, and the history kept per byte of the final study."""
+    _, db = client.open_embedded("bench-growth")
+    repo = Repository(db)
+    await repo.ensure_indexes()
+    study, _ = await repo.create(data.study("G", 1, 1))
+    series_uid = study["series"][0]["uid"]
+    times: list[float] = []
+    for n in range(2, size + 1):
+        start = time.perf_counter()
+        await repo.add_instances("G", series_uid, [instance(n)], None)
+        times.append(time.perf_counter() - start)
+    first = statistics.median(times[:1000]) * 1000
+    last = statistics.median(times[-1000:]) * 1000
+    bench.row("G", "one instance per write, first thousand", first, f"to a {size:,}-instance study")
+    bench.row("G", "one instance per write, last thousand", last)
+    bench.target(
+        "G: time per addition flat within 2x (last / first thousand)",
+        last <= 2 * first,
+        f"{last / first:.2f}x",
+    )
+    final = await repo.get("G")
+    assert final is not None
+    assert final["numberOfInstances"] == size
+    kept = await db["imaging_study_history"].find({"_srv.study": "G"}).to_list(None)
+    history = sum(len(orjson.dumps(entry, default=str)) for entry in kept)
+    ratio = history / len(orjson.dumps(final))
+    bench.target(
+        "G: history bytes per final-document byte under 3",
+        ratio < 3,
+        f"{ratio:.2f} ({len(kept):,} versions, {history / 2**20:.1f} MiB of history for a "
+        f"{len(orjson.dumps(final)) / 2**20:.2f} MiB study)",
+    )
+    versions = await repo.history("G", 100)
+    assert [len(v["series"][0]["instance"]) for v in versions] == list(range(size, size - 100, -1))
+
+
+async def into_large_and_empty(bench: Bench, repo: Repository) -> None:
+    """The issue-15 row: 1,000 instances added to a 5,000-instance study against an empty
+    one (store alone; a fresh copy of the study for every run)."""
+    copies = iter(range(10**6))
+    batches = iter(range(1, 10**6))
+
+    async def add(instances: int) -> float:
+        base = data.study("E", 1, instances)
+        study_id = f"E{instances}-{next(copies)}"
+        await repo.create(
+            {**base, "id": study_id, "identifier": [{"system": "urn:x", "value": study_id}]}
+        )
+        start = next(batches) * 1000 + 10_000
+        batch = [instance(start + n) for n in range(1000)]
+        began = time.perf_counter()
+        await repo.add_instances(study_id, base["series"][0]["uid"], batch, None)
+        return (time.perf_counter() - began) * 1000
+
+    large, empty = [], []
+    for _ in range(7):  # alternated, so a busy moment of the machine weighs on both
+        large.append(await add(5_000))
+        empty.append(await add(0))
+    into_large = bench.row("E", "store alone: 1,000 into 5,000 instances", statistics.median(large))
+    into_empty = bench.row("E", "store alone: 1,000 into an empty study", statistics.median(empty))
+    bench.target(
+        "E: 1,000 instances into a 5,000-instance study / into an empty one, at most 1.5x",
+        into_large <= 1.5 * into_empty,
+        f"{into_large / into_empty:.2f}x",
+    )
