@@ -18,6 +18,8 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
+from store.mongo import updates
+
 __all__ = [
     "AFTER",
     "Database",
@@ -89,6 +91,8 @@ class _Yielding:
             attr = _top_level_projection(attr)
         if name == "find_one_and_update":
             return functools.partial(_embedded_update, self._target, attr)
+        if name in _CHANGES_IN_PLACE:
+            attr = _forgetting(attr)
         if inspect.iscoroutinefunction(getattr(self._target, name)):
 
             async def call(*args: Any, **kwargs: Any) -> Any:
@@ -119,13 +123,16 @@ async def _embedded_update(target: Any, method: Any, *args: Any, **kwargs: Any) 
     per append, growing with the study). The updates the repository makes (an append: `$set`,
     `$push` and `$addToSet` with `$each`, under equality and `$nin` conditions, answering with
     the new document) are done here instead, copying only the containers on the updated paths:
-    the new document shares the rest with the old, which no one changes afterwards (a stored
-    document is replaced, never changed in place, and reads return mongomock's copies). Any
-    other call, or one touching a unique index's key, goes to mongomock."""
+    the new document shares the rest with the old, which no one changes afterwards (the
+    repository's other writes replace whole documents, which mongomock does by refilling the
+    stored top-level dict with fresh copies, and reads return mongomock's copies); the document
+    answered shares them too and is read-only, as every study the store answers is. Any other
+    call, or one touching a unique index's key, goes to mongomock."""
 
     def run(into: list[Any]) -> None:
         done = _update_by_copy(target, *args, **kwargs)
         if done is _NOT_HERE:
+            _COPIED.forget()
             _run(into, method, args, kwargs)
         else:
             into.append(done)
@@ -133,10 +140,6 @@ async def _embedded_update(target: Any, method: Any, *args: Any, **kwargs: Any) 
     into: list[Any] = []
     await asyncio.get_running_loop().run_in_executor(_EMBEDDED, run, into)
     return into.pop()
-
-
-class _Unsupported(Exception):
-    pass
 
 
 def _update_by_copy(target: Any, query: Any, update: Any, **options: Any) -> Any:
@@ -159,97 +162,41 @@ def _update_by_copy(target: Any, query: Any, update: Any, **options: Any) -> Any
         return None
     old = store[query["_id"]]
     try:
-        if not all(_holds(_values(old, path.split(".")), test) for path, test in query.items()):
-            return None
-        new = _copied(old, update, stored_form)
-    except _Unsupported:
+        new = _COPIED.apply((id(collection), query["_id"]), old, query, update, stored_form)
+    except updates.Unsupported:
         return _NOT_HERE
+    if new is None:
+        return None
     store[query["_id"]] = new
     return dict(new)
 
 
-def _values(node: Any, parts: list[str]) -> list[Any]:
-    """The values a dotted path reaches, as MongoDB reads it: a number indexes an array, a
-    name goes through every element of one."""
-    if not parts:
-        return [node]
-    head = parts[0]
-    if isinstance(node, dict):
-        return _values(node[head], parts[1:]) if head in node else []
-    if isinstance(node, list):
-        if head.isdigit():
-            index = int(head)
-            return _values(node[index], parts[1:]) if index < len(node) else []
-        if len(parts) == 1:  # the last step over many elements (instance UIDs): kept tight
-            return [item[head] for item in node if isinstance(item, dict) and head in item]
-        return [value for item in node for value in _values(item, parts)]
-    return []
+_COPIED = updates.Updater()
+# mongomock changes a stored document in place on these (a replace clears and refills the
+# same dict): what the updater remembers of stored documents is forgotten first, in the
+# embedded store's thread, so no call queued before it can remember the document again.
+_CHANGES_IN_PLACE = frozenset(
+    {
+        "replace_one",
+        "update_one",
+        "update_many",
+        "find_one_and_replace",
+        "find_one_and_delete",
+        "delete_one",
+        "delete_many",
+        "bulk_write",
+        "drop",
+    }
+)
 
 
-def _holds(values: list[Any], test: Any) -> bool:
-    if isinstance(test, dict):
-        if set(test) != {"$nin"}:
-            raise _Unsupported
-        refused = test["$nin"]
-        if not all(isinstance(v, str) for v in refused):
-            raise _Unsupported
-        return set(refused).isdisjoint(
-            v
-            for value in values
-            for v in (value if isinstance(value, list) else (value,))
-            if isinstance(v, str)
-        )
-    return any(v == test or (isinstance(v, list) and test in v) for v in values)
+def _forgetting(method: Any) -> Any:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        _COPIED.forget()
+        return method(*args, **kwargs)
 
-
-def _copied(old: dict[str, Any], update: dict[str, Any], stored_form: Any) -> dict[str, Any]:
-    new = dict(old)
-    made = {id(new)}
-
-    def parent(path: str) -> tuple[Any, Any]:
-        node: Any = new
-        *above, last = path.split(".")
-        for part in above:
-            key = _key(node, part)
-            child = node.get(key) if isinstance(node, dict) else node[key]
-            if child is None and isinstance(node, dict):
-                child = {}
-            elif id(child) not in made:
-                if not isinstance(child, dict | list):
-                    raise _Unsupported
-                child = type(child)(child)
-            node[key] = child
-            made.add(id(child))
-            node = child
-        return node, _key(node, last)
-
-    for path, value in update.get("$set", {}).items():
-        node, key = parent(path)
-        node[key] = stored_form(value)
-    for operator in ("$push", "$addToSet"):
-        for path, spec in update.get(operator, {}).items():
-            if not isinstance(spec, dict) or set(spec) != {"$each"}:
-                raise _Unsupported
-            node, key = parent(path)
-            items = node.get(key, []) if isinstance(node, dict) else node[key]
-            if not isinstance(items, list):
-                raise _Unsupported
-            items = list(items)
-            for value in stored_form(spec["$each"]):
-                if operator == "$push" or value not in items:
-                    items.append(value)
-            node[key] = items
-    return new
-
-
-def _key(node: Any, part: str) -> Any:
-    if isinstance(node, list):
-        if not part.isdigit() or int(part) >= len(node):
-            raise _Unsupported
-        return int(part)
-    if not isinstance(node, dict):
-        raise _Unsupported
-    return part
+    return call
 
 
 def _top_level_projection(method: Any) -> Any:

@@ -170,8 +170,17 @@ async def test_the_embedded_update_does_what_mongomock_does() -> None:
         expected = await plain["c"].find_one_and_update(query, update, return_document=client.AFTER)
         assert made == expected
         assert await ours["c"].find_one({}) == await plain["c"].find_one({})
-    refused = {"_id": "x", "a.i.u": {"$nin": ["q"]}}
-    assert (
-        await ours["c"].find_one_and_update(refused, update, return_document=client.AFTER) is None
-    )
+    after = client.AFTER
+    # The UIDs present are remembered across updates: those pushed count at once...
+    for present in ("q", "s"):
+        refused = {"_id": "x", "a.i.u": {"$nin": [present]}}
+        assert await ours["c"].find_one_and_update(refused, update, return_document=after) is None
     assert before == {**doc}  # what was read before is not changed by the update
+    # ...and a document replaced otherwise is read afresh.
+    await ours["c"].replace_one({"_id": "x"}, {"_id": "x", "a": [{"u": "1", "i": [{"u": "t"}]}]})
+    fresh = {"_id": "x", "a.i.u": {"$nin": ["q"]}}
+    assert await ours["c"].find_one_and_update(fresh, {"$set": {"v": "3"}}, return_document=after)
+    gone = {"_id": "x", "a.i.u": {"$nin": ["t"]}}
+    assert not await ours["c"].find_one_and_update(
+        gone, {"$set": {"v": "4"}}, return_document=after
+    )
