@@ -58,7 +58,27 @@ async def grown(bench: Bench, size: int = 5_000) -> None:
         f"{ratio:.2f} ({len(kept):,} versions, {history / 2**20:.1f} MiB of history for a "
         f"{len(orjson.dumps(final)) / 2**20:.2f} MiB study)",
     )
-    versions = await repo.history("G", 100)
+    # The same, alternated with additions to a small study, so load on the machine (a ratio
+    # of medians taken minutes apart is at its mercy) weighs on both.
+    small, _ = await repo.create(data.study("g", 1, 1))
+    large_ms, small_ms = [], []
+    for n in range(size + 1, size + 301):
+        for study_id, uid, into in (
+            ("G", series_uid, large_ms),
+            ("g", small["series"][0]["uid"], small_ms),
+        ):
+            start = time.perf_counter()
+            await repo.add_instances(study_id, uid, [instance(n)], None)
+            into.append(time.perf_counter() - start)
+    alternated = statistics.median(large_ms) / statistics.median(small_ms)
+    bench.target(
+        f"G: one addition to the {size:,}-instance study / to a small one, alternated, within 2x",
+        alternated <= 2,
+        f"{alternated:.2f}x",
+    )
+    versions = await repo.history("G", 400)
+    assert versions[0]["numberOfInstances"] == size + 300
+    versions = versions[300:]
     assert [len(v["series"][0]["instance"]) for v in versions] == list(range(size, size - 100, -1))
 
 

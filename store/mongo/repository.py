@@ -369,7 +369,7 @@ class Repository(Reads):
             current = doc["meta"]["versionId"]
             if version_id is not None and version_id != current:
                 raise self._conflict(version_id, current)
-            made = plan(doc, _now())
+            made = await asyncio.to_thread(plan, doc, _now())  # the rules: off the event loop
             if made is None:
                 return None
             if not await self._keep(doc, whole=False):
