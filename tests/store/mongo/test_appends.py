@@ -184,3 +184,31 @@ async def test_the_embedded_update_does_what_mongomock_does() -> None:
     assert not await ours["c"].find_one_and_update(
         gone, {"$set": {"v": "4"}}, return_document=after
     )
+
+
+async def test_appends_mean_the_same_to_mongomocks_own_update(
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The update documents of appends, done by mongomock's own find_one_and_update (an
+    implementation of MongoDB's operators independent of store/mongo/updates.py), leave the
+    same studies as the embedded store's copy-on-write update does."""
+    handle, wrapped = client.open_embedded("raw")
+    raw = Repository(client._driver(wrapped))  # mongomock-motor itself, no embedded wrapper
+    await raw.ensure_indexes()
+    made: dict[str, list[Study]] = {}
+    for repo, name in ((store, "ours"), (raw, "mongomock")):
+        old, _ = await repo.create(demo.study("d", 1, 2))
+        uid = old["series"][0]["uid"]
+        calls = Calls(repo, monkeypatch)
+        await repo.add_instances("d", uid, [instance(5, MR), instance(4)], None)
+        await repo.add_series("d", [series("1.2.9.9", 7, instance(8)), series("1.2.9.8", 6)], None)
+        await repo.add_instances("d", "1.2.9.8", [instance(9)], None)
+        await repo.add_series("d", [series("1.2.9.7", 9)], None)
+        assert calls.names.count("find_one_and_update") == 4  # each an append
+        assert "replace_one" not in calls.names
+        made[name] = [without_time(v) for v in await repo.history("d", 10)]
+        doc = await repo._studies.find_one({"_id": "d"})
+        assert doc["_srv"]["s"] == appends.summary(public(doc))
+    assert made["ours"] == made["mongomock"]
+    assert [v["meta"]["versionId"] for v in made["ours"]] == ["5", "4", "3", "2", "1"]
+    client.close(handle)
