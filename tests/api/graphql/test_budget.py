@@ -137,7 +137,9 @@ async def test_history_versions_are_priced_whole_as_rebuilt(
 ) -> None:
     """History keeps patches, but each version it returns is rebuilt whole and charged as a
     study read: four versions of 400-odd values pass 1,000, two do not."""
-    series_uid = (await store.get("big"))["series"][0]["uid"]  # type: ignore[index]
+    big = await store.get("big")
+    assert big is not None
+    series_uid = big["series"][0]["uid"]
     sop = {"system": "urn:ietf:rfc:3986", "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2"}
     for n in range(3):
         instance = {"uid": f"1.2.826.0.5.{n}", "number": 1000 + n, "sopClass": sop}
