@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from api.settings import Settings
-from bench import data
+from bench import data, growth
 from bench.http import PORTS, add_to_empty, over_http, server
 from bench.scale import scale
 from bench.scenarios import QUERIES, Generic, Naive, Ours, Stub
@@ -369,6 +369,9 @@ async def main(args: argparse.Namespace) -> Bench:
     await bench.page(repo)
     await bench.memory(repo)
     await bench.write(repo)
+    await growth.into_large_and_empty(bench, repo)
+    print("growing a study one instance per write...", file=sys.stderr)
+    await growth.grown(bench)
     print(f"loading {args.worklist} worklist studies...", file=sys.stderr)
     for resource in data.worklist(args.worklist):
         await repo.create(resource)

@@ -11,7 +11,8 @@ def _coding_keys(concept: dict[str, Any]) -> set[tuple[Any, Any]]:
     return {(c.get("system"), c.get("code")) for c in concept.get("coding") or ()}
 
 
-def _order_key(item: dict[str, Any]) -> tuple[bool, int, str]:
+def order_key(item: dict[str, Any]) -> tuple[bool, int, str]:
+    """Where a series or an instance sorts: by number, unnumbered last, then by UID."""
     number = item.get("number")
     return number is None, number or 0, item.get("uid", "")
 
@@ -20,10 +21,10 @@ def fill(study: dict[str, Any]) -> None:
     """Fills the derived elements of `study` in place, and keeps series and instances in
     (number, uid) order, unnumbered ones last, so every read pages in a stable order for free."""
     series = study.get("series") or []
-    series.sort(key=_order_key)
+    series.sort(key=order_key)
     for item in series:
         if "instance" in item:
-            item["instance"].sort(key=_order_key)
+            item["instance"].sort(key=order_key)
     total = 0
     modality: list[dict[str, Any]] = list(study.get("modality") or ())
     known = set().union(*(_coding_keys(m) for m in modality)) if modality else set()

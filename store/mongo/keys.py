@@ -131,3 +131,15 @@ def search_keys(study: Study) -> dict[str, Any]:
     if uid is not None:  # the unique key: one live study per Study Instance UID
         payload["uid"] = uid
     return payload
+
+
+def part_keys(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The token and reference keys that series (or instances, under a series stand-in) add:
+    what an append adds to `_srv.k` in its update, in the form `search_keys` makes them."""
+    unique = {tuple(sorted(k.items())): k for k in _keys({"series": series})}
+    return list(unique.values())
+
+
+def updated_range(last_updated: str) -> dict[str, datetime]:
+    """The `_srv.lu` range of a `meta.lastUpdated` value."""
+    return _range(last_updated)

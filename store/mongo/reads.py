@@ -3,6 +3,7 @@ export, and history. Only the selected FHIR elements are read from the store."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, STORE_UNAVAILABLE, fail
-from store.mongo import pages, paging, search
+from store.mongo import history, pages, paging, search
 from store.mongo.cache import StudyCache
 from store.mongo.client import StoreDown, find_one_sized
 from store.mongo.search import Params
@@ -292,39 +293,50 @@ class Reads:
         fields: Iterable[str] | None = None,
         subject: str | None = None,
     ) -> list[Study]:
-        """Up to `count` stored versions, newest first, reading only `fields`; a deleted study
-        keeps its history. With `subject` (a reference such as Patient/1): only the versions
-        about that subject, and none unless the study's latest live version is about it too,
-        so a study moved to another patient (a misfiled study, put right) stops showing."""
-        extra = ("meta", "subject")
-        query: dict[str, Any] = {"_srv.study": study_id}
-        if subject is not None:
-            query["subject.reference"] = subject
-        # One more than asked for: a version written twice (a crash between keeping the old
-        # version and replacing it) is counted once below.
-        docs = (
-            await self._history.find(query, projection(fields, *extra))
-            .sort("_srv.version", -1)
-            .limit(count + 1)
-            .to_list(length=count + 1)
-        )
-        current = await self._studies.find_one(
-            {"_id": study_id, **search.LIVE}, projection(fields, *extra)
-        )
-        if subject is not None and not await self._latest_is_about(study_id, current, subject):
-            return []
-        versions = {doc["meta"]["versionId"]: public(doc) for doc in docs}
-        if current is not None and (subject is None or _about(current, subject)):
-            versions[current["meta"]["versionId"]] = public(current)
-        ordered = sorted(versions.values(), key=lambda s: -int(s["meta"]["versionId"]))
-        return ordered[:count]
+        """Up to `count` stored versions, newest first, rebuilt whole from the current document
+        and the patches kept in history (store/mongo/history.py), then cut to the top-level
+        elements of `fields`; a deleted study keeps its history. With `subject` (a reference
+        such as Patient/1): only the versions about that subject, and none unless the study's
+        latest live version is about it too, so a study moved to another patient (a misfiled
+        study, put right) stops showing."""
+        current = await self._studies.find_one({"_id": study_id})
+        versions: list[Study] = []
+        newest = True
+        async with contextlib.aclosing(
+            history.rebuild(current, self._entries(study_id, count))
+        ) as rebuilt:
+            async for version in rebuilt:
+                if not history.live(version):
+                    continue
+                if subject is not None and not _about(version, subject):
+                    if newest:  # the latest live version decides whether any shows
+                        return []
+                    continue
+                newest = False
+                versions.append(history.projected(version, fields))
+                if len(versions) >= count:
+                    break
+        return versions
 
-    async def _latest_is_about(self, study_id: str, current: Study | None, subject: str) -> bool:
-        if current is None:  # deleted (or never was): the newest kept version decides
-            current = await self._history.find_one(
-                {"_srv.study": study_id}, {"subject": 1}, sort=[("_srv.version", -1)]
+    async def _entries(self, study_id: str, count: int) -> AsyncIterator[dict[str, Any]]:
+        """A study's history entries, newest first, read a page at a time: the pages grow,
+        since tombstones and other patients' versions may be passed over."""
+        size, below = min(count + 2, 1000), None
+        while True:
+            query: dict[str, Any] = {"_srv.study": study_id}
+            if below is not None:
+                query["_srv.version"] = {"$lt": below}
+            docs = (
+                await self._history.find(query)
+                .sort("_srv.version", -1)
+                .limit(size)
+                .to_list(length=size)
             )
-        return current is not None and _about(current, subject)
+            for doc in docs:
+                yield doc
+            if len(docs) < size:
+                return
+            below, size = docs[-1]["_srv"]["version"], min(size * 2, 1000)
 
 
 def _has_series(fields: Iterable[str] | None) -> bool:

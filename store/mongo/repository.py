@@ -22,11 +22,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import orjson
+
 from store.fhir import Study, edit
 from store.fhir.identity import study_uid, uid_element
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, fail
 from store.fhir.validate import MAX_SERIES
-from store.mongo import client, indexes, search
+from store.mongo import appends, client, history, indexes, search
 from store.mongo.cache import StudyCache
 from store.mongo.claims import Claims
 from store.mongo.client import Database, DuplicateKey
@@ -37,6 +39,8 @@ from store.mongo.reads import ROOT, Page, Reads, guarded, projection, public
 __all__ = ["Guard", "HistoryClash", "Page", "Repository", "projection", "same_content"]
 Guard = Callable[[Study], None] | None
 T = TypeVar("T")
+# The largest patch back a document carries (history.py); beyond, the version is kept whole.
+BACK_BYTES = 1 << 20
 
 
 class HistoryClash(RuntimeError):
@@ -169,6 +173,18 @@ class Repository(Reads):
         version_id: str | None,
         guard: Guard = None,
     ) -> Study:
+        """Adds series: one guarded append when they are plainly valid and sort after the
+        study's last series (store/mongo/appends.py), else the rules whole."""
+        appended = await self._append(
+            study_id,
+            version_id,
+            guard,
+            lambda doc, now: appends.plan_series(
+                doc, series, self.max_instances, self.max_series, now
+            ),
+        )
+        if appended is not None:
+            return appended
         return await self._write(
             study_id,
             version_id,
@@ -185,6 +201,19 @@ class Repository(Reads):
         version_id: str | None,
         guard: Guard = None,
     ) -> Study:
+        """Adds instances to a series: one guarded append when the instances are plainly
+        valid and sort after the series' last one (store/mongo/appends.py), else the rules
+        whole, which also answer a retry of instances already there by changing nothing."""
+        appended = await self._append(
+            study_id,
+            version_id,
+            guard,
+            lambda doc, now: appends.plan_instances(
+                doc, series_uid, instances, self.max_instances, now
+            ),
+        )
+        if appended is not None:
+            return appended
         return await self._write(
             study_id,
             version_id,
@@ -258,10 +287,16 @@ class Repository(Reads):
         doc = await self._studies.find_one({"_id": study_id, "meta.versionId": written})
         if doc is None or doc["_srv"]["deleted"]:
             return False
-        await self._keep(public(doc))
+        await self._keep(doc)
         replacement = self._document(
-            previous or {}, study_id, int(written) + 1, deleted=previous is None, was=public(doc)
+            previous or {},
+            study_id,
+            int(written) + 1,
+            deleted=previous is None,
+            was=public(doc),
+            back=True,
         )
+        await self._bounded(doc, replacement)
         result = await self._studies.replace_one(
             {"_id": study_id, "meta.versionId": written}, replacement
         )
@@ -296,10 +331,11 @@ class Repository(Reads):
             new = await asyncio.to_thread(change, old)  # pure; off the event loop
             if new is old or same_content(new, old):
                 return old  # an unchanged write keeps its version
-            await self._keep(old)
+            await self._keep(doc)
             replacement = self._document(
-                new, study_id, int(current) + 1, deleted=tombstone, was=old
+                new, study_id, int(current) + 1, deleted=tombstone, was=old, back=True
             )
+            await self._bounded(doc, replacement)
             try:
                 result = await self._studies.replace_one(
                     {"_id": study_id, "meta.versionId": current}, replacement
@@ -318,6 +354,46 @@ class Repository(Reads):
             f"{ROOT}.meta.versionId",
             "the study changed under this write too many times; retry it",
         )
+
+    async def _append(
+        self,
+        study_id: str,
+        version_id: str | None,
+        guard: Guard,
+        plan: Callable[[dict[str, Any], str], appends.Plan | None],
+    ) -> Study | None:
+        """The compare-and-set of an append: one update under the version condition, after
+        keeping the history entry the replaced version needs, as `_write` does. None: the
+        append does not apply (appends.plan_instances) and the caller runs the whole rules."""
+        for attempt in range(self._max_attempts):
+            doc = await self._studies.find_one({"_id": study_id, **search.LIVE}, appends.FIELDS)
+            if doc is None:
+                return None  # the whole rules say NOT_FOUND
+            if guard is not None:
+                guard(public(doc))  # before the version comparison, as in `_write`
+            current = doc["meta"]["versionId"]
+            if version_id is not None and version_id != current:
+                raise self._conflict(version_id, current)
+            made = await asyncio.to_thread(plan, doc, _now())  # the rules: off the event loop
+            if made is None:
+                return None
+            if not await self._keep(doc, whole=False):
+                return None
+            new = await self._studies.find_one_and_update(
+                made.filter, made.update, return_document=client.AFTER
+            )
+            if new is not None:
+                self._publish("update", new)
+                return public(new)
+            still = await self._studies.find_one(
+                {"_id": study_id, "meta.versionId": current}, {"_id": 1}
+            )
+            if still is not None:
+                return None  # a new instance's UID is in the study: the rules say how
+            if version_id is not None:
+                raise self._conflict(version_id, "a newer version")
+            await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
+        return None
 
     @guarded
     async def check_uid(self, study: Study) -> None:
@@ -351,21 +427,50 @@ class Repository(Reads):
             f"the stored version ({stored}); read the study again and retry",
         )
 
-    async def _keep(self, old: Study) -> None:
-        version = int(old["meta"]["versionId"])
-        # The private keys come last, so no key of the study can ever stand in for them.
-        doc = {
-            **old,
-            "_id": f"{old['id']}/{version}",
-            "_srv": {"study": old["id"], "version": version},
-        }
-        stored = await self._insert_once(self._history, doc)
-        # A retry after a crash between keeping and replacing stores the same content again,
-        # which is harmless; any other content under a stored version means versions were
-        # reused, and overwriting history would hide it.
-        if stored is not None and public(stored) != public(doc):
+    async def _keep(self, doc: dict[str, Any], whole: bool = True) -> bool:
+        """Inserts the history entry the replacement of stored document `doc` needs first:
+        the patch `doc` carries back to the version before it (store/mongo/history.py).
+        False: `doc` is not `whole` (an append's projection) and the entry stored already is
+        a whole version, which only the whole document can be compared with."""
+        kept = history.entry(doc)
+        if kept is None:
+            return True
+        stored = await self._insert_once(self._history, kept)
+        if stored is None or stored == kept:
+            return True
+        if not whole and "patch" not in stored["_srv"]:
+            return False
+        # A retry after a crash between keeping and replacing, or a write that lost its
+        # compare-and-set, inserts the same entry again, which is harmless; any other content
+        # under a stored version means versions were reused, and overwriting would hide it.
+        if not history.same_entry(stored, kept, public(doc)):
             raise HistoryClash(
-                f"history of study {old['id']} already holds a different version {version}"
+                f"history of study {doc['id']} already holds a different version "
+                f"{kept['_srv']['version']}"
+            )
+        return True
+
+    async def _bounded(self, replaced: dict[str, Any], replacement: dict[str, Any]) -> None:
+        """A patch back larger than BACK_BYTES (a study rewritten or deleted whole) would make
+        the document up to twice the study, against MongoDB's 16 MiB per document: the
+        replaced version is then kept whole in history at once (the same entry whoever
+        writes it) and the replacement carries no patch."""
+        back = replacement["_srv"].get("back")
+        if back is None or len(orjson.dumps(back)) <= BACK_BYTES:
+            return
+        del replacement["_srv"]["back"]
+        version = int(replaced["meta"]["versionId"])
+        whole = {
+            **public(replaced),
+            "_id": f"{replaced['id']}/{version}",
+            "_srv": {"study": replaced["id"], "version": version},
+        }
+        stored = await self._insert_once(self._history, whole)
+        # A patch stored under it means the version was replaced meanwhile: the
+        # compare-and-set that follows loses. Another whole version is a reuse of versions.
+        if stored is not None and "patch" not in stored["_srv"] and stored != whole:
+            raise HistoryClash(
+                f"history of study {replaced['id']} already holds a different version {version}"
             )
 
     async def _insert_once(self, collection: Any, doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -384,10 +489,16 @@ class Repository(Reads):
 
     @staticmethod
     def _document(
-        study: Study, study_id: str, version: int, deleted: bool = False, was: Study | None = None
+        study: Study,
+        study_id: str,
+        version: int,
+        deleted: bool = False,
+        was: Study | None = None,
+        back: bool = False,
     ) -> dict[str, Any]:
         """The stored document of a version; a tombstone (`deleted`) keeps the subject and
-        status of `was`, the version it ends."""
+        status of `was`, the version it ends; with `back`, the document carries the patch
+        from it back to `was` (its predecessor), which history keeps when it is replaced."""
         meta = {**study.get("meta", {}), "versionId": str(version), "lastUpdated": _now()}
         body = (
             {"id": study_id, "meta": meta} if deleted else {**study, "id": study_id, "meta": meta}
@@ -395,6 +506,10 @@ class Repository(Reads):
         srv: dict[str, Any] = {"deleted": deleted, **search_keys(body)}
         if deleted and was is not None:
             srv["was"] = {k: was[k] for k in ("subject", "status") if k in was}
+        if not deleted:
+            srv["s"] = appends.summary(body)
+        if back and was is not None:
+            srv["back"] = history.back_patch(body, was)
         return {**body, "_id": study_id, "_srv": srv}  # private keys last, as in _keep
 
     async def _insert(self, study: Study) -> Study:
@@ -408,7 +523,11 @@ class Repository(Reads):
         # The id is taken. A deleted study's id may be used again; its history continues.
         if stored["_srv"]["deleted"]:
             version = stored["meta"]["versionId"]
-            doc = self._document(study, study["id"], int(version) + 1)
+            await self._keep(stored)
+            doc = self._document(
+                study, study["id"], int(version) + 1, was=public(stored), back=True
+            )
+            await self._bounded(stored, doc)
             try:
                 result = await self._studies.replace_one(
                     {"_id": study["id"], "meta.versionId": version}, doc

@@ -131,3 +131,25 @@ async def test_fhirpath_is_priced_as_the_whole_studies_it_reads(client: httpx.As
     assert plain["data"]["ImagingStudyList"] == [{"id": "big"}]
     body = (await client.post("/graphql", json={"query": query % ', fhirpath: "true"'})).json()
     assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED"  # 200 x 12 > 1,000
+
+
+async def test_history_versions_are_priced_whole_as_rebuilt(
+    client: httpx.AsyncClient, store: Repository
+) -> None:
+    """History keeps patches, but each version it returns is rebuilt whole and charged as a
+    study read: four versions of 400-odd values pass 1,000, two do not."""
+    big = await store.get("big")
+    assert big is not None
+    series_uid = big["series"][0]["uid"]
+    sop = {"system": "urn:ietf:rfc:3986", "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2"}
+    for n in range(3):
+        instance = {"uid": f"1.2.826.0.5.{n}", "number": 1000 + n, "sopClass": sop}
+        await store.add_instances("big", series_uid, [instance], None)
+    query = '{ ImagingStudyHistory(id: "big"%s) { meta { versionId } %s } }'
+    body = (await client.post("/graphql", json={"query": query % ("", TREE)})).json()
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"QUERY_REJECTED"}
+    body = (await client.post("/graphql", json={"query": query % (", _count: 2", TREE)})).json()
+    assert "errors" not in body
+    versions = body["data"]["ImagingStudyHistory"]
+    assert [v["meta"]["versionId"] for v in versions] == ["4", "3"]
+    assert [sum(len(s["instance"]) for s in v["series"]) for v in versions] == [203, 202]
