@@ -151,14 +151,15 @@ def _update_by_copy(target: Any, query: Any, update: Any, **options: Any) -> Any
     from mongomock.helpers import patch_datetime_awareness_in_document as stored_form
 
     collection = target.__dict__.get("_AsyncMongoMockCollection__collection")
+    store = getattr(collection, "_store", None)
     if (
-        collection is None
+        store is None
+        or not hasattr(store, "indexes")
         or options != {"return_document": AFTER}
         or not isinstance(query.get("_id"), str)
         or not set(update) <= {"$set", "$push", "$addToSet"}
     ):
         return _NOT_HERE
-    store = collection._store
     unique = [k for i in store.indexes.values() if i.get("unique") for k, _ in i["key"]]
     paths = [path for fields in update.values() for path in fields]
     if any(p == k or p.startswith(k + ".") or k.startswith(p + ".") for p in paths for k in unique):
