@@ -111,7 +111,15 @@ def from_change_stream(event: dict[str, Any]) -> Change | None:
     doc = event.get("fullDocument")
     if kind not in ("insert", "replace", "update") or not doc:
         return None
+    if kind == "update" and _private_only(event.get("updateDescription") or {}):
+        return None  # the search keys brought up to date (store/mongo/rekey.py): no change
     return change_of("create" if kind == "insert" else "update", doc)
+
+
+def _private_only(description: dict[str, Any]) -> bool:
+    """Whether an update changed only the private `_srv` keys, not the study."""
+    changed = [*(description.get("updatedFields") or {}), *(description.get("removedFields") or ())]
+    return bool(changed) and all(f == "_srv" or f.startswith("_srv.") for f in changed)
 
 
 class Overrun(Exception):

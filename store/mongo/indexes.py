@@ -74,6 +74,12 @@ INDEXES = [
     ),
     Index(
         STUDIES,
+        [("_srv.kv", 1)],
+        "studies whose search keys are of an older form, brought up to date at start-up "
+        "(store/mongo/rekey.py): once they are, finding none reads no document",
+    ),
+    Index(
+        STUDIES,
         [("_id", 1), ("_srv.deleted", 1), ("subject.reference", 1), ("meta.versionId", 1)],
         "the study cache's version probe (store/mongo/cache.py): a covered read of one study's "
         "current version under the live and subject conditions, never loading the document",

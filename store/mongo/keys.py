@@ -20,6 +20,10 @@ from store.fhir.identity import study_uid
 from store.fhir.references import reference_type
 
 NO_DATE = datetime(1, 1, 1, tzinfo=UTC)  # the sort value of a missing `started`
+# The form of the keys: raised whenever a write would store keys an older version did not
+# (2: the `:identifier` keys of references), so store/mongo/rekey.py brings studies written
+# before it up to date and the new searches find them too.
+KEYS_VERSION = 2
 
 
 def _codings(concept: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
@@ -117,6 +121,7 @@ def search_keys(study: Study) -> dict[str, Any]:
     """The `_srv` search payload of a study (its `meta.lastUpdated` must be set)."""
     unique = {tuple(sorted(k.items())): k for k in _keys(study)}
     payload: dict[str, Any] = {
+        "kv": KEYS_VERSION,
         "k": list(unique.values()),
         "lu": _range(study["meta"]["lastUpdated"]),
     }

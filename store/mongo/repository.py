@@ -35,6 +35,7 @@ from store.mongo.client import Database, DuplicateKey
 from store.mongo.events import Bus, Change, change_of
 from store.mongo.keys import search_keys
 from store.mongo.reads import ROOT, Page, Reads, guarded, projection, public
+from store.mongo.rekey import rekey
 
 __all__ = ["Guard", "HistoryClash", "Page", "Repository", "projection", "same_content"]
 Guard = Callable[[Study], None] | None
@@ -112,7 +113,10 @@ class Repository(Reads):
 
     @guarded
     async def ensure_indexes(self) -> None:
+        """Creates the indexes, then brings the search keys of studies stored by an older
+        version of the service up to date (store/mongo/rekey.py)."""
         await indexes.ensure(self._db)
+        await rekey(self._studies)
 
     # -- writes -------------------------------------------------------------------------------
 
