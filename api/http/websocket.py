@@ -2,7 +2,7 @@
 is checked at connection_init (4403 when missing or bad) and holds only until its `exp` (then
 4403 again); a message over IMAGING_MAX_BODY_BYTES closes the socket (1009); at most
 IMAGING_MAX_SUBSCRIPTIONS operations run at once on one socket; and a subscription event is
-encoded once for every subscriber that asked for it with the same operation."""
+encoded once for every subscriber that asked for it with the same operation and access."""
 
 from __future__ import annotations
 
@@ -159,7 +159,8 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
     def _shared_encoding(self, message: Message) -> bytes | None:
         """A `next` message of a subscription event, its payload encoded once per event for
-        every subscriber of the same operation (only the operation id differs)."""
+        every subscriber of the same operation with the same access (only the operation id
+        differs)."""
         change = delivering.get()
         if message["type"] != "next" or change is None:
             return None
@@ -167,8 +168,14 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
         payload: Any = message["payload"]
         if operation is None or set(payload) != {"data"}:  # errors and extensions are not shared
             return None
+        access = self.context.access
         key = (
             self.schema,
+            # What the gate lets this caller see: the same operation renders another caller's
+            # event differently (a Reference.resource it may not read is null for it).
+            access.open,
+            access.confined,
+            access.patient,
             operation.query,
             operation.operation_name,
             orjson.dumps(operation.variables, option=orjson.OPT_SORT_KEYS),

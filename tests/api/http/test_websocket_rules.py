@@ -275,3 +275,45 @@ async def test_each_operation_on_a_socket_is_audited_alone(
         ["ImagingStudy/first"],
         ["ImagingStudy/second"],
     ]
+
+
+# --- one encoding per event, shared only by subscribers who may see the same -----------------
+
+FOLLOWS = """subscription($id: ID) { ImagingStudyChanged(id: $id) { action id resource {
+  extension { valueReference { resource(optional: true) { ... on ImagingStudy { id description
+  } } } } } } }"""
+
+
+async def test_a_shared_event_encoding_never_shows_one_caller_what_another_may_see(
+    store: Repository,
+) -> None:
+    """Patient A's study refers to patient B's; A and an administrator subscribe with the same
+    operation and variables. When A's study changes, A's event shows the reference unresolved
+    and the administrator's shows B's study, whichever subscriber is served first."""
+    await store.create({**demo.study("b1", 1, 1, patient="B"), "description": "B only"})
+    mine = demo.study("a1", 1, 1, patient="A")
+    mine["extension"] = [{"url": "urn:x", "valueReference": {"reference": "ImagingStudy/b1"}}]
+    await store.create(mine)
+    patient = token("patient/ImagingStudy.cruds", patient="A")
+    admin = token("system/*.*")
+    app = create_app(Settings(seed=False, **JWT), store)
+    for order, status in (((patient, admin), "cancelled"), ((admin, patient), "entered-in-error")):
+        async with (
+            serving(app) as address,
+            socket(address) as first,
+            socket(address) as second,
+        ):
+            for ws, bearer in zip((first, second), order, strict=True):
+                assert (await init(ws, {"Authorization": f"Bearer {bearer}"}))["type"] == (
+                    "connection_ack"
+                )
+                await subscribe(ws, "s", FOLLOWS, id="a1")
+            await asyncio.sleep(0.2)  # both subscribed before the write
+            await store.set_status("a1", status, None)
+            for ws, bearer in zip((first, second), order, strict=True):
+                event = (await receive(ws))["payload"]["data"]["ImagingStudyChanged"]
+                followed = event["resource"]["extension"][0]["valueReference"]["resource"]
+                if bearer == patient:
+                    assert followed is None
+                else:
+                    assert followed == {"id": "b1", "description": "B only"}
