@@ -38,6 +38,54 @@ def _reference(patient: str | None) -> str | None:
     return None if patient is None else f"Patient/{patient}"
 
 
+def _vouched(resource: Study) -> dict[str, Any]:
+    """The elements of a study that say who its patient is beyond the reference (an MRN, a
+    name) and which orders it belongs to (accession numbers), by their paths. A writer
+    confined to one patient cannot vouch for them: set by it, they would put the study in
+    another patient's worklist by MRN or accession number (the `:identifier` searches)."""
+    found: dict[str, Any] = {}
+    subject = resource.get("subject")
+    if isinstance(subject, dict):
+        found.update(
+            {
+                f"subject.{n}": subject[n]
+                for n in ("identifier", "display", "_display")
+                if n in subject
+            }
+        )
+    for n, order in enumerate(resource.get("basedOn") or ()):
+        if isinstance(order, dict) and "identifier" in order:
+            found[f"basedOn[{n}].identifier"] = order["identifier"]
+    return found
+
+
+def _unvouched(resource: Study, stored: Study | None) -> str | None:
+    """The first such element a confined writer sets that the stored study (if any) does not
+    already hold as it is: keeping what the record's systems wrote is allowed, adding or
+    changing it is not."""
+    kept = _vouched(stored) if stored is not None else {}
+    orders = [v for k, v in kept.items() if k.startswith("basedOn")]
+    for path, value in _vouched(resource).items():
+        if path.startswith("basedOn") and value in orders:
+            continue
+        if kept.get(path, _NONE) != value:
+            return path
+    return None
+
+
+_NONE = object()
+
+
+def _refuse_unvouched(operation: str, patient: str, path: str) -> AccessError:
+    return denied(
+        FORBIDDEN,
+        f"{operation}: a token confined to one patient cannot set {path}: who the patient is "
+        "(an MRN, a name) and which order a study belongs to (an accession number) are for "
+        f"the record's systems to say; the subject is Patient/{patient} by its reference",
+        f"{ROOT}.{path}",
+    )
+
+
 def _missing(study_id: str) -> StoreError:
     # The one answer for "no such study" and "a study this caller may not see".
     return fail(NOT_FOUND, ROOT, f"no ImagingStudy with id '{study_id}'")
@@ -107,6 +155,8 @@ class ScopedStore:
                 f"{operation}: this token may only write studies about Patient/{patient}",
                 f"{ROOT}.subject",
             )
+        if new and (path := _unvouched(resource, None)) is not None:
+            raise _refuse_unvouched(operation, patient, path)
         if new and resource.get("id") is not None:
             raise denied(
                 FORBIDDEN,
@@ -296,8 +346,16 @@ class ScopedStore:
         version_id: str | None,
         operation: str = "ImagingStudyUpdate",
     ) -> Study:
-        self.admit(resource, "u", operation, new=False)
-        return await self._write(self._repo.update, study_id, "ur", operation, resource, version_id)
+        patient = self.admit(resource, "u", operation, new=False)
+
+        def keeps_vouched(stored: Study) -> None:
+            # Inside the compare-and-set, after the guard: against the version replaced.
+            if patient is not None and (path := _unvouched(resource, stored)) is not None:
+                raise _refuse_unvouched(operation, patient, path)
+
+        return await self._write(
+            self._repo.update, study_id, "ur", operation, resource, version_id, also=keeps_vouched
+        )
 
     async def set_status(self, study_id: str, status: str, version_id: str | None) -> Study:
         return await self._write(
@@ -375,11 +433,21 @@ class ScopedStore:
         letters: str,
         operation: str,
         *args: Any,
+        also: Callable[[Study], None] | None = None,
     ) -> Study:
-        """A write that answers with the study: the caller must be able to read it too."""
+        """A write that answers with the study: the caller must be able to read it too.
+        `also`: a further precondition on the stored study, checked after the gate's."""
         await self._visible(study_id, letters, operation)
+        guard = self._guard(study_id, letters, operation)
+        if also is not None:
+            first, then = guard, also
+
+            def guard(study: Study) -> None:
+                first(study)
+                then(study)
+
         try:
-            return await method(study_id, *args, guard=self._guard(study_id, letters, operation))
+            return await method(study_id, *args, guard=guard)
         except DuplicateUid as error:
             raise await self._named(error) from None
 

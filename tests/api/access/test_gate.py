@@ -388,3 +388,52 @@ async def test_an_identifier_search_never_widens_a_confined_search(
     everyone = token("system/ImagingStudy.rs", patient=None)
     body = await call(client, everyone, query, m=["MRN-2"])
     assert [s["id"] for s in body["data"]["ImagingStudyList"]] == ["theirs-mrn"]
+
+
+@pytest.mark.parametrize(
+    ("element", "extra"),
+    [
+        ("subject.identifier", {"subject": {"identifier": {"system": "urn:mrn", "value": "M2"}}}),
+        ("subject.display", {"subject": {"display": "Patient Two"}}),
+        (
+            "basedOn[0].identifier",
+            {"basedOn": [{"type": "ServiceRequest", "identifier": {"value": "ACC-2"}}]},
+        ),
+    ],
+)
+async def test_a_confined_writer_cannot_put_a_study_in_anothers_worklist(
+    client: httpx.AsyncClient, store: Repository, element: str, extra: dict[str, Any]
+) -> None:
+    """A patient-confined token cannot set an MRN, a name or an accession number beside its
+    subject reference: nothing it carries vouches for them, and the identifier searches would
+    list the study in another patient's worklist. Creating, updating and importing alike; an
+    update that keeps what the record's systems wrote is allowed."""
+    bearer = token("patient/ImagingStudy.cruds", patient="p1")
+    before = await store.search([("patient", "p1")], 10)
+    resource = new_study("planted", "p1")
+    for key, value in extra.items():
+        resource[key] = {**resource[key], **value} if key == "subject" else value
+    body = await call(client, bearer, CREATE, r=resource)
+    assert codes(body) == {"FORBIDDEN"}
+    assert body["errors"][0]["extensions"]["resource"]["issue"][0]["expression"] == [
+        f"ImagingStudy.{element}"
+    ]
+    body = await call(client, bearer, IMPORT, r={**resource, "resourceType": "ImagingStudy"})
+    [entry] = body["data"]["ImagingStudyImport"]
+    assert entry["status"] == "rejected"
+    assert entry["outcome"]["issue"][0]["expression"] == [f"ImagingStudy.{element}"]
+    assert await store.search([("patient", "p1")], 10) == before
+    # Written by the record's systems, kept by the patient's update; changed by it, refused.
+    await store.create(
+        {**study("kept", "p1"), **{k: v for k, v in resource.items() if k != "id"}} | {"id": "kept"}
+    )
+    stored = await store.get("kept")
+    kept = {k: v for k, v in stored.items() if k not in ("meta", "id")}
+    body = await call(client, bearer, UPDATE, id="kept", r={**kept, "description": "mine"})
+    assert "errors" not in body, body
+    changed = json.loads(
+        json.dumps(kept).replace("M2", "M3").replace("Two", "Three").replace("ACC-2", "ACC-3")
+    )
+    body = await call(client, bearer, UPDATE, id="kept", r=changed)
+    assert codes(body) == {"FORBIDDEN"}
+    assert (await store.get("kept"))["description"] == "mine"
