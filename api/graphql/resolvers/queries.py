@@ -53,19 +53,26 @@ def _placed(study: Study, offset: int) -> Study:
     """A study whose series hold one page of instances (the store sent only the page), each
     page put back at its offset: the positions before it hold None, so the `instance` field's
     own `_offset` and `_count` pick exactly the page, as from the whole list (no other
-    selection reads the instances: `instance_window`)."""
+    selection reads the instances: `instance_window`). An empty page stays empty, placed
+    nowhere: the offset is at or past the series' end, and the field's own paging of an empty
+    list gives the same empty page. So the positions made never outnumber the instances the
+    series holds, whatever offset the caller sends."""
     if not offset or type(study.get("series")) is not list:
         return study
-    before: list[Any] = [None] * offset
+    before: list[Any] = [None] * offset if any(_page_of(s) for s in study["series"]) else []
     return {
         **study,
         "series": [
-            {**s, "instance": before + s["instance"]}
-            if type(s) is dict and type(s.get("instance")) is list
-            else s
-            for s in study["series"]
+            {**s, "instance": before + s["instance"]} if _page_of(s) else s for s in study["series"]
         ],
     }
+
+
+def _page_of(series: Any) -> bool:
+    """Whether a series holds a non-empty page of instances."""
+    return (
+        type(series) is dict and type(series.get("instance")) is list and bool(series["instance"])
+    )
 
 
 def _one_id(id: str | None, alias: str | None) -> str:

@@ -5,6 +5,7 @@ instances reads them all, as before."""
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -89,3 +90,19 @@ async def test_what_may_read_other_instances_reads_them_all(
     body = await gql(query)
     assert "errors" not in body, body
     assert windows == [None]
+
+
+async def test_an_offset_past_the_end_makes_no_positions(gql: Gql, windows: list[Any]) -> None:
+    """An offset at or past every series' end answers empty pages without making a position
+    per skipped instance: a small request cannot make the server build a list as long as the
+    offset it sends (the largest Int would be 16 GiB of positions)."""
+    tracemalloc.start()
+    try:
+        body = await gql(PAGED, o=20_000_000, c=10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "errors" not in body, body
+    assert [s["instance"] for s in body["data"]["ImagingStudy"]["series"]] == [[], None, []]
+    assert windows == [(20_000_000, 10)]
+    assert peak < 50 * 2**20  # 20 million positions alone would be 160 MB
