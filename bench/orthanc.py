@@ -117,7 +117,10 @@ class Orthanc:
         }
 
     def start(self) -> Self:
-        """Start Orthanc and wait until /system answers; raise with its log tail otherwise."""
+        """Start Orthanc and wait until /system answers; raise with its log tail otherwise.
+        Starting one that runs already does nothing (so `with` works on a started one)."""
+        if self._process is not None and self._process.poll() is None:
+            return self
         reason = available()
         if reason:
             raise RuntimeError(reason)
