@@ -21,8 +21,9 @@ from typing import Any
 
 import orjson
 
-from bench import data
+from bench import data, http
 from bench.http import over_http
+from bench.peer import against_orthanc
 from bench.scenarios import QUERIES, Generic, Naive, Ours, Stub
 from store.mongo import client
 from store.mongo.repository import Repository
@@ -303,6 +304,11 @@ class Bench:
 
 async def main(args: argparse.Namespace) -> Bench:
     bench = Bench(args.repeat)
+    if args.ports:
+        http.PORTS = iter(range(args.ports, args.ports + 10))
+    if args.peer_only:
+        await against_orthanc(bench, args.repeat)
+        return bench
     _, db = client.open_embedded("bench")
     repo = Repository(db)
     await repo.ensure_indexes()
@@ -325,6 +331,9 @@ async def main(args: argparse.Namespace) -> Bench:
     if not args.no_http:
         print("measuring over HTTP...", file=sys.stderr)
         await over_http(bench, args.worklist, args.requests)
+    if not args.no_peer:
+        print("measuring against Orthanc...", file=sys.stderr)
+        await against_orthanc(bench, args.repeat)
     return bench
 
 
@@ -366,6 +375,11 @@ def cli() -> int:
     parser.add_argument("--worklist", type=int, default=5_000)
     parser.add_argument("--requests", type=int, default=160)
     parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--no-peer", action="store_true", help="leave out the Orthanc rows (P)")
+    parser.add_argument("--peer-only", action="store_true", help="only the Orthanc rows (P)")
+    parser.add_argument(
+        "--ports", type=int, help="take the servers' ports from PORTS..PORTS+9, not free ones"
+    )
     parser.add_argument("--record", action="store_true", help="write bench/RESULTS.md")
     args = parser.parse_args()
     bench = asyncio.run(main(args))

@@ -7,7 +7,7 @@ import asyncio
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +22,13 @@ if TYPE_CHECKING:
     from bench.__main__ import Bench
 
 
+PORTS: Iterator[int] | None = None  # `--ports`: the range the servers must use
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
+    """A TCP port on 127.0.0.1 that is free now (the next of PORTS, when given)."""
+    if PORTS is not None:
+        return next(PORTS)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
