@@ -307,7 +307,7 @@ async def main(args: argparse.Namespace) -> Bench:
     if args.ports:
         http.PORTS = iter(range(args.ports, args.ports + 10))
     if args.peer_only:
-        await against_orthanc(bench, args.repeat)
+        await against_orthanc(bench)
         return bench
     _, db = client.open_embedded("bench")
     repo = Repository(db)
@@ -333,7 +333,7 @@ async def main(args: argparse.Namespace) -> Bench:
         await over_http(bench, args.worklist, args.requests)
     if not args.no_peer:
         print("measuring against Orthanc...", file=sys.stderr)
-        await against_orthanc(bench, args.repeat)
+        await against_orthanc(bench)
     return bench
 
 

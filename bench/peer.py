@@ -38,6 +38,7 @@ SERIES, PER_SERIES = 4, 500  # the study a viewer opens: 2,000 instances
 WORKLIST = 30  # other studies, 1 series of 4 instances each
 PAGE, OFFSET = 100, 200
 VIEWERS, OPENS = 16, 2  # concurrent viewers, studies each opens
+SECONDS = 2.0  # about how long each side of a row is timed
 IDENTITY = {"accept-encoding": "identity"}
 Opens = Callable[[httpx.AsyncClient], Awaitable[Any]]  # one request (or a few) of a scenario
 
@@ -89,15 +90,23 @@ def generate(folder: Path) -> tuple[str, list[Path]]:
     return uid, sorted(folder.glob("*.dcm"))
 
 
-async def timed(run: Callable[[], Awaitable[Any]], repeat: int) -> float:
-    """Median ms of `repeat` runs after one warm-up."""
-    await run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        await run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+async def _once(run: Opens, session: httpx.AsyncClient) -> float:
+    start = time.perf_counter()
+    await run(session)
+    return time.perf_counter() - start
+
+
+async def paired(ours: Opens, theirs: Opens, session: httpx.AsyncClient) -> tuple[float, float]:
+    """Median ms of each, timed in alternation (a busy moment of the machine weighs on both),
+    as many times as fit in about SECONDS each (3 to 60), after a warm-up."""
+    first = [await _once(ours, session), await _once(theirs, session)]
+    counts = [min(max(int(SECONDS / t), 3), 60) for t in first]
+    times: tuple[list[float], list[float]] = ([], [])
+    while any(len(done) < count for done, count in zip(times, counts, strict=True)):
+        for run, done, count in zip((ours, theirs), times, counts, strict=True):
+            if len(done) < count:
+                done.append(await _once(run, session))
+    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
 
 
 async def per_open(opens: Opens) -> float:
@@ -283,7 +292,7 @@ def upload(peer: orthanc.Orthanc, files: list[Path]) -> None:
             assert answer.get("Status") in ("Success", "AlreadyStored"), answer
 
 
-async def against_orthanc(bench: Bench, repeat: int) -> None:
+async def against_orthanc(bench: Bench) -> None:
     """The P rows: ours / Orthanc for each scenario and form of the peer."""
     reason = orthanc.available()
     if reason:
@@ -303,15 +312,14 @@ async def against_orthanc(bench: Bench, repeat: int) -> None:
             loaded = time.perf_counter() - start
             print(f"peer: loaded into Orthanc in {loaded:.1f} s", file=sys.stderr)
             async with service(free_port(), root / "dicom", root / "service.log") as ours:
-                await _measure(bench, Peer(ours, peer, uid), repeat)
+                await _measure(bench, Peer(ours, peer, uid))
 
 
-async def _measure(bench: Bench, peer: Peer, repeat: int) -> None:
+async def _measure(bench: Bench, peer: Peer) -> None:
     async with httpx.AsyncClient(timeout=600) as session:
         await peer.check(session)
         for row, ours, form, theirs in peer.scenarios():
-            ours_ms = await timed(lambda ours=ours: ours(session), repeat)
-            peer_ms = await timed(lambda theirs=theirs: theirs(session), max(repeat // 3, 3))
+            ours_ms, peer_ms = await paired(ours, theirs, session)
             _row(bench, f"{row}, vs Orthanc {form}", ours_ms, peer_ms)
     tree = next(s for s in peer.scenarios() if s[2] == "WADO-RS metadata")
     find = next(s for s in peer.scenarios() if s[2].startswith("/tools/find series"))
