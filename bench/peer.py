@@ -125,6 +125,17 @@ async def _viewer(session: httpx.AsyncClient, opens: Opens) -> None:
         await opens(session)
 
 
+async def _read(session: httpx.AsyncClient, method: str, url: str, **options: Any) -> Any:
+    """The decoded JSON answer of a read, sent again once when the server had closed the
+    kept-alive connection as the request went out (Orthanc closes idle ones after a second,
+    which 16 queued viewers reach): a race of connection reuse, not a failed read."""
+    try:
+        response = await session.request(method, url, headers=IDENTITY, **options)
+    except (httpx.ReadError, httpx.RemoteProtocolError):
+        response = await session.request(method, url, headers=IDENTITY, **options)
+    return _ok(response).json()
+
+
 def _ok(response: httpx.Response) -> httpx.Response:
     response.raise_for_status()
     if response.headers.get("content-type", "").startswith("application/json"):
@@ -142,14 +153,13 @@ class Peer:
 
     async def ours_post(self, session: httpx.AsyncClient, query: str, **variables: Any) -> Any:
         body = {"query": query, "variables": variables}
-        return _ok(await session.post(f"{self.ours}/graphql", json=body, headers=IDENTITY)).json()
+        return await _read(session, "POST", f"{self.ours}/graphql", json=body)
 
     async def peer_get(self, session: httpx.AsyncClient, path: str) -> Any:
-        return _ok(await session.get(f"{self.peer.url}{path}", headers=IDENTITY)).json()
+        return await _read(session, "GET", f"{self.peer.url}{path}")
 
     async def peer_find(self, session: httpx.AsyncClient, **request: Any) -> Any:
-        response = await session.post(f"{self.peer.url}/tools/find", json=request)
-        return _ok(response).json()
+        return await _read(session, "POST", f"{self.peer.url}/tools/find", json=request)
 
     async def check(self, session: httpx.AsyncClient) -> None:
         """Both hold the same data, and each request answers what the scenario says."""
