@@ -127,8 +127,8 @@ async def _viewer(session: httpx.AsyncClient, opens: Opens) -> None:
 
 async def _read(session: httpx.AsyncClient, method: str, url: str, **options: Any) -> Any:
     """The decoded JSON answer of a read, sent again once when the server had closed the
-    kept-alive connection as the request went out (Orthanc closes idle ones after a second,
-    which 16 queued viewers reach): a race of connection reuse, not a failed read."""
+    kept-alive connection as the request went out (Orthanc's HTTP server, 8 threads here, did
+    so with 16 viewers): a race of connection reuse, not a failed read."""
     try:
         response = await session.request(method, url, headers=IDENTITY, **options)
     except (httpx.ReadError, httpx.RemoteProtocolError):
