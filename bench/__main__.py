@@ -25,6 +25,7 @@ import orjson
 from api.settings import Settings
 from bench import data, growth
 from bench.http import PORTS, add_to_empty, over_http, server
+from bench.peer import against_orthanc
 from bench.scale import scale
 from bench.scenarios import QUERIES, Generic, Naive, Ours, Stub
 from store.mongo import client
@@ -355,6 +356,9 @@ class Bench:
 
 async def main(args: argparse.Namespace) -> Bench:
     bench = Bench(args.repeat, args.rounds)
+    if args.peer_only:
+        await against_orthanc(bench)
+        return bench
     _, db = client.open_embedded("bench")
     repo = Repository(db, cache_bytes=Settings().cache_mb * 2**20)  # as the server makes it
     await repo.ensure_indexes()
@@ -383,6 +387,9 @@ async def main(args: argparse.Namespace) -> Bench:
     if not args.no_http:
         print("measuring over HTTP...", file=sys.stderr)
         await over_http(bench, args.worklist, args.requests)
+    if not args.no_peer:
+        print("measuring against Orthanc...", file=sys.stderr)
+        await against_orthanc(bench)
     return bench
 
 
@@ -449,6 +456,8 @@ def cli() -> int:
         default="1000,10000,50000",
         help="store sizes of scenario S, comma-separated ('' skips it)",
     )
+    parser.add_argument("--no-peer", action="store_true", help="leave out the Orthanc rows (P)")
+    parser.add_argument("--peer-only", action="store_true", help="only the Orthanc rows (P)")
     parser.add_argument("--record", action="store_true", help="write bench/RESULTS.md")
     parser.add_argument(
         "--ports", metavar="FIRST-LAST", help="loopback ports for the HTTP servers (any free one)"

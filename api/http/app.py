@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -33,6 +32,7 @@ from api.graphql.schema import build_schema, limits
 from api.graphql.selection import root_fields
 from api.http import apollo_cache, graphiql, ops
 from api.http.answers import Refusal, answer_media
+from api.http.compression import Compress
 from api.http.logs import configure as configure_logs
 from api.http.middleware import (
     BodyLimit,
@@ -268,8 +268,8 @@ def create_app(settings: Settings, store: Repository | None = None) -> Starlette
         ),
         Middleware(BodyTimeout, seconds=settings.body_timeout_seconds),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
-        # Level 1: a 2 MB study compresses about as well at a fraction of the CPU.
-        Middleware(GZipMiddleware, minimum_size=1024, compresslevel=1),
+        # zstd or gzip as the client asks, at levels chosen by measurement (compression.py).
+        Middleware(Compress),
         # Even with no origin allowed: a refused preflight is then logged.
         Middleware(Cors, origins=settings.cors_origins, explain=explain),
     ]
