@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from api.http.app import settle_collector
 from api.settings import Settings
 from bench import data, growth
 from bench.http import PORTS, add_to_empty, over_http, server
@@ -366,7 +367,7 @@ async def main(args: argparse.Namespace) -> Bench:
     await repo.create(data.study("A", 20, 500))
     await repo.create(data.study("D", 1, 5_000))
     await repo.create(data.study("D-small", 1, 2_500))
-    gc.freeze()  # as the server does after loading at start-up (api/http/app.py)
+    settle_collector()  # as the server does after loading at start-up
     print("measuring in process...", file=sys.stderr)
     await bench.open_study("A", repo, "A")
     await bench.open_study("B", repo, "A")
@@ -379,7 +380,7 @@ async def main(args: argparse.Namespace) -> Bench:
     print(f"loading {args.worklist} worklist studies...", file=sys.stderr)
     for resource in data.worklist(args.worklist):
         await repo.create(resource)
-    gc.freeze()
+    settle_collector()
     await bench.worklist(repo)
     if args.scale:
         print(f"growing the embedded store to {args.scale} studies...", file=sys.stderr)
