@@ -93,9 +93,12 @@ def add_instances(
     fresh: list[dict[str, Any]] = []
     issues: list[Issue] = []
     base = f"{ROOT}.series[{index}].instance"
+    listed = len(target.get("instance") or ())
     for k, instance in enumerate(instances):
         uid = instance.get("uid") if isinstance(instance, dict) else None
-        where = f"{base}[{len(stored) + len(fresh)}]"
+        # Where the instance would stand once added: after those listed and the fresh before
+        # it (`stored` takes in the fresh ones too, for duplicates within the batch).
+        where = f"{base}[{listed + len(fresh)}]"
         if uid in stored:
             if stored[uid] != instance:
                 issues.append(

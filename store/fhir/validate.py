@@ -44,7 +44,7 @@ def _sop_class_problems(coding: dict[str, Any]) -> Iterable[tuple[str, str]]:
     if isinstance(code, str) and code.startswith("urn:oid:"):
         problem = oid_uid_problem(code)
         if problem:
-            yield ".code", f"SOP class {problem}"
+            yield ".code", f"the SOP class code is not valid: {problem}"
 
 
 def _identifier_problems(identifier: dict[str, Any]) -> Iterable[tuple[str, str]]:

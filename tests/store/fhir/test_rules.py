@@ -50,7 +50,10 @@ def test_study_uid_identifier_and_sop_class_must_be_dicom_oids() -> None:
     study["series"][0]["instance"][0]["sopClass"]["code"] = "urn:oid:1.2.x"
     problems = issues_of(study)
     assert "leading zero" in problems["ImagingStudy.identifier[0].value"]
-    assert "SOP class" in problems["ImagingStudy.series[0].instance[0].sopClass.code"]
+    assert (
+        "SOP class code is not valid"
+        in problems["ImagingStudy.series[0].instance[0].sopClass.code"]
+    )
 
 
 @pytest.mark.parametrize(("path", "reference", "expression"), WRONG_TARGETS)

@@ -118,7 +118,7 @@ async def test_the_whole_rules_decide_what_is_not_a_plain_append(store: Reposito
     with pytest.raises(StoreError) as refused:
         await store.add_instances("r", second, [instance(7), taken], None)
     assert refused.value.code == BAD_USER_INPUT
-    assert refused.value.issues[0].expression == "ImagingStudy.series[1].instance[5].uid"
+    assert refused.value.issues[0].expression == "ImagingStudy.series[1].instance[4].uid"
     assert "already in another series of this study" in refused.value.issues[0].diagnostics
     # An invalid instance likewise; nothing of the refused batches was written.
     with pytest.raises(StoreError) as invalid:
@@ -212,3 +212,16 @@ async def test_appends_mean_the_same_to_mongomocks_own_update(
     assert made["ours"] == made["mongomock"]
     assert [v["meta"]["versionId"] for v in made["ours"]] == ["5", "4", "3", "2", "1"]
     client.close(handle)
+
+
+async def test_a_refused_instance_is_named_where_it_would_stand(store: Repository) -> None:
+    """The k-th instance sent to a series of n is `instance[n + k]` in the refusal: where it
+    would have stood, so a client can point at the input it sent."""
+    await store.create(demo.study("at", 1, 2))
+    new = [demo.instance("at", 1, k) for k in (3, 4, 5)]
+    del new[2]["sopClass"]
+    with pytest.raises(StoreError) as caught:
+        await store.add_instances("at", demo.uid("at", 1), new, None)
+    assert [i.expression for i in caught.value.issues] == [
+        "ImagingStudy.series[0].instance[4].sopClass"
+    ]
