@@ -63,10 +63,14 @@ function resourceKey(object, context) {
   return `${context.typename}:${JSON.stringify(key)}`;
 }
 
+// What a null list is kept as, so it reads back as null rather than as missing.
+const NONE = { items: [], end: 0, none: true };
+
 // One list per filter, kept as { items, end }: each page is written at its offset; a short
 // page tells where the list ends. (The end is kept in the value: Apollo's `storage` is not the
 // same object in merge and in read for an object without a key.)
 function mergePage(existing, incoming, { args, readField }) {
+  if (incoming == null) return NONE; // no list (a series without instances): null, not a page
   const offset = (args && args._offset) || 0;
   const count = args && args._count;
   const items = [];
@@ -78,7 +82,7 @@ function mergePage(existing, incoming, { args, readField }) {
 // Pages already cached and a newly written one. When they disagree where they overlap (another
 // version's list, once items were added or removed), only the new one is kept.
 function combinePages(existing, incoming, readField) {
-  if (!existing) return incoming;
+  if (!existing || existing.none || incoming == null || incoming.none) return incoming;
   const items = existing.items.slice(0);
   for (let i = 0; i < incoming.items.length; i += 1) {
     const [was, now] = [items[i], incoming.items[i]];
@@ -95,6 +99,7 @@ function combinePages(existing, incoming, readField) {
 // A page comes from the cache only when every item of it is there: otherwise it is fetched.
 function readPage(existing, { args }) {
   if (!existing) return undefined;
+  if (existing.none) return null;
   const offset = (args && args._offset) || 0;
   const count = args && args._count;
   const end = existing.end == null ? Infinity : existing.end;

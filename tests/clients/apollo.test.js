@@ -184,6 +184,34 @@ test("instance pages accumulate in one list", async () => {
   }
 });
 
+test("a series without instances reads as null, and its pages once it has some", async () => {
+  const id = newId("apollo-empty");
+  const resource = study(id, [["1.2.9.1", 1]]);
+  delete resource.series[0].instance;
+  await createStudy({ ...resource, status: "registered" });
+  const client = apollo();
+  const WHOLE = gql`query Whole($id: ID!) { ImagingStudy(id: $id) { id meta { versionId }
+    series { uid instance { uid } } } }`;
+  try {
+    for (const [query, variables] of [[PAGE, { id, count: 3, offset: 0 }], [WHOLE, { id }]]) {
+      const { data, error } = await client.query({ query, variables });
+      assert.equal(error, undefined);
+      assert.equal(data.ImagingStudy.series[0].instance, null);
+      const cached = await client.query({ query, variables, fetchPolicy: "cache-only" });
+      assert.equal(cached.data.ImagingStudy.series[0].instance, null);
+    }
+    await post(`mutation($id: ID!, $u: String!, $i: [ImagingStudySeriesInstanceInput!]!) {
+      ImagingStudyAddInstances(id: $id, seriesUid: $u, instances: $i) { id } }`,
+      { id, u: "1.2.9.1", i: [{ uid: "1.2.9.1.1", number: 1, sopClass: resource.sopClass ?? {
+        system: "urn:ietf:rfc:3986", code: "urn:oid:1.2.840.10008.5.1.4.1.1.2" } }] });
+    const { data } = await client.query({ query: PAGE, variables: { id, count: 3, offset: 0 },
+      fetchPolicy: "network-only" });
+    assert.deepEqual(data.ImagingStudy.series[0].instance.map((i) => i.uid), ["1.2.9.1.1"]);
+  } finally {
+    client.stop();
+  }
+});
+
 const HISTORY = gql`
   query History($id: ID!) {
     ImagingStudyHistory(id: $id, _count: 5) { id status meta { versionId }
