@@ -116,9 +116,17 @@ LITERALS = _Reader(
 def problems(reader: _Reader, value: Any, type_: GraphQLInputType) -> list[Problem]:
     """The first MAX_PROBLEMS problems of `value` (read by `reader`) against `type_`."""
     found: list[Problem] = []
-    for problem in _walk(reader, value, type_, ()):
+    walk = _walk(reader, value, type_, ())
+    for problem in walk:
         found.append(problem)
         if len(found) == MAX_PROBLEMS:
+            if next(walk, None) is not None:  # said, not counted: the walk stops here
+                found.append(
+                    Problem(
+                        (),
+                        f"more problems than the {MAX_PROBLEMS} above (fix them, then send again)",
+                    )
+                )
             break
     return found
 
