@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from store.fhir import Study
+from store.fhir import Study, endpoints
 from store.fhir.edit import INSTANCE_KEY, SERIES_KEY
 from store.fhir.identity import same_subject, study_uid
 from store.fhir.outcome import BAD_USER_INPUT, StoreError, fail
@@ -55,6 +55,13 @@ class Writer(Protocol):
         study_id: str,
         series_uid: str,
         instances: list[dict[str, Any]],
+        version_id: str | None,
+    ) -> Study: ...
+    async def add_endpoints(
+        self,
+        study_id: str,
+        study: list[dict[str, Any]],
+        series: dict[str, list[dict[str, Any]]],
         version_id: str | None,
     ) -> Study: ...
 
@@ -201,6 +208,9 @@ class Ingest:
                 f"Study Instance UID (ImagingStudy/{stored['id']}) is about another "
                 "patient; nothing was added (studies are never merged across subjects)",
             )
+        linked = False
+        if not created:
+            stored, linked = await self._link(stored, pending)
         present = {
             s["uid"]: {i["uid"] for i in s.get("instance") or ()}
             for s in stored.get("series") or ()
@@ -225,8 +235,21 @@ class Ingest:
         self.report.instances_added += added
         if created:
             self.report.studies_created += 1
-        elif added or new_series:
+        elif added or new_series or linked:
             self.report.studies_updated += 1
+
+    async def _link(self, stored: Study, pending: _Pending) -> tuple[Study, bool]:
+        """Gives a stored study, and its stored series, the endpoint references the batch
+        carries and they lack (a study indexed from files, then synced from a PACS), by one
+        write; whether it was needed. Only ever adds: files, which carry none, remove none."""
+        study, series = endpoints.lacking(
+            stored,
+            pending.study.get("endpoint") or [],
+            {uid: s.get("endpoint") or [] for uid, s in pending.series.items()},
+        )
+        if not study and not series:
+            return stored, False
+        return await self.writer.add_endpoints(stored["id"], study, series, None), True
 
     async def create_study(self, study: Study) -> tuple[Study, bool]:
         """Creates `study` (new from DICOM: no id) unless its Study UID is stored; returns the
