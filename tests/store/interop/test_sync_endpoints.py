@@ -57,7 +57,8 @@ async def test_a_study_ingested_from_files_gets_the_endpoints_by_one_version(
     await sync.poll()
     wado = endpoint_reference(orthanc.dicomweb)
     after = await by_uid(store)
-    assert after.keys() == before.keys() and len(after) == 4
+    assert after.keys() == before.keys()
+    assert len(after) == 4
     for uid, study in after.items():
         had = [ARCHIVE] if uid == GENERATED else []
         assert study["endpoint"] == [*had, wado], uid
@@ -78,4 +79,3 @@ async def test_a_study_ingested_from_files_gets_the_endpoints_by_one_version(
     report = await Ingest(store).run(paths)
     assert (report.studies_updated, report.instances_added) == (0, 0)
     assert await by_uid(store) == after
-
