@@ -1,13 +1,14 @@
 """DICOM files into studies: read headers, group them by study and series, and upsert each
 study through a Writer in batches (never one write per file).
 
-A study whose Study Instance UID is already stored gets the new series and instances added; a
-SOP instance already present is a duplicate (the same image in several transfer syntaxes is one
-instance). Creation is a conditional create on the Study UID, so concurrent ingests of one study
-from two processes never make two studies. A new study's id is its Study Instance UID when that
-is a valid FHIR id no other study has (`stable_id`), so the same files give the same ids on
-every machine and at every start. The Writer is the repository itself, or a running server's
-GraphQL API: the same algorithm either way."""
+A study whose Study Instance UID is already stored gets the new series and instances added, and
+the endpoint references the headers carry that it or its series lack (the DICOMweb sync's
+WADO-RS base), only ever appended; a SOP instance already present is a duplicate (the same image
+in several transfer syntaxes is one instance). Creation is a conditional create on the Study
+UID, so concurrent ingests of one study from two processes never make two studies. A new study's
+id is its Study Instance UID when that is a valid FHIR id no other study has (`stable_id`), so
+the same files give the same ids on every machine and at every start. The Writer is the
+repository itself, or a running server's GraphQL API: the same algorithm either way."""
 
 from __future__ import annotations
 
