@@ -12,6 +12,7 @@ from api.access.auth import Access
 from api.access.scoped import ScopedStore
 from store.fhir import Study
 from store.fhir.endpoints import with_endpoints
+from store.fhir.identity import uid_element
 from store.fhir.outcome import (
     BAD_USER_INPUT,
     NOT_FOUND,
@@ -71,11 +72,16 @@ class RemoteError(Exception):
     """The server refused a request (`code` is its contract code) or could not be reached."""
 
     def __init__(
-        self, message: str, code: str | None = None, expression: str | None = None
+        self,
+        message: str,
+        code: str | None = None,
+        expression: str | None = None,
+        issue: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.expression = expression  # the element the first issue names, if any
+        self.issue = issue  # the first issue's FHIR issue type (duplicate, ...), if any
 
 
 IMPORT = """mutation($r: JSON!, $d: Boolean!) { ImagingStudyImport(resource: $r, dryRun: $d) {
@@ -165,7 +171,9 @@ class RemoteTarget:
             )
             issues = (first.get("extensions", {}).get("resource") or {}).get("issue") or [{}]
             expression = (issues[0].get("expression") or [None])[0]
-            raise RemoteError(f"{code}: {first['message']}{hint}", code, expression)
+            raise RemoteError(
+                f"{code}: {first['message']}{hint}", code, expression, issues[0].get("code")
+            )
         data: dict[str, Any] = body["data"]
         return data
 
@@ -224,21 +232,37 @@ class RemoteTarget:
     async def create(
         self, resource: dict[str, Any], if_none_exist: str | None = None
     ) -> tuple[dict[str, Any], bool]:
+        """Creates `resource` unless its Study UID is stored; (the stored study, whether this
+        call created it). A study with a Study UID is looked up first, then created without
+        the condition: a conditional create that matched answers as one that created, so
+        overlapping ingests would each count the study and its instances as theirs. The
+        store's unique Study UID (and id) decide instead, and the one refused looks again."""
         token = study_uid_token(resource)
-        if token is not None:  # looked up first, so the report can say created or updated
-            found = (await self.call(FIND, t=[token]))["ImagingStudyList"]
-            if found:
-                return found[0], False
+        if token is not None:
+            found = await self._find(token)
+            if found is not None:
+                return found, False
         # The GraphQL input mirrors FHIR JSON, so the resource goes as it is.
         try:
-            data = await self.call(CREATE, r=resource, c=if_none_exist)
+            data = await self.call(CREATE, r=resource, c=None if token else if_none_exist)
         except RemoteError as error:
+            duplicate = error.issue == "duplicate" and error.expression == uid_element(resource)
+            if token is not None and error.code == BAD_USER_INPUT and duplicate:
+                # Another ingest created the study since it was looked up: it is stored.
+                found = await self._find(token)
+                if found is not None:
+                    return found, False
             # The server's refusal of a chosen id that is taken, as the store's own, which
-            # ingest answers by letting the server choose (store/interop/ingest.py).
+            # ingest answers by letting the server choose (store/interop/ingest.py); taken
+            # by a concurrent ingest of this study, that next create finds it.
             if error.code == BAD_USER_INPUT and error.expression == ID_ELEMENT:
                 raise fail(BAD_USER_INPUT, ID_ELEMENT, str(error)) from None
             raise
         return data["ImagingStudyCreate"], True
+
+    async def _find(self, token: str) -> dict[str, Any] | None:
+        found: list[dict[str, Any]] = (await self.call(FIND, t=[token]))["ImagingStudyList"]
+        return found[0] if found else None
 
     async def add_series(
         self, study_id: str, series: list[dict[str, Any]], version_id: str | None
