@@ -386,6 +386,25 @@ class ScopedStore:
             version_id,
         )
 
+    async def add_endpoints(
+        self,
+        study_id: str,
+        study: list[dict[str, Any]],
+        series: dict[str, list[dict[str, Any]]],
+        version_id: str | None,
+    ) -> Study:
+        """Ingest's addition of the endpoint references a stored study lacks: an update of
+        the study (`u` and `r`, as over GraphQL, where it is an ImagingStudyUpdate)."""
+        return await self._write(
+            self._repo.add_endpoints,
+            study_id,
+            "ur",
+            "ImagingStudyUpdate",
+            study,
+            series,
+            version_id,
+        )
+
     async def remove_series(self, study_id: str, uids: list[str], version_id: str | None) -> Study:
         return await self._write(
             self._repo.remove_series, study_id, "ur", "ImagingStudyRemoveSeries", uids, version_id

@@ -11,7 +11,16 @@ import httpx
 from api.access.auth import Access
 from api.access.scoped import ScopedStore
 from store.fhir import Study
-from store.fhir.outcome import BAD_USER_INPUT, QUERY_REJECTED, UNAUTHENTICATED, fail
+from store.fhir.endpoints import with_endpoints
+from store.fhir.identity import uid_element
+from store.fhir.outcome import (
+    BAD_USER_INPUT,
+    NOT_FOUND,
+    QUERY_REJECTED,
+    UNAUTHENTICATED,
+    VERSION_CONFLICT,
+    fail,
+)
 from store.interop.bundle import study_uid_token
 from store.interop.files import canonical
 from store.interop.importer import EntryResult
@@ -46,6 +55,7 @@ class LocalTarget:
         self.create = self.store.create
         self.add_series = self.store.add_series
         self.add_instances = self.store.add_instances
+        self.add_endpoints = self.store.add_endpoints
 
     async def import_payload(self, payload: Any, dry_run: bool) -> list[EntryResult]:
         return await self.store.importer(dry_run=dry_run).run(payload)
@@ -62,11 +72,16 @@ class RemoteError(Exception):
     """The server refused a request (`code` is its contract code) or could not be reached."""
 
     def __init__(
-        self, message: str, code: str | None = None, expression: str | None = None
+        self,
+        message: str,
+        code: str | None = None,
+        expression: str | None = None,
+        issue: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.expression = expression  # the element the first issue names, if any
+        self.issue = issue  # the first issue's FHIR issue type (duplicate, ...), if any
 
 
 IMPORT = """mutation($r: JSON!, $d: Boolean!) { ImagingStudyImport(resource: $r, dryRun: $d) {
@@ -88,14 +103,24 @@ PAGE = _connection("next edges { resource { fhirJson } }")
 # small: 5 fit the default cost limit.
 EXPORT_PAGE = 5
 COUNT = _connection("count")
-# What ingest needs of a stored study: its series and instances, and its subject (a study of
-# another subject is never merged into).
-TREE = "id subject { reference identifier { system value } } series { uid instance { uid } }"
+# What ingest needs of a stored study: its series and instances, its subject (a study of
+# another subject is never merged into) and the endpoints of both (the sync adds its own).
+_REFERENCE = "reference identifier { system value }"
+TREE = (
+    f"id subject {{ {_REFERENCE} }} endpoint {{ {_REFERENCE} }} "
+    f"series {{ uid endpoint {{ {_REFERENCE} }} instance {{ uid }} }}"
+)
 FIND = f"query($t: [String!]) {{ ImagingStudyList(identifier: $t, _count: 2) {{ {TREE} }} }}"
 CREATE = f"""mutation($r: ImagingStudyInput!, $c: String) {{
   ImagingStudyCreate(res: $r, ifNoneExist: $c) {{ {TREE} }} }}"""
 ADD_SERIES = f"""mutation($id: ID!, $s: [ImagingStudySeriesInput!]!, $v: String) {{
   ImagingStudyAddSeries(id: $id, series: $s, versionId: $v) {{ {TREE} }} }}"""
+# The endpoints are added by a whole update of the whole study as read (fhirJson), under the
+# version read: a partial selection sent back would drop every element it left out.
+WHOLE = "query($id: ID!) { ImagingStudy(id: $id) { fhirJson } }"
+UPDATE = f"""mutation($id: ID!, $r: ImagingStudyInput!, $v: String) {{
+  ImagingStudyUpdate(id: $id, res: $r, versionId: $v) {{ {TREE} }} }}"""
+ATTEMPTS = 20  # reads and updates of one study before a VERSION_CONFLICT is given up
 ADD_INSTANCES = """mutation($id: ID!, $u: String!, $i: [ImagingStudySeriesInstanceInput!]!,
   $v: String) { ImagingStudyAddInstances(id: $id, seriesUid: $u, instances: $i,
   versionId: $v) { id } }"""
@@ -146,7 +171,9 @@ class RemoteTarget:
             )
             issues = (first.get("extensions", {}).get("resource") or {}).get("issue") or [{}]
             expression = (issues[0].get("expression") or [None])[0]
-            raise RemoteError(f"{code}: {first['message']}{hint}", code, expression)
+            raise RemoteError(
+                f"{code}: {first['message']}{hint}", code, expression, issues[0].get("code")
+            )
         data: dict[str, Any] = body["data"]
         return data
 
@@ -205,21 +232,37 @@ class RemoteTarget:
     async def create(
         self, resource: dict[str, Any], if_none_exist: str | None = None
     ) -> tuple[dict[str, Any], bool]:
+        """Creates `resource` unless its Study UID is stored; (the stored study, whether this
+        call created it). A study with a Study UID is looked up first, then created without
+        the condition: a conditional create that matched answers as one that created, so
+        overlapping ingests would each count the study and its instances as theirs. The
+        store's unique Study UID (and id) decide instead, and the one refused looks again."""
         token = study_uid_token(resource)
-        if token is not None:  # looked up first, so the report can say created or updated
-            found = (await self.call(FIND, t=[token]))["ImagingStudyList"]
-            if found:
-                return found[0], False
+        if token is not None:
+            found = await self._find(token)
+            if found is not None:
+                return found, False
         # The GraphQL input mirrors FHIR JSON, so the resource goes as it is.
         try:
-            data = await self.call(CREATE, r=resource, c=if_none_exist)
+            data = await self.call(CREATE, r=resource, c=None if token else if_none_exist)
         except RemoteError as error:
+            duplicate = error.issue == "duplicate" and error.expression == uid_element(resource)
+            if token is not None and error.code == BAD_USER_INPUT and duplicate:
+                # Another ingest created the study since it was looked up: it is stored.
+                found = await self._find(token)
+                if found is not None:
+                    return found, False
             # The server's refusal of a chosen id that is taken, as the store's own, which
-            # ingest answers by letting the server choose (store/interop/ingest.py).
+            # ingest answers by letting the server choose (store/interop/ingest.py); taken
+            # by a concurrent ingest of this study, that next create finds it.
             if error.code == BAD_USER_INPUT and error.expression == ID_ELEMENT:
                 raise fail(BAD_USER_INPUT, ID_ELEMENT, str(error)) from None
             raise
         return data["ImagingStudyCreate"], True
+
+    async def _find(self, token: str) -> dict[str, Any] | None:
+        found: list[dict[str, Any]] = (await self.call(FIND, t=[token]))["ImagingStudyList"]
+        return found[0] if found else None
 
     async def add_series(
         self, study_id: str, series: list[dict[str, Any]], version_id: str | None
@@ -238,3 +281,42 @@ class RemoteTarget:
         data = await self.call(ADD_INSTANCES, id=study_id, u=series_uid, i=instances, v=version_id)
         study: Study = data["ImagingStudyAddInstances"]
         return study
+
+    async def add_endpoints(
+        self,
+        study_id: str,
+        study: list[dict[str, Any]],
+        series: dict[str, list[dict[str, Any]]],
+        version_id: str | None,
+    ) -> dict[str, Any]:
+        """The endpoint references the study and its series lack, appended by one update of
+        the whole study under the version read; another write in between (VERSION_CONFLICT)
+        makes it read again. Unchanged (all there already), nothing is written."""
+        for _ in range(ATTEMPTS):
+            found = (await self.call(WHOLE, id=study_id))["ImagingStudy"]
+            if found is None:
+                raise fail(NOT_FOUND, "ImagingStudy", f"no ImagingStudy with id '{study_id}'")
+            old: Study = found["fhirJson"]
+            current = old["meta"]["versionId"]
+            if version_id is not None and version_id != current:
+                raise fail(
+                    VERSION_CONFLICT,
+                    "ImagingStudy.meta.versionId",
+                    f"versionId '{version_id}' is not the stored version ({current})",
+                )
+            new = with_endpoints(old, study, series)
+            if new is old:
+                return old
+            try:
+                data = await self.call(UPDATE, id=study_id, r=new, v=current)
+            except RemoteError as error:
+                if error.code == VERSION_CONFLICT and version_id is None:
+                    continue
+                raise
+            updated: Study = data["ImagingStudyUpdate"]
+            return updated
+        raise fail(
+            VERSION_CONFLICT,
+            "ImagingStudy.meta.versionId",
+            "the study changed under this write too many times; retry it",
+        )

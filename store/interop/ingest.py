@@ -1,13 +1,14 @@
 """DICOM files into studies: read headers, group them by study and series, and upsert each
 study through a Writer in batches (never one write per file).
 
-A study whose Study Instance UID is already stored gets the new series and instances added; a
-SOP instance already present is a duplicate (the same image in several transfer syntaxes is one
-instance). Creation is a conditional create on the Study UID, so concurrent ingests of one study
-from two processes never make two studies. A new study's id is its Study Instance UID when that
-is a valid FHIR id no other study has (`stable_id`), so the same files give the same ids on
-every machine and at every start. The Writer is the repository itself, or a running server's
-GraphQL API: the same algorithm either way."""
+A study whose Study Instance UID is already stored gets the new series and instances added, and
+the endpoint references the headers carry that it or its series lack (the DICOMweb sync's
+WADO-RS base), only ever appended; a SOP instance already present is a duplicate (the same image
+in several transfer syntaxes is one instance). Creation is a conditional create on the Study
+UID, so concurrent ingests of one study from two processes never make two studies. A new study's
+id is its Study Instance UID when that is a valid FHIR id no other study has (`stable_id`), so
+the same files give the same ids on every machine and at every start. The Writer is the
+repository itself, or a running server's GraphQL API: the same algorithm either way."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from store.fhir import Study
+from store.fhir import Study, endpoints
 from store.fhir.edit import INSTANCE_KEY, SERIES_KEY
 from store.fhir.identity import same_subject, study_uid
 from store.fhir.outcome import BAD_USER_INPUT, StoreError, fail
@@ -55,6 +56,13 @@ class Writer(Protocol):
         study_id: str,
         series_uid: str,
         instances: list[dict[str, Any]],
+        version_id: str | None,
+    ) -> Study: ...
+    async def add_endpoints(
+        self,
+        study_id: str,
+        study: list[dict[str, Any]],
+        series: dict[str, list[dict[str, Any]]],
         version_id: str | None,
     ) -> Study: ...
 
@@ -201,6 +209,9 @@ class Ingest:
                 f"Study Instance UID (ImagingStudy/{stored['id']}) is about another "
                 "patient; nothing was added (studies are never merged across subjects)",
             )
+        linked = False
+        if not created:
+            stored, linked = await self._link(stored, pending)
         present = {
             s["uid"]: {i["uid"] for i in s.get("instance") or ()}
             for s in stored.get("series") or ()
@@ -225,8 +236,21 @@ class Ingest:
         self.report.instances_added += added
         if created:
             self.report.studies_created += 1
-        elif added or new_series:
+        elif added or new_series or linked:
             self.report.studies_updated += 1
+
+    async def _link(self, stored: Study, pending: _Pending) -> tuple[Study, bool]:
+        """Gives a stored study, and its stored series, the endpoint references the batch
+        carries and they lack (a study indexed from files, then synced from a PACS), by one
+        write; whether it was needed. Only ever adds: files, which carry none, remove none."""
+        study, series = endpoints.lacking(
+            stored,
+            pending.study.get("endpoint") or [],
+            {uid: s.get("endpoint") or [] for uid, s in pending.series.items()},
+        )
+        if not study and not series:
+            return stored, False
+        return await self.writer.add_endpoints(stored["id"], study, series, None), True
 
     async def create_study(self, study: Study) -> tuple[Study, bool]:
         """Creates `study` (new from DICOM: no id) unless its Study UID is stored; returns the

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from store.fhir import Study, edit
+from store.fhir import Study, edit, endpoints
 from store.fhir.identity import study_uid, uid_element
 from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, VERSION_CONFLICT, DuplicateUid, fail
 from store.fhir.validate import MAX_SERIES
@@ -222,6 +222,26 @@ class Repository(Reads):
             study_id,
             version_id,
             lambda old: edit.add_instances(old, series_uid, instances, self.max_instances),
+            guard=guard,
+        )
+
+    @guarded
+    async def add_endpoints(
+        self,
+        study_id: str,
+        study: list[dict[str, Any]],
+        series: dict[str, list[dict[str, Any]]],
+        version_id: str | None,
+        guard: Guard = None,
+    ) -> Study:
+        """Appends the endpoint references the study (`study`) and its series (`series`, by
+        UID) lack (store/fhir/endpoints.py); a study that holds them all keeps its version."""
+        return await self._write(
+            study_id,
+            version_id,
+            lambda old: endpoints.add_endpoints(
+                old, study, series, self.max_instances, self.max_series
+            ),
             guard=guard,
         )
 

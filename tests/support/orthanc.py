@@ -13,10 +13,10 @@ import pytest
 from bench.orthanc import Orthanc, available
 from tests.support.dicom import write
 
-# The ports of this suite's Orthancs (the brief's range 18140-18149): one at a time per port.
-HTTP_PORT, DICOM_PORT = 18140, 18141
-AUTH_HTTP_PORT, AUTH_DICOM_PORT = 18142, 18143
-PROXY_PORT = 18144
+# The ports of this suite's Orthancs (the brief's range 18190-18199): one at a time per port.
+HTTP_PORT, DICOM_PORT = 18190, 18191
+AUTH_HTTP_PORT, AUTH_DICOM_PORT = 18192, 18193
+PROXY_PORT = 18194
 # pydicom's test files that are valid images with the three UIDs (CT, MR, NM: three studies).
 TEST_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm")
 GENERATED = "1.2.826.0.1.3680043.9.7433.1"  # the generated study's Study Instance UID

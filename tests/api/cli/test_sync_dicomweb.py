@@ -187,10 +187,10 @@ def test_bad_options_are_refused_with_what_to_do(
     code = cli.main(
         [
             "sync-dicomweb",
-            "http://127.0.0.1:18149/dicom-web",
+            "http://127.0.0.1:18199/dicom-web",
             *args,
             "--url",
-            "http://127.0.0.1:18149/graphql",
+            "http://127.0.0.1:18199/graphql",
         ]
     )
     assert code == 2

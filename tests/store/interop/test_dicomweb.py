@@ -23,6 +23,7 @@ from tests.support.orthanc import (
     AUTH_DICOM_PORT,
     AUTH_HTTP_PORT,
     GENERATED,
+    HTTP_PORT,
     PROXY_PORT,
     TEST_FILES,
     generated_study,
@@ -94,7 +95,7 @@ async def test_the_synced_tree_is_what_orthanc_serves(
     assert stored_tree(studies) == served_tree(orthanc)
     assert len(studies) == 4  # three test files and the generated study of three series
     wado = endpoint_reference(orthanc.dicomweb)
-    assert wado["identifier"]["value"] == "http://127.0.0.1:18140/dicom-web"
+    assert wado["identifier"]["value"] == f"http://127.0.0.1:{HTTP_PORT}/dicom-web"
     for study in studies:
         assert study["endpoint"] == [wado]
         assert all(series["endpoint"] == [wado] for series in study["series"])
