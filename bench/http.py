@@ -160,6 +160,13 @@ ADD = """mutation($id: ID!, $u: String!, $i: [ImagingStudySeriesInstanceInput!]!
 CREATE = "mutation($r: ImagingStudyInput!) { ImagingStudyCreate(res: $r) { id } }"
 
 
+async def create_copy(session: httpx.AsyncClient, base: dict[str, Any], study_id: str) -> None:
+    """Creates a copy of study `base` as `study_id` (its identifier made unique with it)."""
+    copy = {**base, "id": study_id, "identifier": [{"system": "urn:x", "value": study_id}]}
+    created = await session.post("/graphql", json={"query": CREATE, "variables": {"r": copy}})
+    assert "errors" not in created.json(), created.text[:300]
+
+
 async def writes(bench: Bench, port: int, clients: int, per_client: int) -> None:
     """E over HTTP: each client adds batches of 1,000 new instances to a study of its own
     that starts at 5,000, so clients do not contend for one document."""
@@ -170,20 +177,7 @@ async def writes(bench: Bench, port: int, clients: int, per_client: int) -> None
 
         async def one_client(n: int) -> None:
             study_id = f"E-http-{n}"
-            created = await session.post(
-                "/graphql",
-                json={
-                    "query": CREATE,
-                    "variables": {
-                        "r": {
-                            **base,
-                            "id": study_id,
-                            "identifier": [{"system": "urn:x", "value": study_id}],
-                        }
-                    },
-                },
-            )
-            assert "errors" not in created.json(), created.text[:300]
+            await create_copy(session, base, study_id)
             for batch in range(per_client):
                 instances = [
                     {
@@ -228,20 +222,7 @@ async def add_to_empty(bench: Bench, port: int, runs: int = 15) -> None:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as session:
         for run in range(runs + 2):  # the first two warm up
             study_id = f"F-{run}"
-            created = await session.post(
-                "/graphql",
-                json={
-                    "query": CREATE,
-                    "variables": {
-                        "r": {
-                            **base,
-                            "id": study_id,
-                            "identifier": [{"system": "urn:x", "value": study_id}],
-                        }
-                    },
-                },
-            )
-            assert "errors" not in created.json(), created.text[:300]
+            await create_copy(session, base, study_id)
             instances = [
                 {
                     "uid": f"1.2.826.0.6.{run}.{k}",

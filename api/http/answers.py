@@ -28,20 +28,29 @@ def negotiate(accept: str | None) -> str | None:
     if accept is None or not accept.strip():
         return JSON
     best, best_quality = None, 0.0
-    for entry in accept.split(","):
-        media, _, parameters = entry.partition(";")
+    for media, quality in weighted(accept):
+        served = _SERVED.get(media)
+        if served is not None and quality > best_quality:
+            best, best_quality = served, quality
+    return best
+
+
+def weighted(header: str) -> list[tuple[str, float]]:
+    """The entries of an Accept-like header (Accept, Accept-Encoding) with their quality, in
+    the order listed: names lower-cased, `q` clamped to 0..1, an unreadable `q` as 0 (refused)."""
+    entries = []
+    for entry in header.split(","):
+        name, _, parameters = entry.partition(";")
         quality = 1.0
         for parameter in parameters.split(";"):
-            name, _, value = parameter.partition("=")
-            if name.strip().lower() == "q":
+            key, _, value = parameter.partition("=")
+            if key.strip().lower() == "q":
                 try:
                     quality = min(max(float(value), 0.0), 1.0)
                 except ValueError:
                     quality = 0.0
-        served = _SERVED.get(media.strip().lower())
-        if served is not None and quality > best_quality:
-            best, best_quality = served, quality
-    return best
+        entries.append((name.strip().lower(), quality))
+    return entries
 
 
 class Refusal(Exception):

@@ -23,6 +23,8 @@ import zstandard
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.http.answers import weighted
+
 GZIP_LEVEL = 1
 ZSTD_LEVEL = 1
 MINIMUM_SIZE = 1024  # below a packet's worth, compression saves nothing a client notices
@@ -39,18 +41,7 @@ def negotiate(accept_encoding: str | None) -> str | None:
     tie; None for identity."""
     if not accept_encoding:
         return None
-    quality: dict[str, float] = {}
-    for entry in accept_encoding.split(","):
-        name, _, parameters = entry.partition(";")
-        q = 1.0
-        for parameter in parameters.split(";"):
-            key, _, value = parameter.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = min(max(float(value), 0.0), 1.0)
-                except ValueError:
-                    q = 0.0
-        quality[name.strip().lower()] = q
+    quality = dict(weighted(accept_encoding))
     wildcard = quality.get("*", 0.0)
     best, best_q = None, 0.0
     for coding in PREFERENCE:

@@ -79,15 +79,19 @@ def parse_token(value: str) -> tuple[str | None, str | None]:
     return system, code or None
 
 
+def _key_match(key: str, system: str | None, code: str | None) -> dict[str, Any]:
+    """The filter of one token key of `_srv.k` (store/mongo/keys.py)."""
+    match: dict[str, Any] = {"p": key}
+    if code is not None:
+        match["c"] = code
+    if system is not None:
+        match["s"] = system
+    return {"_srv.k": {"$elemMatch": match}}
+
+
 def _token(key: str) -> Build:
     def build(_: str, value: str) -> dict[str, Any]:
-        system, code = parse_token(value)
-        match: dict[str, Any] = {"p": key}
-        if code is not None:
-            match["c"] = code
-        if system is not None:
-            match["s"] = system
-        return {"_srv.k": {"$elemMatch": match}}
+        return _key_match(key, *parse_token(value))
 
     return build
 
@@ -134,12 +138,7 @@ def _identifier(key: str) -> Build:
             system, code = parse_token(value)
         except ValueError:
             raise ValueError("an identifier is value, system|value, |value or system|") from None
-        match: dict[str, Any] = {"p": key}
-        if code is not None:
-            match["c"] = code
-        if system is not None:
-            match["s"] = system
-        return {"_srv.k": {"$elemMatch": match}}
+        return _key_match(key, system, code)
 
     return build
 
