@@ -41,6 +41,9 @@ if TYPE_CHECKING:  # api.graphql.budget reads the projection, which reads names_
     from api.graphql.budget import Shape
 
 ARGUMENT = "fhirpath"
+# Characters of an expression on a repeating element or in @slice (the search's own is
+# IMAGING_SEARCH_MAX_VALUE_LENGTH): parsing costs with the text, off the loop (precompile).
+MAX_LENGTH = 4_096
 MAX_SECONDS = 2.0  # of evaluation per operation; a study's size is capped, an expression is not
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fhirpath")
 # Of that, what may run on the event loop itself (repeating elements' resolvers evaluate there).
@@ -174,25 +177,45 @@ def _refusals(node: Any) -> Iterator[str]:
         )
 
 
-@functools.lru_cache(maxsize=256)
 def compiled(expression: str) -> Compiled:
     """The expression compiled once per text (fhirpathpy parses on every evaluate), with the
-    R5 model (choice types: an extension's `value`), once it is known to be served."""
+    R5 model (choice types: an extension's `value`), once it is known to be served;
+    FhirPathError when it is not."""
+    made = _compile(expression)
+    if isinstance(made, str):
+        raise FhirPathError(made)
+    return made
+
+
+# Refusals are kept too, as their message: an expression that does not parse costs its parse
+# once, like one that does (`precompile` relies on it).
+@functools.lru_cache(maxsize=1024)
+def _compile(expression: str) -> Compiled | str:
     try:
         # The parser prints its lexer's complaints to standard output, outside the log's
         # format (one line per request a caller can add): they go nowhere; the error says it.
         with contextlib.redirect_stdout(io.StringIO()):
             tree: Any = fhirpath_parser.parse(expression)  # type: ignore[no-untyped-call]
     except Exception as error:  # fhirpathpy raises its parser's own exception types
-        raise FhirPathError(str(error) or type(error).__name__) from None
+        return str(error) or type(error).__name__
     refused = sorted(set(_refusals(tree)))
     if refused:
-        raise FhirPathError("; ".join(refused))
+        return "; ".join(refused)
     try:
         run: Compiled = fhirpathpy.compile(expression, models["r5"])
         return run
     except Exception as error:
-        raise FhirPathError(str(error) or type(error).__name__) from None
+        return str(error) or type(error).__name__
+
+
+async def precompile(expressions: Iterable[str], max_length: int) -> None:
+    """Compiles `expressions` on a worker thread of the FHIRPath pool, so the resolvers that
+    use them find them compiled: parsing costs with the text (about 0.3 ms per character),
+    which on the event loop would hold every other request. Longer ones than `max_length`
+    are left to be refused unparsed."""
+    todo = [e for e in dict.fromkeys(expressions) if len(e) <= max_length]
+    if todo:
+        await asyncio.get_running_loop().run_in_executor(_POOL, lambda: [_compile(e) for e in todo])
 
 
 def _tokens(expression: str) -> list[str]:
@@ -310,6 +333,12 @@ def truth(result: list[Any]) -> bool:
 
 def evaluate(expression: str, item: Any, where: str) -> list[Any]:
     """The value of `expression` on `item`; an error is BAD_USER_INPUT naming `where`."""
+    if len(expression) > MAX_LENGTH:
+        raise fail(
+            BAD_USER_INPUT,
+            where,
+            f"an expression may be at most {MAX_LENGTH} characters; this one has {len(expression)}",
+        )
     try:
         run = compiled(expression)
     except FhirPathError as error:

@@ -20,6 +20,7 @@ from api.graphql.budget import ResultBudget
 from api.graphql.directives import Reshape
 from api.graphql.documents import query_limits
 from api.graphql.execution import CompiledExecutionContext
+from api.graphql.fhirpath_ahead import FhirPathAhead
 from api.graphql.limits import Limits
 from api.graphql.mirror import fhir_json_inputs
 from api.graphql.operation_choice import OperationChoice
@@ -110,6 +111,7 @@ def build_schema(
             *extra,
             query_limits(limits(settings)),
             OperationChoice,
+            FhirPathAhead,
             functools.partial(
                 ResultBudget,
                 settings.max_result_values,

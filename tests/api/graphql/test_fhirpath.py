@@ -6,6 +6,8 @@ value."""
 from __future__ import annotations
 
 import json
+import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -218,3 +220,51 @@ async def test_evaluation_on_the_event_loop_has_an_allowance_of_its_own(
     assert "use a field filter" in body["errors"][0]["message"]
     searched = await gql('{ ImagingStudyList(fhirpath: "series.exists()") { id } }')
     assert "errors" not in searched  # off the loop: the larger allowance
+
+
+async def test_expressions_are_parsed_off_the_event_loop(
+    stored: Repository, gql: Gql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing costs with the text: a few kilobytes of brackets from many callers would hold
+    every other request if it ran on the event loop. Every expression an operation holds (a
+    search's, a repeating element's, @slice's; literal or variable; one that does not parse
+    too) is parsed on a worker thread before the operation runs, and found compiled after."""
+    loop_thread = threading.get_ident()
+    parsed: list[tuple[str, bool]] = []
+    real = fhirpath.fhirpath_parser.parse
+
+    def spy(expression: str) -> Any:
+        parsed.append((expression, threading.get_ident() == loop_thread))
+        return real(expression)
+
+    monkeypatch.setattr(fhirpath.fhirpath_parser, "parse", spy)
+    marker = f"{uuid.uuid4().int % 10**9}"  # texts not yet in the compiled cache
+    search = f"status = 'available' or {marker} = 1"
+    element = f"number > {marker}"
+    sliced = f"number + {marker}"
+    broken = f"status[0]{'[0]' * 300} = ({marker}"
+    body = await gql(
+        'query($e: String, $x: String) { ImagingStudyList(fhirpath: $e, _sort: "_id") { id } '
+        'ImagingStudy(id: "ext") { series(fhirpath: $x) { number } '
+        f'other: series @slice(path: "{sliced}") {{ number }} }} }}',
+        e=search,
+        x=element,
+    )
+    assert "errors" not in body, body
+    body = await gql(LIST, e=broken)
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+    texts = {text for text, _ in parsed}
+    assert {search, element, sliced, broken} <= texts
+    assert [text for text, on_loop in parsed if on_loop] == []
+
+
+async def test_an_item_expression_longer_than_the_cap_is_refused_unparsed(
+    stored: Repository, gql: Gql
+) -> None:
+    long = "number = 1" + " or number = 1" * (fhirpath.MAX_LENGTH // 14 + 1)
+    body = await gql(
+        'query($x: String) { ImagingStudy(id: "ext") { series(fhirpath: $x) { number } } }',
+        x=long,
+    )
+    assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
+    assert f"at most {fhirpath.MAX_LENGTH} characters" in error(body)["message"]

@@ -1,0 +1,58 @@
+"""FHIRPath expressions compiled before an operation runs, off the event loop.
+
+Parsing a FHIRPath expression costs with its text (fhirpathpy's ANTLR parser, about 0.3 ms per
+character), and the resolvers that use one (a search's `fhirpath`, a repeating element's, the
+`path` of @slice) run on the event loop: a few kilobytes of brackets sent by many callers at
+once would hold every other request. So before execution, every such expression the operation
+holds (as a literal or through a variable) is compiled on a worker thread of the FHIRPath pool
+(`fhirpath.precompile`); the resolvers then find it in the compiled cache, refusals included."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from graphql import ArgumentNode, DocumentNode, Node, StringValueNode, VariableNode
+from strawberry.extensions import SchemaExtension
+
+from api.graphql.fhirpath import MAX_LENGTH, precompile
+
+# The arguments that hold an expression: `fhirpath` of searches and repeating elements, and
+# `path` of the @slice directive.
+_NAMES = frozenset({"fhirpath", "path"})
+
+
+def expressions(document: DocumentNode, variables: dict[str, Any]) -> Iterator[str]:
+    """The texts of the expression arguments in `document`, literal or from `variables`."""
+    stack: list[Node] = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ArgumentNode) and node.name.value in _NAMES:
+            value = node.value
+            if isinstance(value, StringValueNode):
+                yield value.value
+            elif isinstance(value, VariableNode):
+                given = variables.get(value.name.value)
+                if isinstance(given, str):
+                    yield given
+            continue
+        for key in node.keys:
+            child = getattr(node, key, None)
+            if isinstance(child, Node):
+                stack.append(child)
+            elif isinstance(child, tuple | list):
+                stack.extend(c for c in child if isinstance(c, Node))
+
+
+class FhirPathAhead(SchemaExtension):
+    """Compiles the operation's FHIRPath expressions on the FHIRPath pool before it runs."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if document is not None:
+            # The search's own cap is a setting; the repeating elements' and @slice's, MAX_LENGTH.
+            settings = getattr(context.context, "settings", None)
+            longest = max(MAX_LENGTH, getattr(settings, "search_max_value_length", 0))
+            await precompile(expressions(document, context.variables or {}), longest)
+        yield
