@@ -225,7 +225,7 @@ class Importer:
                 return self._result(plan)
             try:
                 return await self._apply(plan)
-            except StoreError as error:
+            except OutcomeError as error:  # the rules' refusals and the gate's, alike
                 if error.code != VERSION_CONFLICT:
                     return _rejected(index, error)
                 # Someone wrote the same study meanwhile: plan again against what is there.

@@ -436,4 +436,15 @@ async def test_a_confined_writer_cannot_put_a_study_in_anothers_worklist(
     )
     body = await call(client, bearer, UPDATE, id="kept", r=changed)
     assert codes(body) == {"FORBIDDEN"}
+    # An import that updates it by id is refused alike, as the gate's refusal, not as an
+    # unexpected error (without the Study UID, which would match it first and refuse a change
+    # of subject itself).
+    by_id = {k: v for k, v in changed.items() if k != "identifier"}
+    body = await call(
+        client, bearer, IMPORT, r={**by_id, "id": "kept", "resourceType": "ImagingStudy"}
+    )
+    [entry] = body["data"]["ImagingStudyImport"]
+    assert entry["status"] == "rejected"
+    assert entry["outcome"]["issue"][0]["code"] == "security", entry
+    assert entry["outcome"]["issue"][0]["expression"] == [f"ImagingStudy.{element}"]
     assert (await store.get("kept"))["description"] == "mine"
