@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from api.access.auth import Access, owned
+from api.access.vouched import unvouched
 from api.errors import AccessError, denied
 from store.fhir import Study
 from store.fhir.outcome import (
@@ -38,50 +39,13 @@ def _reference(patient: str | None) -> str | None:
     return None if patient is None else f"Patient/{patient}"
 
 
-def _vouched(resource: Study) -> dict[str, Any]:
-    """The elements of a study that say who its patient is beyond the reference (an MRN, a
-    name) and which orders it belongs to (accession numbers), by their paths. A writer
-    confined to one patient cannot vouch for them: set by it, they would put the study in
-    another patient's worklist by MRN or accession number (the `:identifier` searches)."""
-    found: dict[str, Any] = {}
-    subject = resource.get("subject")
-    if isinstance(subject, dict):
-        found.update(
-            {
-                f"subject.{n}": subject[n]
-                for n in ("identifier", "display", "_display")
-                if n in subject
-            }
-        )
-    for n, order in enumerate(resource.get("basedOn") or ()):
-        if isinstance(order, dict) and "identifier" in order:
-            found[f"basedOn[{n}].identifier"] = order["identifier"]
-    return found
-
-
-def _unvouched(resource: Study, stored: Study | None) -> str | None:
-    """The first such element a confined writer sets that the stored study (if any) does not
-    already hold as it is: keeping what the record's systems wrote is allowed, adding or
-    changing it is not."""
-    kept = _vouched(stored) if stored is not None else {}
-    orders = [v for k, v in kept.items() if k.startswith("basedOn")]
-    for path, value in _vouched(resource).items():
-        if path.startswith("basedOn") and value in orders:
-            continue
-        if kept.get(path, _NONE) != value:
-            return path
-    return None
-
-
-_NONE = object()
-
-
 def _refuse_unvouched(operation: str, patient: str, path: str) -> AccessError:
     return denied(
         FORBIDDEN,
         f"{operation}: a token confined to one patient cannot set {path}: who the patient is "
-        "(an MRN, a name) and which order a study belongs to (an accession number) are for "
-        f"the record's systems to say; the subject is Patient/{patient} by its reference",
+        "(an MRN, a name), which order a study belongs to (an accession number) and who "
+        "referred or performed it are for the record's systems to say; the subject is "
+        f"Patient/{patient} by its reference",
         f"{ROOT}.{path}",
     )
 
@@ -155,7 +119,7 @@ class ScopedStore:
                 f"{operation}: this token may only write studies about Patient/{patient}",
                 f"{ROOT}.subject",
             )
-        if new and (path := _unvouched(resource, None)) is not None:
+        if new and (path := unvouched(resource, None)) is not None:
             raise _refuse_unvouched(operation, patient, path)
         if new and resource.get("id") is not None:
             raise denied(
@@ -350,7 +314,7 @@ class ScopedStore:
 
         def keeps_vouched(stored: Study) -> None:
             # Inside the compare-and-set, after the guard: against the version replaced.
-            if patient is not None and (path := _unvouched(resource, stored)) is not None:
+            if patient is not None and (path := unvouched(resource, stored)) is not None:
                 raise _refuse_unvouched(operation, patient, path)
 
         return await self._write(

@@ -399,6 +399,14 @@ async def test_an_identifier_search_never_widens_a_confined_search(
             "basedOn[0].identifier",
             {"basedOn": [{"type": "ServiceRequest", "identifier": {"value": "ACC-2"}}]},
         ),
+        (
+            "identifier[0]",
+            {"identifier": [{"type": {"coding": [{"code": "ACSN"}]}, "value": "ACC-2"}]},
+        ),
+        (
+            "referrer.identifier",
+            {"referrer": {"type": "Practitioner", "identifier": {"value": "M2"}}},
+        ),
     ],
 )
 async def test_a_confined_writer_cannot_put_a_study_in_anothers_worklist(
@@ -439,7 +447,12 @@ async def test_a_confined_writer_cannot_put_a_study_in_anothers_worklist(
     # An import that updates it by id is refused alike, as the gate's refusal, not as an
     # unexpected error (without the Study UID, which would match it first and refuse a change
     # of subject itself).
-    by_id = {k: v for k, v in changed.items() if k != "identifier"}
+    by_id = {
+        **changed,
+        "identifier": [i for i in changed["identifier"] if i.get("system") != "urn:dicom:uid"],
+    }
+    if not by_id["identifier"]:
+        del by_id["identifier"]
     body = await call(
         client, bearer, IMPORT, r={**by_id, "id": "kept", "resourceType": "ImagingStudy"}
     )
