@@ -329,8 +329,17 @@ class ScopedStore:
     async def add_series(
         self, study_id: str, series: list[dict[str, Any]], version_id: str | None
     ) -> Study:
+        operation = "ImagingStudyAddSeries"
+        patient = self.require("u", operation)
+
+        def keeps_vouched(stored: Study) -> None:
+            # A new series' performer identifiers, as an update's (api/access/vouched.py).
+            kept = {"series": stored.get("series") or []}
+            if patient is not None and (path := unvouched({"series": series}, kept)) is not None:
+                raise _refuse_unvouched(operation, patient, path)
+
         return await self._write(
-            self._repo.add_series, study_id, "ur", "ImagingStudyAddSeries", series, version_id
+            self._repo.add_series, study_id, "ur", operation, series, version_id, also=keeps_vouched
         )
 
     async def add_instances(

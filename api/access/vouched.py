@@ -2,12 +2,14 @@
 
 Beside the subject's reference, a study may say who its patient is (an MRN in
 `subject.identifier`, a name in `subject.display`), which orders it belongs to (an accession
-number in `basedOn.identifier` or an `identifier` typed ACSN), and who referred and performed
-it (`referrer.identifier`, `series.performer.actor.identifier`). The worklists search these
-(`patient_identifier`, `based_on_identifier`, `identifier`, `referrer_identifier`,
-`performer_identifier`), and nothing a patient's token carries vouches for them: set by it,
-they would put its study in another patient's, order's or physician's worklist. So a confined
-writer may keep them as the record's systems wrote them, and may neither add nor change them."""
+number in `basedOn.identifier` or in the study's `identifier`, typed ACSN or not), and who
+referred and performed it (`referrer.identifier`, `series.performer.actor.identifier`). The
+worklists search these (`patient_identifier`, `based_on_identifier`, `identifier`,
+`referrer_identifier`, `performer_identifier`), and nothing a patient's token carries vouches
+for them: set by it, they would put its study in another patient's, order's or physician's
+worklist. So a confined writer may keep them as the record's systems wrote them, and may
+neither add nor change them; the Study Instance UID is the one identifier it may set (unique,
+it cannot be another study's)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 import orjson
 
 from store.fhir import Study
+from store.fhir.definitions import DICOM_UID_SYSTEM
 
 Claim = tuple[str, str, Any]  # (kind, path, value)
 
@@ -31,8 +34,10 @@ def _claims(study: Study) -> Iterator[Claim]:
         if isinstance(order, dict) and "identifier" in order:
             yield "basedOn", f"basedOn[{n}].identifier", order["identifier"]
     for n, identifier in enumerate(study.get("identifier") or ()):
-        if isinstance(identifier, dict) and _accession(identifier):
-            yield "accession", f"identifier[{n}]", identifier
+        # Any but the Study Instance UID (unique, so it cannot be another study's): an
+        # accession number is typed ACSN by some senders and by none at others.
+        if isinstance(identifier, dict) and identifier.get("system") != DICOM_UID_SYSTEM:
+            yield "identifier", f"identifier[{n}]", identifier
     referrer = study.get("referrer")
     if isinstance(referrer, dict) and "identifier" in referrer:
         yield "referrer", "referrer.identifier", referrer["identifier"]
@@ -42,11 +47,6 @@ def _claims(study: Study) -> Iterator[Claim]:
             if isinstance(actor, dict) and "identifier" in actor:
                 path = f"series[{s}].performer[{p}].actor.identifier"
                 yield "performer", path, actor["identifier"]
-
-
-def _accession(identifier: dict[str, Any]) -> bool:
-    coding = ((identifier.get("type") or {}).get("coding")) or ()
-    return any(isinstance(c, dict) and c.get("code") == "ACSN" for c in coding)
 
 
 def unvouched(resource: Study, stored: Study | None) -> str | None:

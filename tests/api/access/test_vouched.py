@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from api.access.vouched import unvouched
 from store.interop import demo
+from store.mongo.repository import Repository
+from tests.support.graphql import call, codes
+from tests.support.tokens import study, token
+
+ADD_SERIES = """mutation($id: ID!, $s: [ImagingStudySeriesInput!]!) {
+  ImagingStudyAddSeries(id: $id, series: $s) { id } }"""
 
 
 def _performed_by(identifier: dict[str, Any]) -> dict[str, Any]:
@@ -33,8 +41,33 @@ def test_what_the_stored_version_holds_passes_in_any_key_order() -> None:
     assert unvouched(sent, stored) == "subject.identifier"
 
 
-def test_a_study_identifier_is_an_accession_number_only_when_typed_so() -> None:
+def test_only_the_study_instance_uid_may_be_set_among_identifiers() -> None:
     study = demo.study("v", 1, 1)
     assert unvouched(study, None) is None  # its Study Instance UID
-    study["identifier"].append({"type": {"coding": [{"code": "ACSN"}]}, "value": "A1"})
-    assert unvouched(study, None) == "identifier[1]"
+    for accession in (
+        {"type": {"coding": [{"code": "ACSN"}]}, "value": "A1"},
+        {"type": {"text": "ACSN"}, "value": "A1"},
+        {"value": "A1"},
+    ):
+        assert unvouched({**study, "identifier": [*study["identifier"], accession]}, None) == (
+            "identifier[1]"
+        )
+
+
+async def test_a_confined_add_series_cannot_name_a_performer(
+    client: httpx.AsyncClient, store: Repository
+) -> None:
+    """AddSeries writes series too: a performer's identifier in a new series is refused to a
+    patient-confined token as in a create (found black-box: it was not checked there)."""
+    await store.create(study("own", "p1"))
+    series = demo.series("own", 2, 1)
+    series["performer"] = [{"actor": {"type": "Practitioner", "identifier": {"value": "9"}}}]
+    bearer = token("patient/ImagingStudy.cruds", patient="p1")
+    body = await call(client, bearer, ADD_SERIES, id="own", s=[series])
+    assert codes(body) == {"FORBIDDEN"}
+    assert body["errors"][0]["extensions"]["resource"]["issue"][0]["expression"] == [
+        "ImagingStudy.series[0].performer[0].actor.identifier"
+    ]
+    assert len((await store.get("own"))["series"]) == 1
+    del series["performer"]
+    assert "errors" not in await call(client, bearer, ADD_SERIES, id="own", s=[series])
