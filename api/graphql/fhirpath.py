@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import fhirpathpy
+from fhirpathpy import engine as fhirpath_engine
 from fhirpathpy import parser as fhirpath_parser
 from fhirpathpy.models import models
 
@@ -266,15 +267,68 @@ def _errors(result: list[Any]) -> list[str]:
 
 def _run(expression: str, run: Compiled, item: Any) -> list[Any] | None:
     """The result on `item`, or None when the evaluation failed; its time is charged to the
-    operation (see `_charge`)."""
+    operation (see `_charge`), and an evaluation stops as soon as it would pass what is left
+    of the operation's allowance (one item may take long: a chain of `&` over 200 instances
+    took 2.8 s)."""
     started = time.monotonic()
+    token = _deadline.set(started + _left())
     try:
         result = run(item if reads_siblings(expression) else without_siblings(item), {})
+    except _OutOfTime:
+        result = None
     except Exception:  # fhirpathpy's evaluation errors have no common base
         return None
     finally:
+        _deadline.reset(token)
         _charge(time.monotonic() - started)
+    if result is None:  # out of time: the allowance is spent, whatever the clock said
+        _charge(_left() + 0.001)
+        return None
     return None if _errors(result) else result
+
+
+class _OutOfTime(Exception):
+    """An evaluation passed its deadline (raised inside fhirpathpy's evaluator)."""
+
+
+# When the current evaluation must stop (time.monotonic()), or None outside one.
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "fhirpath_deadline", default=None
+)
+
+
+def _left() -> float:
+    """Seconds of FHIRPath evaluation the current operation has left (on the event loop, of
+    its share there); an evaluation outside an operation gets the event loop's share."""
+    from api.graphql import budget  # not at import: budget -> projection -> this module
+
+    spent = budget.current.get()
+    on_loop = _on_the_loop()
+    if spent is None:
+        return LOOP_SECONDS
+    left = MAX_SECONDS - spent.fhirpath_seconds
+    if on_loop:
+        left = min(left, LOOP_SECONDS - spent.fhirpath_loop_seconds)
+    return max(left, 0.0)
+
+
+def _watched(evaluate: Callable[[Any, Any, Any], Any]) -> Callable[[Any, Any, Any], Any]:
+    """fhirpathpy's node evaluator, stopping at the deadline: every node of an expression is
+    evaluated through it, so no evaluation runs far past its time."""
+
+    def do_eval(ctx: Any, parent: Any, node: Any) -> Any:
+        deadline = _deadline.get()
+        if deadline is not None and time.monotonic() > deadline:
+            raise _OutOfTime
+        return evaluate(ctx, parent, node)
+
+    return do_eval
+
+
+# fhirpathpy evaluates every node through `engine.do_eval` (its evaluators call it by that
+# name); the one public entry point imported it by name too. Both are wrapped once, here.
+fhirpath_engine.do_eval = _watched(fhirpath_engine.do_eval)
+fhirpathpy.do_eval = fhirpath_engine.do_eval  # type: ignore[attr-defined]
 
 
 def _charge(seconds: float) -> None:

@@ -9,10 +9,10 @@ holds (as a literal or through a variable) is compiled on a worker thread of the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from graphql import ArgumentNode, DocumentNode, Node, StringValueNode, VariableNode
+from graphql import ArgumentNode, Node, StringValueNode, VariableNode
 from strawberry.extensions import SchemaExtension
 
 from api.graphql.fhirpath import MAX_LENGTH, precompile
@@ -22,8 +22,9 @@ from api.graphql.fhirpath import MAX_LENGTH, precompile
 _NAMES = frozenset({"fhirpath", "path"})
 
 
-def expressions(document: DocumentNode, variables: dict[str, Any]) -> Iterator[str]:
-    """The texts of the expression arguments in `document`, literal or from `variables`."""
+def expressions(document: Node, variables: Mapping[str, Any]) -> Iterator[str]:
+    """The texts of the expression arguments in `document` (or any node), literal or from
+    `variables`."""
     stack: list[Node] = [document]
     while stack:
         node = stack.pop()

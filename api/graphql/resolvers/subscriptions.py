@@ -15,9 +15,11 @@ import strawberry
 
 from api.access.audit import delivered
 from api.graphql.context import Info
+from api.graphql.fhirpath_ahead import expressions
 from api.graphql.limits import rejected
 from api.graphql.types.imaging_study import ImagingStudy
 from store.fhir import Study
+from store.fhir.outcome import BAD_USER_INPUT, fail
 from store.mongo.events import Change, Overrun
 
 # The change whose event the current operation task is about to send: lets the WebSocket
@@ -107,6 +109,7 @@ class Subscription:
         ] = None,
     ) -> AsyncGenerator[ImagingStudyChangeEvent, None]:
         context = info.context
+        _refuse_fhirpath(info)
         visible = context.store.visible("ImagingStudyChanged")
         context.metrics_subscriptions(1)
         try:
@@ -130,3 +133,24 @@ class Subscription:
             ) from None
         finally:
             context.metrics_subscriptions(-1)
+
+
+def _refuse_fhirpath(info: Info) -> None:
+    """FHIRPath (a repeating element's `fhirpath`, @slice's `path`) is not evaluated in
+    subscriptions: each event would evaluate it on the event loop once per subscriber, with
+    no operation to bound it (found black-box: three subscriptions held the loop 12 s per
+    write)."""
+    raw = info._raw_info  # the field's own nodes: what this subscription selects
+    # graphql-core 3.3 types them as VariableValues; as Strawberry runs it, a plain dict.
+    given: Any = raw.variable_values
+    variables = getattr(given, "coerced", given) or {}
+    # Its fragments too, wherever they are spread.
+    for node in [*raw.field_nodes, *raw.fragments.values()]:
+        for _ in expressions(node, variables):
+            raise fail(
+                BAD_USER_INPUT,
+                "fhirpath",
+                "FHIRPath (fhirpath, @slice(path:)) is not evaluated in subscriptions: "
+                "filter the event's resource in the client, or query with it when an event "
+                "arrives",
+            )

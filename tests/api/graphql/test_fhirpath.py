@@ -11,13 +11,17 @@ import uuid
 from typing import Any
 
 import pytest
+from graphql import GraphQLError
 
-from api.graphql import fhirpath
+from api.graphql import budget, fhirpath
+from api.http.app import create_app
 from api.settings import Settings
 from store.interop import demo
 from store.mongo.repository import Repository
 from tests.support.extensions import EXT, NOTE
 from tests.support.graphql import Gql, error, expressions
+from tests.support.server import serving
+from tests.support.websocket import init, receive, socket, subscribe
 
 
 def extended() -> dict[str, Any]:
@@ -289,3 +293,50 @@ async def test_many_unions_are_refused_before_they_run(
     assert f"at most {fhirpath.MOST_UNIONS} unions" in error(body)["message"]
     few = "(" + "|".join(str(n) for n in range(fhirpath.MOST_UNIONS // 2)) + ")"
     assert "errors" not in await gql(query, x=f"{few}.select({few}).count() > 0")
+
+
+async def test_an_evaluation_stops_at_its_deadline_not_after_its_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One item may cost a lot (a chain of `&` over 200 instances took 2.8 s on the event
+    loop, charged only once it ended): the evaluation itself stops when the operation's
+    allowance is spent. A clock that moves 0.1 s per reading makes any evaluation of more
+    than a few nodes pass the loop's 0.5 s."""
+    clock = iter(n / 10 for n in range(1_000_000))
+    monkeypatch.setattr(fhirpath.time, "monotonic", lambda: next(clock))
+    expression = "instance.select(" + " & ".join(["uid"] * 40) + ").exists()"
+    item = {"instance": [{"uid": f"1.2.{n}"} for n in range(50)]}
+    token = budget.current.set(budget.Budget(10**9))
+    try:
+        with pytest.raises(GraphQLError) as refused:
+            fhirpath.evaluate(expression, item, "series(fhirpath)")
+    finally:
+        budget.current.reset(token)
+    assert refused.value.extensions["code"] == "QUERY_REJECTED"
+    assert next(clock) < 5  # stopped within a few nodes, not after all 2,000 of them
+
+
+async def test_a_subscription_with_fhirpath_is_refused(store: Repository) -> None:
+    """Each event would evaluate it on the event loop once per subscriber, with no operation
+    to bound it: refused when subscribing, naming the rule."""
+    async with (
+        serving(create_app(Settings(seed=False), store)) as address,
+        socket(address) as ws,
+    ):
+        assert (await init(ws))["type"] == "connection_ack"
+        for n, selection in enumerate(
+            (
+                'resource { series(fhirpath: "uid.exists()") { uid } }',
+                'resource { series @slice(path: "uid") { uid } }',
+            )
+        ):
+            await subscribe(
+                ws, f"s{n}", f"subscription {{ ImagingStudyChanged {{ id {selection} }} }}"
+            )
+            message = await receive(ws)  # an error event (as other refusals of a subscription)
+            while message["type"] == "complete":  # the one before it ended
+                message = await receive(ws)
+            assert message["payload"]["data"] is None, message
+            [problem] = message["payload"]["errors"]
+            assert problem["extensions"]["code"] == "BAD_USER_INPUT"
+            assert "not evaluated in subscriptions" in problem["message"]
