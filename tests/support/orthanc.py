@@ -4,7 +4,9 @@ DICOMweb plugin is not installed (.ci/run installs both)."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pydicom.data
@@ -13,10 +15,19 @@ import pytest
 from bench.orthanc import Orthanc, available
 from tests.support.dicom import write
 
-# The ports of this suite's Orthancs (the brief's range 18190-18199): one at a time per port.
-HTTP_PORT, DICOM_PORT = 18190, 18191
-AUTH_HTTP_PORT, AUTH_DICOM_PORT = 18192, 18193
-PROXY_PORT = 18194
+
+# The ports of this suite's Orthancs and proxy: free ones, chosen once per test run, so two
+# runs on one machine (two checkouts, a developer beside CI) do not take each other's Orthanc.
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct ports free now (each socket held until all are chosen)."""
+    with ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+HTTP_PORT, DICOM_PORT, AUTH_HTTP_PORT, AUTH_DICOM_PORT, PROXY_PORT = _free_ports(5)
 # pydicom's test files that are valid images with the three UIDs (CT, MR, NM: three studies).
 TEST_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm")
 GENERATED = "1.2.826.0.1.3680043.9.7433.1"  # the generated study's Study Instance UID
