@@ -52,7 +52,8 @@ from graphql import (
 )
 from strawberry.extensions import SchemaExtension
 
-from api.graphql.fhirpath import FhirPathError, run_path
+from api.graphql.fhirpath import run_path
+from api.graphql.fhirpath_rules import FhirPathError
 from api.graphql.selection import Walker, operation_of
 from store.fhir.outcome import BAD_USER_INPUT, fail
 

@@ -15,7 +15,8 @@ from typing import Any
 from graphql import ArgumentNode, Node, StringValueNode, VariableNode
 from strawberry.extensions import SchemaExtension
 
-from api.graphql.fhirpath import MAX_LENGTH, precompile
+from api.graphql.fhirpath import MAX_LENGTH
+from api.graphql.fhirpath_rules import precompile
 
 # The arguments that hold an expression: `fhirpath` of searches and repeating elements, and
 # `path` of the @slice directive.

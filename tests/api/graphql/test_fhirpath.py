@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from graphql import GraphQLError
 
-from api.graphql import budget, fhirpath
+from api.graphql import budget, fhirpath, fhirpath_rules, fhirpath_time
 from api.http.app import create_app
 from api.settings import Settings
 from store.interop import demo
@@ -191,7 +191,7 @@ async def test_fhirpath_time_is_one_allowance_per_operation(
     """Every FHIRPath of an operation (searches, repeating elements, @slice) draws on one
     allowance of seconds, checked after each item: an expression whose cost follows the data
     still meets a 50,000-instance study."""
-    monkeypatch.setattr(fhirpath, "MAX_SECONDS", 0.0)
+    monkeypatch.setattr(fhirpath_time, "MAX_SECONDS", 0.0)
     for query in (
         '{ ImagingStudy(id: "ext") { series(fhirpath: "number > 0") { number } } }',
         '{ ImagingStudyList(fhirpath: "series.exists()") { id } }',
@@ -218,7 +218,7 @@ async def test_evaluation_on_the_event_loop_has_an_allowance_of_its_own(
 ) -> None:
     """A repeating element's fhirpath runs in its resolver, on the event loop, where every
     other request waits: it gets a smaller allowance than the searches' (off the loop)."""
-    monkeypatch.setattr(fhirpath, "LOOP_SECONDS", 0.0)
+    monkeypatch.setattr(fhirpath_time, "LOOP_SECONDS", 0.0)
     body = await gql('{ ImagingStudy(id: "ext") { series(fhirpath: "number > 0") { number } } }')
     assert body["errors"][0]["extensions"]["code"] == "QUERY_REJECTED"
     assert "use a field filter" in body["errors"][0]["message"]
@@ -235,13 +235,13 @@ async def test_expressions_are_parsed_off_the_event_loop(
     too) is parsed on a worker thread before the operation runs, and found compiled after."""
     loop_thread = threading.get_ident()
     parsed: list[tuple[str, bool]] = []
-    real = fhirpath.fhirpath_parser.parse
+    real = fhirpath_rules.fhirpath_parser.parse
 
     def spy(expression: str) -> Any:
         parsed.append((expression, threading.get_ident() == loop_thread))
         return real(expression)
 
-    monkeypatch.setattr(fhirpath.fhirpath_parser, "parse", spy)
+    monkeypatch.setattr(fhirpath_rules.fhirpath_parser, "parse", spy)
     marker = f"{uuid.uuid4().int % 10**9}"  # texts not yet in the compiled cache
     search = f"status = 'available' or {marker} = 1"
     element = f"number > {marker}"
@@ -287,11 +287,11 @@ async def test_many_unions_are_refused_before_they_run(
     """A union of many literal items under select() costs their number to a power (found
     black-box: 200 items selected over themselves held the event loop 17 s); more than
     MOST_UNIONS unions are refused, unevaluated, naming the rule."""
-    items = "(" + "|".join(str(n) for n in range(fhirpath.MOST_UNIONS + 2)) + ")"
+    items = "(" + "|".join(str(n) for n in range(fhirpath_rules.MOST_UNIONS + 2)) + ")"
     body = await gql(query, x=f"{items}.select({items}).count() > 0")
     assert error(body)["extensions"]["code"] == "BAD_USER_INPUT"
-    assert f"at most {fhirpath.MOST_UNIONS} unions" in error(body)["message"]
-    few = "(" + "|".join(str(n) for n in range(fhirpath.MOST_UNIONS // 2)) + ")"
+    assert f"at most {fhirpath_rules.MOST_UNIONS} unions" in error(body)["message"]
+    few = "(" + "|".join(str(n) for n in range(fhirpath_rules.MOST_UNIONS // 2)) + ")"
     assert "errors" not in await gql(query, x=f"{few}.select({few}).count() > 0")
 
 
@@ -303,7 +303,7 @@ async def test_an_evaluation_stops_at_its_deadline_not_after_its_item(
     allowance is spent. A clock that moves 0.1 s per reading makes any evaluation of more
     than a few nodes pass the loop's 0.5 s."""
     clock = iter(n / 10 for n in range(1_000_000))
-    monkeypatch.setattr(fhirpath.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(fhirpath_time.time, "monotonic", lambda: next(clock))
     expression = "instance.select(" + " & ".join(["uid"] * 40) + ").exists()"
     item = {"instance": [{"uid": f"1.2.{n}"} for n in range(50)]}
     token = budget.current.set(budget.Budget(10**9))
@@ -348,8 +348,8 @@ async def test_the_event_loop_share_is_shared_by_all_operations(
     """Each operation's own 0.5 s did not bound them together (found black-box: twenty at
     once held the loop 10 s): once the second's shared allowance is used, an evaluation on
     the event loop is refused at once, whatever its own operation has left."""
-    monkeypatch.setattr(fhirpath, "_shared", [fhirpath.time.monotonic(), 0.0])
-    fhirpath._shared[1] = fhirpath.SHARED_LOOP_SECONDS  # spent by other operations
+    monkeypatch.setattr(fhirpath_time, "_shared", [fhirpath_time.time.monotonic(), 0.0])
+    fhirpath_time._shared[1] = fhirpath_time.SHARED_LOOP_SECONDS  # spent by other operations
     token = budget.current.set(budget.Budget(10**9))
     try:
         with pytest.raises(GraphQLError) as refused:

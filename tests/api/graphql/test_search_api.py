@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from api.graphql import fhirpath
+from api.graphql import fhirpath_time
 from store.interop import demo
 from store.mongo import indexes
 from store.mongo.repository import Repository
@@ -284,7 +284,7 @@ async def test_a_fhirpath_failing_on_a_study_names_none_of_its_values(
 async def test_fhirpath_evaluation_is_bounded_in_time(
     loaded: Repository, gql: Gql, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fhirpath, "MAX_SECONDS", -1.0)  # spent before the first study
+    monkeypatch.setattr(fhirpath_time, "MAX_SECONDS", -1.0)  # spent before the first study
     body = await gql(FHIRPATH_LIST, e="true")
     assert error(body)["extensions"]["code"] == "QUERY_REJECTED"
     assert "FHIRPath evaluation" in error(body)["message"]
