@@ -77,7 +77,7 @@ def read(path: Path, *, timezone: str | None = None, endpoint: str | None = None
             # Real archives are full of small deviations pydicom warns about; the ingest
             # reports what it skips, so those warnings would only be noise here.
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = _dataset(path)
             return _header(ds, timezone, study_endpoint, series_endpoint=False)
     except InvalidDicomError:
         raise Skip("not a DICOM file") from None
@@ -85,6 +85,24 @@ def read(path: Path, *, timezone: str | None = None, endpoint: str | None = None
         raise
     except Exception as error:  # any unreadable file is skipped with its error, not fatal
         raise Skip(f"unreadable: {type(error).__name__}: {error}") from None
+
+
+def _dataset(path: Path) -> Any:
+    """The file's dataset. A file without the DICOM file header (no preamble and "DICM": older
+    archives and some modalities write the bare dataset, and PACS such as Orthanc accept it)
+    is read as a bare dataset, and taken for DICOM only when that reading finds a Study
+    Instance UID; anything else stays "not a DICOM file"."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        try:
+            bare = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            found = str(bare.get("StudyInstanceUID", "") or "").strip()
+        except Exception:  # what forced reading makes of bytes that are not a dataset
+            found = ""
+        if not found:
+            raise
+        return bare
 
 
 def from_json(

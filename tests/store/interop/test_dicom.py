@@ -24,14 +24,14 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 
 def expected_tree(folder: Path) -> dict[str, dict[str, set[str]]]:
     """Study UID -> series UID -> SOP UIDs, read here with pydicom, by the documented rules:
-    files pydicom cannot read as DICOM, or without the three UIDs, Modality or SOP Class are
-    not instances."""
+    files pydicom cannot read as DICOM (a bare dataset, without the file header, included),
+    or without the three UIDs, Modality or SOP Class are not instances."""
     tree: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(path, stop_before_pixels=True)
+                ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         except Exception:  # not readable as DICOM: not counted
             continue
         values = [
@@ -195,3 +195,23 @@ async def test_unusable_files_are_skipped_with_reasons(store: Repository, tmp_pa
     assert report.skipped["not a DICOM file"] == 1
     assert any("leading zero" in reason for reason in report.skipped)
     assert report.instances_added == 1
+
+
+async def test_a_bare_dataset_without_the_file_header_is_an_instance(
+    store: Repository, tmp_path: Path
+) -> None:
+    """Older archives write the dataset alone (no preamble, no "DICM", no file meta), as
+    Orthanc accepts it; junk that happens to start like a data element is still not DICOM."""
+    path = write(tmp_path, "with-header.dcm", SOPInstanceUID="1.2.3.1.1")
+    ds = pydicom.dcmread(path)
+    ds.SOPInstanceUID = "1.2.3.1.2"
+    del ds.file_meta
+    ds.preamble = None
+    bare = tmp_path / "bare"
+    ds.save_as(bare, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert bare.read_bytes()[:2] == b"\x08\x00"  # group 0008 first: no header
+    (tmp_path / "junk.bin").write_bytes(b"\x08\x00\x05\x00" + bytes(range(256)) * 4)
+    report = await Ingest(store).run([tmp_path])
+    [study] = await store.search([], 10)
+    assert {i["uid"] for i in study["series"][0]["instance"]} == {"1.2.3.1.1", "1.2.3.1.2"}
+    assert dict(report.skipped) == {"not a DICOM file": 1}, report.skipped
