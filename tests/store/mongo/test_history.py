@@ -12,7 +12,7 @@ import pytest
 
 from store.fhir import Study
 from store.interop import demo
-from store.mongo import indexes, repository
+from store.mongo import indexes, versioned
 from store.mongo.repository import Repository
 
 SOP = {"system": "urn:ietf:rfc:3986", "code": "urn:oid:1.2.840.10008.5.1.4.1.1.2"}
@@ -185,7 +185,7 @@ async def test_versions_kept_whole_when_the_patch_back_is_large(
 ) -> None:
     """A patch back over BACK_BYTES (a study rewritten whole) is not carried by the document,
     which MongoDB caps at 16 MiB: the version it replaces is kept whole at once instead."""
-    monkeypatch.setattr(repository, "BACK_BYTES", 0)
+    monkeypatch.setattr(versioned, "BACK_BYTES", 0)
     made = await mixed_writes(store)
     assert await store.history("m", 100) == made[::-1]
     doc = await store._studies.find_one({"_id": "m"})
