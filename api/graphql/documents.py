@@ -141,7 +141,8 @@ def _validated(
 class QueryLimits(SchemaExtension):
     """Parses with the token limit and validates (both off the loop for a new text), then
     refuses documents over the depth, alias and cost limits, which depend on variables (a
-    `$count`) and are measured on every request."""
+    `$count`) and are measured on every request (walked once per text and small set of
+    variable values within them, `WithinLimits`)."""
 
     def __init__(
         self, limits: Limits, documents: DocumentCache, measured: WithinLimits | None = None
