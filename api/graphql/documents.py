@@ -11,7 +11,11 @@ bytes a token. So:
   query of every ImagingStudy element spends none of it), so a document of thousands of
   repeated fields or fragments is refused in milliseconds, not after a second;
 - the cache keeps only documents that validated, weighed by their tokens, so made-up texts
-  neither fill it nor push out what viewers use."""
+  neither fill it nor push out what viewers use;
+- a cached document's depth, aliases and cost, which depend on its variables, are measured
+  once per text and small set of variable values that passed (a viewer's worklist asks the
+  same ones over and over): a walk of the document on every request was a tenth of the
+  fixed cost of a small query."""
 
 from __future__ import annotations
 
@@ -43,6 +47,9 @@ from api.graphql.limits import (
 overlap.MAX_COMPLEXITY_BUDGET = 20_000
 CACHE_ENTRIES = 256
 CACHE_TOKENS = 200_000  # about 120 MB of parsed documents at ~600 bytes a token
+MEASURED_ENTRIES = 1_024  # (query text, variable values) known to be within the limits
+_SMALL_VALUES = 32  # variables of more values (or longer strings) are measured every time
+_SMALL_TEXT = 256
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graphql-parse")
 _TOKEN = re.compile(r"[_A-Za-z][_0-9A-Za-z]*|-?\d[\d.eE+-]*|\.\.\.|\"|[^\s,]")
 
@@ -78,6 +85,50 @@ class DocumentCache(OrderedDict[str, tuple[DocumentNode, int]]):
             self.kept -= old
 
 
+class WithinLimits(OrderedDict[tuple[str, tuple[Any, ...]], None]):
+    """An LRU set of (query text, variable values) whose document was measured within the
+    depth, alias and cost limits: the same document with the same values measures the same,
+    so it is not walked again. Only small sets of plain values are kept (`key`)."""
+
+    def __init__(self, size: int = MEASURED_ENTRIES) -> None:
+        super().__init__()
+        self.size = size
+
+    def seen(self, key: tuple[str, tuple[Any, ...]] | None) -> bool:
+        if key is None or key not in self:
+            return False
+        self.move_to_end(key)
+        return True
+
+    def keep(self, key: tuple[str, tuple[Any, ...]] | None) -> None:
+        if key is not None:
+            self[key] = None
+            while len(self) > self.size:
+                self.popitem(last=False)
+
+    @staticmethod
+    def key(query: str, variables: dict[str, Any] | None) -> tuple[str, tuple[Any, ...]] | None:
+        """The key of a query and its variables, or None when the values are not a few
+        strings, numbers, booleans or nulls (or lists of them)."""
+        items: list[Any] = []
+        count = 0
+        for name, value in sorted((variables or {}).items()):
+            values = value if isinstance(value, list) else [value]
+            count += len(values)
+            if count > _SMALL_VALUES or not all(_plain(v) for v in values):
+                return None
+            # The type is part of the key: 1, 1.0 and True are equal in Python, not in GraphQL.
+            frozen = tuple((type(v).__name__, v) for v in values)
+            items.append((name, isinstance(value, list), frozen))
+        return query, tuple(items)
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) <= _SMALL_TEXT
+    return value is None or isinstance(value, bool | int | float)
+
+
 def _validated(
     schema: Any, document: DocumentNode, rules: tuple[Any, ...], hide_suggestions: bool
 ) -> list[GraphQLError]:
@@ -90,11 +141,15 @@ def _validated(
 class QueryLimits(SchemaExtension):
     """Parses with the token limit and validates (both off the loop for a new text), then
     refuses documents over the depth, alias and cost limits, which depend on variables (a
-    `$count`) and are measured on every request."""
+    `$count`) and are measured on every request (walked once per text and small set of
+    variable values within them, `WithinLimits`)."""
 
-    def __init__(self, limits: Limits, documents: DocumentCache) -> None:
+    def __init__(
+        self, limits: Limits, documents: DocumentCache, measured: WithinLimits | None = None
+    ) -> None:
         self.limits = limits
         self.documents = documents
+        self.measured = WithinLimits() if measured is None else measured
         self.length: int | None = None  # set when the query text is over the limit
         self.tokens: GraphQLError | None = None  # set when the parser stopped at its limit
         self.fresh = False  # the document was parsed for this request, not taken from cache
@@ -161,7 +216,11 @@ class QueryLimits(SchemaExtension):
                 # walking a 50,000-instance input here would hold the loop ~60 ms for nothing.
                 errors = variable_errors(context.variables)
             if not errors:
-                errors = limit_errors(self.limits, document, context.variables or {})
+                key = WithinLimits.key(context.query, context.variables)
+                if not self.measured.seen(key):
+                    errors = limit_errors(self.limits, document, context.variables or {})
+                    if not errors:
+                        self.measured.keep(key)
             if not errors and _subscription_over_http(document, context.context):
                 errors = [
                     GraphQLError(
@@ -212,9 +271,10 @@ class QueryLimitsFactory:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.documents = DocumentCache()
+        self.measured = WithinLimits()
 
     def __call__(self) -> QueryLimits:
-        return QueryLimits(self.limits, self.documents)
+        return QueryLimits(self.limits, self.documents, self.measured)
 
 
 def query_limits(limits: Limits) -> QueryLimitsFactory:

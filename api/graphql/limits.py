@@ -221,6 +221,9 @@ def limit_errors(
             continue
         walk = _Walk(limits, Walker.of_document(document, variables, operation))
         measure = walk.measure(operation.selection_set, (1, 1))
+        # The fold holds `walk.field`, a method of `walk`: a reference cycle that would keep
+        # the variables alive until the garbage collector's next pass.
+        del walk.measure
         checks = [
             ("depth", limits.max_depth, measure.depth),
             ("aliases", limits.max_aliases, measure.aliases),

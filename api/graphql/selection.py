@@ -184,19 +184,28 @@ class Walker:
         of it (so a fragment inside itself ends too)."""
         found: list[Field] = []
         visited: set[str] = set()
-
-        def collect(selection_set: SelectionSetNode, condition: str | None) -> None:
-            for part in self.parts(selection_set, on, condition):
-                if isinstance(part, Field):
-                    found.append(part)
-                elif part.name not in visited:
-                    visited.add(part.name)
-                    collect(part.fragment.selection_set, part.condition)
-
         for selection_set in selection_sets:
             if selection_set is not None:
-                collect(selection_set, None)
+                self._collect(selection_set, on, None, found, visited)
         return found
+
+    def _collect(
+        self,
+        selection_set: SelectionSetNode,
+        on: str | None,
+        condition: str | None,
+        found: list[Field],
+        visited: set[str],
+    ) -> None:
+        # A method, not a closure calling itself: that closure was a reference cycle holding
+        # the walker, and so the request's variables (a whole import Bundle), until the
+        # garbage collector ran, which then freed them all at once on the event loop.
+        for part in self.parts(selection_set, on, condition):
+            if isinstance(part, Field):
+                found.append(part)
+            elif part.name not in visited:
+                visited.add(part.name)
+                self._collect(part.fragment.selection_set, on, part.condition, found, visited)
 
 
 class Spread:

@@ -10,6 +10,14 @@ import sys
 from datetime import UTC, datetime
 from typing import TextIO
 
+import orjson
+
+# Dates, dataclasses and subclasses of built-in types go to `default` (str), as json wrote them.
+_AS_JSON_DID = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
@@ -31,7 +39,14 @@ class JsonFormatter(logging.Formatter):
             line["duration_ms"] = record.duration_ms
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        # orjson: json.dumps was a third of the cost of the two lines (access and audit) of
+        # every request. A line it cannot write (a lone surrogate, a huge integer) or writes
+        # with other than ASCII goes through json, which escapes it as it always did.
+        try:
+            fast = orjson.dumps(line, default=str, option=_AS_JSON_DID)
+        except (orjson.JSONEncodeError, TypeError):
+            fast = b"\x80"
+        return fast.decode() if fast.isascii() else json.dumps(line, default=str)
 
 
 class TextFormatter(logging.Formatter):

@@ -358,3 +358,33 @@ async def test_the_event_loop_share_is_shared_by_all_operations(
         budget.current.reset(token)
     assert refused.value.extensions["code"] == "QUERY_REJECTED"
     assert "by all requests together" in refused.value.message
+
+
+def test_a_documents_expression_arguments_are_found_by_walking_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The document cache hands every request the same document: its literal expressions
+    and the variables that carry the others are found once, the variables' values read anew
+    for each request."""
+    from graphql import parse
+
+    from api.graphql import fhirpath_ahead
+
+    walks: list[object] = []
+    walk = fhirpath_ahead._walk
+
+    def counted(document: Any) -> Any:
+        walks.append(document)
+        return walk(document)
+
+    monkeypatch.setattr(fhirpath_ahead, "_walk", counted)
+    document = parse(
+        'query($e: String) { ImagingStudyList(fhirpath: $e) { id series @slice(path: "uid") '
+        "{ uid } } }"
+    )
+    first = sorted(fhirpath_ahead.expressions(document, {"e": "status = 'available'"}))
+    second = sorted(fhirpath_ahead.expressions(document, {"e": "series.exists()"}))
+    assert first == ["status = 'available'", "uid"]
+    assert second == ["series.exists()", "uid"]
+    assert sorted(fhirpath_ahead.expressions(document, {})) == ["uid"]
+    assert walks == [document]

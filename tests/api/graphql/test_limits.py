@@ -113,6 +113,34 @@ async def test_a_variable_default_counts_like_the_literal(gql: Gql, untouched: l
     assert "errors" not in await gql(query, c=1)
 
 
+async def test_a_document_is_measured_once_per_set_of_small_variable_values(
+    gql: Gql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same text with the same values measures the same: walked once, not on every
+    request; other values (or values too many to key) are measured again, and refused."""
+    from api.graphql import documents
+
+    walks: list[dict[str, Any]] = []
+    measure = documents.limit_errors
+
+    def counted(limits: Limits, document: Any, variables: dict[str, Any]) -> Any:
+        walks.append(variables)
+        return measure(limits, document, variables)
+
+    monkeypatch.setattr(documents, "limit_errors", counted)
+    query = "query($c: Int) { ImagingStudyList(_count: $c) { series { instance { uid } } } }"
+    for _ in range(3):
+        assert "errors" not in await gql(query, c=1)
+    assert walks == [{"c": 1}]
+    rejected(await gql(query, c=1000), "cost")  # not within the limits: never kept
+    rejected(await gql(query, c=1000), "cost")
+    assert walks == [{"c": 1}, {"c": 1000}, {"c": 1000}]
+    many = "query($p: [String!]) { ImagingStudyList(patient: $p, _count: 1) { id } }"
+    for _ in range(2):
+        assert "errors" not in await gql(many, p=[f"Patient/{n}" for n in range(40)])
+    assert len(walks) == 5  # too many values to key: measured each time
+
+
 async def test_legitimate_queries_still_pass(gql: Gql) -> None:
     await gql(CREATE, res=demo.study("v", 3, 4))
     viewer = await gql(

@@ -6,6 +6,7 @@ operation are read as the executor reads them; and the limits' walk stays linear
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -221,6 +222,29 @@ def test_the_limits_fold_is_linear_in_the_document() -> None:
     assert len(folded) == levels + 2  # the root, and one `id` per fragment
     assert len(_study(document, {}).fields()) == levels + 1
     assert _cost(document, {}) == 2 ** (levels + 1)
+
+
+def test_walking_and_measuring_a_document_leave_no_reference_cycle() -> None:
+    """The walker and the limits hold the request's variables (a whole import Bundle): in a
+    reference cycle they lived until the garbage collector's next pass, which then freed
+    them all at once on the event loop, holding every other request."""
+    document = parse(
+        "query($n: Int) { ImagingStudyList(_count: $n) { ...A series { uid } } } "
+        "fragment A on ImagingStudy { id ...B } fragment B on ImagingStudy { status }"
+    )
+    variables = {"n": 5}
+    gc.collect()
+    gc.disable()
+    try:
+        walker = Walker.of_document(document, variables)
+        operation = operation_of(document)
+        assert operation is not None
+        assert [f.name for f in walker.fields([operation.selection_set])] == ["ImagingStudyList"]
+        assert limit_errors(Limits(), document, variables) == []
+        del walker
+        assert gc.collect() == 0  # everything was freed when its last reference went
+    finally:
+        gc.enable()
 
 
 def test_an_unknown_or_cyclic_fragment_ends_the_walk() -> None:

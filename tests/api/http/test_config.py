@@ -18,7 +18,7 @@ import pytest
 from api.cli import commands as cli
 from api.http.app import create_app
 from api.http.logs import configure as configure_logs
-from api.http.server import uvicorn_options
+from api.http.server import MAX_HEADER_BYTES, uvicorn_options
 from api.settings import Settings, SettingsError
 from store.interop import demo
 from store.mongo.repository import Repository
@@ -251,6 +251,30 @@ async def test_headers_sent_in_pieces_in_time_are_served(strict: str) -> None:
     for piece in (b"GET /healthz HT", b"TP/1.1\r\nHost: 127.0", b".0.1\r\n\r\n"):
         writer.write(piece)
         await asyncio.sleep(0.05)
+    assert (await asyncio.wait_for(reader.readline(), BOUND)).startswith(b"HTTP/1.1 200")
+    writer.close()
+
+
+@pytest.mark.parametrize("pieces", [1, 40])
+async def test_request_headers_over_16_kib_are_refused(strict: str, pieces: int) -> None:
+    """Sent at once or in pieces, a request head over MAX_HEADER_BYTES gets 400 and the
+    connection closes: no request runs, and the server buffers no more of it."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * MAX_HEADER_BYTES
+    reader, writer = await _open(strict)
+    size = -(-len(head) // pieces)
+    for start in range(0, len(head), size):
+        writer.write(head[start : start + size])
+        await writer.drain()
+    writer.write(b"\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), BOUND)  # read() returns at the close
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    writer.close()
+
+
+async def test_request_headers_just_under_the_cap_are_served(strict: str) -> None:
+    reader, writer = await _open(strict)
+    pad = b"a" * (MAX_HEADER_BYTES - 200)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + pad + b"\r\n\r\n")
     assert (await asyncio.wait_for(reader.readline(), BOUND)).startswith(b"HTTP/1.1 200")
     writer.close()
 

@@ -144,6 +144,28 @@ def test_json_log_lines_carry_the_request_id() -> None:
     assert (line["message"], line["request_id"], line["level"]) == ("hello world", "req-1", "INFO")
 
 
+@pytest.mark.parametrize(
+    "message",
+    ["plain %s", "Zoë %s", "lone \udc80 surrogate %s", "a huge number %s"],
+)
+def test_every_json_log_line_is_one_ascii_json_object(message: str) -> None:
+    """orjson writes the usual line; what it cannot write (a lone surrogate, an integer
+    beyond 64 bits) or would write as other than ASCII is escaped by json, as before."""
+    from datetime import UTC, datetime
+
+    from api.http.logs import JsonFormatter
+
+    args = (2**70,) if "huge" in message else ("x",)
+    record = logging.LogRecord("imaging.audit", logging.INFO, __file__, 1, message, args, None)
+    record.audit = {"when": datetime(2024, 1, 2, tzinfo=UTC), "who": message}
+    text = JsonFormatter().format(record)
+    assert text.isascii()
+    assert "\n" not in text
+    line = json.loads(text)
+    assert line["message"] == message % args
+    assert line["audit"] == {"when": "2024-01-02 00:00:00+00:00", "who": message}
+
+
 def test_several_workers_need_mongodb(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -188,6 +188,39 @@ async def test_a_large_import_lets_the_loop_run_between_entries(
     assert all(later > earlier for earlier, later in itertools.pairwise(seen))
 
 
+async def test_the_whole_bundle_steps_after_planning_let_the_loop_run(
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After planning, the checks over the whole Bundle (repeated studies) and building the
+    results pause too: for 30,000 entries they held the loop for tens of milliseconds."""
+    from store.interop import importer as module
+
+    monkeypatch.setattr(module, "SLICE_SECONDS", 0.0)  # every pause lets the loop run
+    seen: list[int] = []
+    ticks = LoopTicks()
+    planned = module.Importer._plan
+
+    async def plan(self: Importer, index: int, resource: Any) -> Any:
+        done = await planned(self, index, resource)
+        seen.append(ticks.count)
+        return done
+
+    monkeypatch.setattr(module.Importer, "_plan", plan)
+    entries = [
+        {
+            "resourceType": "ImagingStudy",
+            "status": "registered",
+            "subject": {"reference": "Patient/p1"},
+        }
+    ] * 10
+    async with ticks:
+        results = await Importer(store, dry_run=True).run(bundle("transaction", *entries))
+        after = ticks.count - seen[-1]
+    assert statuses(results) == ["created"] * 10
+    # The repeats check, the results and their entry names: a turn per entry each.
+    assert after >= 3 * len(entries)
+
+
 async def test_a_large_entry_is_planned_off_the_loop(
     store: Repository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
