@@ -11,7 +11,18 @@ raises `FALLBACK`, and the executor gives the whole object back to graphql-core.
   series' instances: `uid number sopClass { code }`): one list comprehension over the list,
   every read and check a clause of it (`for c in (x['uid'],) if type(c) is str or B()`, which
   CPython compiles to a plain assignment), so an item costs no function call, no `append` and
-  no statement dispatch; only a value the plan refuses calls `B`, which raises `FALLBACK`."""
+  no statement dispatch; only a value the plan refuses calls `B`, which raises `FALLBACK`.
+
+Within a column plan, an object nested in each item whose selected fields are all exactly
+checked leaves (a `sopClass { system code }` Coding) is a function of those values alone, so it
+is built once per distinct tuple of them and shared by every item with the same values (most
+instances of a series have one SOP class): one dict lookup in place of building and freeing a
+dict. The memo lives for one call of the plan (one response), never across requests, and is
+capped (`_SHARED_CAP`), so unique values cost a lookup more and no memory. Sharing output
+objects is safe because nothing after execution changes a response in place: reshaping
+directives (api/graphql/directives.py) build new objects, subscriptions encode the data as it
+is, and the result budget counts studies before completion (tests/api/graphql/test_execution.py
+and test_directives.py check each)."""
 
 from __future__ import annotations
 
@@ -35,6 +46,8 @@ from graphql.execution.values import get_argument_values
 from api.graphql.pure import registered
 
 Build = Callable[[Any], Any]
+# Distinct nested objects one site of a plan shares per response; more are built per item.
+_SHARED_CAP = 256
 # GraphQL's Int: 32-bit signed. Written into the source as literals, which CPython folds into
 # constants (a name would be looked up, and `-M` negated, on every value).
 _INT_RANGE = f"{-(2**31)} <= {{v}} < {2**31}"
@@ -121,6 +134,7 @@ class Codegen:
         self.env: dict[str, Any] = {"F": FALLBACK, "B": _refuse}
         self.count = 0
         self.active: set[tuple[str, int]] = set()
+        self.memos: list[str] = []  # dicts the plan makes anew on each call (see `shared`)
 
     def name(self, prefix: str) -> str:
         self.count += 1
@@ -139,6 +153,7 @@ class Codegen:
         source = "\n".join(
             [
                 "def plan(d):",
+                *(f"  {memo} = {{}}" for memo in self.memos),
                 "  try:",
                 *("    " + line for line in body),
                 "  except KeyError:",
@@ -280,7 +295,7 @@ class Codegen:
         built = self.flat(object_type, details, item, None if required else item, clauses)
         if built is None:
             return None
-        return f"[{self.maybe(built, item, required)} {' '.join(clauses)}]"
+        return f"[{self.maybe(built[0], item, required)} {' '.join(clauses)}]"
 
     @staticmethod
     def is_dict(var: str, required: bool, absent: str | None = None) -> str:
@@ -290,6 +305,18 @@ class Codegen:
     def maybe(expression: str, var: str, required: bool) -> str:
         return expression if required else f"(None if {var} is None else {expression})"
 
+    def shared(self, expression: str, keys: list[str]) -> str:
+        """`expression`, an object made of the values in `keys` alone (each checked to be
+        exactly a str, int or bool, or None, so equal keys mean an equal response), built once
+        per distinct key tuple in this call of the plan (up to `_SHARED_CAP` of them)."""
+        memo = self.name("m")
+        self.memos.append(memo)
+        key = keys[0] if len(keys) == 1 else f"({', '.join(keys)},)"
+        return (
+            f"({memo}.get({key}) or ({memo}.setdefault({key}, {expression}) "
+            f"if len({memo}) < {_SHARED_CAP} else {expression}))"
+        )
+
     def flat(
         self,
         type_: GraphQLObjectType,
@@ -297,15 +324,17 @@ class Codegen:
         source: str,
         absent: str | None,
         clauses: list[str],
-    ) -> str | None:
+    ) -> tuple[str, list[str] | None] | None:
         """The expression of the completed object read from the dict in `source`, whose reads
-        and checks are appended to `clauses`; None when a field is not a leaf or a leaf-only
-        object. `absent` names the variable that is None when the object is (its own, or an
-        enclosing object's): reads and checks then give None and pass."""
+        and checks are appended to `clauses`, and the variables it is made of when they are
+        all exactly checked leaves (else None: it may not be shared); None when a field is not
+        a leaf or a leaf-only object. `absent` names the variable that is None when the object
+        is (its own, or an enclosing object's): reads and checks then give None and pass."""
         grouped = self.subfields(type_, details)
         if grouped is None:
             return None
         entries = []
+        keys: list[str] | None = []
         for response_key, field_details in grouped.items():
             name = field_details[0].node.name.value
             if name == "__typename":
@@ -327,7 +356,9 @@ class Codegen:
                 built = self.flat(inner, field_details, var, inside, clauses)
                 if built is None:
                     return None
-                entries.append(f"{response_key!r}: {self.maybe(built, var, required)}")
+                expression = built[0] if built[1] is None else self.shared(built[0], built[1])
+                entries.append(f"{response_key!r}: {self.maybe(expression, var, required)}")
+                keys = None
                 continue
             if not is_leaf_type(inner):
                 return None  # lists stay row by row
@@ -336,6 +367,8 @@ class Codegen:
                 ok = _passes(check.format(v=var), None if required else var, absent)
                 clauses.append(f"for {var} in ({read},) if {ok}")
                 entries.append(f"{response_key!r}: {var}")
+                if keys is not None:
+                    keys.append(var)
                 continue
             # Another leaf (Float, JSON, an enum): its own coercion, a call on each value.
             coerce = f"{self.bind(_coerce(inner))}({var})"
@@ -346,4 +379,5 @@ class Codegen:
             else:
                 clauses.append(f"for {var} in ({read},)")
             entries.append(f"{response_key!r}: {self.maybe(coerce, var, required)}")
-        return "{" + ", ".join(entries) + "}"
+            keys = None  # a coerced value (a float, an enum) may equal another type's
+        return "{" + ", ".join(entries) + "}", keys
