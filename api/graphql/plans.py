@@ -311,7 +311,7 @@ class Codegen:
         per distinct key tuple in this call of the plan (up to `_SHARED_CAP` of them)."""
         memo = self.name("m")
         self.memos.append(memo)
-        key = keys[0] if len(keys) == 1 else f"({', '.join(keys)},)"
+        key = keys[0] if len(keys) == 1 else f"({''.join(k + ', ' for k in keys)})"
         return (
             f"({memo}.get({key}) or ({memo}.setdefault({key}, {expression}) "
             f"if len({memo}) < {_SHARED_CAP} else {expression}))"
