@@ -358,3 +358,40 @@ async def test_the_event_loop_share_is_shared_by_all_operations(
         budget.current.reset(token)
     assert refused.value.extensions["code"] == "QUERY_REJECTED"
     assert "by all requests together" in refused.value.message
+
+
+def test_where_a_document_holds_expressions_is_found_once_per_document(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before each operation the expressions it holds are compiled ahead: the document is
+    walked for them once (the document cache hands out the same nodes), each request's
+    variables then give their own values, and another document never finds what was found
+    in one that had its id before."""
+    from graphql import parse
+
+    from api.graphql import fhirpath_ahead
+
+    walks: list[int] = []
+    original = fhirpath_ahead._arguments
+
+    def arguments(document: Any) -> Any:
+        walks.append(id(document))
+        return original(document)
+
+    monkeypatch.setattr(fhirpath_ahead, "_arguments", arguments)
+    monkeypatch.setattr(fhirpath_ahead, "_FOUND", type(fhirpath_ahead._FOUND)())
+    document = parse(
+        'query($f: String) { ImagingStudy(id: "x") { series(fhirpath: $f) { uid } '
+        'instance: series(fhirpath: "number = 1") { uid } } }'
+    )
+    assert sorted(fhirpath_ahead.expressions(document, {"f": "uid.exists()"})) == [
+        "number = 1",
+        "uid.exists()",
+    ]
+    assert list(fhirpath_ahead.expressions(document, {"f": 3})) == ["number = 1"]
+    assert sorted(fhirpath_ahead.expressions(document, {"f": "a"})) == ["a", "number = 1"]
+    assert len(walks) == 1
+    other = parse('{ ImagingStudy(id: "x") { series(fhirpath: "exists()") { uid } } }')
+    # As if `document` were freed and `other` allocated where it was:
+    fhirpath_ahead._FOUND[id(other)] = fhirpath_ahead._FOUND.pop(id(document))
+    assert list(fhirpath_ahead.expressions(other, {})) == ["exists()"]
