@@ -187,3 +187,46 @@ def test_a_subscription_event_with_shared_objects_encodes_as_graphql_cores() -> 
         return encoded
 
     assert asyncio.run(first_event(COMPILED)) == asyncio.run(first_event(REFERENCE))
+
+
+def test_an_item_whose_nested_object_equals_the_previous_ones_reuses_its_output() -> None:
+    """Consecutive equal nested dicts (other objects, as the store hands them out) give one
+    output object without being read again; a difference anywhere in the dict (even in an
+    element not selected) reads it again, and values alternating keep their objects."""
+    study = _study([CT, CT, MR, CT, MR])
+    instances = study["series"][0]["instance"]
+    instances[1]["sopClass"]["display"] = "CT Image Storage"  # not selected by `c`
+    query = '{ ImagingStudy(id: "x") { series { instance { c: sopClass { code } } } } }'
+    items = _instances(asyncio.run(both(query, [study], True, None)))
+    assert items[0]["c"] is items[1]["c"] is items[3]["c"]
+    assert items[2]["c"] is items[4]["c"]
+    assert items[0]["c"] == {"code": CT}
+
+
+def test_a_comparison_too_deep_gives_the_list_to_graphql_core() -> None:
+    """Comparing with the previous item recurses into elements nobody selected: too deep,
+    graphql-core completes the object (and has nothing to compare)."""
+    study = _study([CT, CT])
+    for instance in study["series"][0]["instance"]:  # equal, but each its own objects
+        deep: dict[str, Any] = {}
+        for _ in range(5_000):
+            deep = {"extension": [deep]}
+        instance["sopClass"]["extension"] = [deep]
+    query = '{ ImagingStudy(id: "x") { series { instance { sopClass { code } } } } }'
+
+    async def run(schema: Any) -> bytes:
+        context = Context(_repo=_Same(study), settings=Settings())  # type: ignore[arg-type]
+        result = await schema.execute(query, context_value=context)
+        return orjson.dumps({"data": result.data, "errors": bool(result.errors)})
+
+    assert asyncio.run(run(COMPILED)) == asyncio.run(run(REFERENCE))
+
+
+class _Same:
+    """A store that hands out the one study it holds (too deep to copy)."""
+
+    def __init__(self, study: dict[str, Any]) -> None:
+        self.study = study
+
+    async def get(self, *_: Any, **__: Any) -> Any:
+        return self.study
