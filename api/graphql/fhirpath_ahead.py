@@ -5,15 +5,19 @@ character), and the resolvers that use one (a search's `fhirpath`, a repeating e
 `path` of @slice) run on the event loop: a few kilobytes of brackets sent by many callers at
 once would hold every other request. So before execution, every such expression the operation
 holds (as a literal or through a variable) is compiled on a worker thread of the FHIRPath pool
-(`fhirpath.precompile`); the resolvers then find it in the compiled cache, refusals included."""
+(`fhirpath.precompile`); the resolvers then find it in the compiled cache, refusals included.
+
+Finding them walks the whole document (a quarter of a millisecond for a whole-study query, on
+every request), so where they stand in a document is remembered per document: the document
+cache (api/graphql/documents.py) hands every request with the same text the same nodes."""
 
 from __future__ import annotations
 
-import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from graphql import ArgumentNode, Node, StringValueNode, VariableNode
+from graphql import ArgumentNode, DocumentNode, Node, StringValueNode, VariableNode
 from strawberry.extensions import SchemaExtension
 
 from api.graphql.fhirpath import MAX_LENGTH
@@ -22,48 +26,51 @@ from api.graphql.fhirpath_rules import precompile
 # The arguments that hold an expression: `fhirpath` of searches and repeating elements, and
 # `path` of the @slice directive.
 _NAMES = frozenset({"fhirpath", "path"})
+# Documents whose expression arguments are remembered (by id, holding the document, so an id
+# reused by another document never finds them); least recently used go first.
+_SIZE = 256
+_FOUND: OrderedDict[int, tuple[DocumentNode, tuple[tuple[bool, str], ...]]] = OrderedDict()
 
 
 def expressions(document: Node, variables: Mapping[str, Any]) -> Iterator[str]:
     """The texts of the expression arguments in `document` (or any node), literal or from
-    `variables`. A document's arguments are found once (`_arguments`): walking it on every
-    request was a twentieth of the fixed cost of a small query."""
-    literals, names = _arguments(document)
-    yield from literals
-    for name in names:
-        given = variables.get(name)
-        if isinstance(given, str):
-            yield given
+    `variables`."""
+    for literal, text in _found(document):
+        if literal:
+            yield text
+        else:
+            given = variables.get(text)
+            if isinstance(given, str):
+                yield given
 
 
-# id(document) -> its literal expressions and the variables that give the others. Keyed by
-# identity (a node's own hash walks it), each entry removed when its document is freed, so an
-# id is never met again while its entry is kept: the document cache's documents stay here as
-# long as they stay there.
-_FOUND: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-
-
-def _arguments(document: Node) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    key = id(document)
-    found = _FOUND.get(key)
-    if found is None:
-        found = _FOUND[key] = _walk(document)
-        weakref.finalize(document, _FOUND.pop, key, None)
+def _found(document: Node) -> tuple[tuple[bool, str], ...]:
+    """`_arguments` of `document`, remembered when it is a whole document."""
+    if not isinstance(document, DocumentNode):
+        return tuple(_arguments(document))
+    kept = _FOUND.get(id(document))
+    if kept is not None and kept[0] is document:
+        _FOUND.move_to_end(id(document))
+        return kept[1]
+    found = tuple(_arguments(document))
+    _FOUND[id(document)] = (document, found)
+    while len(_FOUND) > _SIZE:
+        _FOUND.popitem(last=False)
     return found
 
 
-def _walk(document: Node) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    literals: list[str] = []
-    names: list[str] = []
+def _arguments(document: Node) -> Iterator[tuple[bool, str]]:
+    """The expression arguments in `document`, in the order `expressions` gives them: (True,
+    the text) for a literal, (False, the variable's name) for a variable."""
     stack: list[Node] = [document]
     while stack:
         node = stack.pop()
         if isinstance(node, ArgumentNode) and node.name.value in _NAMES:
             value = node.value
             if isinstance(value, StringValueNode):
-                literals.append(value.value)
+                yield True, value.value
             elif isinstance(value, VariableNode):
-                names.append(value.name.value)
+                yield False, value.name.value
             continue
         for key in node.keys:
             child = getattr(node, key, None)
@@ -71,7 +78,6 @@ def _walk(document: Node) -> tuple[tuple[str, ...], tuple[str, ...]]:
                 stack.append(child)
             elif isinstance(child, tuple | list):
                 stack.extend(c for c in child if isinstance(c, Node))
-    return tuple(literals), tuple(names)
 
 
 class FhirPathAhead(SchemaExtension):

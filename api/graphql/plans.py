@@ -11,7 +11,20 @@ raises `FALLBACK`, and the executor gives the whole object back to graphql-core.
   series' instances: `uid number sopClass { code }`): one list comprehension over the list,
   every read and check a clause of it (`for c in (x['uid'],) if type(c) is str or B()`, which
   CPython compiles to a plain assignment), so an item costs no function call, no `append` and
-  no statement dispatch; only a value the plan refuses calls `B`, which raises `FALLBACK`."""
+  no statement dispatch; only a value the plan refuses calls `B`, which raises `FALLBACK`.
+
+Within a column plan, an object nested in each item whose selected fields are all exactly
+checked leaves (a `sopClass { system code }` Coding) is a function of those values alone, so it
+is built once per distinct tuple of them and shared by every item with the same values (most
+instances of a series have one SOP class): one dict lookup in place of building and freeing a
+dict. And when an item's nested dict equals the previous item's (one comparison in C), its
+output is the previous one's, without reading and checking the values again (`reused` says
+why an equal dict completes to the same response). The memo lives for one call of the plan
+(one response), never across requests, and is capped (`_SHARED_CAP`), so unique values cost a
+lookup more and no memory. Sharing output objects is safe because nothing after execution
+changes a response in place: reshaping directives (api/graphql/directives.py) build new
+objects, subscriptions encode the data as it is, and the result budget counts studies before
+completion (tests/api/graphql/test_shared_output.py checks each)."""
 
 from __future__ import annotations
 
@@ -35,6 +48,8 @@ from graphql.execution.values import get_argument_values
 from api.graphql.pure import registered
 
 Build = Callable[[Any], Any]
+# Distinct nested objects one site of a plan shares per response; more are built per item.
+_SHARED_CAP = 256
 # GraphQL's Int: 32-bit signed. Written into the source as literals, which CPython folds into
 # constants (a name would be looked up, and `-M` negated, on every value).
 _INT_RANGE = f"{-(2**31)} <= {{v}} < {2**31}"
@@ -121,6 +136,8 @@ class Codegen:
         self.env: dict[str, Any] = {"F": FALLBACK, "B": _refuse}
         self.count = 0
         self.active: set[tuple[str, int]] = set()
+        self.memos: list[str] = []  # dicts the plan makes anew on each call (see `shared`)
+        self.helpers: list[str] = []  # lines defining the plan's helpers (see `reused`)
 
     def name(self, prefix: str) -> str:
         self.count += 1
@@ -135,13 +152,16 @@ class Codegen:
         body = self.object(type_, field_details_list, "d")
         if body is None:
             return None
-        # A required element read by subscript raises KeyError when it is missing.
+        # A required element read by subscript raises KeyError when it is missing; comparing
+        # an item's nested object with the previous one (`reused`) may recurse too deep.
         source = "\n".join(
             [
                 "def plan(d):",
+                *(f"  {memo} = {{}}" for memo in self.memos),
+                *(f"  {line}" for line in self.helpers),
                 "  try:",
                 *("    " + line for line in body),
-                "  except KeyError:",
+                "  except (KeyError, RecursionError):",
                 "    raise F from None",
                 "  return d",
             ]
@@ -280,7 +300,7 @@ class Codegen:
         built = self.flat(object_type, details, item, None if required else item, clauses)
         if built is None:
             return None
-        return f"[{self.maybe(built, item, required)} {' '.join(clauses)}]"
+        return f"[{self.maybe(built[0], item, required)} {' '.join(clauses)}]"
 
     @staticmethod
     def is_dict(var: str, required: bool, absent: str | None = None) -> str:
@@ -290,6 +310,48 @@ class Codegen:
     def maybe(expression: str, var: str, required: bool) -> str:
         return expression if required else f"(None if {var} is None else {expression})"
 
+    def reused(self, type_: GraphQLObjectType, details: Any, var: str) -> str | None:
+        """For a nested object whose selected fields are all exactly checked leaves, the
+        expression of its completed object from the dict in `var`, made only when that dict
+        differs from the previous item's: a call of a helper (written into the plan, see
+        `build`) that reads, checks and builds it (`shared`) and remembers both. The
+        expression is evaluated only where the object is present, a dict. None: the object
+        is not of that kind.
+
+        An equal dict (as Python compares them) has the same selected values by `==`, which
+        for the exactly checked leaves means the same response: String and ID values equal
+        only strings; an Int equal to an int is a bool or an integral float, which
+        graphql-core completes as that int, and a Boolean equal to a bool an int or float,
+        which it completes as that bool."""
+        clauses: list[str] = []
+        helpers, memos = len(self.helpers), len(self.memos)
+        built = self.flat(type_, details, var, None, clauses)
+        if built is None or built[1] is None:
+            del self.helpers[helpers:], self.memos[memos:]  # written again by the caller
+            return None
+        helper, last = self.name("h"), self.name("p")
+        self.helpers += [
+            f"{last} = [None, None]",
+            f"def {helper}({var}):",
+            f"    o = [{self.shared(built[0], built[1])} for {var} in ({var},) "
+            f"{' '.join(clauses)}][0]",
+            f"    {last}[0], {last}[1] = {var}, o",
+            "    return o",
+        ]
+        return f"({last}[1] if {var} == {last}[0] else {helper}({var}))"
+
+    def shared(self, expression: str, keys: list[str]) -> str:
+        """`expression`, an object made of the values in `keys` alone (each checked to be
+        exactly a str, int or bool, or None, so equal keys mean an equal response), built once
+        per distinct key tuple in this call of the plan (up to `_SHARED_CAP` of them)."""
+        memo = self.name("m")
+        self.memos.append(memo)
+        key = keys[0] if len(keys) == 1 else f"({''.join(k + ', ' for k in keys)})"
+        return (
+            f"({memo}.get({key}) or ({memo}.setdefault({key}, {expression}) "
+            f"if len({memo}) < {_SHARED_CAP} else {expression}))"
+        )
+
     def flat(
         self,
         type_: GraphQLObjectType,
@@ -297,15 +359,17 @@ class Codegen:
         source: str,
         absent: str | None,
         clauses: list[str],
-    ) -> str | None:
+    ) -> tuple[str, list[str] | None] | None:
         """The expression of the completed object read from the dict in `source`, whose reads
-        and checks are appended to `clauses`; None when a field is not a leaf or a leaf-only
-        object. `absent` names the variable that is None when the object is (its own, or an
-        enclosing object's): reads and checks then give None and pass."""
+        and checks are appended to `clauses`, and the variables it is made of when they are
+        all exactly checked leaves (else None: it may not be shared); None when a field is not
+        a leaf or a leaf-only object. `absent` names the variable that is None when the object
+        is (its own, or an enclosing object's): reads and checks then give None and pass."""
         grouped = self.subfields(type_, details)
         if grouped is None:
             return None
         entries = []
+        keys: list[str] | None = []
         for response_key, field_details in grouped.items():
             name = field_details[0].node.name.value
             if name == "__typename":
@@ -322,12 +386,17 @@ class Codegen:
                 read = f"None if {absent} is None else {read}"
             if isinstance(inner, GraphQLObjectType):
                 clauses.append(f"for {var} in ({read},) if {self.is_dict(var, required, absent)}")
-                # Its fields are absent when it is, or when it is required but its parent absent.
-                inside = None if required and absent is None else var
-                built = self.flat(inner, field_details, var, inside, clauses)
-                if built is None:
-                    return None
-                entries.append(f"{response_key!r}: {self.maybe(built, var, required)}")
+                expression = self.reused(inner, field_details, var)
+                if expression is None:
+                    # Its fields are absent when it is, or when it is required but its parent
+                    # absent.
+                    inside = None if required and absent is None else var
+                    built = self.flat(inner, field_details, var, inside, clauses)
+                    if built is None:
+                        return None
+                    expression = built[0]
+                entries.append(f"{response_key!r}: {self.maybe(expression, var, required)}")
+                keys = None
                 continue
             if not is_leaf_type(inner):
                 return None  # lists stay row by row
@@ -336,6 +405,8 @@ class Codegen:
                 ok = _passes(check.format(v=var), None if required else var, absent)
                 clauses.append(f"for {var} in ({read},) if {ok}")
                 entries.append(f"{response_key!r}: {var}")
+                if keys is not None:
+                    keys.append(var)
                 continue
             # Another leaf (Float, JSON, an enum): its own coercion, a call on each value.
             coerce = f"{self.bind(_coerce(inner))}({var})"
@@ -346,4 +417,5 @@ class Codegen:
             else:
                 clauses.append(f"for {var} in ({read},)")
             entries.append(f"{response_key!r}: {self.maybe(coerce, var, required)}")
-        return "{" + ", ".join(entries) + "}"
+            keys = None  # a coerced value (a float, an enum) may equal another type's
+        return "{" + ", ".join(entries) + "}", keys

@@ -360,31 +360,38 @@ async def test_the_event_loop_share_is_shared_by_all_operations(
     assert "by all requests together" in refused.value.message
 
 
-def test_a_documents_expression_arguments_are_found_by_walking_it_once(
+def test_where_a_document_holds_expressions_is_found_once_per_document(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The document cache hands every request the same document: its literal expressions
-    and the variables that carry the others are found once, the variables' values read anew
-    for each request."""
+    """Before each operation the expressions it holds are compiled ahead: the document is
+    walked for them once (the document cache hands out the same nodes), each request's
+    variables then give their own values, and another document never finds what was found
+    in one that had its id before."""
     from graphql import parse
 
     from api.graphql import fhirpath_ahead
 
-    walks: list[object] = []
-    walk = fhirpath_ahead._walk
+    walks: list[int] = []
+    original = fhirpath_ahead._arguments
 
-    def counted(document: Any) -> Any:
-        walks.append(document)
-        return walk(document)
+    def arguments(document: Any) -> Any:
+        walks.append(id(document))
+        return original(document)
 
-    monkeypatch.setattr(fhirpath_ahead, "_walk", counted)
+    monkeypatch.setattr(fhirpath_ahead, "_arguments", arguments)
+    monkeypatch.setattr(fhirpath_ahead, "_FOUND", type(fhirpath_ahead._FOUND)())
     document = parse(
-        'query($e: String) { ImagingStudyList(fhirpath: $e) { id series @slice(path: "uid") '
-        "{ uid } } }"
+        'query($f: String) { ImagingStudy(id: "x") { series(fhirpath: $f) { uid } '
+        'instance: series(fhirpath: "number = 1") { uid } } }'
     )
-    first = sorted(fhirpath_ahead.expressions(document, {"e": "status = 'available'"}))
-    second = sorted(fhirpath_ahead.expressions(document, {"e": "series.exists()"}))
-    assert first == ["status = 'available'", "uid"]
-    assert second == ["series.exists()", "uid"]
-    assert sorted(fhirpath_ahead.expressions(document, {})) == ["uid"]
-    assert walks == [document]
+    assert sorted(fhirpath_ahead.expressions(document, {"f": "uid.exists()"})) == [
+        "number = 1",
+        "uid.exists()",
+    ]
+    assert list(fhirpath_ahead.expressions(document, {"f": 3})) == ["number = 1"]
+    assert sorted(fhirpath_ahead.expressions(document, {"f": "a"})) == ["a", "number = 1"]
+    assert len(walks) == 1
+    other = parse('{ ImagingStudy(id: "x") { series(fhirpath: "exists()") { uid } } }')
+    # As if `document` were freed and `other` allocated where it was:
+    fhirpath_ahead._FOUND[id(other)] = fhirpath_ahead._FOUND.pop(id(document))
+    assert list(fhirpath_ahead.expressions(other, {})) == ["exists()"]
