@@ -493,7 +493,9 @@ def test_the_column_plans_are_taken_for_lists_of_leaf_only_objects(
 def test_the_engine_overrides_and_calls_only_the_graphql_core_methods_it_declares() -> None:
     """graphql-core marks its completion methods private: the engine's use of them is the
     list in GRAPHQL_CORE_PRIVATE, each still there with the parameters the engine expects,
-    and no other graphql-core method is overridden but the public `build`."""
+    and no other graphql-core method is overridden but the public `build` and
+    `execute_operation`; the attributes the latter reads and sets after the operation are
+    still the executor's."""
     import inspect
 
     from graphql import Executor
@@ -504,7 +506,10 @@ def test_the_engine_overrides_and_calls_only_the_graphql_core_methods_it_declare
     overridden = {
         name for name in vars(engine) if hasattr(Executor, name) and not name.startswith("__")
     }
-    assert overridden <= {"build", *execution.GRAPHQL_CORE_PRIVATE}
+    assert overridden <= {"build", "execute_operation", *execution.GRAPHQL_CORE_PRIVATE}
+    declared = inspect.get_annotations(Executor)
+    for attribute in ("async_helpers", "background_futures", "pending_incremental_futures"):
+        assert attribute in declared, attribute
     for name in execution.GRAPHQL_CORE_PRIVATE:
         theirs = list(inspect.signature(getattr(Executor, name)).parameters)
         if name in vars(engine):

@@ -4,6 +4,7 @@ FHIR JSON without an object per value, and mutations coerce their variables in a
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
@@ -87,3 +88,30 @@ async def test_mutations_coerce_their_variables_off_the_event_loop(
     assert len(threads) == 2
     assert threads[0] != loop
     assert threads[1] == loop
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["query", "mutation"])
+async def test_a_finished_operation_is_freed_without_the_cyclic_collector(
+    gql: Gql, write: bool
+) -> None:
+    """graphql-core's executor referred to itself (through its async helpers), so every
+    operation's variables, context and results lived until the cyclic collector's next pass,
+    which for a large import then freed them all at once on the event loop. Once an
+    operation has answered, nothing of its executor is left to collect."""
+    assert "errors" not in await gql(CREATE, res=demo.study("gc", 1, 2))
+    query = ADD_SERIES if write else READ
+    variables: dict[str, Any] = {"id": "gc"}
+    if write:
+        variables["s"] = [demo.series("gc", 2, 1)]
+    await gql(query, **variables)  # plans, documents and caches made before counting
+    if write:
+        variables["s"] = [demo.series("gc", 3, 1)]
+    gc.collect()
+    gc.disable()
+    try:
+        answer = await gql(query, **variables)
+        left = [o for o in gc.get_objects() if isinstance(o, executor.Executor)]
+    finally:
+        gc.enable()
+    assert "errors" not in answer, answer
+    assert left == []
