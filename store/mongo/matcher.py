@@ -60,9 +60,17 @@ def predicate(query: Doc) -> Test:
 def leaves(doc: Doc, parts: list[str]) -> list[Any]:
     """The values at a dotted path, arrays of documents traversed on the way (one level per
     step); missing branches give nothing."""
-    found: list[Any] = []
-    _walk(doc, parts, 0, found)
-    return found
+    value: Any = doc
+    for i, step in enumerate(parts):  # documents in documents, the common case, without lists
+        if type(value) is dict:
+            if step not in value:
+                return []
+            value = value[step]
+        else:
+            found: list[Any] = []
+            _walk(value, parts, i, found)
+            return found
+    return [value]
 
 
 def _walk(value: Any, parts: list[str], i: int, found: list[Any]) -> None:
@@ -80,9 +88,20 @@ def _walk(value: Any, parts: list[str], i: int, found: list[Any]) -> None:
 def _query(query: Any) -> Test:
     if not isinstance(query, dict):
         raise Unsupported("a query is a document")
-    tests = [_clause(key, condition) for key, condition in query.items()]
+    return _all([_clause(key, condition) for key, condition in query.items()])
+
+
+def _all(tests: list[Test]) -> Test:
+    """The conjunction of `tests` (unrolled for the short ones: a generator per document
+    costs more than the tests)."""
     if len(tests) == 1:
         return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda doc: first(doc) and second(doc)
+    if len(tests) == 3:
+        first, second, third = tests
+        return lambda doc: first(doc) and second(doc) and third(doc)
     return lambda doc: all(test(doc) for test in tests)
 
 
@@ -92,7 +111,7 @@ def _clause(key: str, condition: Any) -> Test:
             raise Unsupported(f"{key} takes a non-empty list")
         parts = [_query(part) for part in condition]
         if key == "$and":
-            return lambda doc: all(part(doc) for part in parts)
+            return _all(parts)
         if key == "$or":
             return lambda doc: any(part(doc) for part in parts)
         return lambda doc: not any(part(doc) for part in parts)
@@ -105,16 +124,15 @@ def _clause(key: str, condition: Any) -> Test:
         if not condition or not all(op.startswith("$") for op in condition):
             raise Unsupported("equality to a document")
         made = [_operator(path, op, value, condition) for op, value in condition.items()]
-        tests = [t for t in made if t is not None]
-        return tests[0] if len(tests) == 1 else lambda doc: all(t(doc) for t in tests)
-    return _any_leaf(path, _equal(condition))
+        return _all([t for t in made if t is not None])
+    return _equal_at(path, condition)
 
 
 def _operator(path: list[str], op: str, value: Any, condition: Doc) -> Test | None:
     if op == "$eq":
-        return _any_leaf(path, _equal(value))
+        return _equal_at(path, value)
     if op == "$ne":
-        equal = _any_leaf(path, _equal(value))
+        equal = _equal_at(path, value)
         return lambda doc: not equal(doc)
     if op in ("$in", "$nin"):
         if not isinstance(value, list | tuple):
@@ -140,27 +158,56 @@ def _operator(path: list[str], op: str, value: Any, condition: Doc) -> Test | No
         inner = _query(value)
 
         def elem_match(doc: Doc) -> bool:
-            return any(
-                type(leaf) is list and any(type(e) is dict and inner(e) for e in leaf)
-                for leaf in leaves(doc, path)
-            )
+            for leaf in leaves(doc, path):
+                if type(leaf) is list:
+                    for element in leaf:
+                        if type(element) is dict and inner(element):
+                            return True
+            return False
 
         return elem_match
     raise Unsupported(op)
 
 
-def _any_leaf(path: list[str], check: Check) -> Test:
-    """A test that some value at `path`, or some element of an array there, passes `check`."""
+def _any_leaf(path: list[str], check: Check, string: str | None = None) -> Test:
+    """A test that some value at `path`, or some element of an array there, passes `check`
+    (which, for equality to a `string`, is `==` and `in` a list: only a string equals one)."""
 
     def one(value: Any) -> bool:
         if check(value):
             return True
-        return type(value) is list and any(check(item) for item in value)
+        if type(value) is list:
+            for item in value:
+                if check(item):
+                    return True
+        return False
 
+    if string is not None:
+        one = lambda v: v == string or (type(v) is list and string in v)  # noqa: E731
     if len(path) == 1:  # the common case, without the walk
         name = path[0]
         return lambda doc: name in doc and one(doc[name])
-    return lambda doc: any(one(leaf) for leaf in leaves(doc, path))
+
+    def any_leaf(doc: Doc) -> bool:
+        value: Any = doc
+        for step in path:  # documents in documents: one value
+            if type(value) is not dict:
+                break
+            if step not in value:
+                return False
+            value = value[step]
+        else:
+            return one(value)
+        for leaf in leaves(doc, path):  # arrays on the way
+            if one(leaf):
+                return True
+        return False
+
+    return any_leaf
+
+
+def _equal_at(path: list[str], value: Any) -> Test:
+    return _any_leaf(path, _equal(value), value if type(value) is str else None)
 
 
 def _equal(value: Any) -> Check:
