@@ -173,7 +173,7 @@ def _any_leaf(path: list[str], check: Check, string: str | None = None) -> Test:
     """A test that some value at `path`, or some element of an array there, passes `check`
     (which, for equality to a `string`, is `==` and `in` a list: only a string equals one)."""
 
-    def one(value: Any) -> bool:
+    def any_of(value: Any) -> bool:
         if check(value):
             return True
         if type(value) is list:
@@ -182,8 +182,10 @@ def _any_leaf(path: list[str], check: Check, string: str | None = None) -> Test:
                     return True
         return False
 
-    if string is not None:
-        one = lambda v: v == string or (type(v) is list and string in v)  # noqa: E731
+    def string_in(value: Any) -> bool:
+        return value == string or (type(value) is list and string in value)
+
+    one = any_of if string is None else string_in
     if len(path) == 1:  # the common case, without the walk
         name = path[0]
         return lambda doc: name in doc and one(doc[name])
