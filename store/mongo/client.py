@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from store.mongo import matcher, ordering, updates
+from store.mongo import keyindex, matcher, ordering, updates
 
 __all__ = [
     "AFTER",
@@ -104,6 +105,8 @@ class _Yielding:
         if name in _CHANGES_IN_PLACE:
             attr = _forgetting(attr)
         if inspect.iscoroutinefunction(getattr(self._target, name)):
+            if name not in _READS:
+                attr = _counted(attr)
 
             async def call(*args: Any, **kwargs: Any) -> Any:
                 return await _in_thread(attr, args, kwargs)
@@ -144,7 +147,45 @@ def _documents(target: Any, query: Any) -> list[dict[str, Any]]:
     key = query.get("_id")
     if type(key) is str:
         return [store[key]] if key in store else []
-    return list(store.documents)
+    keys = keyindex.keys_of(query)
+    if keys is None:
+        return list(store.documents)
+    index = _KEY_INDEXES.get(store)
+    if index is None or index.built != _WRITES[0]:
+        index = keyindex.KeyIndex(((d["_id"], d) for d in store.documents), _WRITES[0])
+        _KEY_INDEXES[store] = index
+    with store._rwlock.reader():
+        stored = store._documents
+        return [stored[i] for i in index.candidates(keys) if i in stored]
+
+
+# Every call that may write, counted in the embedded thread as it runs: a key index built
+# after the last one counted is the store's current state (store/mongo/keyindex.py). Calls
+# known to read only are not counted; anything else is, whatever it is.
+_WRITES = [0]
+_READS = frozenset(
+    {
+        "find_one",
+        "count_documents",
+        "distinct",
+        "estimated_document_count",
+        "index_information",
+        "list_collection_names",
+        "to_list",
+        "next",
+        "explain",
+    }
+)
+_KEY_INDEXES: weakref.WeakKeyDictionary[Any, keyindex.KeyIndex] = weakref.WeakKeyDictionary()
+
+
+def _counted(method: Any) -> Any:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        _WRITES[0] += 1
+        return method(*args, **kwargs)
+
+    return call
 
 
 def _compiled(query: dict[str, Any]) -> matcher.Test:
@@ -271,6 +312,7 @@ async def _embedded_update(target: Any, method: Any, *args: Any, **kwargs: Any) 
     call, or one touching a unique index's key, goes to mongomock."""
 
     def run(into: list[Any]) -> None:
+        _WRITES[0] += 1
         done = _update_by_copy(target, *args, **kwargs)
         if done is _NOT_HERE:
             _COPIED.forget()

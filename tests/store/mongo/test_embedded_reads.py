@@ -126,3 +126,24 @@ async def test_a_search_sees_each_write(store: Repository) -> None:
     assert [s["id"] for s in await store.search([("status", "cancelled")], 10)] == ["a"]
     await store.delete("a", None)
     assert await store.count([("instance", "1.2.3.1.99")]) == 0
+
+
+async def test_a_search_after_a_bare_update_sees_it(store: Repository) -> None:
+    """The key index (store/mongo/keyindex.py) built by one search is not used by the next
+    after any write, even an embedded update alone (no history insert beside it)."""
+    await store.create(copy.deepcopy(search_data.A))
+    studies = store._db[indexes.STUDIES]
+    key = {"_srv.k": {"$elemMatch": {"p": "modality", "c": "XA"}}}
+    assert await studies.count_documents(key) == 0  # builds the index
+    added = {"$push": {"_srv.k": {"p": "modality", "c": "XA", "s": ""}}}
+    assert await studies.find_one_and_update({"_id": "a"}, added, return_document=client.AFTER)
+    assert await studies.count_documents(key) == 1
+    assert [d["_id"] for d in await studies.find(key, {"_id": 1}).to_list(None)] == ["a"]
+    await studies.update_one({"_id": "a"}, {"$pull": {"_srv.k": {"c": "XA"}}})
+    assert await studies.count_documents(key) == 0
+    await studies.insert_one(
+        {"_id": "n", "_srv": {"deleted": False, "k": [{"p": "modality", "c": "XA"}]}}
+    )
+    assert await studies.count_documents(key) == 1
+    await studies.delete_many({})
+    assert await studies.count_documents(key) == 0

@@ -264,3 +264,40 @@ def test_a_projection_copies_only_what_it_selects() -> None:
     whole = ordering.projector(None)(stored)
     whole["meta"]["tag"].append(2)
     assert stored["meta"]["tag"] == [1]
+
+
+# The search keys' shape, `_srv.k` elements with `p` and `c`, for the key index
+# (store/mongo/keyindex.py): codes as strings, arrays of them, other types, or missing.
+CODE = st.one_of(
+    st.sampled_from(["x", "y", "z"]), st.lists(st.sampled_from(["x", "y", 2])), st.just(2)
+)
+ELEMENT = st.one_of(
+    st.fixed_dictionaries({}, optional={"p": CODE, "c": CODE, "s": st.sampled_from(["", "u"])}),
+    st.sampled_from(["x", 2]),
+)
+KEYED = st.lists(
+    st.one_of(
+        st.builds(lambda k: {"_srv": {"k": k}}, st.lists(ELEMENT, max_size=4)),
+        st.builds(lambda k: {"_srv": [{"k": k}, {"k": "x"}]}, st.lists(ELEMENT, max_size=3)),
+        st.just({}),
+    ),
+    max_size=8,
+)
+KEY_QUERIES = st.builds(
+    lambda p, c, extra: {"$and": [{"_srv.k": {"$elemMatch": {"p": p, "c": c, **extra}}}]},
+    st.sampled_from(["x", "y"]),
+    st.one_of(
+        st.sampled_from(["x", "y", "z"]),
+        st.builds(lambda cs: {"$in": cs}, st.lists(st.sampled_from(["x", "y", "z"]), max_size=3)),
+    ),
+    st.sampled_from([{}, {"s": ""}]),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(docs=KEYED, query=KEY_QUERIES, skip=st.integers(0, 2))
+def test_key_index_reads_agree_with_mongomock(
+    docs: list[dict[str, Any]], query: dict[str, Any], skip: int
+) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        asyncio.run(_both(docs, query, None, skip, 0, Calls(monkeypatch)))
