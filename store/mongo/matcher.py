@@ -156,7 +156,7 @@ def _operator(path: list[str], op: str, value: Any, condition: Doc) -> Test | No
     if op == "$elemMatch":
         if not isinstance(value, dict) or not value or any(k.startswith("$") for k in value):
             raise Unsupported("$elemMatch of operators")
-        if all(type(v) is str and "." not in k for k, v in value.items()):
+        if all(type(v) is str and k and "." not in k and not k.isdigit() for k, v in value.items()):
             return _elem_match_strings(path, tuple(value.items()))
         inner = _query(value)
 
