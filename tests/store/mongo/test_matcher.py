@@ -167,6 +167,7 @@ async def _both(
     assert calls.count == before, "the compiled path handed the call to mongomock"
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     docs=DOCS,
