@@ -27,11 +27,14 @@ class KeyIndex:
         self.built = built
         self.position: dict[Any, int] = {}
         self.postings: dict[Key, list[Any]] = {}
+        postings = self.postings
         for n, (key, doc) in enumerate(docs):
             self.position[key] = n
             for pair in _pairs(doc):
-                ids = self.postings.setdefault(pair, [])
-                if not ids or ids[-1] != key:
+                ids = postings.get(pair)
+                if ids is None:
+                    postings[pair] = [key]
+                elif ids[-1] != key:
                     ids.append(key)
 
     def candidates(self, keys: list[Key]) -> list[Any]:
@@ -51,7 +54,15 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def _pairs(doc: Doc) -> set[Key]:
+def _pairs(doc: Doc) -> set[Key] | list[Key]:
+    srv = doc.get("_srv")
+    keys = srv.get("k") if type(srv) is dict else None
+    if type(keys) is list:  # the stored form: string p and c in each (duplicates are harmless)
+        plain = [
+            (e.get("p"), e.get("c")) for e in keys if type(e) is dict and e.get("c") is not None
+        ]
+        if all(type(p) is str and type(c) is str for p, c in plain):
+            return plain  # type: ignore[return-value]
     pairs: set[Key] = set()
     for leaf in leaves(doc, PATH):
         if type(leaf) is list:
