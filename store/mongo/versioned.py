@@ -97,14 +97,7 @@ class Versioned(Reads):
                 new, study_id, int(current) + 1, deleted=tombstone, was=old, back=True
             )
             await self._bounded(doc, replacement)
-            try:
-                result = await self._studies.replace_one(
-                    {"_id": study_id, "meta.versionId": current}, replacement
-                )
-            except DuplicateKey:
-                await self._refuse_duplicate(replacement)
-                raise
-            if result.matched_count == 1:
+            if await self._replace(study_id, current, replacement):
                 self._publish("update", replacement)
                 return public(replacement)
             if version_id is not None:
@@ -115,6 +108,18 @@ class Versioned(Reads):
             f"{ROOT}.meta.versionId",
             "the study changed under this write too many times; retry it",
         )
+
+    async def _replace(self, study_id: str, version: str, doc: dict[str, Any]) -> bool:
+        """The compare-and-set: `doc` replaces the study while it is at `version`; False when
+        it is not (any more). DuplicateUid when another live study holds doc's Study UID."""
+        try:
+            result = await self._studies.replace_one(
+                {"_id": study_id, "meta.versionId": version}, doc
+            )
+        except DuplicateKey:
+            await self._refuse_duplicate(doc)
+            raise
+        return bool(result.matched_count == 1)
 
     async def _append(
         self,
@@ -283,14 +288,7 @@ class Versioned(Reads):
                 study, study["id"], int(version) + 1, was=public(stored), back=True
             )
             await self._bounded(stored, doc)
-            try:
-                result = await self._studies.replace_one(
-                    {"_id": study["id"], "meta.versionId": version}, doc
-                )
-            except DuplicateKey:
-                await self._refuse_duplicate(doc)
-                raise
-            if result.matched_count == 1:
+            if await self._replace(study["id"], version, doc):
                 self._publish("create", doc)
                 return public(doc)
         raise fail(BAD_USER_INPUT, f"{ROOT}.id", f"id '{study['id']}' is already in use")
