@@ -11,7 +11,11 @@ bytes a token. So:
   query of every ImagingStudy element spends none of it), so a document of thousands of
   repeated fields or fragments is refused in milliseconds, not after a second;
 - the cache keeps only documents that validated, weighed by their tokens, so made-up texts
-  neither fill it nor push out what viewers use;
+  neither fill it nor push out what viewers use; a text refused by validation is remembered
+  apart with its errors (`Refused`), so sending it again costs a lookup, not another check;
+- a document of more than MAX_FRAGMENTS fragment definitions is refused before validation:
+  graphql-core checks each fragment's variables by walking it again (900 unused fragments of
+  two fields, 40 KB, took 0.2 s of validation; found black-box);
 - a cached document's depth, aliases and cost, which depend on its variables, are measured
   once per text and small set of variable values that passed (a viewer's worklist asks the
   same ones over and over): a walk of the document on every request was a tenth of the
@@ -27,7 +31,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import graphql.validation.rules.overlapping_fields_can_be_merged as overlap
-from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, validate
+from graphql import (
+    DocumentNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    validate,
+)
 from graphql.language import parse
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from graphql.validation.validate import ValidationAbortedError
@@ -47,10 +57,15 @@ from api.graphql.limits import (
 overlap.MAX_COMPLEXITY_BUDGET = 20_000
 CACHE_ENTRIES = 256
 CACHE_TOKENS = 200_000  # about 120 MB of parsed documents at ~600 bytes a token
+MAX_FRAGMENTS = 100  # fragment definitions in one document
+REFUSED_ENTRIES = 256  # texts refused by validation, remembered with their errors
 MEASURED_ENTRIES = 1_024  # (query text, variable values) known to be within the limits
 _SMALL_VALUES = 32  # variables of more values (or longer strings) are measured every time
 _SMALL_TEXT = 256
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="graphql-parse")
+# A fragment definition as written (`fragment Name on Type`), counted before parsing; a string
+# value holding the same words counts too, which only a document of a hundred such can notice.
+_FRAGMENT = re.compile(r"\bfragment\s+[_A-Za-z][_0-9A-Za-z]*\s+on\b")
 _TOKEN = re.compile(r"[_A-Za-z][_0-9A-Za-z]*|-?\d[\d.eE+-]*|\.\.\.|\"|[^\s,]")
 
 
@@ -83,6 +98,40 @@ class DocumentCache(OrderedDict[str, tuple[DocumentNode, int]]):
         while len(self) > self.size or self.kept > self.budget:
             _, (_, old) = self.popitem(last=False)
             self.kept -= old
+
+
+class Refused(OrderedDict[str, list[GraphQLError]]):
+    """An LRU map from query text to the errors validation found in it: validation depends on
+    the text and the schema alone, so the same text is refused the same way again."""
+
+    def __init__(self, size: int = REFUSED_ENTRIES) -> None:
+        super().__init__()
+        self.size = size
+
+    def errors(self, text: str) -> list[GraphQLError] | None:
+        found = self.get(text)
+        if found is None:
+            return None
+        self.move_to_end(text)
+        # Fresh errors for each request: formatting one must not reach another's response.
+        return [_detached(e) for e in found]
+
+    def keep(self, text: str, errors: list[GraphQLError]) -> None:
+        # Without their nodes, which would keep the whole refused document alive.
+        self[text] = [_detached(e) for e in errors]
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+def _detached(error: GraphQLError) -> GraphQLError:
+    """The same error (message, locations, extensions) without the document's nodes."""
+    return GraphQLError(
+        error.message,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions=dict(error.extensions) if error.extensions else None,
+    )
 
 
 class WithinLimits(OrderedDict[tuple[str, tuple[Any, ...]], None]):
@@ -145,13 +194,19 @@ class QueryLimits(SchemaExtension):
     variable values within them, `WithinLimits`)."""
 
     def __init__(
-        self, limits: Limits, documents: DocumentCache, measured: WithinLimits | None = None
+        self,
+        limits: Limits,
+        documents: DocumentCache,
+        measured: WithinLimits | None = None,
+        refused: Refused | None = None,
     ) -> None:
         self.limits = limits
         self.documents = documents
         self.measured = WithinLimits() if measured is None else measured
+        self.refused = Refused() if refused is None else refused
         self.length: int | None = None  # set when the query text is over the limit
-        self.tokens: GraphQLError | None = None  # set when the parser stopped at its limit
+        # Set when the parser stopped at its limit, or to the errors of a text refused before.
+        self.tokens: GraphQLError | list[GraphQLError] | None = None
         self.fresh = False  # the document was parsed for this request, not taken from cache
 
     async def on_operation(self) -> AsyncIterator[None]:
@@ -165,9 +220,15 @@ class QueryLimits(SchemaExtension):
             # Not parsed at all: a stand-in document carries the refusal to on_validate.
             self.length = len(query)
             context.graphql_document = _STAND_IN
+        elif query is not None and (many := len(_FRAGMENT.findall(query))) > MAX_FRAGMENTS:
+            # Counted in the text, so not even parsed (a 40 KB text: about 0.1 s of parsing).
+            self.tokens, context.graphql_document = _too_many_fragments(many), _STAND_IN
         elif query is not None and context.graphql_document is None:
             document = self.documents.get_document(query)
-            if document is None:
+            refused = None if document is not None else self.refused.errors(query)
+            if refused is not None:
+                self.tokens, document = refused, _STAND_IN  # refused as before, unparsed
+            elif document is None:
                 found = await _off_loop(_parse, query, self.limits.max_tokens)
                 if isinstance(found, GraphQLError):
                     # Over the token limit, refused as such; on any other syntax error no
@@ -179,6 +240,33 @@ class QueryLimits(SchemaExtension):
             context.graphql_document = document
         yield
 
+    async def _validate(self, context: Any, document: DocumentNode) -> list[GraphQLError]:
+        """The schema's rules on a newly parsed document, off the loop; refusals remembered."""
+        fragments = sum(isinstance(d, FragmentDefinitionNode) for d in document.definitions)
+        if fragments > MAX_FRAGMENTS:  # written so that the text's count missed them
+            errors = [_too_many_fragments(fragments)]
+        else:
+            rules = context.validation_rules + (
+                () if self.limits.introspection else (NoSchemaIntrospectionCustomRule,)
+            )
+            # Suggestions reveal the schema: hidden where introspection is (production).
+            hidden = not self.limits.introspection
+            errors = await _off_loop(_validated, context.schema._schema, document, rules, hidden)
+            if any(isinstance(e, ValidationAbortedError) for e in errors):
+                errors = [
+                    rejected(
+                        "field comparisons",
+                        overlap.MAX_COMPLEXITY_BUDGET,
+                        f"more than {overlap.MAX_COMPLEXITY_BUDGET}",
+                        "the document repeats a field or fragment too often to check that "
+                        "its fields merge: select each field once per selection",
+                    )
+                ]
+        if errors:
+            self.refused.keep(context.query, errors)
+            return self.refused.errors(context.query) or errors
+        return errors
+
     async def on_validate(self) -> AsyncIterator[None]:
         context = self.execution_context
         document = context.graphql_document
@@ -187,28 +275,13 @@ class QueryLimits(SchemaExtension):
                 rejected("query length", self.limits.max_length, self.length)
             ]
         elif self.tokens is not None:
-            context.pre_execution_errors = [self.tokens]
+            context.pre_execution_errors = (
+                self.tokens if isinstance(self.tokens, list) else [self.tokens]
+            )
         elif document is not None and context.query is not None:
             errors: list[GraphQLError] = []
             if self.fresh:
-                rules = context.validation_rules + (
-                    () if self.limits.introspection else (NoSchemaIntrospectionCustomRule,)
-                )
-                # Suggestions reveal the schema: hidden where introspection is (production).
-                hidden = not self.limits.introspection
-                errors = await _off_loop(
-                    _validated, context.schema._schema, document, rules, hidden
-                )
-                if any(isinstance(e, ValidationAbortedError) for e in errors):
-                    errors = [
-                        rejected(
-                            "field comparisons",
-                            overlap.MAX_COMPLEXITY_BUDGET,
-                            f"more than {overlap.MAX_COMPLEXITY_BUDGET}",
-                            "the document repeats a field or fragment too often to check that "
-                            "its fields merge: select each field once per selection",
-                        )
-                    ]
+                errors = await self._validate(context, document)
                 if not errors:
                     self.documents.keep(context.query, document)
             if not errors and not _only_mutations(document):
@@ -232,6 +305,15 @@ class QueryLimits(SchemaExtension):
         yield
 
 
+def _too_many_fragments(count: int) -> GraphQLError:
+    return rejected(
+        "fragment definitions",
+        MAX_FRAGMENTS,
+        count,
+        "define each fragment once and spread it where it is needed",
+    )
+
+
 async def _off_loop(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(_POOL, lambda: work(*args, **kwargs))
 
@@ -243,9 +325,22 @@ def _parse(query: str, max_tokens: int) -> DocumentNode | GraphQLError | None:
     """The document of `query`; its QUERY_REJECTED error when it is over the token limit;
     None on any other syntax error."""
     try:
-        return parse(query, max_tokens=max_tokens)
+        return _unlinked(parse(query, max_tokens=max_tokens))
     except GraphQLError as error:
         return token_rejection(query, error, max_tokens)
+
+
+def _unlinked(document: DocumentNode) -> DocumentNode:
+    """graphql-core links a document's tokens both ways (`prev`, `next`), which makes every
+    parsed document one reference cycle of thousands of objects: freed only by the cyclic
+    collector, whose passes then held every thread (and the event loop) for up to 0.2 s while
+    clients sent new large documents (found black-box). Nothing reads the links after parsing
+    (errors locate themselves by position); cut, the document is a tree that reference
+    counting frees, and the tokens no node starts or ends with go at once."""
+    token = document.loc.start_token if document.loc is not None else None
+    while token is not None:
+        token.prev, token.next, token = None, None, token.next
+    return document
 
 
 def _only_mutations(document: Any) -> bool:
@@ -272,9 +367,10 @@ class QueryLimitsFactory:
         self.limits = limits
         self.documents = DocumentCache()
         self.measured = WithinLimits()
+        self.refused = Refused()
 
     def __call__(self) -> QueryLimits:
-        return QueryLimits(self.limits, self.documents, self.measured)
+        return QueryLimits(self.limits, self.documents, self.measured, self.refused)
 
 
 def query_limits(limits: Limits) -> QueryLimitsFactory:

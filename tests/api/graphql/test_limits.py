@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import parse
+from graphql import GraphQLError, parse
 from graphql.language import SelectionSetNode, Visitor, visit
 
 from api.graphql.documents import DocumentCache, tokens
@@ -139,6 +139,80 @@ async def test_a_document_is_measured_once_per_set_of_small_variable_values(
     for _ in range(2):
         assert "errors" not in await gql(many, p=[f"Patient/{n}" for n in range(40)])
     assert len(walks) == 5  # too many values to key: measured each time
+
+
+async def test_a_refused_text_is_validated_once_and_refused_alike_again(
+    gql: Gql, monkeypatch: pytest.MonkeyPatch, untouched: list[str]
+) -> None:
+    """Validation depends on the text alone: a text it refused is remembered with its errors,
+    so sending it again (a flood of one heavy text, found black-box) costs a lookup."""
+    from api.graphql import documents
+
+    checked: list[object] = []
+    validated = documents._validated
+
+    def counted(*args: Any) -> Any:
+        checked.append(args[1])
+        return validated(*args)
+
+    monkeypatch.setattr(documents, "_validated", counted)
+    query = "{ ImagingStudyList(_count: 1) { id nope } }"
+    first, second = await gql(query), await gql(query)
+    assert first == second
+    assert first["errors"][0]["message"].startswith("Cannot query field")
+    assert len(checked) == 1
+    assert "errors" not in await gql("{ ImagingStudyList(_count: 1) { id } }")
+    assert len(checked) == 2
+
+
+async def test_more_fragment_definitions_than_the_cap_are_refused_unvalidated(
+    gql: Gql, monkeypatch: pytest.MonkeyPatch, untouched: list[str]
+) -> None:
+    """graphql-core walks every fragment again for its variables: 900 unused fragments (40 KB)
+    took 0.2 s of validation each. Past MAX_FRAGMENTS the document is refused before it."""
+    from api.graphql import documents
+
+    checked: list[object] = []
+    monkeypatch.setattr(documents, "_validated", lambda *args: checked.append(args) or [])
+    cap = documents.MAX_FRAGMENTS
+
+    def document(count: int) -> str:
+        spreads = " ".join(f"...F{n}" for n in range(count))
+        fragments = " ".join(f"fragment F{n} on ImagingStudy {{ id }}" for n in range(count))
+        return f"{{ ImagingStudyList(_count: 1) {{ {spreads} }} }} {fragments}"
+
+    extensions = rejected(await gql(document(cap + 1)), "fragment definitions")
+    assert (extensions["limit"], extensions["measured"]) == (cap, cap + 1)
+    assert checked == []
+    assert "errors" not in await gql(document(cap))
+    assert len(checked) == 1
+
+
+def test_a_parsed_document_is_freed_without_the_cyclic_collector() -> None:
+    """graphql-core links tokens both ways; every new document was one large reference cycle
+    whose collection held the whole process (the event loop too) while clients sent new large
+    texts. Parsed here, it is a tree, and a remembered refusal keeps none of it."""
+    import gc
+
+    from api.graphql.documents import Refused, _parse
+
+    text = "{ ImagingStudyList(_count: 1) { id " + "...on ImagingStudy { id status } " * 50 + "} }"
+    gc.collect()
+    gc.disable()
+    try:
+        document = _parse(text, 10_000)
+        assert document is not None
+        assert not isinstance(document, GraphQLError)
+        refused = Refused()
+        refused.keep(text, [GraphQLError("refused", document.definitions[0])])
+        del document
+        assert gc.collect() == 0
+        [again] = refused.errors(text) or []
+        assert again.locations is not None
+        assert again.locations[0].line == 1
+        assert again.nodes is None
+    finally:
+        gc.enable()
 
 
 async def test_legitimate_queries_still_pass(gql: Gql) -> None:
