@@ -23,6 +23,7 @@ from api.errors import AccessError
 from api.errors import denied as refuse
 from api.settings import Settings
 from store.fhir.outcome import FORBIDDEN, UNAUTHENTICATED
+from store.fhir.references import unversioned
 
 _SCOPE = re.compile(r"(patient|user|system)/(ImagingStudy|\*)\.(c?r?u?d?s?|read|write|\*)")
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
@@ -59,11 +60,12 @@ class Access:
 
 
 def owned(study: dict[str, Any] | None, patient: str | None) -> bool:
-    """Whether a study's subject is `patient` (always true when there is no confinement)."""
+    """Whether a study's subject is `patient` (always true when there is no confinement): a
+    reference to Patient/<patient>, of any version of it, as the search reads `patient`."""
     if patient is None:
         return True
     reference: object = (study or {}).get("subject", {}).get("reference")
-    return reference == f"Patient/{patient}"
+    return isinstance(reference, str) and unversioned(reference) == f"Patient/{patient}"
 
 
 def grants(scopes: str) -> tuple[set[str], set[str]]:

@@ -20,6 +20,13 @@ def reference_type(reference: str) -> str | None:
     return match["type"] if match else None
 
 
+def unversioned(reference: str) -> str:
+    """A relative literal reference without its version (`Patient/p/_history/2` is
+    `Patient/p`, as searches read it); any other reference as it is."""
+    match = _RELATIVE.fullmatch(reference)
+    return f"{match['type']}/{match['id']}" if match else reference
+
+
 def reference_problems(
     ref: dict[str, Any], targets: tuple[str, ...], contained: dict[str, str]
 ) -> Iterator[tuple[str, str]]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, STORE_UNAVAILABLE, fail
+from store.fhir.references import unversioned
 from store.mongo import history, pages, paging, search
 from store.mongo.cache import StudyCache
 from store.mongo.client import StoreDown, find_one_sized
@@ -344,12 +346,20 @@ def _has_series(fields: Iterable[str] | None) -> bool:
 
 
 def _one(study_id: str, subject: str | None) -> dict[str, Any]:
-    """The filter of one live study, with `subject` only if about it (a reference)."""
+    """The filter of one live study, with `subject` (a reference such as Patient/1) only if
+    about it: a reference to any version of it too (`Patient/1/_history/2`), as the search
+    reads `patient`, so a read and a search agree on whose study it is. An anchored regular
+    expression, which MongoDB answers from the index's keys (the cache's probe stays
+    covered)."""
     query: dict[str, Any] = {"_id": study_id, **search.LIVE}
     if subject is not None:
-        query["subject.reference"] = subject
+        query["subject.reference"] = {"$regex": f"^{re.escape(subject)}{_VERSION}$"}
     return query
 
 
+_VERSION = r"(/_history/[A-Za-z0-9.-]{1,64})?"  # a version of the reference, as R5 writes it
+
+
 def _about(study: Study, subject: str) -> bool:
-    return (study.get("subject") or {}).get("reference") == subject
+    reference = (study.get("subject") or {}).get("reference")
+    return isinstance(reference, str) and unversioned(reference) == subject

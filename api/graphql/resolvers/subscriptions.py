@@ -20,6 +20,7 @@ from api.graphql.limits import rejected
 from api.graphql.types.imaging_study import ImagingStudy
 from store.fhir import Study
 from store.fhir.outcome import BAD_USER_INPUT, fail
+from store.fhir.references import unversioned
 from store.mongo.events import Change, Overrun
 
 # The change whose event the current operation task is about to send: lets the WebSocket
@@ -61,7 +62,7 @@ def _matches(
 ) -> bool:
     if id is not None and change.id != id:
         return False
-    subject = change.patient
+    subject = unversioned(change.patient) if change.patient is not None else None
     if patient is not None and subject != (patient if "/" in patient else f"Patient/{patient}"):
         return False
     if status is not None and change.status not in status.split(","):

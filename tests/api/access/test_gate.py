@@ -461,3 +461,26 @@ async def test_a_confined_writer_cannot_put_a_study_in_anothers_worklist(
     assert entry["outcome"]["issue"][0]["code"] == "security", entry
     assert entry["outcome"]["issue"][0]["expression"] == [f"ImagingStudy.{element}"]
     assert (await store.get("kept"))["description"] == "mine"
+
+
+async def test_a_versioned_subject_reference_is_its_patients_on_every_path(
+    client: httpx.AsyncClient, store: Repository
+) -> None:
+    """`Patient/p1/_history/1` names patient p1: searches read it so, and reads, history and
+    the `$graphql` endpoint now say the same (they answered null and [] while searches listed
+    it; found black-box). Another patient sees it nowhere."""
+    versioned = study("versioned", "p1")
+    versioned["subject"] = {"reference": "Patient/p1/_history/1"}
+    await store.create(versioned)
+    query = (
+        '{ ImagingStudy(id: "versioned") { id } ImagingStudyList(patient: "p1") { id }'
+        ' ImagingStudyHistory(id: "versioned") { id } }'
+    )
+    mine = (await call(client, token("patient/ImagingStudy.rs", patient="p1"), query))["data"]
+    assert mine["ImagingStudy"] == {"id": "versioned"}
+    assert {"id": "versioned"} in mine["ImagingStudyList"]
+    assert mine["ImagingStudyHistory"] == [{"id": "versioned"}]
+    theirs = (await call(client, token("patient/ImagingStudy.rs", patient="p2"), query))["data"]
+    assert theirs["ImagingStudy"] is None
+    assert theirs["ImagingStudyList"] == []
+    assert theirs["ImagingStudyHistory"] == []

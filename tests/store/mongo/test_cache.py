@@ -214,7 +214,8 @@ async def test_a_read_sends_a_version_probe_then_the_asked_projection(
     fields = {"status", "series.uid"}
     for _ in range(3):
         assert await store.get("r", fields, subject="Patient/p1") is not None
-    live = {"_id": "r", "_srv.deleted": False, "subject.reference": "Patient/p1"}
+    about = {"$regex": r"^Patient/p1(/_history/[A-Za-z0-9.-]{1,64})?$"}  # any of its versions
+    live = {"_id": "r", "_srv.deleted": False, "subject.reference": about}
     probe = (live, {"_id": 0, "meta.versionId": 1})
     wanted = dict.fromkeys(["id", "meta.versionId", "resourceType", "series.uid", "status"], 1)
     # Only the first read loads the study; every read asks for the version under its own
