@@ -25,6 +25,7 @@ from api.settings import Settings
 from store.fhir.outcome import FORBIDDEN, UNAUTHENTICATED
 from store.fhir.references import unversioned
 
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # R5's id datatype
 _SCOPE = re.compile(r"(patient|user|system)/(ImagingStudy|\*)\.(c?r?u?d?s?|read|write|\*)")
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 
@@ -125,7 +126,11 @@ class Authenticator:
         except (jwt.PyJWTError, TypeError, ValueError) as error:  # a key of the wrong kind too
             return Access(error=refuse(UNAUTHENTICATED, f"invalid token: {_why(error)}"))
         open_, confined = grants(str(claims.get("scope", "")))
-        patient = claims.get("patient") if isinstance(claims.get("patient"), str) else None
+        claim = claims.get("patient")
+        # A FHIR id or nothing: anything else (`pa/_history/1`, `Patient/pa`, a URL) would be
+        # read as a reference by the search that confines the caller, and as an id by reads,
+        # so the paths would disagree on whose studies these are (found black-box).
+        patient = claim if isinstance(claim, str) and _FHIR_ID.fullmatch(claim) else None
         return Access(
             subject=str(claims.get("sub")) if claims.get("sub") else None,
             client=claims.get("client_id") or claims.get("azp"),

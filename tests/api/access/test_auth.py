@@ -211,6 +211,19 @@ async def test_patient_confinement_on_create_update_and_import(
 
 
 @pytest.mark.parametrize(
+    "claim", ["p1/_history/1", "Patient/p1", "http://example.org/fhir/Patient/p1", ".*", "p 1"]
+)
+async def test_a_patient_claim_that_is_not_a_fhir_id_grants_nothing(
+    client: httpx.AsyncClient, store: Repository, claim: str
+) -> None:
+    """The confined search would read such a claim as a reference (`Patient/p1` matched p1's
+    studies) while reads take it as an id: the paths disagreed (found black-box)."""
+    await store.create(study("p1s", "p1"))
+    body = await call(client, token(CONFINED, patient=claim), "{ ImagingStudyList { id } }")
+    assert codes(body) == {"FORBIDDEN"}, body
+
+
+@pytest.mark.parametrize(
     "case",
     ["missing", "garbage", "expired", "audience", "issuer", "not-yet", "signature", "no-exp"],
 )
