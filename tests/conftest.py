@@ -19,6 +19,16 @@ from store.mongo.repository import Repository
 from tests.support.graphql import Gql
 
 
+@pytest.fixture(autouse=True)
+def new_texts_unthrottled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite sends thousands of new query texts in a process (property tests, fuzzing):
+    the shared allowance for parsing and validating new texts, which protects a server from
+    such floods, would refuse them on a slow machine. Its own tests set it as they need."""
+    from api.graphql import documents
+
+    monkeypatch.setattr(documents, "NEW_TEXTS", documents.Allowance(1e9, 1e9))
+
+
 @pytest.fixture
 def settings() -> Settings:
     return Settings(seed=False, allowed_hosts=("test",))  # the clients' base URL, http://test

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,13 @@ overlap.MAX_COMPLEXITY_BUDGET = 20_000
 CACHE_ENTRIES = 256
 CACHE_TOKENS = 200_000  # about 120 MB of parsed documents at ~600 bytes a token
 MAX_FRAGMENTS = 100  # fragment definitions in one document
+# Seconds of parsing and validating new texts, all requests together: a sustained rate per
+# second and a burst (a viewer's first few texts at start-up). The work runs on worker threads,
+# but it holds the interpreter lock and makes garbage for the collector, so a flood of new
+# texts (each up to ~0.3 s) slowed every request; past the allowance a new text is refused at
+# once, and texts seen before are served from the caches as usual (found black-box).
+NEW_TEXT_SECONDS = 0.25
+NEW_TEXT_BURST = 1.0
 REFUSED_ENTRIES = 256  # texts refused by validation, remembered with their errors
 MEASURED_ENTRIES = 1_024  # (query text, variable values) known to be within the limits
 _SMALL_VALUES = 32  # variables of more values (or longer strings) are measured every time
@@ -98,6 +106,38 @@ class DocumentCache(OrderedDict[str, tuple[DocumentNode, int]]):
         while len(self) > self.size or self.kept > self.budget:
             _, (_, old) = self.popitem(last=False)
             self.kept -= old
+
+
+class Allowance:
+    """A token bucket of seconds: `rate` per second, at most `burst` saved. Used on the event
+    loop only (charged after each piece of work comes back), so it needs no lock."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.level, self.at = burst, time.monotonic()
+
+    def left(self) -> float:
+        now = time.monotonic()
+        self.level = min(self.burst, self.level + (now - self.at) * self.rate)
+        self.at = now
+        return self.level
+
+    def charge(self, seconds: float) -> None:
+        self.left()
+        self.level -= seconds
+
+
+NEW_TEXTS = Allowance(NEW_TEXT_SECONDS, NEW_TEXT_BURST)
+
+
+def _busy() -> GraphQLError:
+    return rejected(
+        "milliseconds per second of parsing and validating query texts new to the server, by "
+        "all requests together",
+        int(NEW_TEXT_SECONDS * 1000),
+        f"more than {int(NEW_TEXT_SECONDS * 1000)}",
+        "retry in a second; a text the server has answered before is served at once",
+    )
 
 
 class Refused(OrderedDict[str, list[GraphQLError]]):
@@ -228,6 +268,8 @@ class QueryLimits(SchemaExtension):
             refused = None if document is not None else self.refused.errors(query)
             if refused is not None:
                 self.tokens, document = refused, _STAND_IN  # refused as before, unparsed
+            elif document is None and NEW_TEXTS.left() <= 0:
+                self.tokens, document = _busy(), _STAND_IN  # transient: not remembered
             elif document is None:
                 found = await _off_loop(_parse, query, self.limits.max_tokens)
                 if isinstance(found, GraphQLError):
@@ -242,6 +284,8 @@ class QueryLimits(SchemaExtension):
 
     async def _validate(self, context: Any, document: DocumentNode) -> list[GraphQLError]:
         """The schema's rules on a newly parsed document, off the loop; refusals remembered."""
+        if NEW_TEXTS.left() <= 0:
+            return [_busy()]  # transient: not remembered
         fragments = sum(isinstance(d, FragmentDefinitionNode) for d in document.definitions)
         if fragments > MAX_FRAGMENTS:  # written so that the text's count missed them
             errors = [_too_many_fragments(fragments)]
@@ -315,7 +359,16 @@ def _too_many_fragments(count: int) -> GraphQLError:
 
 
 async def _off_loop(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(_POOL, lambda: work(*args, **kwargs))
+    """`work` on the pool; its thread's CPU time is charged to NEW_TEXTS."""
+
+    def timed() -> tuple[Any, float]:
+        started = time.thread_time()
+        result = work(*args, **kwargs)
+        return result, time.thread_time() - started
+
+    result, seconds = await asyncio.get_running_loop().run_in_executor(_POOL, timed)
+    NEW_TEXTS.charge(seconds)
+    return result
 
 
 _STAND_IN = parse("{ __typename }")

@@ -215,6 +215,45 @@ def test_a_parsed_document_is_freed_without_the_cyclic_collector() -> None:
         gc.enable()
 
 
+async def test_new_texts_past_the_shared_allowance_are_refused_and_seen_ones_served(
+    gql: Gql, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing and validating new texts holds the interpreter lock: all requests together get
+    NEW_TEXT_SECONDS of it per second. Past it a new text is refused at once (and not
+    remembered as refused), while a text seen before is served from the cache."""
+    from api.graphql import documents
+
+    seen = "{ ImagingStudyList(_count: 1) { id } }"
+    assert "errors" not in await gql(seen)
+    monkeypatch.setattr(documents, "NEW_TEXTS", documents.Allowance(0.0, 0.0))
+    assert "errors" not in await gql(seen)
+    new = "{ ImagingStudyList(_count: 2) { id status } }"
+    body = await gql(new)
+    extensions = rejected(
+        body,
+        "milliseconds per second of parsing and validating query texts new to the server, "
+        "by all requests together",
+    )
+    assert extensions["limit"] == int(documents.NEW_TEXT_SECONDS * 1000)
+    assert "retry in a second" in body["errors"][0]["message"]
+    monkeypatch.setattr(documents, "NEW_TEXTS", documents.Allowance(1.0, 1.0))
+    assert "errors" not in await gql(new)  # the refusal was not remembered
+
+
+def test_the_allowance_refills_at_its_rate_up_to_its_burst(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from api.graphql import documents
+
+    clock = iter([0.0, 0.0, 0.0, 2.0, 100.0])
+    monkeypatch.setattr(documents.time, "monotonic", lambda: next(clock))
+    allowance = documents.Allowance(0.25, 1.0)  # reads the clock: 0.0
+    allowance.charge(1.5)  # 0.0
+    assert allowance.left() == pytest.approx(-0.5)  # 0.0
+    assert allowance.left() == pytest.approx(0.0)  # 2 s later: 0.5 refilled
+    assert allowance.left() == pytest.approx(1.0)  # never past the burst
+
+
 async def test_legitimate_queries_still_pass(gql: Gql) -> None:
     await gql(CREATE, res=demo.study("v", 3, 4))
     viewer = await gql(
