@@ -24,6 +24,7 @@ bytes a token. So:
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections import OrderedDict
@@ -259,24 +260,24 @@ class QueryLimits(SchemaExtension):
         if query is not None and len(query) > self.limits.max_length:
             # Not parsed at all: a stand-in document carries the refusal to on_validate.
             self.length = len(query)
-            context.graphql_document = _STAND_IN
+            context.graphql_document = _stand_in(context)
         elif query is not None and (many := len(_FRAGMENT.findall(query))) > MAX_FRAGMENTS:
             # Counted in the text, so not even parsed (a 40 KB text: about 0.1 s of parsing).
-            self.tokens, context.graphql_document = _too_many_fragments(many), _STAND_IN
+            self.tokens, context.graphql_document = _too_many_fragments(many), _stand_in(context)
         elif query is not None and context.graphql_document is None:
             document = self.documents.get_document(query)
             refused = None if document is not None else self.refused.errors(query)
             if refused is not None:
-                self.tokens, document = refused, _STAND_IN  # refused as before, unparsed
+                self.tokens, document = refused, _stand_in(context)  # refused as before
             elif document is None and NEW_TEXTS.left() <= 0:
-                self.tokens, document = _busy(), _STAND_IN  # transient: not remembered
+                self.tokens, document = _busy(), _stand_in(context)  # transient: not kept
             elif document is None:
                 found = await _off_loop(_parse, query, self.limits.max_tokens)
                 if isinstance(found, GraphQLError):
                     # Over the token limit, refused as such; on any other syntax error no
                     # document: Strawberry parses again and reports it the usual way.
                     self.tokens = found
-                    document = _STAND_IN
+                    document = _stand_in(context)
                 else:
                     document, self.fresh = found, found is not None
             context.graphql_document = document
@@ -372,6 +373,22 @@ async def _off_loop(work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 _STAND_IN = parse("{ __typename }")
+_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,127}")
+
+
+def _stand_in(context: Any) -> DocumentNode:
+    """The document that carries a refusal to on_validate in place of the unparsed text: one
+    operation named as the caller's operationName, so that Strawberry, which looks the name up
+    first, does not answer "Unknown operation" instead of the refusal (found black-box)."""
+    name = getattr(context, "_provided_operation_name", None)
+    if isinstance(name, str) and _NAME.fullmatch(name):
+        return _named_stand_in(name)
+    return _STAND_IN
+
+
+@functools.lru_cache(maxsize=64)
+def _named_stand_in(name: str) -> DocumentNode:
+    return parse(f"query {name} {{ __typename }}")
 
 
 def _parse(query: str, max_tokens: int) -> DocumentNode | GraphQLError | None:

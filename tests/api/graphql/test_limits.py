@@ -254,6 +254,16 @@ def test_the_allowance_refills_at_its_rate_up_to_its_burst(
     assert allowance.left() == pytest.approx(1.0)  # never past the burst
 
 
+async def test_a_refusal_is_not_hidden_behind_the_operation_name(http: httpx.AsyncClient) -> None:
+    """A text over the token limit with operationName: the answer is the refusal, not
+    "Unknown operation named" about the unparsed text (found black-box)."""
+    text = " ".join(f"query O{n} {{ __typename }}" for n in range(2_400))
+    response = await http.post("/graphql", json={"query": text, "operationName": "O5"})
+    [problem] = response.json()["errors"]
+    assert problem["extensions"]["code"] == "QUERY_REJECTED"
+    assert problem["message"].startswith("query rejected: tokens")
+
+
 async def test_legitimate_queries_still_pass(gql: Gql) -> None:
     await gql(CREATE, res=demo.study("v", 3, 4))
     viewer = await gql(
