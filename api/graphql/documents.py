@@ -261,7 +261,7 @@ class QueryLimits(SchemaExtension):
             # Not parsed at all: a stand-in document carries the refusal to on_validate.
             self.length = len(query)
             context.graphql_document = _stand_in(context)
-        elif query is not None and (many := len(_FRAGMENT.findall(query))) > MAX_FRAGMENTS:
+        elif query is not None and (many := _fragments(query)) > MAX_FRAGMENTS:
             # Counted in the text, so not even parsed (a 40 KB text: about 0.1 s of parsing).
             self.tokens, context.graphql_document = _too_many_fragments(many), _stand_in(context)
         elif query is not None and context.graphql_document is None:
@@ -347,6 +347,15 @@ class QueryLimits(SchemaExtension):
                 ]
             context.pre_execution_errors = list(errors)  # Strawberry then skips validating
         yield
+
+
+def _fragments(text: str) -> int:
+    """Fragment definitions written in `text`: the word counted first (a substring count, 20
+    times cheaper than the expression on a 40 KB text, which every request pays), the
+    definitions only when the word alone could pass the cap."""
+    if text.count("fragment") <= MAX_FRAGMENTS:
+        return 0
+    return len(_FRAGMENT.findall(text))
 
 
 def _too_many_fragments(count: int) -> GraphQLError:
