@@ -20,10 +20,10 @@ OUTCOME = "http://terminology.hl7.org/CodeSystem/audit-event-outcome"
 _ACTIONS = {"ImagingStudyCreate": "C", "ImagingStudyDelete": "D", "ImagingStudyImport": "E"}
 
 
-# (operation type, root field names) of the operation of a document that runs, given its
-# operationName and variables: `api.graphql.selection.root_fields`, which reads selections as
-# the executor does. It is a layer above this one, so whoever installs AuditLog hands it in.
-RootFields = Callable[[Any, str | None, dict[str, Any] | None], tuple[str, list[str]]]
+# (operation type, root field names) of the operation that runs, given Strawberry's execution
+# context: `api.graphql.selection.operation_fields`, which reads selections as the executor
+# does. It is a layer above this one, so whoever installs AuditLog hands it in.
+RootFields = Callable[[Any], tuple[str, list[str]]]
 
 
 def outcome_of(errors: list[Any] | None) -> tuple[str, str]:
@@ -115,9 +115,7 @@ class AuditLog(SchemaExtension):
         finally:
             touched_by_operation.reset(token)
         context = self.execution_context
-        kind, fields = self.root_fields(
-            context.graphql_document, context.operation_name, context.variables
-        )
+        kind, fields = self.root_fields(context)
         result = context.result
         errors = (
             getattr(result, "errors", None) if result is not None else context.pre_execution_errors

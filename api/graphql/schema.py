@@ -11,6 +11,7 @@ import strawberry
 import strawberry.tools
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -21,6 +22,7 @@ from api.graphql.directives import Reshape
 from api.graphql.documents import query_limits
 from api.graphql.execution import CompiledExecutionContext
 from api.graphql.fhirpath_ahead import FhirPathAhead
+from api.graphql.hooks import HooksRunner
 from api.graphql.limits import Limits
 from api.graphql.mirror import fhir_json_inputs
 from api.graphql.operation_choice import OperationChoice
@@ -49,6 +51,12 @@ class ImagingSchema(strawberry.Schema):
         super().__init__(*args, **kwargs)
         fhir_json_inputs(self._schema)  # write inputs reach the resolvers as FHIR JSON
         directives.declare(self._schema)  # @flatten, @first, @singleton, @slice
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        # The hooks of each extension class found once, not per operation and phase.
+        return HooksRunner(execution_context=execution_context, extensions=extensions)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

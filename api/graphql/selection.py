@@ -76,6 +76,17 @@ def root_fields(
     return operation.operation.value, names
 
 
+def operation_fields(context: Any) -> tuple[str, list[str]]:
+    """`root_fields` of the operation of a Strawberry execution context, read once per
+    operation: the audit record and the metrics both ask as it ends."""
+    document, kept = context.graphql_document, context.__dict__.get("_root_fields")
+    if kept is not None and kept[0] is document:
+        return kept[1]  # type: ignore[no-any-return]
+    found = root_fields(document, context.operation_name, context.variables)
+    context.__dict__["_root_fields"] = (document, found)
+    return found
+
+
 class Walker:
     """The fragments and variables of one operation, and the rules of a selection over them."""
 

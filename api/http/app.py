@@ -29,7 +29,7 @@ from api.access.audit import AuditLog
 from api.access.auth import Authenticator
 from api.graphql.context import Context
 from api.graphql.schema import build_schema, limits
-from api.graphql.selection import root_fields
+from api.graphql.selection import operation_fields
 from api.http import apollo_cache, graphiql, ops
 from api.http.answers import Refusal, answer_media
 from api.http.compression import Compress
@@ -85,7 +85,9 @@ class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
     def __init__(
         self, settings: Settings, metrics: ops.Metrics, bus: Bus, explain: Explainer
     ) -> None:
-        schema = build_schema(settings, extra=[partial(AuditLog, root_fields), metrics.extension])
+        schema = build_schema(
+            settings, extra=[partial(AuditLog, operation_fields), metrics.extension]
+        )
         # Only graphql-transport-ws: the legacy graphql-ws protocol would bypass the token's
         # checks at connection_init and at exp (api/http/websocket.py). Browsers get the Origin
         # check of CORS: the same origins may drive the API over either transport.

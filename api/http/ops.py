@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from strawberry.extensions import SchemaExtension
 
 from api.access.audit import outcome_of
-from api.graphql.selection import root_fields
+from api.graphql.selection import operation_fields
 from store.fhir.outcome import StoreError
 
 READY_TIMEOUT = 2.0
@@ -84,7 +84,7 @@ class _Observe(SchemaExtension):
         start = time.perf_counter()
         yield
         context = self.execution_context
-        _, fields = root_fields(context.graphql_document, context.operation_name, context.variables)
+        _, fields = operation_fields(context)
         name = operation_label(context.schema._schema, fields)
         result = context.result
         errors = getattr(result, "errors", None) if result is not None else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -71,10 +72,38 @@ def _run(into: list[Any], method: Any, args: Any, kwargs: Any) -> None:
     raise RuntimeError("an embedded store call awaited")
 
 
-async def _in_thread(method: Any, args: Any, kwargs: Any) -> Any:
+# Calls given to that thread and not finished, counted under _QUEUE: at 0 nothing runs there,
+# and a read of a few values is made at once on the caller's thread (a thread's round trip,
+# 0.1 ms, is most of a cached study's read).
+_QUEUED = [0]
+_QUEUE = threading.Lock()
+
+
+def _finishing(job: Callable[[list[Any]], None], into: list[Any]) -> None:
+    try:
+        job(into)
+    finally:
+        with _QUEUE:
+            _QUEUED[0] -= 1
+
+
+async def _in_thread_of(job: Callable[[list[Any]], None]) -> Any:
+    """What `job(into)` puts into `into`, run in the embedded store's thread."""
     into: list[Any] = []
-    await asyncio.get_running_loop().run_in_executor(_EMBEDDED, _run, into, method, args, kwargs)
+    with _QUEUE:
+        _QUEUED[0] += 1
+    try:
+        done = asyncio.get_running_loop().run_in_executor(_EMBEDDED, _finishing, job, into)
+    except BaseException:
+        with _QUEUE:
+            _QUEUED[0] -= 1
+        raise
+    await done
     return into.pop()
+
+
+async def _in_thread(method: Any, args: Any, kwargs: Any) -> Any:
+    return await _in_thread_of(lambda into: _run(into, method, args, kwargs))
 
 
 class _Yielding:
@@ -146,7 +175,9 @@ def _documents(target: Any, query: Any) -> list[dict[str, Any]]:
         raise matcher.Unsupported("not a mongomock collection as expected")
     key = query.get("_id")
     if type(key) is str:
-        return [store[key]] if key in store else []
+        with store._rwlock.reader():  # once: `in` and `[]` would each take the lock
+            found = store._documents.get(key)
+        return [] if found is None else [found]
     keys = keyindex.keys_of(query)
     if keys is None:
         return list(store.documents)
@@ -237,9 +268,32 @@ async def _embedded_read(read: Any, target: Any, method: Any, *args: Any, **kwar
         except matcher.Unsupported:
             _run(into, method, args, kwargs)
 
-    into: list[Any] = []
-    await asyncio.get_running_loop().run_in_executor(_EMBEDDED, run, into)
-    return into.pop()
+    if _QUEUED[0] == 0 and read is _read_one:
+        with _QUEUE:  # held: nothing is given to the thread meanwhile
+            if _QUEUED[0] == 0 and _few_values(target, args, kwargs):
+                into: list[Any] = []
+                run(into)
+                return into.pop()
+    return await _in_thread_of(run)
+
+
+def _few_values(target: Any, args: Any, kwargs: Any) -> bool:
+    """A `find_one` of one `_id` projecting none of the document's lists (a study's series
+    and instances are lists): a few values, read at once. Reading lists is the thread's."""
+    query = args[0] if args else None
+    shown = args[1] if len(args) > 1 else kwargs.get("projection")
+    if not isinstance(query, dict) or type(query.get("_id")) is not str:
+        return False
+    if not isinstance(shown, dict):
+        return False  # the whole document
+    tops = {path.split(".", 1)[0] for path, show in shown.items() if path != "_id"}
+    if not tops or not all(show for path, show in shown.items() if path != "_id"):
+        return False
+    try:
+        found = _documents(target, query)
+    except matcher.Unsupported:
+        return False
+    return all(not isinstance(doc.get(top), list) for doc in found for top in tops)
 
 
 class _Found:
@@ -291,9 +345,7 @@ class _Found:
             except matcher.Unsupported:
                 _run(into, self._cursor().to_list, (), {})
 
-        into: list[Any] = []
-        await asyncio.get_running_loop().run_in_executor(_EMBEDDED, run, into)
-        return into.pop()  # type: ignore[no-any-return]
+        return await _in_thread_of(run)  # type: ignore[no-any-return]
 
 
 _NOT_HERE = object()  # the embedded update below does not handle this call: mongomock does
@@ -320,9 +372,7 @@ async def _embedded_update(target: Any, method: Any, *args: Any, **kwargs: Any) 
         else:
             into.append(done)
 
-    into: list[Any] = []
-    await asyncio.get_running_loop().run_in_executor(_EMBEDDED, run, into)
-    return into.pop()
+    return await _in_thread_of(run)
 
 
 def _update_by_copy(target: Any, query: Any, update: Any, **options: Any) -> Any:

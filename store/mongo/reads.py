@@ -62,9 +62,14 @@ def projection(fields: Iterable[str] | None, *extra: str) -> dict[str, int] | No
     A path under another selected path is dropped: MongoDB refuses the pair."""
     if fields is None:
         return None
-    chosen = sorted({"id", "resourceType", *fields, *extra})
-    kept = [p for p in chosen if not any(p.startswith(q + ".") for q in chosen)]
-    return dict.fromkeys(kept, 1)
+    return dict.fromkeys(_kept_paths(frozenset((*fields, *extra))), 1)
+
+
+@functools.lru_cache(maxsize=512)
+def _kept_paths(fields: frozenset[str]) -> tuple[str, ...]:
+    # Quadratic in the paths, and the same few selections come again and again: kept.
+    chosen = sorted({"id", "resourceType", *fields})
+    return tuple(p for p in chosen if not any(p.startswith(q + ".") for q in chosen))
 
 
 class Reads:
