@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 
 from api.http.app import create_app
+from api.http.server import uvicorn_options
 from api.settings import Settings
 from bench import data
 from store.mongo import client
@@ -43,14 +44,25 @@ def main() -> None:
     _, db = client.open_embedded("bench")
     faults = client.Faults()
     asyncio.run(load(Repository(db), args.worklist))
-    repo = Repository(client.with_faults(db, faults), cache_bytes=args.cache_mb * 2**20)
+    # The fault seam only where an outage is asked for: it is not in the served app's path.
+    served = client.with_faults(db, faults) if args.outage else db
+    repo = Repository(served, cache_bytes=args.cache_mb * 2**20)
     logging.disable(logging.INFO)  # the access log would measure the terminal
-    app: Any = create_app(Settings(seed=False, cache_mb=args.cache_mb), repo)
+    settings = Settings(seed=False, cache_mb=args.cache_mb)
+    app: Any = create_app(settings, repo)
     if args.outage:
         start, seconds = (float(v) for v in args.outage.split(","))
         threading.Timer(start, lambda: setattr(faults, "down", True)).start()
         threading.Timer(start + seconds, lambda: setattr(faults, "down", False)).start()
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_config=None, access_log=False)
+    # As `serve` runs it (its protocol, header deadline and connection cap).
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        **uvicorn_options(settings),
+    )
 
 
 if __name__ == "__main__":

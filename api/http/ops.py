@@ -53,6 +53,21 @@ class Metrics:
             "imaging_subscriptions", "Open GraphQL subscriptions", registry=self.registry
         )
 
+        # The labelled children, found once: prometheus_client's `labels` locks and checks.
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def observe(self, operation: str, outcome: str, seconds: float) -> None:
+        """One operation's count and latency."""
+        children = self._children.get((operation, outcome))
+        if children is None:
+            children = (
+                self.requests.labels(operation, outcome),
+                self.latency.labels(operation),
+            )
+            self._children[(operation, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def extension(self) -> SchemaExtension:
         return _Observe(self)
 
@@ -88,8 +103,7 @@ class _Observe(SchemaExtension):
         name = operation_label(context.schema._schema, fields)
         result = context.result
         errors = getattr(result, "errors", None) if result is not None else None
-        self.metrics.requests.labels(name, outcome_of(errors)[1]).inc()
-        self.metrics.latency.labels(name).observe(time.perf_counter() - start)
+        self.metrics.observe(name, outcome_of(errors)[1], time.perf_counter() - start)
 
 
 class Timed:
@@ -103,15 +117,16 @@ class Timed:
         attr = getattr(self._repo, name)
         if not inspect.iscoroutinefunction(attr):
             return attr
-        histogram = self._metrics.store.labels(name)
+        histogram, repo = self._metrics.store.labels(name), self._repo
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
-                return await attr(*args, **kwargs)
+                return await getattr(repo, name)(*args, **kwargs)  # the method as it is now
             finally:
                 histogram.observe(time.perf_counter() - start)
 
+        setattr(self, name, timed)  # kept: __getattr__ is asked only the first time
         return timed
 
 

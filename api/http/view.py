@@ -4,6 +4,7 @@ JSON (api/http/answers.py), raw application/graphql bodies and Apollo's persiste
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,12 @@ _ACCEPTED = f"{GRAPHQL_RESPONSE} or {JSON}"
 _register: ContextVar[tuple[str, str] | None] = ContextVar("persisted_register", default=None)
 # The study of an instance-level $graphql request (/ImagingStudy/{id}/$graphql), else None.
 _study: ContextVar[str | None] = ContextVar("instance_study", default=None)
+
+
+@functools.lru_cache(maxsize=64)
+def _media_type(content_type: str) -> str:
+    # Strawberry's parser builds an email message per request; the same few headers come.
+    return parse_content_type(content_type)[0]
 
 
 def _refused(refusal: Refusal, media: str) -> Response:
@@ -131,7 +138,7 @@ class GraphQLOverHTTP(_View):
             ) from None
 
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
-        content_type, _ = parse_content_type(request.content_type or "")
+        content_type = _media_type(request.content_type or "")
         if request.method == "GET":
             data = self._request_data(self.parse_query_params(request.query_params))
         elif content_type == JSON:
