@@ -143,7 +143,7 @@ class Phase:
                 stack.push_async_exit(manager)
             else:
                 stack.push(manager)
-        self._entered = []
+        self._entered.clear()  # in place: the loop of __aexit__ sees them gone
         return stack
 
 

@@ -186,3 +186,47 @@ async def test_synchronous_execution_runs_synchronous_hooks_and_refuses_asynchro
         e.message.split(" at 0x")[0] for e in theirs.errors or ()
     ]
     assert "failed to complete synchronously" in str(ours.errors)
+
+
+async def test_each_hook_is_left_once_when_one_swallows_the_error_of_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hooks as plain context managers, counting how often each is left: a hook swallowing
+    the error another raised on its way out must not make the phase leave anyone twice."""
+    from api.graphql import hooks
+
+    left: list[str] = []
+
+    class Manager:
+        def __init__(self, name: str, raises: bool = False, swallows: bool = False) -> None:
+            self.name, self.raises, self.swallows = name, raises, swallows
+
+        def __enter__(self) -> None:
+            pass
+
+        def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool:
+            left.append(self.name if kind is None else f"{self.name} saw {kind.__name__}")
+            if self.raises:
+                raise Failing
+            return self.swallows
+
+    class Outer(SchemaExtension):
+        def on_execute(self) -> Iterator[None]:  # pragma: no cover - replaced below
+            yield
+
+    class Middle(Outer):
+        pass
+
+    class Inner(Outer):
+        pass
+
+    for cls, manager in (
+        (Outer, Manager("outer")),
+        (Middle, Manager("middle", swallows=True)),
+        (Inner, Manager("inner", raises=True)),
+    ):
+        monkeypatch.setitem(hooks._ENTRIES, (cls, "on_execute"), ((lambda _, m=manager: m), False))
+    phase = hooks.Phase([Outer(), Middle(), Inner()], "on_execute")
+    async with phase:
+        pass
+    assert left == ["inner", "middle saw Failing", "outer"]
