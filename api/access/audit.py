@@ -4,6 +4,7 @@ Nothing else about a patient is written."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -11,9 +12,12 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from graphql import GraphQLError
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
-from store.fhir.outcome import CLIENT_CODES, INTERNAL_SERVER_ERROR
+from store.fhir.outcome import BAD_USER_INPUT, CLIENT_CODES, INTERNAL_SERVER_ERROR
 
 audit_log = logging.getLogger("imaging.audit")
 OUTCOME = "http://terminology.hl7.org/CodeSystem/audit-event-outcome"
@@ -24,6 +28,21 @@ _ACTIONS = {"ImagingStudyCreate": "C", "ImagingStudyDelete": "D", "ImagingStudyI
 # context: `api.graphql.selection.operation_fields`, which reads selections as the executor
 # does. It is a layer above this one, so whoever installs AuditLog hands it in.
 RootFields = Callable[[Any], tuple[str, list[str]]]
+
+
+# What Strawberry raises through the operation for a request it cannot run (no query, an
+# operationName naming no operation, a mutation over GET): the caller's error, answered as such.
+_REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
+
+
+def raised_errors(raised: BaseException | None) -> list[Any] | None:
+    """The errors to record for an operation left by an exception (None: it was not, or was
+    only closed early by its transport, GeneratorExit or cancellation, whose outcome is what
+    it had answered)."""
+    if raised is None or not isinstance(raised, Exception):
+        return None
+    code = BAD_USER_INPUT if isinstance(raised, _REQUEST_ERRORS) else INTERNAL_SERVER_ERROR
+    return [GraphQLError(type(raised).__name__, extensions={"code": getattr(raised, "code", code)})]
 
 
 def outcome_of(errors: list[Any] | None) -> tuple[str, str]:
@@ -53,9 +72,10 @@ def record(
     access = getattr(context, "access", None)
     touched = touched or []
     code, contract = outcome_of(errors)
-    action = (
-        "R" if kind != "mutation" else next((_ACTIONS[f] for f in fields if f in _ACTIONS), "U")
-    )
+    if kind == "mutation":
+        action = next((_ACTIONS[f] for f in fields if f in _ACTIONS), "U")
+    else:  # an unparsed text asked for nothing the audit can name: an execution, not a read
+        action = "E" if kind == "unknown" else "R"
     agents = [
         {
             "type": {"text": "user"},
@@ -110,16 +130,30 @@ class AuditLog(SchemaExtension):
         start = time.perf_counter()
         touched: list[tuple[str, str | None]] = []
         token = touched_by_operation.set(touched)
+        raised: BaseException | None = None
         try:
             yield
+        except BaseException as error:
+            raised = error
+            raise
         finally:
-            touched_by_operation.reset(token)
+            # Also when the operation is left early: by an exception (a request Strawberry
+            # cannot run), or by GeneratorExit or cancellation, when the transport closes a
+            # WebSocket operation's stream (a refusal sent, a subscription completed or its
+            # socket gone), which never gets past the yield.
+            with contextlib.suppress(ValueError):  # left from another context
+                touched_by_operation.reset(token)
+            self._write(start, touched, raised)
+
+    def _write(
+        self, start: float, touched: list[tuple[str, str | None]], raised: BaseException | None
+    ) -> None:
         context = self.execution_context
         kind, fields = self.root_fields(context)
         result = context.result
         errors = (
             getattr(result, "errors", None) if result is not None else context.pre_execution_errors
-        )
+        ) or raised_errors(raised)
         operation = context.operation_name or ",".join(fields) or "unparsed"
         try:
             event = record(operation, kind, fields, context.context, errors, touched)

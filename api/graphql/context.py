@@ -38,6 +38,9 @@ class Context:
     authenticator: Authenticator | None = None
     authorization: str | None = None  # the Authorization header
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init
+    # The study of an instance-level `[base]/ImagingStudy/{id}/$graphql` request: there a
+    # study that is not found is an error (NOT_FOUND), which the audit records as such.
+    rooted_at: str | None = None
     _access: Access | None = None
     _store: ScopedStore | None = None
 

@@ -54,6 +54,7 @@ from api.graphql.limits import (
     token_rejection,
     variable_errors,
 )
+from api.graphql.selection import unparsed
 
 # graphql-core reads this module attribute when a validation starts (its documented knob).
 overlap.MAX_COMPLEXITY_BUDGET = 20_000
@@ -280,6 +281,8 @@ class QueryLimits(SchemaExtension):
                 else:
                     document, self.fresh = found, found is not None
             context.graphql_document = document
+        if self.length is not None or self.tokens is not None:
+            unparsed(context)  # a stand-in: no operation of the caller's to record
         yield
 
     async def _validate(self, context: Any, document: DocumentNode) -> list[GraphQLError]:

@@ -87,6 +87,13 @@ def operation_fields(context: Any) -> tuple[str, list[str]]:
     return found
 
 
+def unparsed(context: Any) -> None:
+    """Marks the document of a Strawberry execution context as the stand-in for a text that
+    was refused before or while parsing: no operation type, no root fields (the audit must
+    not record the stand-in's `__typename` as what the caller asked for)."""
+    context.__dict__["_root_fields"] = (context.graphql_document, ("unknown", []))
+
+
 class Walker:
     """The fragments and variables of one operation, and the rules of a selection over them."""
 

@@ -114,6 +114,7 @@ class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
             events=self.bus,
             authenticator=self.authenticator,
             authorization=request.headers.get("authorization"),
+            rooted_at=request.path_params.get("id"),
         )
 
     def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:

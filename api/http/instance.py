@@ -61,8 +61,9 @@ def unwrapped(answer: GraphQLHTTPResponse, study_id: str) -> GraphQLHTTPResponse
         if path and path[0] == ROOT:
             if len(path) > 1:
                 error["path"] = path[1:]
-            else:
+            else:  # the study itself (NOT_FOUND), at the text the server inserted
                 del error["path"]
+                error.pop("locations", None)
     data = answer.get("data")
     if isinstance(data, dict):
         study = data.get(ROOT)  # the rooted field answers one study, or null

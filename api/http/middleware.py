@@ -115,6 +115,7 @@ async def _refuse(scope: Scope, send: Send, refusal: Refusal, close: bool = Fals
     """Sends `refusal` as a GraphQL JSON body, in the media type the request accepts."""
     accept = Headers(scope=scope).get("accept")
     status, fields, body = refusal.answer(answer_media(accept))
+    fields.setdefault("cache-control", "no-store")  # as every answer (api/http/view.py)
     headers: list[Any] = [(k.encode(), v.encode()) for k, v in fields.items()]
     headers.append((b"content-length", str(len(body)).encode()))
     if close:

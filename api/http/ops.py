@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from strawberry.extensions import SchemaExtension
 
-from api.access.audit import outcome_of
+from api.access.audit import outcome_of, raised_errors
 from api.graphql.selection import operation_fields
 from store.fhir.outcome import StoreError
 
@@ -97,12 +97,22 @@ class _Observe(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         start = time.perf_counter()
-        yield
+        raised: BaseException | None = None
+        try:
+            yield
+        except BaseException as error:
+            raised = error
+            raise
+        finally:  # also when the operation is left early (see AuditLog)
+            self._count(start, raised)
+
+    def _count(self, start: float, raised: BaseException | None) -> None:
         context = self.execution_context
         _, fields = operation_fields(context)
         name = operation_label(context.schema._schema, fields)
         result = context.result
         errors = getattr(result, "errors", None) if result is not None else None
+        errors = errors or context.pre_execution_errors or raised_errors(raised)
         self.metrics.observe(name, outcome_of(errors)[1], time.perf_counter() - start)
 
 

@@ -21,6 +21,7 @@ from store.mongo.search import Params
 P = ParamSpec("P")
 # The version probe's projection: one field, which the probe index covers (indexes.py).
 VERSION = {"_id": 0, "meta.versionId": 1}
+_HEAD = {"_id": 0, "subject.reference": 1, "_srv.deleted": 1}  # whose study, and is it live
 T = TypeVar("T")
 ROOT = "ImagingStudy"
 
@@ -306,6 +307,15 @@ class Reads:
         such as Patient/1): only the versions about that subject, and none unless the study's
         latest live version is about it too, so a study moved to another patient (a misfiled
         study, put right) stops showing."""
+        if subject is not None:
+            # Another patient's live study answers as a missing one, in as little time: only
+            # its subject is read (rebuilding its versions first told its size, and that it
+            # exists, by the time taken). A deleted study's latest live version is in its
+            # history: that is still read to decide.
+            head = await self._studies.find_one({"_id": study_id}, _HEAD)
+            live = head is not None and head.get("_srv", {}).get("deleted") is False
+            if head is None or (live and not _about(head, subject)):
+                return []
         current = await self._studies.find_one({"_id": study_id})
         versions: list[Study] = []
         newest = True

@@ -20,7 +20,7 @@ from api.graphql.shared_plans import SharedPlans
 from api.graphql.types.connection import ImagingStudyConnection
 from api.graphql.types.imaging_study import ImagingStudy
 from store.fhir import Study
-from store.fhir.outcome import BAD_USER_INPUT, fail
+from store.fhir.outcome import BAD_USER_INPUT, NOT_FOUND, fail
 from store.mongo.search import Params
 
 SORT = (
@@ -134,6 +134,9 @@ class Query:
 
         async def read() -> Study | None:
             study = await info.context.store.get(study_id, paths, instances=window)
+            if study is None and info.context.rooted_at == study_id:
+                # The root of an instance-level $graphql: its answer would have no study.
+                raise fail(NOT_FOUND, "ImagingStudy", f"no ImagingStudy with id '{study_id}'")
             return study if study is None or window is None else _placed(study, window[0])
 
         return await reading(shape, read)

@@ -23,7 +23,7 @@ from tests.support.change_streams import RECORDED, ReplayedCollection
 from tests.support.graphql import CREATE, STATUS, post
 from tests.support.server import serving
 from tests.support.tokens import AUDIENCE, ISSUER, SECRET, token
-from tests.support.websocket import SUBSCRIBE, text_message
+from tests.support.websocket import SUBSCRIBE, init, receive, socket, subscribe, text_message
 
 
 @asynccontextmanager
@@ -174,3 +174,41 @@ async def test_the_feeder_resumes_after_an_interruption() -> None:
         task.cancel()
     assert [c.action for c in seen] == ["create", "update", "delete", "delete"]
     assert collection.resumed_after == [None, {"_data": "2"}]
+
+
+async def test_every_operation_over_a_websocket_is_audited_and_counted(
+    store: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found black-box: over the WebSocket, a refused operation and a subscription ended by
+    its client left no audit record and no count (the transport closes the operation's stream,
+    which stopped the record at the hook's yield)."""
+    caplog.set_level(logging.INFO, logger="imaging.audit")
+    app = create_app(Settings(seed=False, max_aliases=10), store)
+    deep = "{ " + " ".join(f'a{n}: ImagingStudy(id: "x") {{ id }}' for n in range(20)) + " }"
+    async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
+        async with socket(address) as ws:
+            assert (await init(ws))["type"] == "connection_ack"
+            await subscribe(ws, "q", 'query Read { ImagingStudy(id: "none") { id } }')
+            assert [(await receive(ws))["type"] for _ in range(2)] == ["next", "complete"]
+            await subscribe(ws, "s", "subscription Watch { ImagingStudyChanged { id } }")
+            await asyncio.sleep(0.2)
+            await ws.send(json.dumps({"id": "s", "type": "complete"}))
+            await subscribe(ws, "r", f"query Aliases {deep}")
+            assert (await receive(ws))["type"] == "error"
+            await subscribe(ws, "v", "query Invalid { nosuch }")
+            assert (await receive(ws))["type"] == "error"
+            await asyncio.sleep(0.2)
+        metrics = (await http.get("/metrics")).text
+    outcomes = {
+        r.audit["code"]["text"]: r.audit["outcome"]["detail"][0]["text"]
+        for r in caplog.records
+        if r.name == "imaging.audit"
+    }
+    assert outcomes == {
+        "Read": "OK",
+        "Watch": "OK",
+        "Aliases": "QUERY_REJECTED",
+        "Invalid": "BAD_USER_INPUT",
+    }
+    assert 'imaging_requests_total{operation="ImagingStudyChanged",outcome="OK"} 1.0' in metrics
+    assert 'outcome="QUERY_REJECTED"} 1.0' in metrics

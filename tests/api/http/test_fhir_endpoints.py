@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
 
@@ -120,3 +122,27 @@ async def test_instance_endpoint_goes_through_the_gate(store: Repository) -> Non
         assert theirs.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
         anonymous = await http.post("/ImagingStudy/mine/$graphql", json={"query": "{ id }"})
         assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_a_missing_study_of_the_instance_endpoint_is_audited_as_not_found(
+    loaded: Repository, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found black-box: the audit recorded OK for an answer the caller got as NOT_FOUND."""
+    caplog.set_level(logging.INFO, logger="imaging.audit")
+    missing = (await http.post("/ImagingStudy/nope/$graphql", json={"query": "{ id }"})).json()
+    found = (await http.post("/ImagingStudy/one/$graphql", json={"query": "{ id }"})).json()
+    assert missing == {
+        "data": None,
+        "errors": [
+            {
+                "message": "ImagingStudy: no ImagingStudy with id 'nope'",
+                "extensions": missing["errors"][0]["extensions"],
+            }
+        ],
+    }
+    assert missing["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert found == {"data": {"id": "one"}}
+    outcomes = [
+        r.audit["outcome"]["detail"][0]["text"] for r in caplog.records if r.name == "imaging.audit"
+    ]
+    assert outcomes == ["NOT_FOUND", "OK"]

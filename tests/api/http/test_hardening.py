@@ -152,6 +152,7 @@ async def test_oversized_bodies_get_413(http: httpx.AsyncClient) -> None:
     big = b'{"query": "' + b" " * (8 * 1024 * 1024) + b'{ __typename }"}'
     said = await http.post("/graphql", content=big, headers={"content-type": "application/json"})
     assert said.status_code == 413
+    assert said.headers["cache-control"] == "no-store"  # as every answer (found black-box)
 
     async def chunks() -> AsyncIterator[bytes]:  # no content-length: counted as it arrives
         for _ in range(9):

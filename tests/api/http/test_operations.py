@@ -196,3 +196,22 @@ def test_once_loaded_the_loop_gets_the_interpreter_back_within_a_millisecond() -
         gc.unfreeze()
         gc.set_threshold(*threshold)
         sys.setswitchinterval(interval)
+
+
+async def test_requests_that_never_ran_are_audited_as_what_they_were(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found black-box: a text that did not parse was recorded as a read of `__typename` (the
+    stand-in carrying its refusal), and an operationName naming no operation not at all."""
+    caplog.set_level(logging.INFO, logger="imaging.audit")
+    await http.post("/graphql", json={"query": 'mutation { ImagingStudyDelete(id: "x") { id '})
+    await http.post("/graphql", json={"query": "{ __typename }", "operationName": "Nope"})
+    await http.post("/graphql", json={"query": "{ " + "id " * 60_000 + "}"})
+    unparsed, unknown, huge = audit_records(caplog)
+    for record in (unparsed, huge):
+        assert record["category"] == [{"text": "graphql unknown"}]
+        assert (record["code"]["text"], record["action"]) == ("unparsed", "E")
+    assert unparsed["outcome"]["detail"][0]["text"] == "BAD_USER_INPUT"
+    assert huge["outcome"]["detail"][0]["text"] == "QUERY_REJECTED"
+    assert unknown["code"]["text"] == "Nope"
+    assert unknown["outcome"]["detail"][0]["text"] == "BAD_USER_INPUT"

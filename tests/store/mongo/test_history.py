@@ -192,3 +192,40 @@ async def test_versions_kept_whole_when_the_patch_back_is_large(
     assert "back" not in doc["_srv"]
     whole = await store._history.find_one({"_id": "m/9"})  # the tombstone, kept whole
     assert whole["meta"]["versionId"] == "9"
+
+
+async def test_a_confined_history_of_another_patients_study_reads_as_a_missing_one(
+    store: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found black-box: another patient's history answered [] only after rebuilding its
+    versions, so the time taken told that the study exists, and how large it is."""
+    theirs = demo.study("theirs", 2, 50, patient="pb")
+    await store.create(theirs)
+    await store.update("theirs", {**theirs, "description": "v2"}, "1")
+    calls: list[tuple[str, Any]] = []
+
+    class Spy:
+        def __init__(self, target: Any) -> None:
+            self.target = target
+
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(self.target, name)
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                calls.append((name, args[1] if len(args) > 1 else kwargs.get("projection")))
+                return attr(*args, **kwargs)
+
+            return call
+
+    monkeypatch.setattr(store, "_studies", Spy(store._studies))
+    monkeypatch.setattr(store, "_history", Spy(store._history))
+    assert await store.history("theirs", 10, subject="Patient/pa") == []
+    theirs_calls = list(calls)
+    calls.clear()
+    assert await store.history("nothing-here", 10, subject="Patient/pa") == []
+    assert theirs_calls == calls  # the same reads, whether it exists or not
+    assert [name for name, _ in calls] == ["find_one"]
+    assert "series" not in str(calls[0][1])
+    calls.clear()
+    owned = await store.history("theirs", 10, subject="Patient/pb")
+    assert [v["meta"]["versionId"] for v in owned] == ["2", "1"]
