@@ -14,7 +14,9 @@ from typing import Any
 
 from graphql import GraphQLError, ValuesOfCorrectTypeRule, VariableDefinitionNode
 from graphql.pyutils import Undefined
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from api.input_errors import InputValuesRule, variable_errors
 from store.fhir.outcome import (
@@ -27,6 +29,9 @@ from store.fhir.outcome import (
 )
 
 log = logging.getLogger("imaging.api")
+# What Strawberry raises for a request it cannot run (no query, an operationName naming no
+# operation, a mutation over GET): the caller's error, whichever transport carried it.
+REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
 
 
 class AccessError(OutcomeError):
@@ -64,7 +69,7 @@ def map_error(error: GraphQLError) -> GraphQLError:
     if isinstance(original, OutcomeError):
         extensions = {"code": original.code, "resource": original.outcome()}
         message = original.message
-    elif original is None or isinstance(original, GraphQLError):
+    elif original is None or isinstance(original, (GraphQLError, *REQUEST_ERRORS)):
         # Parse, validation and variable errors: the request itself was wrong. Those about an
         # input's value are built from structure already (api/input_errors.py); these name no
         # value, and a variable's error names it in `expression`.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -33,16 +34,38 @@ RootFields = Callable[[Any], tuple[str, list[str]]]
 # What Strawberry raises through the operation for a request it cannot run (no query, an
 # operationName naming no operation, a mutation over GET): the caller's error, answered as such.
 _REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
+CANCELLED = "CANCELLED"  # the outcome of a query or mutation its client left before its answer
+# Whether the current HTTP request's operation has its record (set by AuditLog): a request
+# refused without one gets a record of its refusal (`refused`).
+operation_audited: ContextVar[bool] = ContextVar("operation_audited", default=False)
+_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,127}")
 
 
-def raised_errors(raised: BaseException | None) -> list[Any] | None:
-    """The errors to record for an operation left by an exception (None: it was not, or was
-    only closed early by its transport, GeneratorExit or cancellation, whose outcome is what
-    it had answered)."""
-    if raised is None or not isinstance(raised, Exception):
+def _coded(code: str) -> list[Any]:
+    return [GraphQLError(code, extensions={"code": code})]
+
+
+def raised_errors(raised: BaseException | None, kind: str = "unknown") -> list[Any] | None:
+    """The errors to record for an operation left by an exception; None when it was not. An
+    operation closed by its transport (GeneratorExit, cancellation) is CANCELLED unless it is
+    a subscription, whose client ends it so (its outcome is then what it answered)."""
+    if raised is None:
         return None
+    if not isinstance(raised, Exception):
+        return None if kind == "subscription" else _coded(CANCELLED)
     code = BAD_USER_INPUT if isinstance(raised, _REQUEST_ERRORS) else INTERNAL_SERVER_ERROR
-    return [GraphQLError(type(raised).__name__, extensions={"code": getattr(raised, "code", code)})]
+    return _coded(getattr(raised, "code", code))
+
+
+def refused(operation: Any, context: Any, code: str) -> dict[str, Any]:
+    """The record of a request refused before any operation of it ran (its shape, a mutation
+    sent to one study's endpoint, the operations a socket may carry at once): category
+    `graphql unknown`, action E, its operationName when it is a GraphQL name, else
+    `unparsed`. Written on the audit log; returned for the caller's metrics."""
+    name = operation if isinstance(operation, str) and _NAME.fullmatch(operation) else "unparsed"
+    event = record(name, "unknown", [], context, _coded(code))
+    audit_log.info("unknown %s %s", name, code, extra={"audit": event, "duration_ms": 0.0})
+    return event
 
 
 def outcome_of(errors: list[Any] | None) -> tuple[str, str]:
@@ -50,7 +73,7 @@ def outcome_of(errors: list[Any] | None) -> tuple[str, str]:
     codes = [(e.extensions or {}).get("code", INTERNAL_SERVER_ERROR) for e in errors or ()]
     if not codes:
         return "0", "OK"
-    serious = [c for c in codes if c not in CLIENT_CODES]
+    serious = [c for c in codes if c not in CLIENT_CODES and c != CANCELLED]
     return ("8", serious[0]) if serious else ("4", codes[0])
 
 
@@ -153,8 +176,13 @@ class AuditLog(SchemaExtension):
         result = context.result
         errors = (
             getattr(result, "errors", None) if result is not None else context.pre_execution_errors
-        ) or raised_errors(raised)
-        operation = context.operation_name or ",".join(fields) or "unparsed"
+        ) or raised_errors(raised, kind)
+        operation_audited.set(True)
+        # Of an operation that did not run, only the name the caller gave (Strawberry fills
+        # one in from the document's first operation).
+        named = getattr(context, "_provided_operation_name", None)
+        named = named if kind == "unknown" else context.operation_name
+        operation = named or ",".join(fields) or "unparsed"
         try:
             event = record(operation, kind, fields, context.context, errors, touched)
         except Exception:  # the audit never fails a request whose writes are committed

@@ -82,7 +82,16 @@ def operation_fields(context: Any) -> tuple[str, list[str]]:
     document, kept = context.graphql_document, context.__dict__.get("_root_fields")
     if kept is not None and kept[0] is document:
         return kept[1]  # type: ignore[no-any-return]
-    found = root_fields(document, context.operation_name, context.variables)
+    # Strawberry fills a missing operationName in from the first operation; a document of
+    # several without one runs none of them (operation_choice.py refuses it).
+    chosen = getattr(context, "_provided_operation_name", None)
+    several = document is not None and (
+        sum(isinstance(d, OperationDefinitionNode) for d in document.definitions) > 1
+    )
+    if chosen is None and several:
+        found: tuple[str, list[str]] = ("unknown", [])
+    else:
+        found = root_fields(document, context.operation_name, context.variables)
     context.__dict__["_root_fields"] = (document, found)
     return found
 

@@ -99,6 +99,7 @@ class _GraphQL(GraphQLOverHTTP, GraphQL[Context, None]):
             allowed_origins=settings.cors_origins,
         )
         self.settings = settings
+        self.metrics = metrics
         self.bus = bus
         self.authenticator = Authenticator(settings)
         self.explain = explain

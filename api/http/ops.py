@@ -108,11 +108,11 @@ class _Observe(SchemaExtension):
 
     def _count(self, start: float, raised: BaseException | None) -> None:
         context = self.execution_context
-        _, fields = operation_fields(context)
+        kind, fields = operation_fields(context)
         name = operation_label(context.schema._schema, fields)
         result = context.result
         errors = getattr(result, "errors", None) if result is not None else None
-        errors = errors or context.pre_execution_errors or raised_errors(raised)
+        errors = errors or context.pre_execution_errors or raised_errors(raised, kind)
         self.metrics.observe(name, outcome_of(errors)[1], time.perf_counter() - start)
 
 

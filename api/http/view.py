@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from contextvars import ContextVar
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -18,6 +19,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
+from api.access.audit import operation_audited, refused
 from api.graphql.limits import Limits
 from api.http import instance
 from api.http.answers import CONTENT_TYPE, GRAPHQL_RESPONSE, JSON, Refusal, negotiate
@@ -55,6 +57,7 @@ if TYPE_CHECKING:  # the class this mixes into (api/http/app.py), so its methods
 
     from api.access.auth import Authenticator
     from api.graphql.context import Context
+    from api.http.ops import Metrics
 
     _View = GraphQL[Context, None]
 else:
@@ -68,6 +71,7 @@ class GraphQLOverHTTP(_View):
     persisted: PersistedQueries
     limits: Limits
     authenticator: Authenticator
+    metrics: Metrics
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         view: Any = super()
@@ -80,6 +84,26 @@ class GraphQLOverHTTP(_View):
             _study.reset(study)
 
     async def _run_http(self, view: Any, request: Any, context: Any, root_value: Any) -> Any:
+        audited = operation_audited.set(False)
+        try:
+            return await self._answer_http(view, request, context, root_value)
+        finally:
+            operation_audited.reset(audited)
+
+    def refused_operation(self, authorization: str | None, name: Any, code: str) -> None:
+        """The audit record and count of a request refused before an operation of it ran."""
+        access = self.authenticator.access(authorization)
+        refused(name, SimpleNamespace(access=access), code)
+        self.metrics.observe("unknown", code, 0.0)
+
+    def _refusal(self, request: Any, refusal: Refusal, media: str) -> Response:
+        """The answer of a refusal; recorded when no operation of the request was (one
+        refused for its shape, its media type, a mutation sent to one study's endpoint)."""
+        if not operation_audited.get():
+            self.refused_operation(request.headers.get("authorization"), None, refusal.code)
+        return _refused(refusal, media)
+
+    async def _answer_http(self, view: Any, request: Any, context: Any, root_value: Any) -> Any:
         adapter = self.request_adapter_class(request)
         media = JSON
         try:
@@ -96,10 +120,11 @@ class GraphQLOverHTTP(_View):
             finally:
                 _register.reset(token)
         except Refusal as refusal:
-            return _refused(refusal, media)
+            return self._refusal(request, refusal, media)
         except HTTPException as error:  # Strawberry's own refusals (text/plain otherwise)
             if error.status_code == 405:
-                return _refused(
+                return self._refusal(
+                    request,
                     Refusal(
                         405,
                         f"method {request.method[:20]} is not served: GET (queries) and POST only",
@@ -108,7 +133,7 @@ class GraphQLOverHTTP(_View):
                     ),
                     media,
                 )
-            return _refused(Refusal(error.status_code, error.reason), media)
+            return self._refusal(request, Refusal(error.status_code, error.reason), media)
         if response.media_type == JSON:  # a GraphQL response (not a stream)
             response.headers["content-type"] = CONTENT_TYPE[media]
             _not_stored(response)

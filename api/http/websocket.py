@@ -13,6 +13,7 @@ from json import JSONDecodeError
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from graphql import GraphQLError
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
@@ -25,9 +26,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     SubscribeMessage,
 )
 
+from api.access.audit import refused
+from api.errors import map_error
 from api.graphql.context import Context
 from api.graphql.limits import rejected
 from api.graphql.resolvers.subscriptions import delivering
+from store.fhir.outcome import BAD_USER_INPUT
 
 if TYPE_CHECKING:
     from api.http.app import _GraphQL
@@ -90,6 +94,23 @@ class Socket(ASGIWebSocketAdapter):
             await self.ws.close(code=code, reason=_reason(reason))
 
 
+def _malformed(payload: Any) -> str | None:
+    """What is wrong with a subscribe message's payload, as the GraphQL-over-HTTP rules say
+    of a request's parameters (Strawberry let such an operation end without an answer, or
+    answered it with an internal error); None when nothing is."""
+    if not isinstance(payload, dict):
+        return "payload must be an object with query, and optionally variables, operationName"
+    for key, kind, said in (
+        ("query", str, "a string"),
+        ("operationName", str | None, "a string or null"),
+        ("variables", dict | None, "an object or null"),
+        ("extensions", dict | None, "an object or null"),
+    ):
+        if not isinstance(payload.get(key), kind):
+            return f"{key} must be {said}"
+    return None
+
+
 class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws with the caller's token checked at connection_init and before
     every operation, the socket closed at the token's `exp`, a coded limit on operations in
@@ -138,12 +159,21 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             await self._end("the token expired")
             return
         limit = self.view.settings.max_subscriptions
-        if (
-            self.connection_acknowledged
-            and message["id"] not in self.operations
-            and len(self.operations) >= limit
-        ):
-            error = rejected("operations in flight on this socket", limit, len(self.operations) + 1)
+        payload: Any = message.get("payload")
+        error: GraphQLError | None = None
+        if self.connection_acknowledged and message["id"] not in self.operations:
+            if len(self.operations) >= limit:
+                error = rejected(
+                    "operations in flight on this socket", limit, len(self.operations) + 1
+                )
+            elif (wrong := _malformed(payload)) is not None:
+                error = map_error(GraphQLError(wrong))
+        if error is not None:
+            # Refused before an operation ran: answered and recorded as such.
+            name = payload.get("operationName") if isinstance(payload, dict) else None
+            code = (error.extensions or {}).get("code", BAD_USER_INPUT)
+            refused(name, self.context, code)
+            self.view.metrics.observe("unknown", code, 0.0)
             await self.send_message(
                 {"id": message["id"], "type": "error", "payload": [error.formatted]}
             )

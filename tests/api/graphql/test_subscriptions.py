@@ -212,3 +212,84 @@ async def test_every_operation_over_a_websocket_is_audited_and_counted(
     }
     assert 'imaging_requests_total{operation="ImagingStudyChanged",outcome="OK"} 1.0' in metrics
     assert 'outcome="QUERY_REJECTED"} 1.0' in metrics
+
+
+async def test_websocket_refusals_before_an_operation_are_answered_and_audited(
+    store: Repository, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found black-box: a malformed subscribe payload ended without an answer or a record,
+    operationName naming no operation answered INTERNAL_SERVER_ERROR, and the operations
+    over the socket's cap were answered but not recorded."""
+    caplog.set_level(logging.INFO, logger="imaging.audit")
+    app = create_app(Settings(seed=False, max_subscriptions=1), store)
+    answers: dict[str, Any] = {}
+    async with serving(app) as address, socket(address) as ws:
+        assert (await init(ws))["type"] == "connection_ack"
+        for op, payload in {
+            "variables": {"query": "{ __typename }", "variables": [1]},
+            "query": {"query": 5},
+            "missing": {"query": None},
+            "name": {"query": "{ __typename }", "operationName": 5},
+            "nameless": {"query": "query A { __typename }", "operationName": "B"},
+        }.items():
+            await ws.send(json.dumps({"id": op, "type": "subscribe", "payload": payload}))
+            answers[op] = await receive(ws)
+        await subscribe(ws, "open", "subscription Watch { ImagingStudyChanged { id } }")
+        await asyncio.sleep(0.2)
+        await subscribe(ws, "over", "subscription Over { ImagingStudyChanged { id } }")
+        answers["over"] = await receive(ws)
+    for op, answer in answers.items():
+        assert answer["type"] == "error", (op, answer)
+        assert answer["id"] == op
+    codes = {op: a["payload"][0]["extensions"]["code"] for op, a in answers.items()}
+    assert codes == {
+        "variables": "BAD_USER_INPUT",
+        "query": "BAD_USER_INPUT",
+        "missing": "BAD_USER_INPUT",
+        "name": "BAD_USER_INPUT",
+        "nameless": "BAD_USER_INPUT",
+        "over": "QUERY_REJECTED",
+    }
+    assert answers["variables"]["payload"][0]["message"] == "variables must be an object or null"
+    await asyncio.sleep(0.2)
+    records = [r.audit for r in caplog.records if r.name == "imaging.audit"]
+    outcomes = sorted((r["code"]["text"], r["outcome"]["detail"][0]["text"]) for r in records)
+    assert outcomes == sorted(
+        [
+            ("unparsed", "BAD_USER_INPUT"),  # variables
+            ("unparsed", "BAD_USER_INPUT"),  # query
+            ("unparsed", "BAD_USER_INPUT"),  # missing
+            ("unparsed", "BAD_USER_INPUT"),  # name
+            ("B", "BAD_USER_INPUT"),  # nameless: B names no operation
+            ("unparsed", "QUERY_REJECTED"),  # over the cap: refused before parsing
+            ("Watch", "OK"),  # ended when the socket closed
+        ]
+    )
+
+
+async def test_an_operation_its_client_leaves_is_audited_as_cancelled(
+    store: Repository, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="imaging.audit")
+    reading = asyncio.Event()
+    get = store.get
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        reading.set()
+        await asyncio.sleep(5)
+        return await get(*args, **kwargs)
+
+    monkeypatch.setattr(store, "get", slow)
+    app = create_app(Settings(seed=False), store)
+    async with serving(app) as address:
+        async with socket(address) as ws:
+            assert (await init(ws))["type"] == "connection_ack"
+            await subscribe(ws, "q", 'query Slow { ImagingStudy(id: "x") { id } }')
+            await asyncio.wait_for(reading.wait(), 5)
+        await asyncio.sleep(0.3)
+    [record] = [r.audit for r in caplog.records if r.name == "imaging.audit"]
+    assert record["code"]["text"] == "Slow"
+    assert (record["outcome"]["code"]["code"], record["outcome"]["detail"][0]["text"]) == (
+        "4",
+        "CANCELLED",
+    )

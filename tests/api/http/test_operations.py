@@ -215,3 +215,40 @@ async def test_requests_that_never_ran_are_audited_as_what_they_were(
     assert huge["outcome"]["detail"][0]["text"] == "QUERY_REJECTED"
     assert unknown["code"]["text"] == "Nope"
     assert unknown["outcome"]["detail"][0]["text"] == "BAD_USER_INPUT"
+
+
+async def test_requests_refused_before_an_operation_are_audited_once(
+    store: Repository, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found black-box: a request refused for its shape (query not a string, variables not an
+    object), and a mutation sent to one study's endpoint, had no record; a document of two
+    operations without operationName was recorded as its first, which never ran."""
+    caplog.set_level(logging.INFO, logger="imaging.audit")
+    await store.create(demo.study("one", 1, 1))
+    for body in (
+        {"query": 5},
+        {"query": "{ __typename }", "variables": [1]},
+        {"query": "{ __typename }", "operationName": 5},
+        {"query": 'mutation A { ImagingStudyDelete(id: "one") { id } } query B { __typename }'},
+    ):
+        assert (await http.post("/graphql", json=body)).status_code in (200, 400)
+    instance = await http.post(
+        "/ImagingStudy/one/$graphql",
+        json={"query": 'mutation { ImagingStudyDelete(id: "one") { id } }'},
+    )
+    assert instance.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    records = audit_records(caplog)
+    assert [(r["category"][0]["text"], r["code"]["text"], r["action"]) for r in records] == [
+        ("graphql unknown", "unparsed", "E")
+    ] * 5
+    codes = [r["outcome"]["detail"][0]["text"] for r in records]
+    assert codes == [
+        "BAD_REQUEST",
+        "BAD_REQUEST",
+        "BAD_REQUEST",
+        "BAD_USER_INPUT",
+        "BAD_USER_INPUT",
+    ]
+    assert await store.get("one") is not None  # nothing ran
+    metrics = (await http.get("/metrics")).text
+    assert 'imaging_requests_total{operation="unknown",outcome="BAD_REQUEST"} 3.0' in metrics
