@@ -21,7 +21,15 @@ from store.mongo.search import Params
 P = ParamSpec("P")
 # The version probe's projection: one field, which the probe index covers (indexes.py).
 VERSION = {"_id": 0, "meta.versionId": 1}
-_HEAD = {"_id": 0, "subject.reference": 1, "_srv.deleted": 1}  # whose study, and is it live
+# Whose study a document is: its subject, or for a tombstone the subject its patch back to
+# the latest live version adds (a delete's patch holds the whole study), and whether it is live.
+_HEAD = {
+    "_id": 0,
+    "subject.reference": 1,
+    "_srv.deleted": 1,
+    "_srv.back.path": 1,
+    "_srv.back.value.reference": 1,
+}
 T = TypeVar("T")
 ROOT = "ImagingStudy"
 
@@ -308,13 +316,11 @@ class Reads:
         latest live version is about it too, so a study moved to another patient (a misfiled
         study, put right) stops showing."""
         if subject is not None:
-            # Another patient's live study answers as a missing one, in as little time: only
-            # its subject is read (rebuilding its versions first told its size, and that it
-            # exists, by the time taken). A deleted study's latest live version is in its
-            # history: that is still read to decide.
+            # Another patient's study answers as a missing one, in as little time: only whose
+            # it is is read first (rebuilding its versions told its size, and that it exists,
+            # by the time taken).
             head = await self._studies.find_one({"_id": study_id}, _HEAD)
-            live = head is not None and head.get("_srv", {}).get("deleted") is False
-            if head is None or (live and not _about(head, subject)):
+            if head is None or _latest_about(head, subject) is False:
                 return []
         current = await self._studies.find_one({"_id": study_id})
         versions: list[Study] = []
@@ -373,6 +379,23 @@ def _one(study_id: str, subject: str | None) -> dict[str, Any]:
 
 
 _VERSION = r"(/_history/[A-Za-z0-9.-]{1,64})?"  # a version of the reference, as R5 writes it
+
+
+def _latest_about(head: dict[str, Any], subject: str) -> bool | None:
+    """Whether the latest live version of the study whose document `head` is (read with
+    _HEAD) is about `subject`; None when `head` cannot tell: a tombstone without its patch
+    back (the version before it kept whole in history)."""
+    srv = head.get("_srv") or {}
+    if srv.get("deleted") is False:
+        return _about(head, subject)
+    back = srv.get("back")
+    if not isinstance(back, list):
+        return None
+    for op in back:
+        if isinstance(op, dict) and op.get("path") == "/subject":
+            value = op.get("value")
+            return isinstance(value, dict) and _about({"subject": value}, subject)
+    return False  # the version before the tombstone had no subject
 
 
 def _about(study: Study, subject: str) -> bool:

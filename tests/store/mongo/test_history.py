@@ -229,3 +229,10 @@ async def test_a_confined_history_of_another_patients_study_reads_as_a_missing_o
     calls.clear()
     owned = await store.history("theirs", 10, subject="Patient/pb")
     assert [v["meta"]["versionId"] for v in owned] == ["2", "1"]
+    # Deleted: whose it was is read from the tombstone's patch back, not by rebuilding.
+    await store.delete("theirs", "2")
+    calls.clear()
+    assert await store.history("theirs", 10, subject="Patient/pa") == []
+    assert calls == theirs_calls
+    owned = await store.history("theirs", 10, subject="Patient/pb")
+    assert [v["meta"]["versionId"] for v in owned] == ["2", "1"]
