@@ -18,7 +18,7 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
-from store.fhir.outcome import BAD_USER_INPUT, CLIENT_CODES, INTERNAL_SERVER_ERROR
+from store.fhir.outcome import BAD_REQUEST, BAD_USER_INPUT, CLIENT_CODES, INTERNAL_SERVER_ERROR
 
 audit_log = logging.getLogger("imaging.audit")
 OUTCOME = "http://terminology.hl7.org/CodeSystem/audit-event-outcome"
@@ -53,8 +53,37 @@ def raised_errors(raised: BaseException | None, kind: str = "unknown") -> list[A
         return None
     if not isinstance(raised, Exception):
         return None if kind == "subscription" else _coded(CANCELLED)
-    code = BAD_USER_INPUT if isinstance(raised, _REQUEST_ERRORS) else INTERNAL_SERVER_ERROR
+    if isinstance(raised, CannotGetOperationTypeError):
+        code = BAD_USER_INPUT  # the codes the HTTP view answers them with (api/http/view.py)
+    elif isinstance(raised, _REQUEST_ERRORS):
+        code = BAD_REQUEST
+    else:
+        code = INTERNAL_SERVER_ERROR
     return _coded(getattr(raised, "code", code))
+
+
+def ran(context: Any, raised: BaseException | None) -> bool:
+    """Whether an operation of the request ran: not when the request was refused before
+    execution (parse, validation and limits errors answer without `data` and without paths),
+    nor when Strawberry could not pick or allow the operation."""
+    if isinstance(raised, _REQUEST_ERRORS):
+        return False
+    result = context.result
+    if result is None:
+        return not context.pre_execution_errors
+    errors = getattr(result, "errors", None) or ()
+    return (
+        getattr(result, "data", None) is not None
+        or not errors
+        or any(getattr(error, "path", None) for error in errors)
+    )
+
+
+def name_of(name: Any) -> str | None:
+    """A caller's operation name as the log may hold it: a GraphQL name of at most 128
+    characters (an operationName is free text until it names an operation; a name in a
+    document may be 100,000 characters long)."""
+    return name if isinstance(name, str) and _NAME.fullmatch(name) else None
 
 
 def refused(operation: Any, context: Any, code: str) -> dict[str, Any]:
@@ -62,7 +91,7 @@ def refused(operation: Any, context: Any, code: str) -> dict[str, Any]:
     sent to one study's endpoint, the operations a socket may carry at once): category
     `graphql unknown`, action E, its operationName when it is a GraphQL name, else
     `unparsed`. Written on the audit log; returned for the caller's metrics."""
-    name = operation if isinstance(operation, str) and _NAME.fullmatch(operation) else "unparsed"
+    name = name_of(operation) or "unparsed"
     event = record(name, "unknown", [], context, _coded(code))
     audit_log.info("unknown %s %s", name, code, extra={"audit": event, "duration_ms": 0.0})
     return event
@@ -172,16 +201,20 @@ class AuditLog(SchemaExtension):
         self, start: float, touched: list[tuple[str, str | None]], raised: BaseException | None
     ) -> None:
         context = self.execution_context
-        kind, fields = self.root_fields(context)
+        did_run = ran(context, raised)
+        kind, fields = self.root_fields(context) if did_run else ("unknown", [])
         result = context.result
         errors = (
             getattr(result, "errors", None) if result is not None else context.pre_execution_errors
         ) or raised_errors(raised, kind)
         operation_audited.set(True)
-        # Of an operation that did not run, only the name the caller gave (Strawberry fills
-        # one in from the document's first operation).
-        named = getattr(context, "_provided_operation_name", None)
-        named = named if kind == "unknown" else context.operation_name
+        # The name of the operation that ran; of a request where none did, only the name the
+        # caller gave (Strawberry fills one in from the document's first operation, and a
+        # text refused before is not parsed again).
+        if did_run and kind != "unknown":
+            named = name_of(context.operation_name)
+        else:
+            named = name_of(getattr(context, "_provided_operation_name", None))
         operation = named or ",".join(fields) or "unparsed"
         try:
             event = record(operation, kind, fields, context.context, errors, touched)

@@ -34,9 +34,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from inspect import isawaitable
-from typing import Any
+from typing import Any, TypeVar
 
 from graphql import (
     DocumentNode,
@@ -57,6 +57,7 @@ from api.graphql.shared_plans import SharedPlans
 # see the module's docstring.
 GRAPHQL_CORE_PRIVATE = ("complete_object_value", "complete_list_value", "collect_subfields")
 SHARED = SharedPlans()  # api/graphql/shared_plans.py
+T = TypeVar("T")
 
 
 def _is_mutation(document: DocumentNode, operation_name: str | None) -> bool:
@@ -94,7 +95,35 @@ def _finished(*_: Any) -> Any:
 _FINISHED = GraphQLResolveInfoHelpers(gather=_finished, track=_finished)
 
 
-class CompiledExecutionContext(StrawberryGraphQLCoreExecutionContext):
+async def to_the_end(running: Awaitable[T]) -> T:
+    """A mutation's execution, run to its end even when the task awaiting it is cancelled (a
+    WebSocket client that completes the operation or leaves): its writes then finish as they
+    would have, with their undo on a failure and their audit record, rather than stopping
+    between two of them. The cancellation is taken back once the mutation is done; its answer
+    goes to whoever is still there."""
+    task = asyncio.ensure_future(running)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+
+
+class FinishingExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    """graphql-core's executor (through Strawberry's) whose mutations run to their end."""
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        result = super().execute_operation(serially)
+        if isawaitable(result) and self.operation.operation == OperationType.MUTATION:
+            return to_the_end(result)
+        return result
+
+
+class CompiledExecutionContext(FinishingExecutionContext):
     """graphql-core's executor with compiled completion of plain-data objects, whose
     mutations coerce their variables off the event loop."""
 

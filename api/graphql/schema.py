@@ -20,7 +20,7 @@ from api.graphql import directives
 from api.graphql.budget import ResultBudget
 from api.graphql.directives import Reshape
 from api.graphql.documents import query_limits
-from api.graphql.execution import CompiledExecutionContext
+from api.graphql.execution import CompiledExecutionContext, FinishingExecutionContext
 from api.graphql.fhirpath_ahead import FhirPathAhead
 from api.graphql.hooks import HooksRunner
 from api.graphql.limits import Limits
@@ -129,7 +129,9 @@ def build_schema(
             ErrorMapper,
             Reshape,
         ],
-        execution_context_class=CompiledExecutionContext if compiled else None,
+        execution_context_class=(
+            CompiledExecutionContext if compiled else FinishingExecutionContext
+        ),
     )
 
 

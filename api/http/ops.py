@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from strawberry.extensions import SchemaExtension
 
-from api.access.audit import outcome_of, raised_errors
+from api.access.audit import outcome_of, raised_errors, ran
 from api.graphql.selection import operation_fields
 from store.fhir.outcome import StoreError
 
@@ -108,7 +108,7 @@ class _Observe(SchemaExtension):
 
     def _count(self, start: float, raised: BaseException | None) -> None:
         context = self.execution_context
-        kind, fields = operation_fields(context)
+        kind, fields = operation_fields(context) if ran(context, raised) else ("unknown", [])
         name = operation_label(context.schema._schema, fields)
         result = context.result
         errors = getattr(result, "errors", None) if result is not None else None

@@ -40,6 +40,9 @@ CLIENT_CODES = frozenset(
         FORBIDDEN,
         QUERY_REJECTED,
         RESUME_UNAVAILABLE,
+        BAD_REQUEST,
+        PERSISTED_QUERY_NOT_FOUND,
+        PERSISTED_QUERY_NOT_SUPPORTED,
     }
 )
 

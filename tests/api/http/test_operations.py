@@ -252,3 +252,48 @@ async def test_requests_refused_before_an_operation_are_audited_once(
     assert await store.get("one") is not None  # nothing ran
     metrics = (await http.get("/metrics")).text
     assert 'imaging_requests_total{operation="unknown",outcome="BAD_REQUEST"} 3.0' in metrics
+
+
+async def test_the_record_says_what_was_answered_and_never_holds_free_text(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found black-box: a refused text was recorded as a query of its root field the first
+    time and as unparsed when sent again; a request without a query was answered BAD_REQUEST
+    but recorded BAD_USER_INPUT; a mutation sent by GET was recorded as a delete that never
+    ran; and any operationName went into the log whole (4 MB in one line)."""
+    caplog.set_level(logging.INFO, logger="imaging.audit")
+    invalid = 'query Typo { ImagingStudy(id: "x") { nosuch } }'
+    for _ in range(2):
+        await http.post("/graphql", json={"query": invalid})
+    missing = await http.post("/graphql", json={"variables": {}})
+    by_get = await http.get(
+        "/graphql", params={"query": 'mutation Drop { ImagingStudyDelete(id: "x") { id } }'}
+    )
+    await http.post(
+        "/graphql",
+        json={
+            "query": "query A { __typename } query B { __typename }",
+            "operationName": "Z" * 5000,
+        },
+    )
+    assert missing.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    assert by_get.status_code == 405
+    records = audit_records(caplog)
+    summary = [
+        (
+            r["category"][0]["text"],
+            r["code"]["text"],
+            r["action"],
+            r["outcome"]["detail"][0]["text"],
+        )
+        for r in records
+    ]
+    assert summary == [
+        ("graphql unknown", "unparsed", "E", "BAD_USER_INPUT"),
+        ("graphql unknown", "unparsed", "E", "BAD_USER_INPUT"),
+        ("graphql unknown", "unparsed", "E", "BAD_REQUEST"),
+        ("graphql unknown", "unparsed", "E", "BAD_REQUEST"),
+        ("graphql unknown", "unparsed", "E", "BAD_USER_INPUT"),
+    ]
+    assert all(r["outcome"]["code"]["code"] == "4" for r in records)
+    assert "ZZZZ" not in caplog.text
