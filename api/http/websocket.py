@@ -19,6 +19,7 @@ from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
@@ -26,7 +27,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     SubscribeMessage,
 )
 
-from api.access.audit import refused
+from api.access.audit import CANCELLED, refused
 from api.errors import map_error
 from api.graphql.context import Context
 from api.graphql.limits import rejected
@@ -120,6 +121,10 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     view: _GraphQL
     expiry: asyncio.Task[None] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._running: set[Operation[Context, None]] = set()  # operations whose task began
+
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         payload = message.get("payload") or {}
         if (
@@ -179,6 +184,28 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             )
             return
         await super().handle_subscribe(message)
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        self._running.add(operation)
+        try:
+            await super().run_operation(operation)
+        finally:
+            self._running.discard(operation)
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        """Ends an operation the client completed or left. One that never got to run (a
+        subscribe and its complete in one read) has no record of its own: it gets one,
+        CANCELLED. One still running sends nothing more: a mutation, which runs to its end
+        (api/graphql/execution.py), must not answer under an id the client may have given to
+        another operation since, nor take that operation's place."""
+        operation = self.operations.get(operation_id)
+        if operation is not None:
+            operation.completed = True  # Strawberry's own flag: nothing more is sent
+            task = operation.task
+            if operation not in self._running and task is not None and not task.done():
+                refused(operation.operation_name, self.context, CANCELLED)
+                self.view.metrics.observe("unknown", CANCELLED, 0.0)
+        await super().cleanup_operation(operation_id)
 
     async def send_message(self, message: Message) -> None:
         encoded = self._shared_encoding(message)
