@@ -97,6 +97,23 @@ def refused(operation: Any, context: Any, code: str) -> dict[str, Any]:
     return event
 
 
+@contextlib.contextmanager
+def ended(then: Callable[[BaseException | None], None]) -> Iterator[None]:
+    """Calls `then` with what left the block, None or the exception, however it was left: an
+    operation's hook is also left early, by an exception (a request Strawberry cannot run),
+    or by GeneratorExit or cancellation when the transport closes a WebSocket operation's
+    stream (a refusal sent, a subscription completed, its socket gone), which never gets
+    past the hook's yield."""
+    raised: BaseException | None = None
+    try:
+        yield
+    except BaseException as error:
+        raised = error
+        raise
+    finally:
+        then(raised)
+
+
 def outcome_of(errors: list[Any] | None) -> tuple[str, str]:
     """(AuditEvent outcome code, contract code) of an operation's errors."""
     codes = [(e.extensions or {}).get("code", INTERNAL_SERVER_ERROR) for e in errors or ()]
@@ -182,20 +199,14 @@ class AuditLog(SchemaExtension):
         start = time.perf_counter()
         touched: list[tuple[str, str | None]] = []
         token = touched_by_operation.set(touched)
-        raised: BaseException | None = None
-        try:
-            yield
-        except BaseException as error:
-            raised = error
-            raise
-        finally:
-            # Also when the operation is left early: by an exception (a request Strawberry
-            # cannot run), or by GeneratorExit or cancellation, when the transport closes a
-            # WebSocket operation's stream (a refusal sent, a subscription completed or its
-            # socket gone), which never gets past the yield.
+
+        def write(raised: BaseException | None) -> None:
             with contextlib.suppress(ValueError):  # left from another context
                 touched_by_operation.reset(token)
             self._write(start, touched, raised)
+
+        with ended(write):
+            yield
 
     def _write(
         self, start: float, touched: list[tuple[str, str | None]], raised: BaseException | None

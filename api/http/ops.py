@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from strawberry.extensions import SchemaExtension
 
-from api.access.audit import outcome_of, raised_errors, ran
+from api.access.audit import ended, outcome_of, raised_errors, ran
 from api.graphql.selection import operation_fields
 from store.fhir.outcome import StoreError
 
@@ -97,14 +97,8 @@ class _Observe(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         start = time.perf_counter()
-        raised: BaseException | None = None
-        try:
+        with ended(lambda raised: self._count(start, raised)):  # left early too
             yield
-        except BaseException as error:
-            raised = error
-            raise
-        finally:  # also when the operation is left early (see AuditLog)
-            self._count(start, raised)
 
     def _count(self, start: float, raised: BaseException | None) -> None:
         context = self.execution_context

@@ -55,6 +55,22 @@ async def subscription(
         yield next_event
 
 
+def _slowed(
+    store: Repository, method: str, seconds: float, monkeypatch: pytest.MonkeyPatch
+) -> asyncio.Event:
+    """Makes the store's `method` wait `seconds` before it runs; the event is set when it is
+    called (the operation is then in its store call)."""
+    called, original = asyncio.Event(), getattr(store, method)
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        called.set()
+        await asyncio.sleep(seconds)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store, method, slow)
+    return called
+
+
 async def test_a_committed_write_reaches_the_subscriber(store: Repository) -> None:
     app = create_app(Settings(seed=False), store)
     async with serving(app) as address, httpx.AsyncClient(base_url=f"http://{address}") as http:
@@ -271,15 +287,7 @@ async def test_an_operation_its_client_leaves_is_audited_as_cancelled(
     store: Repository, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.INFO, logger="imaging.audit")
-    reading = asyncio.Event()
-    get = store.get
-
-    async def slow(*args: Any, **kwargs: Any) -> Any:
-        reading.set()
-        await asyncio.sleep(5)
-        return await get(*args, **kwargs)
-
-    monkeypatch.setattr(store, "get", slow)
+    reading = _slowed(store, "get", 5, monkeypatch)
     app = create_app(Settings(seed=False), store)
     async with serving(app) as address:
         async with socket(address) as ws:
@@ -306,15 +314,7 @@ async def test_a_mutation_its_websocket_client_leaves_runs_to_its_end_and_is_aud
     operation after the store had committed: the write stood, recorded as CANCELLED with no
     study (and a write of several steps could have stopped between two)."""
     caplog.set_level(logging.INFO, logger="imaging.audit")
-    writing = asyncio.Event()
-    create = store.create
-
-    async def slow(*args: Any, **kwargs: Any) -> Any:
-        writing.set()
-        await asyncio.sleep(0.5)  # the client leaves meanwhile
-        return await create(*args, **kwargs)
-
-    monkeypatch.setattr(store, "create", slow)
+    writing = _slowed(store, "create", 0.5, monkeypatch)  # the client leaves meanwhile
     app = create_app(Settings(seed=False, compiled=compiled), store)
     async with serving(app) as address:
         async with socket(address) as ws:
@@ -335,15 +335,7 @@ async def test_a_withdrawn_mutation_never_answers_for_an_operation_that_reuses_i
     its id to a new operation, whose answers must be its own (and whose entry the finishing
     mutation must not remove: Strawberry logged a KeyError for each such race)."""
     caplog.set_level(logging.INFO, logger="imaging.audit")
-    writing = asyncio.Event()
-    create = store.create
-
-    async def slow(*args: Any, **kwargs: Any) -> Any:
-        writing.set()
-        await asyncio.sleep(0.5)
-        return await create(*args, **kwargs)
-
-    monkeypatch.setattr(store, "create", slow)
+    writing = _slowed(store, "create", 0.5, monkeypatch)
     app = create_app(Settings(seed=False), store)
     async with serving(app) as address, socket(address) as ws:
         assert (await init(ws))["type"] == "connection_ack"
