@@ -144,6 +144,24 @@ def test_the_benchmarks_stand_alone() -> None:
     assert importing == set(), "bench/ must not import the tests"
 
 
+DRIVER = ("motor", "pymongo", "mongomock_motor", "mongomock", "bson")
+DRIVER_HOME = ROOT / "store" / "mongo" / "client.py"
+
+
+def test_only_the_client_module_imports_the_driver() -> None:
+    """Motor is deprecated upstream: switching to PyMongo's async API must touch one file. The
+    import contracts cover api and store; this covers the tests, benchmarks and scripts too."""
+    importing = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for folder in ("api", "store", "tests", "bench", "scripts")
+        for path in _python_files(ROOT / folder)
+        if path != DRIVER_HOME
+        for name in imported_modules(path.read_text())
+        if name.split(".")[0] in DRIVER
+    }
+    assert importing == set(), "reach the driver through store/mongo/client.py"
+
+
 def test_the_tests_mirror_the_packages() -> None:
     """tests/api/<x> and tests/store/<x> test the package api/<x> or store/<x>; the
     cross-cutting tests say so by where they live (tests/e2e, tests/support, tests/clients)."""

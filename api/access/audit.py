@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from graphql import GraphQLError
-from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
-from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 
+from api.errors import REQUEST_ERRORS
 from store.fhir.outcome import BAD_REQUEST, BAD_USER_INPUT, CLIENT_CODES, INTERNAL_SERVER_ERROR
 
 audit_log = logging.getLogger("imaging.audit")
@@ -31,9 +31,6 @@ _ACTIONS = {"ImagingStudyCreate": "C", "ImagingStudyDelete": "D", "ImagingStudyI
 RootFields = Callable[[Any], tuple[str, list[str]]]
 
 
-# What Strawberry raises through the operation for a request it cannot run (no query, an
-# operationName naming no operation, a mutation over GET): the caller's error, answered as such.
-_REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
 CANCELLED = "CANCELLED"  # the outcome of a query or mutation its client left before its answer
 # Whether the current HTTP request's operation has its record (set by AuditLog): a request
 # refused without one gets a record of its refusal (`refused`).
@@ -55,7 +52,7 @@ def raised_errors(raised: BaseException | None, kind: str = "unknown") -> list[A
         return None if kind == "subscription" else _coded(CANCELLED)
     if isinstance(raised, CannotGetOperationTypeError):
         code = BAD_USER_INPUT  # the codes the HTTP view answers them with (api/http/view.py)
-    elif isinstance(raised, _REQUEST_ERRORS):
+    elif isinstance(raised, REQUEST_ERRORS):
         code = BAD_REQUEST
     else:
         code = INTERNAL_SERVER_ERROR
@@ -66,7 +63,7 @@ def ran(context: Any, raised: BaseException | None) -> bool:
     """Whether an operation of the request ran: not when the request was refused before
     execution (parse, validation and limits errors answer without `data` and without paths),
     nor when Strawberry could not pick or allow the operation."""
-    if isinstance(raised, _REQUEST_ERRORS):
+    if isinstance(raised, REQUEST_ERRORS):
         return False
     result = context.result
     if result is None:

@@ -90,17 +90,18 @@ class GraphQLOverHTTP(_View):
         finally:
             operation_audited.reset(audited)
 
-    def refused_operation(self, authorization: str | None, name: Any, code: str) -> None:
-        """The audit record and count of a request refused before an operation of it ran."""
-        access = self.authenticator.access(authorization)
-        refused(name, SimpleNamespace(access=access), code)
+    def refused_operation(self, caller: Any, name: Any, code: str) -> None:
+        """The audit record and count of a request refused before an operation of it ran;
+        `caller` has the caller's `access` (the GraphQL context, on a WebSocket)."""
+        refused(name, caller, code)
         self.metrics.observe("unknown", code, 0.0)
 
     def _refusal(self, request: Any, refusal: Refusal, media: str) -> Response:
         """The answer of a refusal; recorded when no operation of the request was (one
         refused for its shape, its media type, a mutation sent to one study's endpoint)."""
         if not operation_audited.get():
-            self.refused_operation(request.headers.get("authorization"), None, refusal.code)
+            access = self.authenticator.access(request.headers.get("authorization"))
+            self.refused_operation(SimpleNamespace(access=access), None, refusal.code)
         return _refused(refusal, media)
 
     async def _answer_http(self, view: Any, request: Any, context: Any, root_value: Any) -> Any:

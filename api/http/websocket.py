@@ -27,7 +27,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     SubscribeMessage,
 )
 
-from api.access.audit import CANCELLED, refused
+from api.access.audit import CANCELLED
 from api.errors import map_error
 from api.graphql.context import Context
 from api.graphql.limits import rejected
@@ -177,8 +177,7 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             # Refused before an operation ran: answered and recorded as such.
             name = payload.get("operationName") if isinstance(payload, dict) else None
             code = (error.extensions or {}).get("code", BAD_USER_INPUT)
-            refused(name, self.context, code)
-            self.view.metrics.observe("unknown", code, 0.0)
+            self.view.refused_operation(self.context, name, code)
             await self.send_message(
                 {"id": message["id"], "type": "error", "payload": [error.formatted]}
             )
@@ -203,8 +202,7 @@ class TransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             operation.completed = True  # Strawberry's own flag: nothing more is sent
             task = operation.task
             if operation not in self._running and task is not None and not task.done():
-                refused(operation.operation_name, self.context, CANCELLED)
-                self.view.metrics.observe("unknown", CANCELLED, 0.0)
+                self.view.refused_operation(self.context, operation.operation_name, CANCELLED)
         await super().cleanup_operation(operation_id)
 
     async def send_message(self, message: Message) -> None:

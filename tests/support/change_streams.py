@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from store.mongo import client
+
 RECORDED = [  # change events as MongoDB sends them (trimmed), one of each kind we handle
     {
         "_id": {"_data": "1"},
@@ -66,12 +68,12 @@ class _Stream:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
-        from pymongo.errors import AutoReconnect
-
         for event in self.events:
             yield event
         if self.fail:
-            raise AutoReconnect("the primary stepped down")
+            # A connection lost to the server (pymongo's AutoReconnect is one), named through
+            # the one module that imports the driver.
+            raise client.StoreDown[0]("the primary stepped down")
         await asyncio.Event().wait()
 
 
